@@ -1,0 +1,52 @@
+# The two commands a new user needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+export PORT
+
+.PHONY: run test test-services bench lint format install install-dev clean
+
+# The venv is (re)built when a requirements file changes; a second `make run` reuses it and var/.
+$(BIN)/.installed-runtime: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(BIN)/.installed-dev: requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(BIN)/.installed-runtime $@
+
+install: $(BIN)/.installed-runtime
+install-dev: $(BIN)/.installed-dev
+
+## make run: web, worker and beat on http://127.0.0.1:$(PORT) with the embedded defaults (Ctrl-C stops all three).
+run: install
+	$(BIN)/python manage.py preflight
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	$(BIN)/python manage.py ensure_operator
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --no-colour --port $(PORT) --procfile Procfile
+
+## make test: the whole suite. Set DATABASE_URL, REDIS_URL, CELERY_BROKER_URL to run it on real servers.
+test: install-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make bench: every benchmark in bench/.
+bench: install-dev
+	@set -e; found=0; for script in bench/*.py; do \
+		[ -e "$$script" ] || continue; found=1; \
+		echo "== $$script"; $(BIN)/python "$$script"; \
+	done; [ $$found -eq 1 ] || echo "no benchmarks in bench/ yet"
+
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install-dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf var/cache var/broker var/static var/test

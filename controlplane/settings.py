@@ -1,0 +1,313 @@
+"""Settings of the control plane: every value comes from the environment (see .env.example).
+
+The embedded defaults need no server: SQLite, a file-based cache and kombu's filesystem broker, all
+under ``CONTROLPLANE_VAR_DIR``. ``DATABASE_URL``, ``REDIS_URL`` and ``CELERY_BROKER_URL`` move each part
+to a real server. A bad value stops the process with one line that names the variable.
+"""
+
+from __future__ import annotations
+
+import secrets
+import warnings
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def config_error(variable: str, problem: str) -> SystemExit:
+    """One readable line naming the variable, and a non-zero exit, instead of a traceback."""
+    return SystemExit(f"controlplane: configuration error: {variable}: {problem}")
+
+
+env = environ.Env()
+_env_file = BASE_DIR / ".env"
+if _env_file.is_file():
+    environ.Env.read_env(_env_file)
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = env.str(name, default="").strip().lower()
+    if raw == "":
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise config_error(name, f"expected true or false, got {raw!r}")
+
+
+def _int(name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.str(name, default="").strip()
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise config_error(name, f"expected a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise config_error(name, f"must be at least {minimum}, got {value}")
+    return value
+
+
+def _list(name: str, default: list[str]) -> list[str]:
+    raw = env.str(name, default="")
+    if not raw.strip():
+        return list(default)
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+# --- Environment and security -------------------------------------------------------------------
+
+DJANGO_ENV = env.str("DJANGO_ENV", default="development").strip().lower()
+if DJANGO_ENV not in {"development", "production"}:
+    raise config_error("DJANGO_ENV", f"must be 'development' or 'production', got {DJANGO_ENV!r}")
+PRODUCTION = DJANGO_ENV == "production"
+
+VAR_DIR = Path(env.str("CONTROLPLANE_VAR_DIR", default="var"))
+if not VAR_DIR.is_absolute():
+    VAR_DIR = BASE_DIR / VAR_DIR
+try:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+except OSError as exc:
+    raise config_error("CONTROLPLANE_VAR_DIR", f"cannot create {VAR_DIR}: {exc.strerror}") from None
+
+DEBUG = _bool("DEBUG", False)
+
+_INSECURE_KEY_PREFIX = "django-insecure"
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if PRODUCTION:
+    if not SECRET_KEY:
+        raise config_error("SECRET_KEY", "must be set in production (50 or more random characters)")
+    if len(SECRET_KEY) < 50 or SECRET_KEY.startswith(_INSECURE_KEY_PREFIX) or len(set(SECRET_KEY)) < 5:
+        raise config_error("SECRET_KEY", "is too short or a default; use 50 or more random characters")
+    if DEBUG:
+        raise config_error("DEBUG", "must be off in production")
+elif not SECRET_KEY:
+    # Development: a random key kept under var/ so sessions survive restarts and no key is shared.
+    _key_file = VAR_DIR / "secret_key"
+    if not _key_file.exists():
+        _key_file.touch(mode=0o600)
+        _key_file.write_text(secrets.token_urlsafe(64))
+    SECRET_KEY = _key_file.read_text().strip()
+
+ALLOWED_HOSTS = _list("ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost", "[::1]"])
+if PRODUCTION and not ALLOWED_HOSTS:
+    raise config_error("ALLOWED_HOSTS", "must name the host(s) the control plane is served as in production")
+CSRF_TRUSTED_ORIGINS = _list("CSRF_TRUSTED_ORIGINS", [])
+
+# --- Applications ---------------------------------------------------------------------------------
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "waffle",
+    "controlplane",
+    "flags",
+    "monitoring",
+    "backups",
+    "deployments",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "waffle.middleware.WaffleMiddleware",
+]
+
+ROOT_URLCONF = "controlplane.urls"
+WSGI_APPLICATION = "controlplane.wsgi.application"
+ASGI_APPLICATION = "controlplane.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------------
+
+_SUPPORTED_DB_ENGINES = {"django.db.backends.postgresql", "django.db.backends.sqlite3"}
+_database_url = env.str("DATABASE_URL", default="")
+if _database_url:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # django-environ warns on unknown schemes; we refuse them below
+            _db = environ.Env.db_url_config(_database_url)
+    except Exception as exc:  # django-environ raises several types for malformed URLs
+        raise config_error("DATABASE_URL", f"not a database URL ({exc})") from None
+    if _db.get("ENGINE") not in _SUPPORTED_DB_ENGINES:
+        raise config_error(
+            "DATABASE_URL", "must start with postgres:// (or postgresql://) or sqlite:///, e.g. postgres://user@host:5432/db"
+        )
+    if not _db.get("NAME"):
+        raise config_error("DATABASE_URL", "names no database (the path after the host)")
+else:
+    _db = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(VAR_DIR / "controlplane.sqlite3")}
+
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # web, worker and beat share one SQLite file: WAL lets readers run beside the writer, and
+    # IMMEDIATE transactions take the write lock up front instead of failing on upgrade.
+    _db["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+    # A file, not memory, so that a worker started by a test sees the test database.
+    _db["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+else:
+    _db["CONN_MAX_AGE"] = _int("DATABASE_CONN_MAX_AGE", 60)
+    _db["CONN_HEALTH_CHECKS"] = True
+    _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", _int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1))
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache ----------------------------------------------------------------------------------------
+
+REDIS_URL = env.str("REDIS_URL", default="")
+CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="cp")
+if REDIS_URL:
+    if urlsplit(REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
+        raise config_error("REDIS_URL", "must start with redis://, rediss:// or unix://")
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": CACHE_KEY_PREFIX,
+            "OPTIONS": {
+                # A stopped Redis must fail fast so that what needs it degrades and nothing else waits.
+                "SOCKET_CONNECT_TIMEOUT": 1,
+                "SOCKET_TIMEOUT": 1,
+            },
+        }
+    }
+else:
+    # Shared by every local process (web workers, Celery worker, beat), unlike local memory.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+            "KEY_PREFIX": CACHE_KEY_PREFIX,
+        }
+    }
+
+# --- Celery ---------------------------------------------------------------------------------------
+
+_SUPPORTED_BROKERS = {"filesystem", "redis", "rediss", "amqp", "amqps", "pyamqp"}
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+_broker_scheme = urlsplit(CELERY_BROKER_URL).scheme
+if _broker_scheme not in _SUPPORTED_BROKERS:
+    raise config_error(
+        "CELERY_BROKER_URL", "must be filesystem://, redis://host:6379/N or amqp://user:password@host:5672//"
+    )
+if _broker_scheme == "filesystem":
+    _broker_dir = VAR_DIR / "broker"
+    for _sub in ("queue", "processed"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+CELERY_BROKER_CONNECTION_TIMEOUT = _int("CELERY_BROKER_CONNECTION_TIMEOUT", 4, minimum=1)
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True  # tasks are idempotent; a worker that dies mid-task leaves it queued
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = _int("CELERY_TASK_TIME_LIMIT", 3600, minimum=1)
+CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30 if CELERY_TASK_TIME_LIMIT > 60 else None
+CELERY_WORKER_CONCURRENCY = _int("CELERY_WORKER_CONCURRENCY", 2, minimum=1)
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_TIMEZONE = "UTC"
+
+# Every periodic task, in one place.
+HEARTBEAT_INTERVAL_SECONDS = 30
+CELERY_BEAT_SCHEDULE = {
+    "heartbeat": {
+        "task": "monitoring.tasks.heartbeat",
+        "schedule": float(HEARTBEAT_INTERVAL_SECONDS),
+        # A heartbeat that waited in the queue longer than its interval says nothing fresh.
+        "options": {"expires": float(HEARTBEAT_INTERVAL_SECONDS)},
+    },
+}
+
+# --- Authentication and sessions ----------------------------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "monitoring:dashboard"
+LOGOUT_REDIRECT_URL = "login"
+CONTROLPLANE_ADMIN_USER = env.str("CONTROLPLANE_ADMIN_USER", default="admin")
+# Only read by ensure_operator when it first creates the account; never a fixed default.
+CONTROLPLANE_ADMIN_PASSWORD = env.str("CONTROLPLANE_ADMIN_PASSWORD", default="")
+
+# --- Feature flags (django-waffle with the control plane's own flag model) ------------------------
+
+WAFFLE_FLAG_MODEL = "flags.Flag"
+WAFFLE_CREATE_MISSING_FLAGS = False
+WAFFLE_FLAG_DEFAULT = False
+
+# --- Internationalisation, static files -----------------------------------------------------------
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+# --- Logging --------------------------------------------------------------------------------------
+
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise config_error("LOG_LEVEL", f"must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {LOG_LEVEL!r}")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "plain"},
+    },
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+    },
+}

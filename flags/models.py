@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from django.core.validators import MaxValueValidator
+from django.db import models
+from waffle.models import AbstractUserFlag
+
+
+class Flag(AbstractUserFlag):
+    """A feature flag: a master switch, a percentage rollout and named targeting keys.
+
+    Chosen as waffle's flag model (``WAFFLE_FLAG_MODEL``) from the first migration, because waffle
+    cannot swap its flag model once tables exist.
+    """
+
+    enabled = models.BooleanField(default=False, help_text="Master switch: off means off for everyone.")
+    rollout_percent = models.PositiveSmallIntegerField(
+        default=0,
+        validators=[MaxValueValidator(100)],
+        help_text="Share of users (0 to 100) who get the flag when it is enabled.",
+    )
+    targeting_keys = models.JSONField(
+        default=list, blank=True, help_text="The product's user ids that always get the flag when it is enabled."
+    )
+    description = models.TextField(blank=True)
+    owner = models.CharField(max_length=100, blank=True)
+
+    class Meta(AbstractUserFlag.Meta):
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(rollout_percent__gte=0, rollout_percent__lte=100),
+                name="flag_rollout_percent_0_100",
+            ),
+        ]

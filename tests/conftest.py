@@ -1,0 +1,191 @@
+"""Fixtures shared by the whole suite: users of each role, real services, the browser."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+
+from tests.factories import UserFactory
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+
+# --- Real services ---------------------------------------------------------------------------------
+#
+# A test marked ``@pytest.mark.service("redis")`` uses a real server. When the suite itself runs on
+# that server (REDIS_URL and friends are set) it gets the same URL; otherwise the machine's local
+# server at its usual address. A server that does not answer turns the test into a skip with the reason.
+
+
+def service_url(name: str) -> str:
+    """The URL a test should use for the real server ``name``."""
+    if name == "postgres":
+        configured = os.environ.get("DATABASE_URL", "")
+        if configured.startswith(("postgres://", "postgresql://")):
+            return configured
+        return os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
+    if name == "redis":
+        return os.environ.get("REDIS_URL") or os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    if name == "rabbitmq":
+        configured = os.environ.get("CELERY_BROKER_URL", "")
+        if configured.startswith(("amqp://", "amqps://", "pyamqp://")):
+            return configured
+        return os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
+    raise ValueError(f"unknown service {name!r}")
+
+
+@functools.cache
+def _service_problem(name: str) -> str | None:
+    """None when the server answers, else why not (probed once per session)."""
+    url = service_url(name)
+    where = urlsplit(url).hostname or "local socket"
+    try:
+        if name == "postgres":
+            import psycopg
+
+            psycopg.connect(url, connect_timeout=3).close()
+        elif name == "redis":
+            import redis
+
+            redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2).ping()
+        elif name == "rabbitmq":
+            from kombu import Connection
+
+            with Connection(url, connect_timeout=3) as conn:
+                conn.ensure_connection(max_retries=1, timeout=3)
+    except Exception as exc:
+        return f"{name} at {where} does not answer: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    return None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers(name="service"):
+        for name in marker.args:
+            problem = _service_problem(name)
+            if problem:
+                pytest.skip(problem)
+    if item.get_closest_marker("browser") and not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
+
+
+# --- Django ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _collected_static() -> None:
+    """Pages use the manifest storage, as in production: collect the static files once."""
+    call_command("collectstatic", interactive=False, verbosity=0, clear=False)
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache() -> Iterator[None]:
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
+@pytest.fixture
+def operator(db):
+    return UserFactory(username="operator", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def viewer(db):
+    return UserFactory(username="viewer")
+
+
+@pytest.fixture
+def operator_client(client, operator):
+    client.force_login(operator)
+    return client
+
+
+@pytest.fixture
+def viewer_client(client, viewer):
+    client.force_login(viewer)
+    return client
+
+
+def subprocess_env(**overrides: str | None) -> dict[str, str]:
+    """The environment for a child process of the control plane: ours, with overrides (None removes)."""
+    env = dict(os.environ)
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    for key, value in overrides.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+def manage(*args: str) -> list[str]:
+    return [sys.executable, str(BASE_DIR / "manage.py"), *args]
+
+
+def test_database_url() -> str:
+    """A URL for the database the tests run on, for a child process (a worker) to use."""
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    return f"postgres://{auth}@{host}:{port}/{db['NAME']}"
+
+
+test_database_url.__test__ = False  # a helper, not a test
+
+
+@pytest.fixture(scope="session")
+def live_server() -> Iterator[object]:
+    """pytest-django's live server, serving static files from STATIC_ROOT as whitenoise does in
+    production (its default handler looks files up through the finders, which do not know the
+    manifest's hashed names)."""
+    from django.test.testcases import _StaticFilesHandler
+    from pytest_django.live_server_helper import LiveServer
+
+    server = LiveServer(os.environ.get("DJANGO_LIVE_TEST_SERVER_ADDRESS", "localhost"), start=False)
+    server.thread.static_handler = _StaticFilesHandler
+    server.start()
+    yield server
+    server.stop()
+
+
+# --- Browser --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
+    """Debian's Chromium; Playwright's own browser download does not work on these machines."""
+    return {
+        **browser_type_launch_args,
+        "executable_path": CHROMIUM,
+        "args": [
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ],
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fresh_test_var_dir() -> None:
+    """Start each session with an empty broker queue so no stale message reaches a test worker."""
+    broker = Path(settings.VAR_DIR) / "broker" / "queue"
+    if broker.is_dir():
+        shutil.rmtree(broker)
+        broker.mkdir(parents=True)
