@@ -161,7 +161,8 @@ if _database_url:
         raise config_error("DATABASE_URL", f"not a database URL ({exc})") from None
     if _db.get("ENGINE") not in _SUPPORTED_DB_ENGINES:
         raise config_error(
-            "DATABASE_URL", "must start with postgres:// (or postgresql://) or sqlite:///, e.g. postgres://user@host:5432/db"
+            "DATABASE_URL",
+            "must start with postgres:// (or postgresql://) or sqlite:///, e.g. postgres://user@host:5432/db",
         )
     if not _db.get("NAME"):
         raise config_error("DATABASE_URL", "names no database (the path after the host)")
@@ -217,7 +218,7 @@ else:
 # --- Celery ---------------------------------------------------------------------------------------
 
 _SUPPORTED_BROKERS = {"filesystem", "redis", "rediss", "amqp", "amqps", "pyamqp"}
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost//")
 _broker_scheme = urlsplit(CELERY_BROKER_URL).scheme
 if _broker_scheme not in _SUPPORTED_BROKERS:
     raise config_error(

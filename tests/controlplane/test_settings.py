@@ -121,7 +121,9 @@ def test_redis_url_moves_the_cache_to_redis(tmp_path):
         "print(settings.CACHES['default']['BACKEND']);"
         "cache.set('settings-test', 'round trip', 30); print(cache.get('settings-test'))"
     )
-    result = run("shell", "--verbosity", "0", "-c", code, CONTROLPLANE_VAR_DIR=str(tmp_path), REDIS_URL=service_url("redis"))
+    result = run(
+        "shell", "--verbosity", "0", "-c", code, CONTROLPLANE_VAR_DIR=str(tmp_path), REDIS_URL=service_url("redis")
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["django_redis.cache.RedisCache", "round", "trip"]
     # The value is really in that Redis, under the control plane's key prefix.

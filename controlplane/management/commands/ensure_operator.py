@@ -32,9 +32,7 @@ class Command(BaseCommand):
             user_model.objects.create_superuser(username=username, email="", password=password)
         if generated:
             self.stdout.write(
-                self.style.SUCCESS(
-                    f"Operator account '{username}' created. Password (shown this once): {password}"
-                )
+                self.style.SUCCESS(f"Operator account '{username}' created. Password (shown this once): {password}")
             )
         else:
             self.stdout.write(f"Operator account '{username}' created with CONTROLPLANE_ADMIN_PASSWORD.")

@@ -40,7 +40,5 @@ class Command(BaseCommand):
             ) as conn:
                 conn.ensure_connection(max_retries=1, timeout=timeout)
         except Exception as exc:  # kombu raises transport-specific errors; all mean "no broker"
-            raise CommandError(
-                f"broker does not answer (CELERY_BROKER_URL={_redact(broker_url)}): {exc}"
-            ) from None
+            raise CommandError(f"broker does not answer (CELERY_BROKER_URL={_redact(broker_url)}): {exc}") from None
         self.stdout.write(f"database and broker answer ({connection.vendor}, {broker_url.split(':', 1)[0]})")

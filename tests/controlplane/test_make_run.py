@@ -1,0 +1,116 @@
+"""`make run` on the embedded defaults: web, worker and beat come up, a task from the shell is run by
+the worker, the printed password logs in, and Ctrl-C stops all three."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from http.cookiejar import CookieJar
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+
+from tests.conftest import BASE_DIR, manage, subprocess_env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, seconds: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    pytest.fail(f"{what} within {seconds} s; output so far:\n{log.read_text()}")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def test_make_run_serves_runs_tasks_and_stops_on_ctrl_c(tmp_path):
+    port = free_port()
+    env = subprocess_env(
+        PORT=str(port),
+        CONTROLPLANE_VAR_DIR=str(tmp_path / "var"),
+        DATABASE_URL=None,
+        REDIS_URL=None,
+        CELERY_BROKER_URL=None,
+        CONTROLPLANE_ADMIN_PASSWORD=None,
+        CONTROLPLANE_ADMIN_USER=None,
+        MAKEFLAGS=None,
+        MAKELEVEL=None,
+    )
+    log = tmp_path / "make-run.log"
+    with log.open("w") as out:
+        make = subprocess.Popen(
+            ["make", "--no-print-directory", "run"],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, as a terminal's Ctrl-C would reach
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: http_ok(base + "/accounts/login/"), 120, "the login page did not answer", log)
+        wait_until(
+            lambda: "celery@" in log.read_text() and "ready" in log.read_text(), 60, "the worker did not start", log
+        )
+        assert "beat: Starting" in log.read_text()
+
+        # The password printed once logs in and shows the dashboard.
+        password = re.search(r"Password \(shown this once\): (\S+)", log.read_text()).group(1)
+        jar = CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        login_page = opener.open(base + "/accounts/login/").read().decode()
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page).group(1)
+        body = urlencode({"username": "admin", "password": password, "csrfmiddlewaretoken": token}).encode()
+        request = urllib.request.Request(base + "/accounts/login/", data=body, headers={"Referer": base + "/"})
+        dashboard = opener.open(request)
+        assert dashboard.url == base + "/"
+        assert "<h1>Dashboard</h1>" in dashboard.read().decode()
+
+        # A task sent from `manage.py shell` is run by the worker, and its log says so.
+        sent = subprocess.run(
+            manage(
+                "shell", "--verbosity", "0", "-c", "from monitoring.tasks import heartbeat; print(heartbeat.delay().id)"
+            ),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        task_id = sent.stdout.strip().splitlines()[-1]  # logging shares stdout
+        wait_until(
+            lambda: re.search(rf"Task monitoring.tasks.heartbeat\[{task_id}\] succeeded", log.read_text()),
+            60,
+            "the worker did not run the task",
+            log,
+        )
+    finally:
+        os.killpg(make.pid, signal.SIGINT)
+        try:
+            make.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(make.pid, signal.SIGKILL)
+            pytest.fail(f"Ctrl-C did not stop make run within 40 s:\n{log.read_text()}")
+    # Nothing of the three is left behind: the port is free and the process group is empty.
+    assert not http_ok(base + "/accounts/login/")
+    with pytest.raises(ProcessLookupError):
+        os.killpg(make.pid, 0)
