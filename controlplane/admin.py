@@ -1,0 +1,187 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils.html import format_html
+
+from controlplane.audit import Actor, audit_record, snapshot
+from controlplane.models import ApiToken, AuditEvent, Scope
+from controlplane.services import api_token_create, api_token_revoke
+
+
+class AuditedAdminMixin:
+    """Records an audit event, with before and after, for each save and delete made in admin.
+
+    For models that have no service of their own (users, groups); models with a service call it.
+    """
+
+    audit_exclude: tuple[str, ...] = ()
+
+    def _snapshot(self, obj: Any) -> dict:
+        return snapshot(obj, exclude=list(self.audit_exclude))
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        with transaction.atomic():
+            before = self._snapshot(type(obj).objects.get(pk=obj.pk)) if change else None
+            super().save_model(request, obj, form, change)
+        # On the request, not on self: one admin instance serves every thread.
+        request._audit_pending = (before, "change" if change else "create")
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        # Many-to-many fields (groups, permissions) are saved here, after save_model.
+        super().save_related(request, form, formsets, change)
+        before, verb = getattr(request, "_audit_pending", (None, "change"))
+        obj = form.instance
+        audit_record(
+            actor=Actor.for_user(request.user),
+            action=f"{obj._meta.model_name}.{verb}",
+            obj=obj,
+            before=before,
+            after=self._snapshot(obj),
+        )
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        with transaction.atomic():
+            audit_record(
+                actor=Actor.for_user(request.user),
+                action=f"{obj._meta.model_name}.delete",
+                obj=obj,
+                before=self._snapshot(obj),
+            )
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        with transaction.atomic():
+            for obj in queryset:
+                self.delete_model(request, obj)
+
+
+User = get_user_model()
+admin.site.unregister(User)
+admin.site.unregister(Group)
+
+
+@admin.register(User)
+class AuditedUserAdmin(AuditedAdminMixin, UserAdmin):
+    audit_exclude = ("password",)
+
+
+@admin.register(Group)
+class AuditedGroupAdmin(AuditedAdminMixin, GroupAdmin):
+    pass
+
+
+class ApiTokenCreateForm(forms.ModelForm):
+    scopes = forms.MultipleChoiceField(choices=Scope.choices, widget=forms.CheckboxSelectMultiple)
+    expires_in_days = forms.IntegerField(
+        required=False, min_value=1, max_value=3650, help_text="Leave empty for a token that does not expire."
+    )
+
+    class Meta:
+        model = ApiToken
+        fields = ["name"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "prefix", "scope_list", "state", "created_at", "created_by", "expires_at", "last_used_at"]
+    list_filter = ["revoked_at", "expires_at"]
+    search_fields = ["name", "prefix"]
+    actions = ["revoke"]
+    readonly_fields = [
+        "name", "prefix", "scopes", "created_at", "created_by", "expires_at", "last_used_at", "revoked_at",
+    ]  # fmt: skip
+
+    def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs["form"] = ApiTokenCreateForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.readonly_fields if obj is not None else []
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.readonly_fields if obj is not None else ["name", "scopes", "expires_in_days"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # revoke instead: the audit trail keeps pointing at the token
+
+    @admin.display(description="scopes")
+    def scope_list(self, token: ApiToken) -> str:
+        return ", ".join(token.scopes)
+
+    @admin.display(description="state")
+    def state(self, token: ApiToken) -> str:
+        return "revoked" if token.is_revoked else "expired" if token.is_expired else "active"
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
+        if change:
+            return  # nothing of a token is edited after it is made
+        # The form already enforces what the service checks (name, known scopes, 1..3650 days).
+        token, raw = api_token_create(
+            name=form.cleaned_data["name"],
+            scopes=form.cleaned_data["scopes"],
+            expires_in_days=form.cleaned_data.get("expires_in_days"),
+            actor=Actor.for_user(request.user),
+        )
+        obj.__dict__.update({f.attname: getattr(token, f.attname) for f in ApiToken._meta.concrete_fields})
+        obj._state.adding = False
+        request._created_token = raw  # shown once by response_add, stored nowhere
+
+    def response_add(self, request: HttpRequest, obj: ApiToken, post_url_continue: Any = None) -> HttpResponse:
+        raw = getattr(request, "_created_token", None)
+        if raw is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {**self.admin_site.each_context(request), "token": obj, "raw": raw, "opts": self.opts}
+        return TemplateResponse(request, "admin/controlplane/apitoken/created.html", context)
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke(self, request: HttpRequest, queryset: Any) -> None:
+        for token in queryset:
+            api_token_revoke(token=token, actor=Actor.for_user(request.user))
+        self.message_user(request, f"Revoked {queryset.count()} token(s).", messages.SUCCESS)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Read-only: nobody edits or deletes the audit trail here."""
+
+    list_display = ["time", "actor_label", "action", "object_type", "object_label", "request_id"]
+    list_filter = ["actor_type", "action", "object_type", "time"]
+    search_fields = ["actor_label", "action", "object_type", "object_id", "object_label", "request_id"]
+    date_hierarchy = "time"
+    list_select_related = False
+    fields = [
+        "time", "actor_type", "actor_label", "actor_user", "actor_token", "action", "object_type", "object_id",
+        "object_label", "before_json", "after_json", "request_id",
+    ]  # fmt: skip
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_actions(self, request: HttpRequest) -> dict:
+        return {}
+
+    @admin.display(description="before")
+    def before_json(self, event: AuditEvent) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(event.before, indent=2, sort_keys=True))
+
+    @admin.display(description="after")
+    def after_json(self, event: AuditEvent) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(event.after, indent=2, sort_keys=True))

@@ -1,0 +1,124 @@
+"""What is known about the work in progress (request id, task), for logs, audit events and Sentry.
+
+The web binds it in ``RequestContextMiddleware``; a task sent during a request carries the request id
+in its message headers, and the worker binds it while the task runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+
+request_id_var: ContextVar[str] = ContextVar("request_id", default="")
+task_var: ContextVar[tuple[str, str] | None] = ContextVar("task", default=None)
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+request_logger = logging.getLogger("controlplane.request")
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def accepted_request_id(incoming: str | None) -> str:
+    """The caller's id when it is at most 128 of ``[A-Za-z0-9._-]``, otherwise a new one."""
+    if incoming and _VALID_REQUEST_ID.fullmatch(incoming):
+        return incoming
+    return new_request_id()
+
+
+def current_request_id() -> str:
+    return request_id_var.get()
+
+
+def _actor_label(request: HttpRequest) -> str:
+    token = getattr(request, "api_token", None)
+    if token is not None:
+        return f"token:{token.name}"
+    # Only a user the request already loaded: logging must not cost a session or user query.
+    user = getattr(request, "_cached_user", None)
+    if user is not None and user.is_authenticated:
+        return user.get_username()
+    return ""
+
+
+class RequestContextMiddleware:
+    """Binds the request id, returns it in ``X-Request-ID``, and logs one line per request."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        request_id = accepted_request_id(request.headers.get(REQUEST_ID_HEADER))
+        request.request_id = request_id
+        reset = request_id_var.set(request_id)
+        started = time.perf_counter()
+        try:
+            response = self.get_response(request)
+            response[REQUEST_ID_HEADER] = request_id
+            if request_logger.isEnabledFor(logging.INFO):
+                request_logger.info(
+                    "%s %s %s",
+                    request.method,
+                    request.path,
+                    response.status_code,
+                    extra={
+                        "user": _actor_label(request),
+                        "method": request.method,
+                        "path": request.path,
+                        "status": response.status_code,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    },
+                )
+            return response
+        finally:
+            request_id_var.reset(reset)
+
+
+class ContextFilter(logging.Filter):
+    """Adds request_id (and, in a worker, task_name and task_id) to every log record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get()
+        task = task_var.get()
+        if task is not None:
+            record.task_name, record.task_id = task
+        return True
+
+
+# --- Celery: carry the request id from the sender to the worker ----------------------------------
+
+
+def _add_request_id_header(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    request_id = request_id_var.get()
+    if headers is not None and request_id:
+        headers.setdefault("request_id", request_id)
+
+
+def _bind_task(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    request = getattr(task, "request", None)
+    request_id = getattr(request, "request_id", None) or (getattr(request, "headers", None) or {}).get("request_id")
+    request_id_var.set(accepted_request_id(request_id) if request_id else new_request_id())
+    task_var.set((getattr(task, "name", ""), task_id or ""))
+
+
+def _unbind_task(**_: Any) -> None:
+    request_id_var.set("")
+    task_var.set(None)
+
+
+def connect_celery_signals() -> None:
+    from celery.signals import before_task_publish, task_postrun, task_prerun
+
+    before_task_publish.connect(_add_request_id_header, weak=False, dispatch_uid="cp-request-id-publish")
+    task_prerun.connect(_bind_task, weak=False, dispatch_uid="cp-request-id-prerun")
+    task_postrun.connect(_unbind_task, weak=False, dispatch_uid="cp-request-id-postrun")

@@ -1,0 +1,64 @@
+"""Keep secrets out of logs, pages, audit diffs and Sentry events: by key name and by value."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from typing import Any
+from urllib.parse import urlsplit
+
+REDACTED = "[redacted]"
+
+_SECRET_KEY_NAME = re.compile(
+    r"passw(or)?d|passphrase|secret|token|api[-_]?key|apikey|authorization|cookie|sessionid|dsn|credential"
+    r"|private[-_]?key|signature",
+    re.IGNORECASE,
+)
+# The control plane's own API tokens, and any user:password@ in a URL.
+_TOKEN_VALUE = re.compile(r"\bcpt_[A-Za-z0-9_-]{16,}")
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]+)@", re.I)
+
+
+def is_secret_key(name: str) -> bool:
+    return bool(_SECRET_KEY_NAME.search(name))
+
+
+@cache
+def _configured_secrets() -> tuple[str, ...]:
+    """Secret values from the settings (database password, Sentry key, ...), longest first."""
+    from django.conf import settings
+
+    values: list[str] = [settings.SECRET_KEY]
+    for db in settings.DATABASES.values():
+        values.append(db.get("PASSWORD") or "")
+    for url in (getattr(settings, "REDIS_URL", ""), getattr(settings, "CELERY_BROKER_URL", "")):
+        values.append(urlsplit(url).password or "")
+    dsn = getattr(settings, "SENTRY_DSN", "")
+    values.append(urlsplit(dsn).username or "")
+    values.append(getattr(settings, "EMAIL_HOST_PASSWORD", "") or "")
+    # Short values would redact ordinary words; a real secret is longer than this.
+    return tuple(sorted({v for v in values if v and len(v) >= 6}, key=len, reverse=True))
+
+
+def redact_text(text: str) -> str:
+    if not text:
+        return text
+    text = _URL_PASSWORD.sub(r"\g<scheme>\g<user>:***@", text)
+    text = _TOKEN_VALUE.sub(REDACTED, text)
+    for secret in _configured_secrets():
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """A copy of ``value`` (JSON-like) with secret keys' values and secret-looking strings hidden."""
+    if key and is_secret_key(key) and value not in (None, "", [], {}):
+        return REDACTED
+    if isinstance(value, dict):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    if isinstance(value, str):
+        return redact_text(value)
+    return value

@@ -1,0 +1,83 @@
+"""Sentry: initialised from settings only when SENTRY_DSN is set."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from controlplane.context import current_request_id
+from controlplane.redaction import redact
+
+# Events that are noise for operators: probes and hostile Host headers.
+_NOISE_LOGGERS = {"django.security.DisallowedHost"}
+_NOISE_EXCEPTIONS = {"DisallowedHost"}
+_NOISE_PATH_PREFIXES = ("/health/",)
+
+
+def _path_of(event: dict[str, Any]) -> str:
+    url = (event.get("request") or {}).get("url") or ""
+    if "://" in url:
+        url = "/" + url.split("://", 1)[1].partition("/")[2]
+    return url
+
+
+def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
+    """Drop noise, tag the request id, and scrub secrets by key name and by value."""
+    if event.get("logger") in _NOISE_LOGGERS:
+        return None
+    exc_info = hint.get("exc_info")
+    if exc_info and exc_info[0] is not None and exc_info[0].__name__ in _NOISE_EXCEPTIONS:
+        return None
+    if _path_of(event).startswith(_NOISE_PATH_PREFIXES):
+        return None
+    request_id = current_request_id()
+    if request_id:
+        event.setdefault("tags", {})["request_id"] = request_id
+    return redact(event)
+
+
+def before_send_transaction(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
+    if _path_of(event).startswith(_NOISE_PATH_PREFIXES) or (event.get("transaction") or "").startswith(
+        _NOISE_PATH_PREFIXES
+    ):
+        return None
+    return before_send(event, hint)
+
+
+def init_sentry(*, dsn: str, environment: str, release: str, traces_sample_rate: float) -> None:
+    import sentry_sdk
+    from sentry_sdk.integrations.celery import CeleryIntegration
+    from sentry_sdk.integrations.django import DjangoIntegration
+    from sentry_sdk.integrations.logging import LoggingIntegration
+
+    sentry_sdk.init(
+        dsn=dsn,
+        environment=environment,
+        release=release or None,
+        integrations=[
+            DjangoIntegration(),
+            CeleryIntegration(),
+            LoggingIntegration(level=logging.INFO, event_level=logging.ERROR),
+        ],
+        send_default_pii=False,
+        traces_sample_rate=traces_sample_rate,
+        before_send=before_send,
+        before_send_transaction=before_send_transaction,
+        # A DSN that does not answer must not hold up a request or a shutdown.
+        shutdown_timeout=2,
+    )
+
+
+class OneLineSentryErrors(logging.Filter):
+    """The SDK logs a failed delivery with a traceback; one line says enough (event dropped, why)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            record.msg = (
+                f"Sentry event dropped: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            )
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True

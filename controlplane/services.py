@@ -1,0 +1,92 @@
+"""Writes of the controlplane app: API tokens. Each validates, writes atomically and audits."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from controlplane.audit import Actor, audit_record, snapshot
+from controlplane.models import ApiToken, Scope
+
+TOKEN_PREFIX = "cpt_"  # noqa: S105 - a marker that lets redaction spot tokens, not a secret
+# Recording every use would make each API call a write; a minute's precision is what operators need.
+LAST_USED_PRECISION = timedelta(minutes=1)
+TOKEN_AUDIT_FIELDS = ["name", "prefix", "scopes", "expires_at", "revoked_at"]
+
+
+class InvalidTokenRequest(ValueError):
+    """A token cannot be made as asked; the message names the field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def parse_scopes(raw: str | list[str]) -> list[str]:
+    """Scopes from ``flags:read,deploy`` or a list; unknown or missing scopes are an error."""
+    items = raw.split(",") if isinstance(raw, str) else list(raw)
+    scopes = sorted({item.strip() for item in items if item.strip()})
+    if not scopes:
+        raise InvalidTokenRequest("scopes", f"name at least one of {', '.join(Scope.values)}")
+    unknown = [scope for scope in scopes if scope not in Scope.values]
+    if unknown:
+        raise InvalidTokenRequest(
+            "scopes", f"unknown scope {', '.join(unknown)}; known scopes: {', '.join(Scope.values)}"
+        )
+    return scopes
+
+
+def api_token_create(
+    *, name: str, scopes: str | list[str], expires_in_days: int | None = None, actor: Actor
+) -> tuple[ApiToken, str]:
+    """Make a token. Returns the row and the token itself, which is never stored and shown once."""
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise InvalidTokenRequest("name", "give a name of 1 to 100 characters")
+    parsed = parse_scopes(scopes)
+    if expires_in_days is not None and not 1 <= expires_in_days <= 3650:
+        raise InvalidTokenRequest("expires_in_days", "must be between 1 and 3650")
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    with transaction.atomic():
+        token = ApiToken.objects.create(
+            name=name,
+            prefix=raw[:12],
+            token_hash=ApiToken.hash(raw),
+            scopes=parsed,
+            created_by=actor.user if actor.user is not None and actor.user.pk else None,
+            expires_at=timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None,
+        )
+        audit_record(actor=actor, action="api_token.create", obj=token, after=snapshot(token, TOKEN_AUDIT_FIELDS))
+    return token, raw
+
+
+def api_token_revoke(*, token: ApiToken, actor: Actor) -> ApiToken:
+    """Revoke a token at once; revoking twice changes nothing."""
+    with transaction.atomic():
+        token = ApiToken.objects.select_for_update().get(pk=token.pk)
+        if token.revoked_at is not None:
+            return token
+        before = snapshot(token, TOKEN_AUDIT_FIELDS)
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+        audit_record(
+            actor=actor, action="api_token.revoke", obj=token, before=before, after=snapshot(token, TOKEN_AUDIT_FIELDS)
+        )
+    return token
+
+
+def api_token_authenticate(raw: str) -> ApiToken | None:
+    """The usable token with this value, or None. Marks it used (at most once a minute)."""
+    token = ApiToken.objects.usable().filter(token_hash=ApiToken.hash(raw)).first()
+    if token is None:
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_PRECISION:
+        # Conditional, so concurrent requests write once.
+        ApiToken.objects.filter(pk=token.pk).filter(last_used_at=token.last_used_at).update(last_used_at=now)
+        token.last_used_at = now
+    return token
