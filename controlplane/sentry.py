@@ -17,8 +17,8 @@ _NOISE_PATH_PREFIXES = ("/health/",)
 def _path_of(event: dict[str, Any]) -> str:
     url = (event.get("request") or {}).get("url") or ""
     if "://" in url:
-        url = "/" + url.split("://", 1)[1].partition("/")[2]
-    return url
+        return "/" + url.split("://", 1)[1].partition("/")[2]
+    return url or str(event.get("transaction") or "")
 
 
 def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
@@ -37,10 +37,6 @@ def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] |
 
 
 def before_send_transaction(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
-    if _path_of(event).startswith(_NOISE_PATH_PREFIXES) or (event.get("transaction") or "").startswith(
-        _NOISE_PATH_PREFIXES
-    ):
-        return None
     return before_send(event, hint)
 
 
@@ -59,7 +55,9 @@ def init_sentry(*, dsn: str, environment: str, release: str, traces_sample_rate:
             CeleryIntegration(),
             LoggingIntegration(level=logging.INFO, event_level=logging.ERROR),
         ],
-        send_default_pii=False,
+        # No release-health sessions or client reports: one envelope per event, nothing else to drop.
+        auto_session_tracking=False,
+        send_client_reports=False,
         traces_sample_rate=traces_sample_rate,
         before_send=before_send,
         before_send_transaction=before_send_transaction,

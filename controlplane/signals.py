@@ -34,12 +34,22 @@ def on_login_failed(sender: Any, credentials: dict[str, Any], request: Any = Non
 
 
 def on_lockout(sender: Any, request: Any, username: str, ip_address: str, **_: Any) -> None:
+    """One event per lockout: django-axes signals again for each attempt made while locked."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    from controlplane.models import AuditEvent
+
+    after = {"username": username, "ip_address": ip_address}
+    since = timezone.now() - settings.AXES_COOLOFF_TIME
+    if AuditEvent.objects.filter(action="auth.lockout", time__gte=since, after=after).exists():
+        return
     audit_record(
         actor=Actor.system("django-axes"),
         action="auth.lockout",
         object_type="auth.user",
         object_label=str(username)[:200],
-        after={"username": username, "ip_address": ip_address},
+        after=after,
     )
 
 

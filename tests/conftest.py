@@ -116,6 +116,42 @@ def viewer_client(client, viewer):
     return client
 
 
+@pytest.fixture
+def make_token(db):
+    """make_token("flags:read", ...) -> the raw token, made through the service as an operator would."""
+    from controlplane.audit import Actor
+    from controlplane.services import api_token_create
+
+    def make(*scopes: str, name: str = "test", expires_in_days: int | None = None) -> str:
+        _, raw = api_token_create(
+            name=name, scopes=list(scopes), expires_in_days=expires_in_days, actor=Actor.system("tests")
+        )
+        return raw
+
+    return make
+
+
+@pytest.fixture
+def api_client(client, make_token):
+    """api_client("monitoring:read") -> a test client sending a Bearer token with those scopes."""
+
+    def make(*scopes: str):
+        client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {make_token(*scopes)}"
+        return client
+
+    return make
+
+
+@pytest.fixture
+def http_sink():
+    """A local HTTP server standing in for Sentry, Slack or a webhook."""
+    from tests.httpsink import HttpSink
+
+    sink = HttpSink().start()
+    yield sink
+    sink.stop()
+
+
 def subprocess_env(**overrides: str | None) -> dict[str, str]:
     """The environment for a child process of the control plane: ours, with overrides (None removes)."""
     env = dict(os.environ)

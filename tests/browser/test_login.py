@@ -43,3 +43,19 @@ def test_wrong_password_is_refused(live_server, page: Page, operator):
     page.get_by_label("Password").fill("wrong")
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("alert")).to_contain_text("didn't match")
+
+
+def test_pages_satisfy_the_content_security_policy(live_server, page: Page, operator):
+    violations: list[str] = []
+    page.on(
+        "console",
+        lambda message: violations.append(message.text) if "Content Security Policy" in message.text else None,
+    )
+    page.goto(live_server.url + "/accounts/login/")
+    page.get_by_label("Username").fill("operator")
+    page.get_by_label("Password").fill("correct horse battery staple")
+    page.get_by_role("button", name="Log in").click()
+    for path in ["/", "/flags/", "/deployments/", "/backups/", "/admin/", "/admin/controlplane/auditevent/"]:
+        page.goto(live_server.url + path)
+        expect(page.locator("body")).to_be_visible()
+    assert violations == []

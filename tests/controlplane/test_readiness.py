@@ -1,0 +1,108 @@
+"""Production readiness: the command, the system checks and the API agree."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from tests.conftest import manage, service_url, subprocess_env
+
+GOOD_KEY = "k3J9!xQ2@vL7#pR4$wT8%zY1^bN6&mC5*hG0(dF3)sA9_eU2+iO7-yK4"
+
+
+def production_env(tmp_path, **overrides):
+    env = {
+        "CONTROLPLANE_VAR_DIR": str(tmp_path),
+        "DJANGO_ENV": "production",
+        "SECRET_KEY": GOOD_KEY,
+        "ALLOWED_HOSTS": "ops.example.test",
+        "DEBUG": None,
+        "DATABASE_URL": "postgres://cp:db-pass-123456@db.example.test:5432/cp",
+        "REDIS_URL": "redis://:redis-pass-123456@cache.example.test:6379/0",
+        "CELERY_BROKER_URL": "amqp://cp:mq-pass-123456@mq.example.test:5672//",
+        "SENTRY_DSN": "https://sentrykey123456@sentry.example.test/4",
+        "EMAIL_URL": "smtp+tls://alerts:mail-pass-123456@smtp.example.test:587",
+        "CONTROLPLANE_RELEASE": "2026.11.29-1",
+    }
+    env.update(overrides)
+    return subprocess_env(**env)
+
+
+def run(*args, env):
+    return subprocess.run(manage(*args), env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_a_correct_production_environment_passes_everything(tmp_path):
+    env = production_env(tmp_path)
+    result = run("readiness", "--json", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["status"] == "pass"
+    assert {item["name"] for item in report["items"]} >= {
+        "secret_key", "debug", "allowed_hosts", "https", "database", "cache", "broker", "sentry", "email",
+    }  # fmt: skip
+    deploy = run("check", "--deploy", "--fail-level", "WARNING", env=env)
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    assert "no issues" in deploy.stdout
+
+
+def test_embedded_defaults_fail_with_hints_and_a_non_zero_exit(tmp_path):
+    result = run(
+        "readiness",
+        env=subprocess_env(
+            CONTROLPLANE_VAR_DIR=str(tmp_path),
+            DATABASE_URL=None,
+            REDIS_URL=None,
+            CELERY_BROKER_URL=None,
+            SENTRY_DSN=None,
+        ),
+    )
+    assert result.returncode == 1
+    lines = {line.split()[1]: line for line in result.stdout.splitlines() if line[:4] in {"PASS", "WARN", "FAIL"}}
+    assert lines["database"].startswith("FAIL") and "DATABASE_URL" in lines["database"]
+    assert lines["broker"].startswith("FAIL") and "CELERY_BROKER_URL" in lines["broker"]
+    assert lines["sentry"].startswith("WARN") and "SENTRY_DSN" in lines["sentry"]
+    assert lines["cache"].startswith("WARN")
+    assert result.stdout.strip().endswith("overall: fail")
+
+
+def test_check_deploy_reports_the_same_items(tmp_path):
+    result = run("check", "--deploy", env=production_env(tmp_path, SENTRY_DSN=None, CELERY_BROKER_URL=None))
+    assert "controlplane.E008" in result.stderr + result.stdout  # broker
+    assert "SENTRY_DSN" in result.stderr + result.stdout
+
+
+@pytest.mark.django_db
+def test_config_api_returns_readiness_and_services_without_secrets(api_client, settings):
+    settings.CONTROLPLANE_RELEASE = "2026.11.29-1"
+    settings.SENTRY_DSN = "https://sentrykey123456@sentry.example.test/4"
+    response = api_client("monitoring:read").get("/api/deployment/config/production")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["deployment"]["version"] == "2026.11.29-1"
+    assert body["deployment"]["environment"] == settings.DJANGO_ENV
+    assert set(body["deployment"]["services"]) == {"database", "cache", "broker", "sentry", "email"}
+    assert body["deployment"]["services"]["sentry"]["configured"] is True
+    assert {item["name"] for item in body["items"]} >= {"database", "broker", "sentry"}
+    text = response.content.decode()
+    assert "sentrykey123456" not in text and settings.SECRET_KEY not in text
+
+
+@pytest.mark.django_db
+def test_config_api_needs_monitoring_scope(api_client):
+    assert api_client("deploy").get("/api/deployment/config/production").status_code == 403
+
+
+@pytest.mark.service("postgres", "redis", "rabbitmq")
+def test_production_on_real_servers_passes(tmp_path):
+    env = production_env(
+        tmp_path,
+        DATABASE_URL=service_url("postgres"),
+        REDIS_URL=service_url("redis"),
+        CELERY_BROKER_URL=service_url("rabbitmq"),
+    )
+    result = run("readiness", env=env)
+    assert result.returncode == 0, result.stdout
+    assert run("preflight", env=env).returncode == 0
