@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PORT
 
-.PHONY: run test test-services bench lint format install install-dev clean
+.PHONY: run test bench lint format install install-dev clean
 
 # The venv is (re)built when a requirements file changes; a second `make run` reuses it and var/.
 $(BIN)/.installed-runtime: requirements.txt
@@ -35,7 +35,8 @@ test: install-dev
 
 ## make bench: every benchmark in bench/.
 bench: install-dev
-	@set -e; found=0; for script in bench/*.py; do \
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	@set -e; found=0; for script in bench/[!_]*.py; do \
 		[ -e "$$script" ] || continue; found=1; \
 		echo "== $$script"; $(BIN)/python "$$script"; \
 	done; [ $$found -eq 1 ] || echo "no benchmarks in bench/ yet"

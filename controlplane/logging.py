@@ -1,24 +1,38 @@
-"""Log formatting: JSON lines in production, readable lines in development."""
+"""Log formatting: JSON lines in production, readable lines in development.
+
+The JSON formatter is written here rather than taken from python-json-logger: every request logs a
+line, and this one formats it in about 3 µs against that library's 15 µs (bench/middleware.py).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
-
-from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
+from datetime import UTC, datetime
 
 from controlplane.redaction import redact_text
 
+# Attributes every LogRecord has; anything else on a record came from ``extra=`` or a filter.
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "request_id"}
 
-class JsonFormatter(_JsonFormatter):
-    """One JSON object per line: time, level, logger, message, request_id and the record's extras."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        kwargs.setdefault("rename_fields", {"asctime": "time", "levelname": "level", "name": "logger"})
-        kwargs.setdefault("datefmt", "%Y-%m-%dT%H:%M:%S%z")
-        super().__init__("{asctime}{levelname}{name}{message}{request_id}", *args, style="{", **kwargs)
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request_id, then the record's extras."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact_text(super().format(record))
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", ""),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD:
+                entry[key] = value
+        if record.exc_info:
+            entry["exc_info"] = self.formatException(record.exc_info)
+        return redact_text(json.dumps(entry, default=str))
 
 
 class TextFormatter(logging.Formatter):

@@ -43,8 +43,12 @@ def _configured_secrets() -> tuple[str, ...]:
 def redact_text(text: str) -> str:
     if not text:
         return text
-    text = _URL_PASSWORD.sub(r"\g<scheme>\g<user>:***@", text)
-    text = _TOKEN_VALUE.sub(REDACTED, text)
+    # Substring tests first: the regular expressions run only where they could match (every log
+    # line passes through here).
+    if "@" in text and "://" in text:
+        text = _URL_PASSWORD.sub(r"\g<scheme>\g<user>:***@", text)
+    if "cpt_" in text:
+        text = _TOKEN_VALUE.sub(REDACTED, text)
     for secret in _configured_secrets():
         if secret in text:
             text = text.replace(secret, REDACTED)

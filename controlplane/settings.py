@@ -339,6 +339,12 @@ STORAGES = {
 
 CONTROLPLANE_RELEASE = env.str("CONTROLPLANE_RELEASE", default="")
 
+import logging as _logging  # noqa: E402 - the flags below belong with the logging configuration
+
+# Every request logs a line: skip collecting what our lines never show (documented logging flags).
+_logging.logThreads = False
+_logging.logMultiprocessing = False
+
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
     raise config_error("LOG_LEVEL", f"must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {LOG_LEVEL!r}")

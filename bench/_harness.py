@@ -1,0 +1,131 @@
+"""Shared by the benchmarks: start gunicorn on loopback, load it with wrk, read the figures."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+WRK_ARGS = ["-t2", "-c16", "--latency"]  # as the peers were measured (shared/PEERS.md)
+
+
+@dataclass
+class Load:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def require_wrk() -> str:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        sys.exit("bench: wrk is missing (apt-get install wrk)")
+    return wrk
+
+
+def bench_env(**overrides: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("CONTROLPLANE_VAR_DIR", str(Path(tempfile.gettempdir()) / "controlplane-bench"))
+    env["PYTHONPATH"] = str(BASE_DIR)
+    env.update(overrides)
+    return env
+
+
+@contextmanager
+def gunicorn(
+    settings_module: str, *, workers: int = 2, env: dict[str, str] | None = None, extra_args: list[str] | None = None
+) -> Iterator[str]:
+    """A gunicorn with sync workers serving the control plane under ``settings_module``; yields its URL."""
+    port = free_port()
+    log = tempfile.NamedTemporaryFile(prefix="bench-gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "controlplane.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--worker-class",
+            "sync",
+            *(extra_args or []),
+        ],  # fmt: skip
+        cwd=BASE_DIR,
+        env=bench_env(DJANGO_SETTINGS_MODULE=settings_module, **(env or {})),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url + "/health/live", timeout=1)  # noqa: S310 - loopback
+                break
+            except urllib.error.HTTPError:
+                break  # it answers
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    sys.exit(f"bench: gunicorn did not start; see {log.name}")
+                time.sleep(0.2)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+_LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+_UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(url: str, *, seconds: int = 10, headers: dict[str, str] | None = None, script: str | None = None) -> Load:
+    args = [require_wrk(), *WRK_ARGS, f"-d{seconds}s"]
+    for name, value in (headers or {}).items():
+        args += ["-H", f"{name}: {value}"]
+    if script:
+        args += ["-s", script]
+    output = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in output:
+        sys.exit(f"bench: {url} answered errors under load:\n{output}")
+    latency = {p: float(v) * _UNIT[u] for p, v, u in _LATENCY.findall(output)}
+    return Load(float(_RPS.search(output).group(1)), latency["50"], latency["99"])
+
+
+def median_load(loads: list[Load]) -> Load:
+    return Load(
+        statistics.median(load.requests_per_second for load in loads),
+        statistics.median(load.p50_ms for load in loads),
+        statistics.median(load.p99_ms for load in loads),
+    )
+
+
+def migrate(settings_module: str) -> None:
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--verbosity", "0"],
+        cwd=BASE_DIR,
+        env=bench_env(DJANGO_SETTINGS_MODULE=settings_module),
+        check=True,
+    )
