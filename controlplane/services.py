@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import secrets
+import time
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 
 from controlplane.audit import Actor, audit_record, snapshot
+from controlplane.localcopy import LocalCopy
 from controlplane.models import ApiToken, Scope
 
 TOKEN_PREFIX = "cpt_"  # noqa: S105 - a marker that lets redaction spot tokens, not a secret
 # Recording every use would make each API call a write; a minute's precision is what operators need.
 LAST_USED_PRECISION = timedelta(minutes=1)
 TOKEN_AUDIT_FIELDS = ["name", "prefix", "scopes", "expires_at", "revoked_at"]
+
+
+def _load_tokens() -> dict[str, ApiToken]:
+    return {token.token_hash: token for token in ApiToken.objects.filter(revoked_at__isnull=True)}
+
+
+# Every API request checks its token here, without a query; a revocation reaches every process
+# within CONTROLPLANE_RELOAD_INTERVAL.
+usable_tokens: LocalCopy[dict[str, ApiToken]] = LocalCopy("api-tokens", _load_tokens)
+_last_used_written: dict[int, float] = {}
 
 
 class InvalidTokenRequest(ValueError):
@@ -61,6 +73,7 @@ def api_token_create(
             expires_at=timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None,
         )
         audit_record(actor=actor, action="api_token.create", obj=token, after=snapshot(token, TOKEN_AUDIT_FIELDS))
+        usable_tokens.bump()
     return token, raw
 
 
@@ -76,17 +89,28 @@ def api_token_revoke(*, token: ApiToken, actor: Actor) -> ApiToken:
         audit_record(
             actor=actor, action="api_token.revoke", obj=token, before=before, after=snapshot(token, TOKEN_AUDIT_FIELDS)
         )
+        usable_tokens.bump()
     return token
 
 
 def api_token_authenticate(raw: str) -> ApiToken | None:
-    """The usable token with this value, or None. Marks it used (at most once a minute)."""
-    token = ApiToken.objects.usable().filter(token_hash=ApiToken.hash(raw)).first()
-    if token is None:
+    """The usable token with this value, or None. No query, except to record use once a minute."""
+    if not raw.startswith(TOKEN_PREFIX) or len(raw) > 100:
         return None
-    now = timezone.now()
-    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_PRECISION:
-        # Conditional, so concurrent requests write once.
-        ApiToken.objects.filter(pk=token.pk).filter(last_used_at=token.last_used_at).update(last_used_at=now)
-        token.last_used_at = now
+    token = usable_tokens.get().get(ApiToken.hash(raw))
+    if token is None or token.is_expired:
+        return None
+    _mark_used(token)
     return token
+
+
+def _mark_used(token: ApiToken) -> None:
+    now = time.monotonic()
+    if now - _last_used_written.get(token.pk, float("-inf")) < LAST_USED_PRECISION.total_seconds():
+        return
+    _last_used_written[token.pk] = now
+    cutoff = timezone.now() - LAST_USED_PRECISION
+    # Conditional: several processes write at most once a minute between them.
+    ApiToken.objects.filter(pk=token.pk).filter(
+        models.Q(last_used_at__isnull=True) | models.Q(last_used_at__lt=cutoff)
+    ).update(last_used_at=timezone.now())

@@ -314,6 +314,13 @@ CONTROLPLANE_ADMIN_USER = env.str("CONTROLPLANE_ADMIN_USER", default="admin")
 # Only read by ensure_operator when it first creates the account; never a fixed default.
 CONTROLPLANE_ADMIN_PASSWORD = env.str("CONTROLPLANE_ADMIN_PASSWORD", default="")
 
+# Seconds between a process's looks at the shared versions of its in-process copies (flags,
+# tokens): a change reaches every process within this time.
+try:
+    CONTROLPLANE_RELOAD_INTERVAL = float(env.str("CONTROLPLANE_RELOAD_INTERVAL", default="0.5") or 0.5)
+except ValueError:
+    raise config_error("CONTROLPLANE_RELOAD_INTERVAL", "expected seconds, e.g. 0.5") from None
+
 # --- Feature flags (django-waffle with the control plane's own flag model) ------------------------
 
 WAFFLE_FLAG_MODEL = "flags.Flag"

@@ -88,10 +88,17 @@ def _collected_static() -> None:
 
 @pytest.fixture(autouse=True)
 def _clear_cache() -> Iterator[None]:
+    """Each test starts with an empty shared cache and no in-process copies of old rows."""
     from django.core.cache import cache
 
+    from controlplane.localcopy import forget_all
+    from controlplane.services import _last_used_written
+
     cache.clear()
+    forget_all()
+    _last_used_written.clear()
     yield
+    forget_all()
 
 
 @pytest.fixture
