@@ -5,12 +5,18 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from controlplane import api_views
+from flags import api as flags_api
 
 urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/deployment/config/production", api_views.config_production, name="api-config-production"),
+    path("api/deployment/features", flags_api.features, name="api-features"),
+    path("api/deployment/features/<str:flag>/toggle", flags_api.feature_toggle, name="api-feature-toggle"),
+    path("api/deployment/features/<str:user_id>", flags_api.features_for_user, name="api-features-for-user"),
+    path("ofrep/v1/evaluate/flags", flags_api.ofrep_evaluate_flags, name="ofrep-evaluate-flags"),
+    path("ofrep/v1/evaluate/flags/<str:key>", flags_api.ofrep_evaluate_flag, name="ofrep-evaluate-flag"),
     path("flags/", include("flags.urls")),
     path("deployments/", include("deployments.urls")),
     path("backups/", include("backups.urls")),

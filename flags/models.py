@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.validators import MaxValueValidator
 from django.db import models
+from django.http import HttpRequest
+from django.urls import reverse
 from waffle.models import AbstractUserFlag
 
 
@@ -31,3 +35,20 @@ class Flag(AbstractUserFlag):
                 name="flag_rollout_percent_0_100",
             ),
         ]
+
+    def get_absolute_url(self) -> str:
+        return reverse("flags:detail", args=[self.name])
+
+    def is_active(self, request: HttpRequest, read_only: bool = False) -> bool:
+        """waffle's entry point (flag_is_active, template tags, decorators): the control plane's
+        rule, keyed by the logged-in user's id instead of waffle's random per-request cookie."""
+        from flags.evaluation import CompiledFlag, TargetingKeyMissing, evaluate
+
+        if not self.pk:
+            return False
+        user: Any = getattr(request, "user", None)
+        key = str(user.pk) if user is not None and user.is_authenticated else None
+        try:
+            return evaluate(CompiledFlag.of(self), key)[0]
+        except TargetingKeyMissing:
+            return False

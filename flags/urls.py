@@ -7,4 +7,6 @@ from flags import views
 app_name = "flags"
 urlpatterns = [
     path("", views.flag_list, name="list"),
+    path("<str:name>/", views.flag_detail, name="detail"),
+    path("<str:name>/toggle", views.flag_toggle_view, name="toggle"),
 ]

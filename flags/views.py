@@ -1,11 +1,63 @@
 from __future__ import annotations
 
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 
+from controlplane.audit import Actor
+from flags.evaluation import CompiledFlag, TargetingKeyMissing, evaluate, on_for, variant
 from flags.models import Flag
+from flags.selectors import flag_history
+from flags.services import MAX_TARGETING_KEY, FlagNotFound, flag_toggle
+
+CHANGE_PERMISSION = "flags.change_flag"
 
 
 def flag_list(request: HttpRequest) -> HttpResponse:
-    flags = Flag.objects.order_by("name")
-    return render(request, "flags/list.html", {"flags": flags})
+    flags = [(flag, on_for(CompiledFlag.of(flag))) for flag in Flag.objects.order_by("name")]
+    return render(request, "flags/list.html", {"flags": flags, "can_change": request.user.has_perm(CHANGE_PERMISSION)})
+
+
+def flag_detail(request: HttpRequest, name: str) -> HttpResponse:
+    flag = get_object_or_404(Flag, name=name)
+    compiled = CompiledFlag.of(flag)
+    user_id = request.GET.get("user_id", "").strip()
+    evaluation = without_key = error = None
+    if len(user_id) > MAX_TARGETING_KEY:
+        error = f"A user id has at most {MAX_TARGETING_KEY} characters."
+    elif user_id:
+        value, reason = evaluate(compiled, user_id)
+        evaluation = {"value": value, "variant": variant(value), "reason": reason}
+    else:
+        try:
+            value, reason = evaluate(compiled, None)
+            without_key = {"value": value, "reason": reason}
+        except TargetingKeyMissing:
+            pass  # the page says the answer depends on the user
+    context = {
+        "flag": flag,
+        "on_for": on_for(compiled),
+        "history": flag_history(flag.pk),
+        "user_id": user_id,
+        "evaluation": evaluation,
+        "without_key": without_key,
+        "error": error,
+        "can_change": request.user.has_perm(CHANGE_PERMISSION),
+    }
+    return render(request, "flags/detail.html", context)
+
+
+@require_POST
+def flag_toggle_view(request: HttpRequest, name: str) -> HttpResponse:
+    if not request.user.has_perm(CHANGE_PERMISSION):
+        raise PermissionDenied("changing flags needs the flags.change_flag permission")
+    try:
+        flag = flag_toggle(name=name, changes=None, actor=Actor.for_user(request.user))
+    except FlagNotFound:
+        messages.error(request, f"No flag named {name}.")
+        return redirect("flags:list")
+    messages.success(request, f"{flag.name} is now {'enabled' if flag.enabled else 'disabled'}.")
+    target = request.POST.get("next")
+    return redirect("flags:detail", name=flag.name) if target == "detail" else redirect("flags:list")

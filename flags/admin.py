@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
+from django.http import HttpRequest, HttpResponse
+
+from controlplane.audit import Actor
+from flags.evaluation import CompiledFlag, on_for
+from flags.models import Flag
+from flags.selectors import flag_history
+from flags.services import (
+    FIELDS,
+    InvalidFlagDefinition,
+    clean_fields,
+    flag_create,
+    flag_delete,
+    flag_update,
+)
+
+
+class TargetingKeysField(forms.CharField):
+    """One targeting key per line."""
+
+    widget = forms.Textarea(attrs={"rows": 4})
+
+    def prepare_value(self, value: Any) -> Any:
+        return "\n".join(value) if isinstance(value, list) else value
+
+    def to_python(self, value: Any) -> list[str]:
+        text = super().to_python(value) or ""
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+class FlagForm(forms.ModelForm):
+    targeting_keys = TargetingKeysField(required=False, help_text="The product's user ids, one per line.")
+
+    class Meta:
+        model = Flag
+        fields = list(FIELDS)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        values = {key: data[key] for key in FIELDS if key in data}
+        if self.instance.pk:
+            values.pop("name", None)  # renaming would break every service that asks for it
+        try:
+            clean_fields(values)
+        except InvalidFlagDefinition as error:
+            self.add_error(error.field if error.field in self.fields else None, error.message)
+        return data
+
+
+class RolloutActionForm(ActionForm):
+    rollout_percent = forms.IntegerField(min_value=0, max_value=100, required=False, label="Rollout %")
+
+
+@admin.register(Flag)
+class FlagAdmin(admin.ModelAdmin):
+    form = FlagForm
+    action_form = RolloutActionForm
+    list_display = ["name", "enabled", "rollout_percent", "on_for_summary", "owner", "modified"]
+    list_filter = ["enabled", "owner"]
+    search_fields = ["name", "description", "owner"]
+    ordering = ["name"]
+    actions = ["enable", "disable", "set_rollout"]
+    change_form_template = "admin/flags/flag/change_form.html"
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return ["name"] if obj is not None else []
+
+    @admin.display(description="on for")
+    def on_for_summary(self, flag: Flag) -> str:
+        return on_for(CompiledFlag.of(flag))
+
+    def save_model(self, request: HttpRequest, obj: Flag, form: Any, change: bool) -> None:
+        actor = Actor.for_user(request.user)
+        values = {key: form.cleaned_data[key] for key in FIELDS if key in form.cleaned_data}
+        if change:
+            values.pop("name", None)
+            saved = flag_update(name=obj.name, changes=values, actor=actor)
+        else:
+            saved = flag_create(data=values, actor=actor)
+        obj.pk = saved.pk
+        obj._state.adding = False
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        pass  # the flag has no related rows the form edits; the service saved everything
+
+    def delete_model(self, request: HttpRequest, obj: Flag) -> None:
+        flag_delete(name=obj.name, actor=Actor.for_user(request.user))
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        for flag in queryset:
+            self.delete_model(request, flag)
+
+    def _update_each(self, request: HttpRequest, queryset: Any, changes: dict[str, Any], done: str) -> None:
+        actor = Actor.for_user(request.user)
+        for flag in queryset:
+            flag_update(name=flag.name, changes=changes, actor=actor)
+        self.message_user(request, f"{done} {queryset.count()} flag(s).", messages.SUCCESS)
+
+    @admin.action(description="Enable the selected flags", permissions=["change"])
+    def enable(self, request: HttpRequest, queryset: Any) -> None:
+        self._update_each(request, queryset, {"enabled": True}, "Enabled")
+
+    @admin.action(description="Disable the selected flags", permissions=["change"])
+    def disable(self, request: HttpRequest, queryset: Any) -> None:
+        self._update_each(request, queryset, {"enabled": False}, "Disabled")
+
+    @admin.action(description="Set the rollout percent of the selected flags", permissions=["change"])
+    def set_rollout(self, request: HttpRequest, queryset: Any) -> None:
+        form = RolloutActionForm(request.POST)
+        if not form.is_valid() or form.cleaned_data.get("rollout_percent") is None:
+            self.message_user(request, "Give a rollout percent from 0 to 100.", messages.ERROR)
+            return
+        percent = form.cleaned_data["rollout_percent"]
+        self._update_each(request, queryset, {"rollout_percent": percent}, f"Set rollout to {percent} % on")
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        extra_context = {
+            **(extra_context or {}),
+            "history": flag_history(int(object_id)) if object_id.isdigit() else [],
+        }
+        return super().change_view(request, object_id, form_url, extra_context)

@@ -1,0 +1,152 @@
+"""OFREP (OpenFeature Remote Evaluation Protocol) and the flags part of the operations API."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from controlplane.api import ApiError, api_view, json_body
+from controlplane.audit import Actor
+from controlplane.models import Scope
+from flags.evaluation import CompiledFlag, TargetingKeyMissing, evaluate, on_for, variant
+from flags.models import Flag
+from flags.services import MAX_TARGETING_KEY, FlagNotFound, InvalidFlagDefinition, clean_fields, flag_toggle
+from flags.snapshot import current
+
+# --- OFREP ----------------------------------------------------------------------------------------
+
+
+class OfrepError(Exception):
+    def __init__(self, status: int, code: str, details: str) -> None:
+        super().__init__(details)
+        self.status, self.code, self.details = status, code, details
+
+
+def _json(body: Any, status: int = 200) -> HttpResponse:
+    return HttpResponse(json.dumps(body, separators=(",", ":")), status=status, content_type="application/json")
+
+
+def _targeting_key(request: HttpRequest) -> str | None:
+    """The context's targetingKey from an OFREP body; PARSE_ERROR or INVALID_CONTEXT otherwise."""
+    if not request.body:
+        return None
+    try:
+        body = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise OfrepError(400, "PARSE_ERROR", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise OfrepError(400, "PARSE_ERROR", "the body must be a JSON object")
+    context = body.get("context", {})
+    if context is None:
+        return None
+    if not isinstance(context, dict):
+        raise OfrepError(400, "INVALID_CONTEXT", "context must be an object")
+    key = context.get("targetingKey")
+    if key is None:
+        return None
+    if not isinstance(key, str):
+        raise OfrepError(400, "INVALID_CONTEXT", "context.targetingKey must be a string")
+    if len(key) > MAX_TARGETING_KEY:
+        raise OfrepError(400, "INVALID_CONTEXT", f"context.targetingKey is longer than {MAX_TARGETING_KEY}")
+    return key
+
+
+def _result(flag: CompiledFlag, key: str | None) -> dict[str, Any]:
+    try:
+        value, reason = evaluate(flag, key)
+    except TargetingKeyMissing:
+        return {
+            "key": flag.name,
+            "errorCode": "TARGETING_KEY_MISSING",
+            "errorDetails": f"flag {flag.name} depends on the user: send context.targetingKey",
+        }
+    return {"key": flag.name, "value": value, "reason": reason, "variant": variant(value), "metadata": {}}
+
+
+@api_view(scope=Scope.FLAGS_READ, methods=("POST",))
+def ofrep_evaluate_flag(request: HttpRequest, key: str) -> HttpResponse:
+    try:
+        targeting_key = _targeting_key(request)
+    except OfrepError as error:
+        return _json({"key": key, "errorCode": error.code, "errorDetails": error.details}, error.status)
+    flag = current().flags.get(key)
+    if flag is None:
+        return _json({"key": key, "errorCode": "FLAG_NOT_FOUND", "errorDetails": f"no flag named {key}"}, 404)
+    result = _result(flag, targeting_key)
+    return _json(result, 400 if "errorCode" in result else 200)
+
+
+def _etag(digest: str, targeting_key: str | None) -> str:
+    key_part = hashlib.blake2b((targeting_key or "").encode(), digest_size=8).hexdigest()
+    return f'"{digest}-{"k" if targeting_key is not None else "n"}{key_part}"'
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    candidates = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return etag in candidates or "*" in candidates
+
+
+@api_view(scope=Scope.FLAGS_READ, methods=("POST",))
+def ofrep_evaluate_flags(request: HttpRequest) -> HttpResponse:
+    try:
+        targeting_key = _targeting_key(request)
+    except OfrepError as error:
+        return _json({"errorCode": error.code, "errorDetails": error.details}, error.status)
+    snap = current()
+    etag = _etag(snap.digest, targeting_key)
+    if_none_match = request.META.get("HTTP_IF_NONE_MATCH")
+    if if_none_match and _matches(if_none_match, etag):
+        response = HttpResponse(status=304)
+    else:
+        response = _json({"flags": [_result(flag, targeting_key) for flag in snap.flags.values()]})
+    response["ETag"] = etag
+    return response
+
+
+# --- Operations API -------------------------------------------------------------------------------
+
+
+def _flag_body(flag: Flag) -> dict[str, Any]:
+    compiled = CompiledFlag.of(flag)
+    return {
+        "name": flag.name,
+        "enabled": flag.enabled,
+        "rollout_percent": flag.rollout_percent,
+        "targeting_keys": list(flag.targeting_keys),
+        "description": flag.description,
+        "owner": flag.owner,
+        "on_for": on_for(compiled),
+        "modified": flag.modified.isoformat() if flag.modified else None,
+    }
+
+
+@api_view(scope=Scope.FLAGS_READ)
+def features(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"flags": [_flag_body(flag) for flag in Flag.objects.order_by("name")]})
+
+
+@api_view(scope=Scope.FLAGS_WRITE, methods=("POST",))
+def feature_toggle(request: HttpRequest, flag: str) -> JsonResponse:
+    changes = json_body(request, allow_empty=True)
+    try:
+        clean_fields(changes, allowed=("enabled", "rollout_percent", "targeting_keys"), flag=flag)
+        updated = flag_toggle(name=flag, changes=changes or None, actor=Actor.from_request(request))
+    except InvalidFlagDefinition as error:
+        raise ApiError(422, "invalid", error.message, field=error.field) from None
+    except FlagNotFound:
+        raise ApiError(404, "not_found", f"no flag named {flag}") from None
+    return JsonResponse(_flag_body(updated))
+
+
+@api_view(scope=Scope.FLAGS_READ)
+def features_for_user(request: HttpRequest, user_id: str) -> JsonResponse:
+    if len(user_id) > MAX_TARGETING_KEY:
+        raise ApiError(400, "invalid", f"user_id is longer than {MAX_TARGETING_KEY}", field="user_id")
+    results = {}
+    for name, flag in current().flags.items():
+        value, reason = evaluate(flag, user_id)  # with a key, evaluation always answers
+        results[name] = {"value": value, "variant": variant(value), "reason": reason}
+    return JsonResponse({"user_id": user_id, "flags": results})

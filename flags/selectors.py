@@ -1,0 +1,38 @@
+"""Reads of flags for the rest of the control plane."""
+
+from __future__ import annotations
+
+import logging
+
+from flags.evaluation import TargetingKeyMissing, evaluate
+from flags.snapshot import current
+
+logger = logging.getLogger(__name__)
+
+# The control plane's own flags (shipped in flags/fixtures/wingmanmatch.json).
+EXTERNAL_ALERTS = "external_alerts"  # gates outbound notifications
+BACKUP_VERIFICATION = "backup_verification"  # gates the scheduled verification
+ENHANCED_MONITORING = "enhanced_monitoring"  # gates the extra health checks
+
+
+def is_on(name: str, key: str | None = None, *, default: bool = False) -> bool:
+    """Whether flag ``name`` is on (for ``key``, if given). The control plane obeys its own flags
+    through this helper; a missing flag, or one that needs a key, answers ``default``."""
+    try:
+        flag = current().flags.get(name)
+    except Exception:  # database and cache both down on a cold process
+        logger.exception("flags unavailable; %s answers its default %s", name, default)
+        return default
+    if flag is None:
+        return default
+    try:
+        return evaluate(flag, key)[0]
+    except TargetingKeyMissing:
+        return default
+
+
+def flag_history(flag_pk: int, limit: int = 50) -> list:
+    """The flag's audit events, newest first (served by the audit_object_time index)."""
+    from controlplane.models import AuditEvent
+
+    return list(AuditEvent.objects.filter(object_type="flags.flag", object_id=str(flag_pk))[:limit])

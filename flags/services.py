@@ -1,0 +1,218 @@
+"""Every write to flags: validated, atomic, audited, and published to every process after commit."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+
+from controlplane.audit import Actor, audit_record, snapshot
+from flags.models import Flag
+from flags.snapshot import snapshot as flags_snapshot
+
+NAME_PATTERN = re.compile(r"[a-z0-9_.-]{1,100}")
+MAX_TARGETING_KEY = 256
+MAX_TARGETING_KEYS = 10_000
+FIELDS = ("name", "enabled", "rollout_percent", "targeting_keys", "description", "owner")
+AUDIT_FIELDS = list(FIELDS)
+DEFAULTS: dict[str, Any] = {
+    "enabled": False,
+    "rollout_percent": 0,
+    "targeting_keys": [],
+    "description": "",
+    "owner": "",
+}
+
+
+class InvalidFlagDefinition(ValueError):
+    """A flag definition or change that cannot be applied; names the flag (if known) and the field."""
+
+    def __init__(self, field: str, message: str, *, flag: str | None = None) -> None:
+        where = f"flag {flag!r}: " if flag else ""
+        super().__init__(f"{where}{field}: {message}")
+        self.field = field
+        self.message = message
+        self.flag = flag
+
+
+class FlagNotFound(LookupError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no flag named {name!r}")
+        self.name = name
+
+
+def clean_name(value: Any, *, flag: str | None = None) -> str:
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        raise InvalidFlagDefinition("name", "1 to 100 of a-z, 0-9, '_', '.', '-'", flag=flag)
+    return value
+
+
+def clean_fields(data: Any, *, allowed: tuple[str, ...] = FIELDS, flag: str | None = None) -> dict[str, Any]:
+    """Check types and ranges of the given fields; unknown fields are an error. Returns clean values."""
+    if not isinstance(data, dict):
+        raise InvalidFlagDefinition("body", "must be a JSON object", flag=flag)
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise InvalidFlagDefinition(unknown[0], f"unknown field; known fields: {', '.join(allowed)}", flag=flag)
+    clean: dict[str, Any] = {}
+    if "name" in data:
+        clean["name"] = clean_name(data["name"], flag=flag)
+    if "enabled" in data:
+        if not isinstance(data["enabled"], bool):
+            raise InvalidFlagDefinition("enabled", "must be true or false", flag=flag)
+        clean["enabled"] = data["enabled"]
+    if "rollout_percent" in data:
+        value = data["rollout_percent"]
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+            raise InvalidFlagDefinition("rollout_percent", "must be a whole number from 0 to 100", flag=flag)
+        clean["rollout_percent"] = value
+    if "targeting_keys" in data:
+        keys = data["targeting_keys"]
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise InvalidFlagDefinition("targeting_keys", "must be a list of strings", flag=flag)
+        if any(not k or len(k) > MAX_TARGETING_KEY for k in keys):
+            raise InvalidFlagDefinition(
+                "targeting_keys", f"each key must have 1 to {MAX_TARGETING_KEY} characters", flag=flag
+            )
+        if len(keys) > MAX_TARGETING_KEYS:
+            raise InvalidFlagDefinition("targeting_keys", f"at most {MAX_TARGETING_KEYS} keys", flag=flag)
+        clean["targeting_keys"] = sorted(set(keys))
+    for name, limit in (("description", 2000), ("owner", 100)):
+        if name in data:
+            if not isinstance(data[name], str) or len(data[name]) > limit:
+                raise InvalidFlagDefinition(name, f"must be text of at most {limit} characters", flag=flag)
+            clean[name] = data[name]
+    return clean
+
+
+def _state(flag: Flag) -> dict[str, Any]:
+    return snapshot(flag, AUDIT_FIELDS)
+
+
+def flag_create(*, data: dict[str, Any], actor: Actor) -> Flag:
+    """Create a flag; ``name`` is required, other fields default to off."""
+    clean = clean_fields(data, flag=data.get("name") if isinstance(data, dict) else None)
+    if "name" not in clean:
+        raise InvalidFlagDefinition("name", "is required")
+    with transaction.atomic():
+        if Flag.objects.filter(name=clean["name"]).exists():
+            raise InvalidFlagDefinition("name", "a flag with this name exists", flag=clean["name"])
+        flag = Flag.objects.create(**{**DEFAULTS, **clean})
+        audit_record(actor=actor, action="flag.create", obj=flag, after=_state(flag))
+        flags_snapshot.bump()
+    return flag
+
+
+def flag_update(*, name: str, changes: dict[str, Any], actor: Actor, action: str = "flag.update") -> Flag:
+    """Change some fields of a flag (not its name); records before and after."""
+    clean = clean_fields(changes, allowed=FIELDS[1:], flag=name)
+    with transaction.atomic():
+        flag = Flag.objects.select_for_update().filter(name=name).first()
+        if flag is None:
+            raise FlagNotFound(name)
+        before = _state(flag)
+        for key, value in clean.items():
+            setattr(flag, key, value)
+        after = _state(flag)
+        if after != before:
+            flag.save()
+            audit_record(actor=actor, action=action, obj=flag, before=before, after=after)
+            flags_snapshot.bump()
+    return flag
+
+
+def flag_toggle(*, name: str, changes: dict[str, Any] | None, actor: Actor) -> Flag:
+    """The toggle endpoint: set the given fields, or with none flip ``enabled``."""
+    if changes:
+        return flag_update(name=name, changes=changes, actor=actor, action="flag.toggle")
+    with transaction.atomic():
+        flag = Flag.objects.select_for_update().filter(name=name).first()
+        if flag is None:
+            raise FlagNotFound(name)
+        return flag_update(name=name, changes={"enabled": not flag.enabled}, actor=actor, action="flag.toggle")
+
+
+@dataclass
+class PlannedChange:
+    name: str
+    kind: str  # "create" | "update" | "unchanged"
+    changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        if self.kind == "unchanged":
+            return f"  {self.name}: unchanged"
+        parts = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in self.changes.items())
+        return f"{'+' if self.kind == 'create' else '~'} {self.name}: {parts}"
+
+
+def parse_flag_file(document: Any) -> list[dict[str, Any]]:
+    """Validate a whole ``{"flags": [...]}`` document before anything is applied."""
+    if not isinstance(document, dict) or set(document) != {"flags"} or not isinstance(document["flags"], list):
+        raise InvalidFlagDefinition("flags", 'the file must be {"flags": [ ... ]} and nothing else')
+    cleaned: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(document["flags"]):
+        label = entry.get("name") if isinstance(entry, dict) and isinstance(entry.get("name"), str) else f"#{index + 1}"
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise InvalidFlagDefinition("name", "is required", flag=label)
+        clean = clean_fields(entry, flag=label)
+        if clean["name"] in seen:
+            raise InvalidFlagDefinition("name", "appears twice in the file", flag=clean["name"])
+        seen.add(clean["name"])
+        cleaned.append(clean)
+    return cleaned
+
+
+def flags_import(*, document: Any, actor: Actor, dry_run: bool = False) -> list[PlannedChange]:
+    """Apply a flag file all or nothing: creates missing flags, updates the fields it names.
+
+    Flags not in the file are left as they are. Returns what changed (or would, with dry_run).
+    """
+    definitions = parse_flag_file(document)
+    plan: list[PlannedChange] = []
+    with transaction.atomic():
+        existing = {
+            f.name: f for f in Flag.objects.select_for_update().filter(name__in=[d["name"] for d in definitions])
+        }
+        for definition in definitions:
+            flag = existing.get(definition["name"])
+            if flag is None:
+                values = {**DEFAULTS, **definition}
+                plan.append(
+                    PlannedChange(
+                        definition["name"], "create", {k: (None, v) for k, v in values.items() if k != "name"}
+                    )
+                )
+                continue
+            current = _state(flag)
+            diff = {k: (current[k], v) for k, v in definition.items() if k != "name" and current[k] != v}
+            plan.append(PlannedChange(flag.name, "update" if diff else "unchanged", diff))
+        if dry_run:
+            return plan
+        for change in plan:
+            if change.kind == "create":
+                flag_create(
+                    data={"name": change.name, **{k: new for k, (_, new) in change.changes.items()}}, actor=actor
+                )
+            elif change.kind == "update":
+                flag_update(
+                    name=change.name, changes={k: new for k, (_, new) in change.changes.items()}, actor=actor,
+                    action="flag.import",
+                )  # fmt: skip
+    return plan
+
+
+def flags_export() -> dict[str, Any]:
+    return {"flags": [_state(flag) for flag in Flag.objects.order_by("name")]}
+
+
+def flag_delete(*, name: str, actor: Actor) -> None:
+    with transaction.atomic():
+        flag = Flag.objects.select_for_update().filter(name=name).first()
+        if flag is None:
+            raise FlagNotFound(name)
+        audit_record(actor=actor, action="flag.delete", obj=flag, before=_state(flag))
+        flag.delete()
+        flags_snapshot.bump()
