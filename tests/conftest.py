@@ -124,15 +124,17 @@ def viewer_client(client, viewer):
 
 
 @pytest.fixture
-def make_token(db):
-    """make_token("flags:read", ...) -> the raw token, made through the service as an operator would."""
+def make_token(db, django_capture_on_commit_callbacks):
+    """make_token("flags:read", ...) -> the raw token, made through the service as an operator would
+    (its after-commit publication included, as if the test's transaction had committed)."""
     from controlplane.audit import Actor
     from controlplane.services import api_token_create
 
     def make(*scopes: str, name: str = "test", expires_in_days: int | None = None) -> str:
-        _, raw = api_token_create(
-            name=name, scopes=list(scopes), expires_in_days=expires_in_days, actor=Actor.system("tests")
-        )
+        with django_capture_on_commit_callbacks(execute=True):
+            _, raw = api_token_create(
+                name=name, scopes=list(scopes), expires_in_days=expires_in_days, actor=Actor.system("tests")
+            )
         return raw
 
     return make
