@@ -112,11 +112,15 @@ class FlagAdmin(admin.ModelAdmin):
 
     @admin.action(description="Set the rollout percent of the selected flags", permissions=["change"])
     def set_rollout(self, request: HttpRequest, queryset: Any) -> None:
-        form = RolloutActionForm(request.POST)
-        if not form.is_valid() or form.cleaned_data.get("rollout_percent") is None:
+        # The action form's own validation needs the changelist's action choices; check the one field.
+        field = RolloutActionForm.base_fields["rollout_percent"]
+        try:
+            percent = field.clean(request.POST.get("rollout_percent"))
+        except forms.ValidationError:
+            percent = None
+        if percent is None:
             self.message_user(request, "Give a rollout percent from 0 to 100.", messages.ERROR)
             return
-        percent = form.cleaned_data["rollout_percent"]
         self._update_each(request, queryset, {"rollout_percent": percent}, f"Set rollout to {percent} % on")
 
     def change_view(

@@ -1,0 +1,35 @@
+"""An operator flips a flag on the flags page and sees it in the flag's history."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from controlplane.audit import Actor
+from flags.models import Flag
+from flags.services import flag_create
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def test_operator_flips_a_flag(live_server, page: Page, operator):
+    flag_create(data={"name": "buddy_chat", "enabled": True, "rollout_percent": 100}, actor=Actor.system())
+    page.goto(live_server.url + "/flags/")
+    page.get_by_label("Username").fill("operator")
+    page.get_by_label("Password").fill("correct horse battery staple")
+    page.get_by_role("button", name="Log in").click()
+
+    row = page.locator("#flag-buddy_chat")
+    expect(row).to_contain_text("enabled")
+    expect(row).to_contain_text("on for everyone")
+    row.get_by_role("button", name="Disable buddy_chat").click()
+    expect(page.get_by_text("buddy_chat is now disabled.")).to_be_visible()
+    expect(page.locator("#flag-buddy_chat")).to_contain_text("off for everyone (disabled)")
+    assert Flag.objects.get(name="buddy_chat").enabled is False
+
+    page.get_by_role("link", name="buddy_chat").click()
+    expect(page.get_by_role("heading", name="History")).to_be_visible()
+    expect(page.locator("table")).to_contain_text("flag.toggle")
+    page.get_by_label("User id").fill("user-1")
+    page.get_by_role("button", name="Evaluate").click()
+    expect(page.locator("#evaluation")).to_contain_text("off (DISABLED)")
