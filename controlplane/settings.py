@@ -256,12 +256,13 @@ if _broker_scheme not in _SUPPORTED_BROKERS:
     )
 if _broker_scheme == "filesystem":
     _broker_dir = VAR_DIR / "broker"
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),  # fanout exchanges (worker remote control)
         "store_processed": False,
     }
 CELERY_BROKER_CONNECTION_TIMEOUT = _int("CELERY_BROKER_CONNECTION_TIMEOUT", 4, minimum=1)
