@@ -100,7 +100,9 @@ class MonitoredEndpoint(models.Model):
     expected_status = models.PositiveSmallIntegerField(
         default=200, validators=[MinValueValidator(100), MaxValueValidator(599)]
     )
-    timeout_ms = models.PositiveIntegerField(default=5000, validators=[MinValueValidator(100), MaxValueValidator(60000)])
+    timeout_ms = models.PositiveIntegerField(
+        default=5000, validators=[MinValueValidator(100), MaxValueValidator(60000)]
+    )
     body_contains = models.CharField(max_length=200, blank=True, help_text="Text the body must contain.")
     enabled = models.BooleanField(default=True)
 

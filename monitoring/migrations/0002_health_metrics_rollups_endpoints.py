@@ -6,73 +6,108 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('monitoring', '0001_initial'),
+        ("monitoring", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='MonitoredEndpoint',
+            name="MonitoredEndpoint",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(help_text='Component name in health reports.', unique=True)),
-                ('url', models.URLField(max_length=500, validators=[django.core.validators.URLValidator(schemes=['http', 'https'])])),
-                ('expected_status', models.PositiveSmallIntegerField(default=200, validators=[django.core.validators.MinValueValidator(100), django.core.validators.MaxValueValidator(599)])),
-                ('timeout_ms', models.PositiveIntegerField(default=5000, validators=[django.core.validators.MinValueValidator(100), django.core.validators.MaxValueValidator(60000)])),
-                ('body_contains', models.CharField(blank=True, help_text='Text the body must contain.', max_length=200)),
-                ('enabled', models.BooleanField(default=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.SlugField(help_text="Component name in health reports.", unique=True)),
+                (
+                    "url",
+                    models.URLField(
+                        max_length=500, validators=[django.core.validators.URLValidator(schemes=["http", "https"])]
+                    ),
+                ),
+                (
+                    "expected_status",
+                    models.PositiveSmallIntegerField(
+                        default=200,
+                        validators=[
+                            django.core.validators.MinValueValidator(100),
+                            django.core.validators.MaxValueValidator(599),
+                        ],
+                    ),
+                ),
+                (
+                    "timeout_ms",
+                    models.PositiveIntegerField(
+                        default=5000,
+                        validators=[
+                            django.core.validators.MinValueValidator(100),
+                            django.core.validators.MaxValueValidator(60000),
+                        ],
+                    ),
+                ),
+                (
+                    "body_contains",
+                    models.CharField(blank=True, help_text="Text the body must contain.", max_length=200),
+                ),
+                ("enabled", models.BooleanField(default=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='HealthMetric',
+            name="HealthMetric",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('time', models.DateTimeField(default=django.utils.timezone.now)),
-                ('component', models.CharField(max_length=100)),
-                ('measurement', models.CharField(max_length=50)),
-                ('component_type', models.CharField(blank=True, max_length=30)),
-                ('value', models.FloatField(blank=True, null=True)),
-                ('unit', models.CharField(blank=True, max_length=20)),
-                ('status', models.CharField(choices=[('pass', 'pass'), ('warn', 'warn'), ('fail', 'fail')], max_length=4)),
-                ('output', models.CharField(blank=True, max_length=500)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("time", models.DateTimeField(default=django.utils.timezone.now)),
+                ("component", models.CharField(max_length=100)),
+                ("measurement", models.CharField(max_length=50)),
+                ("component_type", models.CharField(blank=True, max_length=30)),
+                ("value", models.FloatField(blank=True, null=True)),
+                ("unit", models.CharField(blank=True, max_length=20)),
+                (
+                    "status",
+                    models.CharField(choices=[("pass", "pass"), ("warn", "warn"), ("fail", "fail")], max_length=4),
+                ),
+                ("output", models.CharField(blank=True, max_length=500)),
             ],
             options={
-                'indexes': [models.Index(fields=['component', 'measurement', '-time'], name='healthmetric_component_time'), models.Index(fields=['time'], name='healthmetric_time')],
+                "indexes": [
+                    models.Index(fields=["component", "measurement", "-time"], name="healthmetric_component_time"),
+                    models.Index(fields=["time"], name="healthmetric_time"),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='RequestRollup',
+            name="RequestRollup",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('minute', models.DateTimeField()),
-                ('view', models.CharField(max_length=200)),
-                ('method', models.CharField(max_length=10)),
-                ('status_class', models.CharField(max_length=3)),
-                ('count', models.PositiveIntegerField(default=0)),
-                ('errors', models.PositiveIntegerField(default=0)),
-                ('duration_ms_sum', models.FloatField(default=0)),
-                ('db_ms_sum', models.FloatField(default=0)),
-                ('slow_queries', models.PositiveIntegerField(default=0)),
-                ('le_5', models.PositiveIntegerField(default=0)),
-                ('le_10', models.PositiveIntegerField(default=0)),
-                ('le_25', models.PositiveIntegerField(default=0)),
-                ('le_50', models.PositiveIntegerField(default=0)),
-                ('le_100', models.PositiveIntegerField(default=0)),
-                ('le_250', models.PositiveIntegerField(default=0)),
-                ('le_500', models.PositiveIntegerField(default=0)),
-                ('le_1000', models.PositiveIntegerField(default=0)),
-                ('le_2500', models.PositiveIntegerField(default=0)),
-                ('le_5000', models.PositiveIntegerField(default=0)),
-                ('le_10000', models.PositiveIntegerField(default=0)),
-                ('le_inf', models.PositiveIntegerField(default=0)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("minute", models.DateTimeField()),
+                ("view", models.CharField(max_length=200)),
+                ("method", models.CharField(max_length=10)),
+                ("status_class", models.CharField(max_length=3)),
+                ("count", models.PositiveIntegerField(default=0)),
+                ("errors", models.PositiveIntegerField(default=0)),
+                ("duration_ms_sum", models.FloatField(default=0)),
+                ("db_ms_sum", models.FloatField(default=0)),
+                ("slow_queries", models.PositiveIntegerField(default=0)),
+                ("le_5", models.PositiveIntegerField(default=0)),
+                ("le_10", models.PositiveIntegerField(default=0)),
+                ("le_25", models.PositiveIntegerField(default=0)),
+                ("le_50", models.PositiveIntegerField(default=0)),
+                ("le_100", models.PositiveIntegerField(default=0)),
+                ("le_250", models.PositiveIntegerField(default=0)),
+                ("le_500", models.PositiveIntegerField(default=0)),
+                ("le_1000", models.PositiveIntegerField(default=0)),
+                ("le_2500", models.PositiveIntegerField(default=0)),
+                ("le_5000", models.PositiveIntegerField(default=0)),
+                ("le_10000", models.PositiveIntegerField(default=0)),
+                ("le_inf", models.PositiveIntegerField(default=0)),
             ],
             options={
-                'indexes': [models.Index(fields=['minute'], name='requestrollup_minute')],
-                'constraints': [models.UniqueConstraint(fields=('minute', 'view', 'method', 'status_class'), name='requestrollup_unique')],
+                "indexes": [models.Index(fields=["minute"], name="requestrollup_minute")],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("minute", "view", "method", "status_class"), name="requestrollup_unique"
+                    )
+                ],
             },
         ),
     ]

@@ -1,0 +1,111 @@
+"""Reads of monitoring data for the APIs, the dashboard and alert evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db.models import Sum
+from django.utils import timezone
+
+from monitoring.models import BUCKET_FIELDS, LATENCY_BUCKETS_MS, HealthMetric, RequestRollup
+
+
+@dataclass(frozen=True)
+class RequestFigures:
+    count: int
+    errors: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    db_ms_avg: float | None
+    minutes: float
+
+    @property
+    def error_rate(self) -> float | None:
+        """Share of requests answered 5xx, 0..1 (None without requests)."""
+        return self.errors / self.count if self.count else None
+
+    @property
+    def throughput_per_minute(self) -> float:
+        return self.count / self.minutes if self.minutes else 0.0
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {
+            "count": self.count,
+            "errors": self.errors,
+            "error_rate": self.error_rate,
+            "throughput_per_minute": round(self.throughput_per_minute, 3),
+            "p50_ms": self.p50_ms,
+            "p95_ms": self.p95_ms,
+            "p99_ms": self.p99_ms,
+            "db_ms_avg": self.db_ms_avg,
+        }
+
+
+def percentile_from_buckets(buckets: list[int], quantile: float) -> float | None:
+    """The quantile (0..1) of a fixed-bucket histogram, interpolated linearly inside its bucket."""
+    total = sum(buckets)
+    if not total:
+        return None
+    rank = quantile * total
+    seen = 0
+    lower = 0.0
+    for index, count in enumerate(buckets):
+        upper = LATENCY_BUCKETS_MS[index] if index < len(LATENCY_BUCKETS_MS) else None
+        if count and seen + count >= rank:
+            if upper is None:  # the open top bucket: all we know is "above the last bound"
+                return float(LATENCY_BUCKETS_MS[-1])
+            return round(lower + (upper - lower) * (rank - seen) / count, 2)
+        seen += count
+        lower = float(upper) if upper is not None else lower
+    return float(LATENCY_BUCKETS_MS[-1])
+
+
+def _figures(rows: dict, minutes: float) -> RequestFigures:
+    buckets = [rows.get(field) or 0 for field in BUCKET_FIELDS]
+    count = rows.get("count") or 0
+    return RequestFigures(
+        count=count,
+        errors=rows.get("errors") or 0,
+        p50_ms=percentile_from_buckets(buckets, 0.50),
+        p95_ms=percentile_from_buckets(buckets, 0.95),
+        p99_ms=percentile_from_buckets(buckets, 0.99),
+        db_ms_avg=round((rows.get("db_ms_sum") or 0) / count, 3) if count else None,
+        minutes=minutes,
+    )
+
+
+_SUMS = {field: Sum(field) for field in ("count", "errors", "db_ms_sum", *BUCKET_FIELDS)}
+
+
+def request_figures(since: datetime, until: datetime | None = None) -> RequestFigures:
+    """p50/p95/p99, error rate, throughput and database time of all requests in [since, until)."""
+    until = until or timezone.now()
+    rows = RequestRollup.objects.filter(minute__gte=since, minute__lt=until).aggregate(**_SUMS)
+    return _figures(rows, (until - since).total_seconds() / 60)
+
+
+def request_figures_by_view(since: datetime, until: datetime | None = None) -> dict[str, RequestFigures]:
+    until = until or timezone.now()
+    minutes = (until - since).total_seconds() / 60
+    rows = RequestRollup.objects.filter(minute__gte=since, minute__lt=until).values("view").annotate(**_SUMS)
+    return {row["view"]: _figures(row, minutes) for row in rows.order_by("view")}
+
+
+def latest_health(max_age: timedelta = timedelta(hours=1)) -> dict[tuple[str, str], HealthMetric]:
+    """The newest stored row per (component, measurement) within ``max_age``."""
+    since = timezone.now() - max_age
+    latest: dict[tuple[str, str], HealthMetric] = {}
+    for row in HealthMetric.objects.filter(time__gte=since).order_by("component", "measurement", "-time"):
+        latest.setdefault((row.component, row.measurement), row)
+    return latest
+
+
+def recent_statuses(component: str, measurement: str, limit: int) -> list[str]:
+    """The last ``limit`` stored statuses of one check, newest first."""
+    return list(
+        HealthMetric.objects.filter(component=component, measurement=measurement)
+        .order_by("-time")
+        .values_list("status", flat=True)[:limit]
+    )
