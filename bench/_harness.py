@@ -88,12 +88,14 @@ def gunicorn(
                 break  # it answers
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    sys.exit(f"bench: gunicorn did not start; see {log.name}")
+                    tail = Path(log.name).read_text(errors="replace")[-3000:]
+                    sys.exit(f"bench: gunicorn did not start:\n{tail}")
                 time.sleep(0.2)
         yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+        os.unlink(log.name)  # every request logs a line: these files grow to hundreds of MB
 
 
 _LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)

@@ -7,6 +7,7 @@ to a real server. A bad value stops the process with one line that names the var
 
 from __future__ import annotations
 
+import os
 import secrets
 import warnings
 from datetime import timedelta
@@ -144,6 +145,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "controlplane.context.RequestContextMiddleware",
+    "monitoring.health.HealthEndpointsMiddleware",
+    "monitoring.request_metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "controlplane.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -286,6 +289,15 @@ CELERY_BEAT_SCHEDULE = {
         # A heartbeat that waited in the queue longer than its interval says nothing fresh.
         "options": {"expires": float(HEARTBEAT_INTERVAL_SECONDS)},
     },
+    "health-checks": {
+        "task": "monitoring.tasks.run_scheduled_checks",
+        "schedule": 60.0,
+        "options": {"expires": 55.0},
+    },
+    "prune-metrics": {
+        "task": "monitoring.tasks.prune_metrics",
+        "schedule": 24 * 3600.0,
+    },
 }
 
 # --- Authentication and sessions ----------------------------------------------------------------
@@ -321,6 +333,26 @@ try:
     CONTROLPLANE_RELOAD_INTERVAL = float(env.str("CONTROLPLANE_RELOAD_INTERVAL", default="0.5") or 0.5)
 except ValueError:
     raise config_error("CONTROLPLANE_RELOAD_INTERVAL", "expected seconds, e.g. 0.5") from None
+
+# Health checks: each check's timeout, the deadline of a whole report, what counts as slow, and
+# the free-disk thresholds (percent) under which the disk check warns and fails.
+try:
+    HEALTH_CHECK_TIMEOUT = float(env.str("HEALTH_CHECK_TIMEOUT", default="2") or 2)
+    HEALTH_DEADLINE = float(env.str("HEALTH_DEADLINE", default="3") or 3)
+except ValueError:
+    raise config_error("HEALTH_CHECK_TIMEOUT", "expected seconds, e.g. 2") from None
+HEALTH_SLOW_MS = _int("HEALTH_SLOW_MS", 200, minimum=1)
+DISK_FREE_WARN_PERCENT = _int("DISK_FREE_WARN_PERCENT", 15)
+DISK_FREE_FAIL_PERCENT = _int("DISK_FREE_FAIL_PERCENT", 5)
+HEALTH_METRICS_RETENTION_DAYS = _int("HEALTH_METRICS_RETENTION_DAYS", 30, minimum=1)
+# Request metrics: a query this slow (ms) counts as slow; each process adds its sums to the shared
+# per-minute rollups this often (seconds; 0: only when asked, as the tests do).
+SLOW_QUERY_MS = _int("SLOW_QUERY_MS", 100, minimum=1)
+REQUEST_METRICS_FLUSH_SECONDS = _int("REQUEST_METRICS_FLUSH_SECONDS", 10)
+# prometheus-client's multiprocess files; read when prometheus_client is first imported, so set here.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default=str(VAR_DIR / "prometheus"))
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
+Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 
 # --- Feature flags (django-waffle with the control plane's own flag model) ------------------------
 

@@ -6,8 +6,16 @@ from django.urls import include, path
 
 from controlplane import api_views
 from flags import api as flags_api
+from monitoring import api as monitoring_api
+from monitoring import health, prometheus
 
 urlpatterns = [
+    path("health/live", health.live, name="health-live"),
+    path("health/ready", health.ready, name="health-ready"),
+    path("api/deployment/health/enhanced", health.enhanced, name="api-health-enhanced"),
+    path("api/deployment/health/comprehensive", health.comprehensive, name="api-health-comprehensive"),
+    path("api/deployment/performance/dashboard", monitoring_api.performance_dashboard, name="api-performance"),
+    path("metrics", prometheus.metrics, name="metrics"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

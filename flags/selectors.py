@@ -20,8 +20,8 @@ def is_on(name: str, key: str | None = None, *, default: bool = False) -> bool:
     through this helper; a missing flag, or one that needs a key, answers ``default``."""
     try:
         flag = current().flags.get(name)
-    except Exception:  # database and cache both down on a cold process
-        logger.exception("flags unavailable; %s answers its default %s", name, default)
+    except Exception as exc:  # database and cache both down on a cold process
+        logger.error("flags unavailable (%s); %s answers its default %s", exc, name, default)
         return default
     if flag is None:
         return default

@@ -1,8 +1,19 @@
+"""Writes of the monitoring app that are not operator changes: heartbeats, stored metrics, pruning."""
+
 from __future__ import annotations
 
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from django.db import transaction
 from django.utils import timezone
 
-from monitoring.models import Heartbeat
+from monitoring.models import HealthMetric, Heartbeat, RequestRollup
+
+if TYPE_CHECKING:
+    from monitoring.checks import Result
+
+PRUNE_BATCH = 5000
 
 
 def heartbeat_record(*, name: str, hostname: str) -> Heartbeat:
@@ -11,3 +22,39 @@ def heartbeat_record(*, name: str, hostname: str) -> Heartbeat:
         name=name, defaults={"last_seen": timezone.now(), "hostname": hostname[:255]}
     )
     return heartbeat
+
+
+def health_metrics_record(*, results: list[Result]) -> list[HealthMetric]:
+    """One row per measurement, all written together."""
+    rows = [
+        HealthMetric(
+            time=r.time,
+            component=r.component[:100],
+            measurement=r.measurement[:50],
+            component_type=r.component_type[:30],
+            value=r.value,
+            unit=r.unit[:20],
+            status=r.status,
+            output=r.output[:500],
+        )
+        for r in results
+    ]
+    with transaction.atomic():
+        return HealthMetric.objects.bulk_create(rows)
+
+
+def _delete_in_batches(queryset, batch: int) -> int:  # type: ignore[no-untyped-def]
+    deleted = 0
+    while True:
+        ids = list(queryset.values_list("pk", flat=True)[:batch])
+        if not ids:
+            return deleted
+        # Short transactions: writers are never blocked for long, and a crash loses no progress.
+        with transaction.atomic():
+            deleted += queryset.model.objects.filter(pk__in=ids).delete()[0]
+
+
+def health_metrics_prune(*, older_than: datetime, batch: int = PRUNE_BATCH) -> int:
+    return _delete_in_batches(HealthMetric.objects.filter(time__lt=older_than), batch) + _delete_in_batches(
+        RequestRollup.objects.filter(minute__lt=older_than), batch
+    )

@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import logging
 import socket
+from datetime import timedelta
 
 from celery import shared_task
+from django.conf import settings
+from django.utils import timezone
 
-from monitoring.services import heartbeat_record
+from monitoring.services import health_metrics_prune, health_metrics_record, heartbeat_record
 
 logger = logging.getLogger(__name__)
 
@@ -16,3 +19,26 @@ def heartbeat() -> str:
     beat = heartbeat_record(name="celery", hostname=socket.gethostname())
     logger.info("heartbeat recorded at %s by %s", beat.last_seen.isoformat(), beat.hostname)
     return beat.last_seen.isoformat()
+
+
+@shared_task(name="monitoring.tasks.run_scheduled_checks", ignore_result=True, soft_time_limit=50, time_limit=55)
+def run_scheduled_checks() -> int:
+    """Every minute: run every check, store one row per measurement, then evaluate the alert rules."""
+    from monitoring.checks import COMPREHENSIVE, run_group
+
+    rows = health_metrics_record(results=run_group(COMPREHENSIVE))
+    try:
+        from monitoring.alerting import alert_rules_evaluate
+    except ImportError:  # alerting not installed in this build
+        return len(rows)
+    alert_rules_evaluate()
+    return len(rows)
+
+
+@shared_task(name="monitoring.tasks.prune_metrics", ignore_result=True)
+def prune_metrics() -> int:
+    """Daily: delete health metrics and request rollups older than the retention, in batches."""
+    cutoff = timezone.now() - timedelta(days=settings.HEALTH_METRICS_RETENTION_DAYS)
+    deleted = health_metrics_prune(older_than=cutoff)
+    logger.info("pruned %s monitoring rows older than %s", deleted, cutoff.isoformat())
+    return deleted

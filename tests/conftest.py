@@ -93,9 +93,11 @@ def _clear_cache() -> Iterator[None]:
 
     from controlplane.localcopy import forget_all
     from controlplane.services import _last_used_written
+    from monitoring.request_metrics import discard_pending
 
     cache.clear()
     forget_all()
+    discard_pending()
     _last_used_written.clear()
     yield
     forget_all()

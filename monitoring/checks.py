@@ -1,0 +1,272 @@
+"""The health checks: a registry, and a runner that runs them in parallel under one deadline.
+
+Each check returns pass/warn/fail with an observed value, its unit and a message. A check that
+does not answer in time is reported ``fail`` ("timed out after N ms") and never holds up the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+logger = logging.getLogger(__name__)
+
+PASS, WARN, FAIL = "pass", "warn", "fail"
+_SEVERITY = {PASS: 0, WARN: 1, FAIL: 2}
+
+# Groups: "ready" (database, cache), "enhanced" (ready + integrations), "comprehensive" (everything).
+READY, ENHANCED, COMPREHENSIVE = "ready", "enhanced", "comprehensive"
+
+
+@dataclass
+class Outcome:
+    status: str
+    value: float | None = None
+    unit: str = ""
+    output: str = ""
+
+
+@dataclass
+class Result:
+    component: str
+    measurement: str
+    component_type: str
+    status: str
+    value: float | None
+    unit: str
+    output: str
+    time: datetime
+
+    @property
+    def key(self) -> str:
+        return f"{self.component}:{self.measurement}"
+
+
+@dataclass(frozen=True)
+class Check:
+    component: str
+    measurement: str
+    component_type: str
+    run: Callable[[], Outcome]
+    groups: frozenset[str] = field(default_factory=lambda: frozenset({COMPREHENSIVE}))
+    # Extra checks that the enhanced_monitoring flag switches on and off.
+    enhanced_only: bool = False
+
+
+def worst(statuses: Iterable[str]) -> str:
+    return max(statuses, key=_SEVERITY.__getitem__, default=PASS)
+
+
+def _ms_since(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 2)
+
+
+# --- The checks -----------------------------------------------------------------------------------
+
+
+def check_database() -> Outcome:
+    start = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+    elapsed = _ms_since(start)
+    status = WARN if elapsed > settings.HEALTH_SLOW_MS else PASS
+    return Outcome(status, elapsed, "ms", f"{connection.vendor} answered in {elapsed} ms")
+
+
+def check_cache() -> Outcome:
+    from django.core.cache import cache
+
+    start = time.perf_counter()
+    token = str(time.time_ns())
+    cache.set("health:probe", token, 30)
+    if cache.get("health:probe") != token:
+        return Outcome(FAIL, _ms_since(start), "ms", "the cache did not return what was written")
+    elapsed = _ms_since(start)
+    return Outcome(WARN if elapsed > settings.HEALTH_SLOW_MS else PASS, elapsed, "ms", f"set and get in {elapsed} ms")
+
+
+def check_broker() -> Outcome:
+    from controlplane.celery import app
+
+    start = time.perf_counter()
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=settings.HEALTH_CHECK_TIMEOUT)
+    elapsed = _ms_since(start)
+    return Outcome(PASS, elapsed, "ms", f"{conn.transport_cls} broker connected in {elapsed} ms")
+
+
+def check_workers() -> Outcome:
+    from controlplane.celery import app
+
+    start = time.perf_counter()
+    replies = app.control.ping(timeout=min(1.0, settings.HEALTH_CHECK_TIMEOUT / 2)) or []
+    elapsed = _ms_since(start)
+    if not replies:
+        return Outcome(FAIL, 0, "workers", "no Celery worker answered a ping")
+    return Outcome(PASS, len(replies), "workers", f"{len(replies)} worker(s) answered in {elapsed} ms")
+
+
+def check_beat() -> Outcome:
+    from django.utils import timezone
+
+    from monitoring.models import Heartbeat
+
+    beat = Heartbeat.objects.filter(name="celery").first()
+    if beat is None:
+        return Outcome(FAIL, None, "s", "no heartbeat yet: are beat and a worker running?")
+    age = (timezone.now() - beat.last_seen).total_seconds()
+    limit = settings.HEARTBEAT_INTERVAL_SECONDS * 3
+    if age > limit:
+        return Outcome(FAIL, round(age, 1), "s", f"last heartbeat {age:.0f} s ago (limit {limit} s)")
+    return Outcome(PASS, round(age, 1), "s", f"last heartbeat {age:.0f} s ago from {beat.hostname}")
+
+
+def check_disk() -> Outcome:
+    usage = shutil.disk_usage(settings.VAR_DIR)
+    free = round(usage.free / usage.total * 100, 1)
+    status = (
+        FAIL if free < settings.DISK_FREE_FAIL_PERCENT else WARN if free < settings.DISK_FREE_WARN_PERCENT else PASS
+    )
+    return Outcome(status, free, "%", f"{free} % free ({usage.free // 2**30} GiB) where the control plane keeps data")
+
+
+def check_migrations() -> Outcome:
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    if plan:
+        names = ", ".join(f"{m.app_label}.{m.name}" for m, _ in plan[:3])
+        return Outcome(FAIL, len(plan), "migrations", f"{len(plan)} unapplied: {names}; run manage.py migrate")
+    return Outcome(PASS, 0, "migrations", "all migrations applied")
+
+
+def check_backup_age() -> Outcome:
+    # The backups app has no targets yet; its selector plugs in here when it does.
+    return Outcome(WARN, None, "h", "no backup target")
+
+
+def check_sentry() -> Outcome:
+    if settings.SENTRY_DSN:
+        return Outcome(PASS, 1, "", f"reporting to Sentry (environment {settings.SENTRY_ENVIRONMENT})")
+    return Outcome(WARN, 0, "", "SENTRY_DSN is not set: errors are only logged")
+
+
+def endpoint_check(url: str, expected_status: int, timeout_ms: int, body_contains: str) -> Callable[[], Outcome]:
+    def run() -> Outcome:
+        start = time.perf_counter()
+        request = urllib.request.Request(url, headers={"User-Agent": "controlplane-uptime/1"})  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_ms / 1000) as response:  # noqa: S310 - http(s) only
+                status, body = response.status, response.read(1_000_000)
+        except urllib.error.HTTPError as error:
+            status, body = error.code, error.read(1_000_000) if error.fp else b""
+        except (urllib.error.URLError, TimeoutError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            return Outcome(FAIL, _ms_since(start), "ms", f"{url}: {reason}")
+        elapsed = _ms_since(start)
+        if status != expected_status:
+            return Outcome(FAIL, elapsed, "ms", f"{url} answered {status}, expected {expected_status}")
+        if body_contains and body_contains.encode() not in body:
+            return Outcome(FAIL, elapsed, "ms", f"{url} answered without {body_contains!r}")
+        return Outcome(
+            WARN if elapsed > settings.HEALTH_SLOW_MS * 5 else PASS, elapsed, "ms", f"{status} in {elapsed} ms"
+        )
+
+    return run
+
+
+BUILT_IN = [
+    Check("database", "responseTime", "datastore", check_database, frozenset({READY, ENHANCED, COMPREHENSIVE})),
+    Check("cache", "responseTime", "datastore", check_cache, frozenset({READY, ENHANCED, COMPREHENSIVE})),
+    Check("broker", "responseTime", "component", check_broker),
+    Check("celery-workers", "count", "component", check_workers),
+    Check("celery-beat", "heartbeatAge", "component", check_beat, frozenset({ENHANCED, COMPREHENSIVE})),
+    Check("disk", "freePercent", "system", check_disk),
+    Check("migrations", "unapplied", "component", check_migrations),
+    Check("backups", "latestVerifiedAge", "component", check_backup_age),
+    Check("sentry", "configured", "component", check_sentry, frozenset({ENHANCED, COMPREHENSIVE}), enhanced_only=True),
+]
+
+
+def registered_checks(group: str) -> list[Check]:
+    """The checks of a group: the built-in ones, then the HTTP endpoints operators added in admin."""
+    if group == READY:  # the load balancer's probe: database and cache, nothing read first
+        return [c for c in BUILT_IN if READY in c.groups]
+    from flags.selectors import ENHANCED_MONITORING, is_on
+    from monitoring.models import MonitoredEndpoint
+
+    enhanced = is_on(ENHANCED_MONITORING, default=True)
+    checks = [c for c in BUILT_IN if group in c.groups and (enhanced or not c.enhanced_only)]
+    if group == COMPREHENSIVE and enhanced:
+        for endpoint in MonitoredEndpoint.objects.filter(enabled=True):
+            run = endpoint_check(endpoint.url, endpoint.expected_status, endpoint.timeout_ms, endpoint.body_contains)
+            checks.append(Check(f"endpoint:{endpoint.name}", "responseTime", "http", run, enhanced_only=True))
+    return checks
+
+
+# --- The runner -----------------------------------------------------------------------------------
+
+# Shared by every request of the process; hung checks keep a thread each until they return, so
+# there are enough threads that a few hung ones do not starve the rest.
+_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="health")
+
+
+def _guarded(check: Check) -> Outcome:
+    try:
+        return check.run()
+    except Exception as exc:  # a failing dependency is a fail result, never an error page
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return Outcome(FAIL, None, "", f"{type(exc).__name__}: {first_line}"[:500])
+    finally:
+        close_old_connections()
+
+
+def run_checks(checks: list[Check], *, deadline_seconds: float | None = None) -> list[Result]:
+    """Run the checks in parallel; each gets the check timeout, all together the overall deadline."""
+    per_check = settings.HEALTH_CHECK_TIMEOUT
+    overall = deadline_seconds if deadline_seconds is not None else settings.HEALTH_DEADLINE
+    started = time.perf_counter()
+    futures = [(check, _pool.submit(_guarded, check)) for check in checks]
+    results: list[Result] = []
+    for check, future in futures:
+        remaining = max(
+            0.0, min(per_check - (time.perf_counter() - started), overall - (time.perf_counter() - started))
+        )
+        try:
+            outcome = future.result(timeout=remaining)
+        except FutureTimeout:
+            waited = round((time.perf_counter() - started) * 1000)
+            outcome = Outcome(FAIL, None, "ms", f"timed out after {waited} ms")
+        results.append(
+            Result(
+                check.component,
+                check.measurement,
+                check.component_type,
+                outcome.status,
+                outcome.value,
+                outcome.unit,
+                outcome.output,
+                datetime.now(UTC),
+            )  # fmt: skip
+        )
+    return results
+
+
+def run_group(group: str, *, deadline_seconds: float | None = None) -> list[Result]:
+    return run_checks(registered_checks(group), deadline_seconds=deadline_seconds)
+
+
+__all__ = ["COMPREHENSIVE", "ENHANCED", "READY", "Check", "Outcome", "Result", "run_checks", "run_group", "worst"]

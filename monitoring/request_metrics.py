@@ -1,0 +1,166 @@
+"""Request metrics: each process times its requests, sums them per minute, and adds the sums to the
+shared per-minute rollups every few seconds; Prometheus counters go to prometheus-client's
+multiprocess files so that /metrics is right under several gunicorn workers."""
+
+from __future__ import annotations
+
+import atexit
+import bisect
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db.models import F
+from django.http import HttpRequest, HttpResponse
+
+from monitoring.models import BUCKET_FIELDS, LATENCY_BUCKETS_MS, RequestRollup
+
+logger = logging.getLogger(__name__)
+
+# (minute epoch seconds, view, method, status class) -> [count, errors, duration sum, db sum, slow, *buckets]
+_Key = tuple[int, str, str, str]
+_pending: dict[_Key, list[float]] = {}
+_lock = threading.Lock()
+_flusher: threading.Thread | None = None
+_N_FIXED = 5
+
+
+def _record(key: _Key, duration_ms: float, db_ms: float, slow: int, error: bool) -> None:
+    bucket = bisect.bisect_left(LATENCY_BUCKETS_MS, duration_ms)
+    with _lock:
+        row = _pending.get(key)
+        if row is None:
+            row = _pending[key] = [0.0] * (_N_FIXED + len(BUCKET_FIELDS))
+        row[0] += 1
+        row[1] += error
+        row[2] += duration_ms
+        row[3] += db_ms
+        row[4] += slow
+        row[_N_FIXED + bucket] += 1
+
+
+def discard_pending() -> None:
+    with _lock:
+        _pending.clear()
+
+
+def flush() -> int:
+    """Add this process's pending sums to the shared rollups; returns the rows touched."""
+    with _lock:
+        pending = dict(_pending)
+        _pending.clear()
+    touched = 0
+    try:
+        for (minute_ts, view, method, status_class), row in pending.items():
+            _add(datetime.fromtimestamp(minute_ts, UTC), view, method, status_class, row)
+            touched += 1
+    except Exception as exc:  # database down: put the sums back, they are added on the next flush
+        logger.error("request metrics not flushed, kept for the next try: %s", exc)
+        with _lock:
+            for key, row in pending.items():
+                current = _pending.setdefault(key, [0.0] * len(row))
+                for i, value in enumerate(row):
+                    current[i] += value
+    return touched
+
+
+def _add(minute: datetime, view: str, method: str, status_class: str, row: list[float]) -> None:
+    increments: dict[str, Any] = {
+        "count": F("count") + int(row[0]),
+        "errors": F("errors") + int(row[1]),
+        "duration_ms_sum": F("duration_ms_sum") + row[2],
+        "db_ms_sum": F("db_ms_sum") + row[3],
+        "slow_queries": F("slow_queries") + int(row[4]),
+    }
+    for i, field in enumerate(BUCKET_FIELDS):
+        if row[_N_FIXED + i]:
+            increments[field] = F(field) + int(row[_N_FIXED + i])
+    lookup = {"minute": minute, "view": view, "method": method, "status_class": status_class}
+    # An UPDATE that adds, so several processes flushing the same minute never lose a count.
+    if RequestRollup.objects.filter(**lookup).update(**increments):
+        return
+    values = {
+        "count": int(row[0]), "errors": int(row[1]), "duration_ms_sum": row[2], "db_ms_sum": row[3],
+        "slow_queries": int(row[4]),
+        **{field: int(row[_N_FIXED + i]) for i, field in enumerate(BUCKET_FIELDS)},
+    }  # fmt: skip
+    try:
+        with transaction.atomic():
+            RequestRollup.objects.create(**lookup, **values)
+    except IntegrityError:  # another process created the row first: add to it
+        RequestRollup.objects.filter(**lookup).update(**increments)
+
+
+def _flush_forever() -> None:
+    while True:
+        time.sleep(settings.REQUEST_METRICS_FLUSH_SECONDS)
+        try:
+            flush()
+        finally:
+            close_old_connections()
+
+
+def _start_flusher() -> None:
+    global _flusher
+    if settings.REQUEST_METRICS_FLUSH_SECONDS <= 0:
+        return
+    if _flusher is None or not _flusher.is_alive():
+        _flusher = threading.Thread(target=_flush_forever, name="request-metrics-flush", daemon=True)
+        _flusher.start()
+        atexit.register(flush)
+
+
+class _QueryTimer:
+    __slots__ = ("slow_ms", "slow", "total_ms")
+
+    def __init__(self, slow_ms: float) -> None:
+        self.total_ms = 0.0
+        self.slow = 0
+        self.slow_ms = slow_ms
+
+    def __call__(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            elapsed = (time.perf_counter() - start) * 1000
+            self.total_ms += elapsed
+            if elapsed >= self.slow_ms:
+                self.slow += 1
+
+
+class RequestMetricsMiddleware:
+    """Times every request by view name (not raw path), method and status class, with database time."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        self.slow_ms = settings.SLOW_QUERY_MS
+        from monitoring import prometheus
+
+        self.prometheus = prometheus
+        _start_flusher()
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        timer = _QueryTimer(self.slow_ms)
+        start = time.perf_counter()
+        with connection.execute_wrapper(timer):
+            response = self.get_response(request)
+        duration_ms = (time.perf_counter() - start) * 1000
+        match = request.resolver_match
+        view = match.view_name if match is not None else "unresolved"
+        status = response.status_code
+        status_class = f"{status // 100}xx"
+        _record(
+            (int(time.time()) // 60 * 60, view, request.method or "", status_class),
+            duration_ms,
+            timer.total_ms,
+            timer.slow,
+            status >= 500,
+        )
+        self.prometheus.observe(view, request.method or "", status_class, duration_ms / 1000)
+        return response
