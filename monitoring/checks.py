@@ -7,15 +7,18 @@ does not answer in time is reported ``fail`` ("timed out after N ms") and never 
 from __future__ import annotations
 
 import logging
+import queue
 import shutil
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connection
@@ -219,9 +222,41 @@ def registered_checks(group: str) -> list[Check]:
 
 # --- The runner -----------------------------------------------------------------------------------
 
+
+class _DaemonPool:
+    """A fixed pool of daemon threads. Unlike ThreadPoolExecutor's, its threads are not joined at
+    exit, so a check hung on a dead server never keeps a process from stopping."""
+
+    def __init__(self, size: int) -> None:
+        self._queue: queue.SimpleQueue[tuple[Future, Callable[[], Any]]] = queue.SimpleQueue()
+        self._size = size
+        self._started = 0
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[[], Any]) -> Future:
+        future: Future = Future()
+        self._queue.put((future, fn))
+        if self._started < self._size:
+            with self._lock:
+                if self._started < self._size:
+                    self._started += 1
+                    threading.Thread(target=self._work, name=f"health-{self._started}", daemon=True).start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            future, fn = self._queue.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed to the caller through the future
+                future.set_exception(exc)
+
+
 # Shared by every request of the process; hung checks keep a thread each until they return, so
 # there are enough threads that a few hung ones do not starve the rest.
-_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="health")
+_pool = _DaemonPool(32)
 
 
 def _guarded(check: Check) -> Outcome:
@@ -239,7 +274,7 @@ def run_checks(checks: list[Check], *, deadline_seconds: float | None = None) ->
     per_check = settings.HEALTH_CHECK_TIMEOUT
     overall = deadline_seconds if deadline_seconds is not None else settings.HEALTH_DEADLINE
     started = time.perf_counter()
-    futures = [(check, _pool.submit(_guarded, check)) for check in checks]
+    futures = [(check, _pool.submit(lambda c=check: _guarded(c))) for check in checks]
     results: list[Result] = []
     for check, future in futures:
         remaining = max(

@@ -33,6 +33,7 @@ class Received:
 @dataclass
 class HttpSink:
     status: int = 200
+    body: bytes = b"ok: WingmanMatch API"
     requests: list[Received] = field(default_factory=list)
 
     def start(self) -> HttpSink:
@@ -49,6 +50,13 @@ class HttpSink:
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
                 self.wfile.write(b"{}")
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                sink.requests.append(Received("GET", self.path, dict(self.headers), b""))
+                self.send_response(sink.status)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                self.wfile.write(sink.body)
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -1,0 +1,143 @@
+"""Health endpoints: shape, media type, auth, and what they say when a dependency is down."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from tests.conftest import manage, subprocess_env
+
+pytestmark = pytest.mark.django_db
+MEDIA = "application/health+json"
+
+
+def test_live_has_no_io_and_no_cache(client, django_assert_num_queries):
+    with django_assert_num_queries(0):
+        response = client.get("/health/live")
+    assert response.status_code == 200 and response["Content-Type"] == MEDIA
+    assert response["Cache-Control"] == "no-store" and response.json()["status"] == "pass"
+
+
+def test_ready_gives_only_a_status_per_component(client):
+    response = client.get("/health/ready", HTTP_HOST="10.1.2.3")  # a load balancer probes by address
+    assert response.status_code == 200 and response["Content-Type"] == MEDIA
+    body = response.json()
+    assert body["status"] == "pass"
+    assert body["checks"] == {"database:responseTime": [{"status": "pass"}], "cache:responseTime": [{"status": "pass"}]}
+
+
+def test_detailed_reports_need_the_monitoring_scope(client, api_client):
+    assert client.get("/api/deployment/health/comprehensive").status_code == 401
+    assert api_client("flags:read").get("/api/deployment/health/enhanced").status_code == 403
+
+
+def test_comprehensive_report_shape(api_client):
+    response = api_client("monitoring:read").get("/api/deployment/health/comprehensive")
+    assert response["Content-Type"] == MEDIA and response["Cache-Control"] == "no-store"
+    body = response.json()
+    # No worker or beat runs in this test: that is a fail, so 503.
+    assert body["status"] == "fail" and response.status_code == 503
+    database = body["checks"]["database:responseTime"][0]
+    assert set(database) >= {"componentType", "observedValue", "observedUnit", "status", "time", "output"}
+    assert database["componentType"] == "datastore" and database["observedUnit"] == "ms"
+    assert body["checks"]["celery-beat:heartbeatAge"][0]["status"] == "fail"
+
+
+def test_enhanced_is_ready_plus_integrations(api_client):
+    body = api_client("monitoring:read").get("/api/deployment/health/enhanced").json()
+    assert set(body["checks"]) == {
+        "database:responseTime", "cache:responseTime", "celery-beat:heartbeatAge", "sentry:configured",
+    }  # fmt: skip
+
+
+def test_redis_stopped_ready_fails_on_cache_and_live_stays_up(client, settings, tmp_path):
+    import shutil
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    time.sleep(0.3)
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{port}/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+        }
+    }
+    try:
+        assert client.get("/health/ready").status_code == 200
+    finally:
+        server.kill()
+        server.wait()
+    response = client.get("/health/ready")
+    assert response.status_code == 503
+    assert response.json()["checks"]["cache:responseTime"] == [{"status": "fail"}]
+    assert response.json()["checks"]["database:responseTime"] == [{"status": "pass"}]
+    assert client.get("/health/live").status_code == 200
+
+
+@pytest.fixture
+def silent_database():
+    """A TCP port that accepts connections and never answers: a hung PostgreSQL."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+@pytest.mark.parametrize("kind", ["refused", "hung"])
+def test_database_down_ready_answers_503_within_its_deadline(tmp_path, silent_database, kind):
+    port = 1 if kind == "refused" else silent_database
+    code = (
+        "import json, time; from django.test import Client; t = time.monotonic();"
+        "r = Client().get('/health/ready', HTTP_HOST='10.0.0.9');"
+        "print(json.dumps({'status': r.status_code, 'body': json.loads(r.content), 'seconds': time.monotonic() - t}))"
+    )
+    result = subprocess.run(
+        manage("shell", "--verbosity", "0", "-c", code),
+        env=subprocess_env(
+            CONTROLPLANE_VAR_DIR=str(tmp_path),
+            DATABASE_URL=f"postgres://postgres@127.0.0.1:{port}/test",
+            DATABASE_CONNECT_TIMEOUT="30",  # far longer than the deadline: the deadline must answer
+            HEALTH_CHECK_TIMEOUT="1",
+            HEALTH_DEADLINE="1",
+            LOG_LEVEL="CRITICAL",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=25,
+    )
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["status"] == 503
+    assert report["body"]["checks"]["database:responseTime"] == [{"status": "fail"}]
+    assert report["seconds"] < 10  # bounded by the 1 s deadline, not the 30 s connect timeout
