@@ -231,8 +231,60 @@ def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
 
 @pytest.fixture(scope="session", autouse=True)
 def _fresh_test_var_dir() -> None:
-    """Start each session with an empty broker queue so no stale message reaches a test worker."""
-    broker = Path(settings.VAR_DIR) / "broker" / "queue"
-    if broker.is_dir():
-        shutil.rmtree(broker)
-        broker.mkdir(parents=True)
+    """Start each session with an empty broker queue (no stale message reaches a test worker) and
+    no Prometheus files of an earlier session."""
+    for folder in (Path(settings.VAR_DIR) / "broker" / "queue", Path(settings.PROMETHEUS_MULTIPROC_DIR)):
+        if folder.is_dir():
+            shutil.rmtree(folder)
+            folder.mkdir(parents=True)
+
+
+@pytest.fixture
+def gunicorn_server(tmp_path):
+    """gunicorn_server(workers=2, **env) -> base URL of a gunicorn serving the test database."""
+    import signal
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    servers = []
+
+    def start(workers: int = 2, **env: str) -> str:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        log = tmp_path / f"gunicorn-{port}.log"
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "controlplane.wsgi",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+            ],  # fmt: skip
+            cwd=BASE_DIR,
+            env=subprocess_env(DATABASE_URL=test_database_url(), **env),
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        servers.append(server)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(base + "/health/live", timeout=2).read()
+                return base
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"gunicorn did not start:\n{log.read_text()}")
+                time.sleep(0.2)
+
+    yield start
+    for server in servers:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
