@@ -320,6 +320,7 @@ AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_IPWARE_PROXY_COUNT = _int("TRUSTED_PROXY_COUNT", 0) or None
 AXES_VERBOSE = False
+FORMS_URLFIELD_ASSUME_HTTPS = True  # a URL typed without a scheme means https (Django 6's default)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "monitoring:dashboard"
 LOGOUT_REDIRECT_URL = "login"

@@ -9,6 +9,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from controlplane.audit import Actor, audit_record
+
 
 class Command(BaseCommand):
     help = (
@@ -29,7 +31,17 @@ class Command(BaseCommand):
             generated = not password
             if generated:
                 password = secrets.token_urlsafe(15)
-            user_model.objects.create_superuser(username=username, email="", password=password)
+            user = user_model.objects.create_superuser(username=username, email="", password=password)
+            audit_record(
+                actor=Actor.system("manage.py ensure_operator"),
+                action="user.create",
+                obj=user,
+                after={
+                    "username": username,
+                    "is_superuser": True,
+                    "generated_first_login": generated,
+                },
+            )
         if generated:
             self.stdout.write(
                 self.style.SUCCESS(f"Operator account '{username}' created. Password (shown this once): {password}")
