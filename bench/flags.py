@@ -12,6 +12,9 @@
    flags/fixtures/wingmanmatch.json for one user (POST /ofrep/v1/evaluate/flags with a flags:read
    token), p50, p99 and req/s, against the trivial JSON view /bench/trivial served by the same
    settings (alternating rounds, median of each). Goal: OFREP req/s >= 0.8 of the trivial view's.
+
+3. Propagation: seconds from a toggle through the API until every answer from either gunicorn
+   worker is the new value (20 in a row). Limit: 1 s.
 """
 
 from __future__ import annotations
@@ -309,12 +312,58 @@ def ofrep(rounds: int, seconds: int) -> None:
     )
 
 
+def _post(url: str, token: str, body: bytes) -> dict[str, Any]:
+    request = urllib.request.Request(  # noqa: S310 - loopback
+        url, data=body, method="POST", headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
+        return json.loads(response.read())
+
+
+def propagation(trials: int) -> None:
+    """Seconds from a toggle's answer until every answer, from any of the 2 workers, is the new value."""
+    names, reader = prepare_flags()
+    writer = manage("create_api_token", "bench-writer", "--scopes", "flags:write").strip().splitlines()[-1]
+    flag = "ai_coach_chat"  # 100 % rollout: toggling flips every answer
+    body = json.dumps({"context": {"targetingKey": TARGETING_KEY}}).encode()
+    times: list[float] = []
+    try:
+        with gunicorn(SETTINGS, env={"LOG_FORMAT": "json"}) as url:
+            evaluate_url = f"{url}/ofrep/v1/evaluate/flags/{flag}"
+            for _ in range(trials):
+                before = _post(evaluate_url, reader, body)["value"]
+                for _ in range(20):  # both workers hold the current value
+                    _post(evaluate_url, reader, body)
+                _post(f"{url}/api/deployment/features/{flag}/toggle", writer, b"")
+                changed_at = time.perf_counter()
+                streak, first_new = 0, None
+                give_up = changed_at + 10
+                while streak < 20:
+                    if time.perf_counter() > give_up:
+                        sys.exit(f"bench: {flag} did not change on every worker within 10 s")
+                    if _post(evaluate_url, reader, body)["value"] != before:
+                        first_new = first_new if streak else time.perf_counter()
+                        streak += 1
+                    else:
+                        streak, first_new = 0, None
+                times.append(first_new - changed_at)
+                time.sleep(0.6)
+    finally:
+        revoke(reader)
+        revoke(writer)
+    print(
+        f"flag change reaching every gunicorn worker ({trials} toggles): median {statistics.median(times):.3f} s, "
+        f"max {max(times):.3f} s (limit 1 s; the reload interval is 0.5 s)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="OFREP/trivial rounds through gunicorn")
     parser.add_argument("--seconds", type=int, default=10, help="seconds of wrk load per round")
     parser.add_argument("--ours-iterations", type=int, default=200_000)
     parser.add_argument("--waffle-iterations", type=int, default=20_000)
+    parser.add_argument("--toggles", type=int, default=5, help="flag changes timed for propagation")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -332,6 +381,7 @@ def main() -> None:
     finally:
         shutil.rmtree(var_dir, ignore_errors=True)
     ofrep(args.rounds, args.seconds)
+    propagation(args.toggles)
 
 
 if __name__ == "__main__":

@@ -111,3 +111,6 @@ class MonitoredEndpoint(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+from monitoring.alert_models import *  # noqa: E402,F401,F403

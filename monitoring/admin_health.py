@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from django.contrib import admin
+
+from controlplane.admin import AuditedAdminMixin
+from monitoring.models import HealthMetric, MonitoredEndpoint
+
+
+@admin.register(MonitoredEndpoint)
+class MonitoredEndpointAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    list_display = ["name", "url", "expected_status", "timeout_ms", "body_contains", "enabled"]
+    list_filter = ["enabled"]
+    search_fields = ["name", "url"]
+
+
+@admin.register(HealthMetric)
+class HealthMetricAdmin(admin.ModelAdmin):
+    """Read-only: written by the scheduled checks."""
+
+    list_display = ["time", "component", "measurement", "status", "value", "unit", "output"]
+    list_filter = ["status", "component", "time"]
+    search_fields = ["component", "output"]
+    date_hierarchy = "time"
+    show_full_result_count = False  # a count over millions of rows is a slow page
+
+    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False

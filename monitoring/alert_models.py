@@ -1,0 +1,373 @@
+"""Alerting: where notifications go, the rules that raise alerts, the alerts, silences and the delivery log.
+
+Imported at the end of ``monitoring/models.py`` so that Django finds these models in the monitoring app.
+Every write goes through ``monitoring/alerting.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, validate_email
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+# Only the models: monitoring/models.py star-imports this module, and its own names must win.
+__all__ = ["Alert", "AlertRule", "Delivery", "NotificationChannel", "Silence"]
+
+ANY_COMPONENT = "*"
+
+
+def mask_url(url: str) -> str:
+    """A webhook URL with its secret part hidden: scheme and host stay, path and query do not.
+
+    A short fingerprint of the whole URL shows, in audit diffs, that it changed without showing it.
+    """
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    fingerprint = hashlib.sha256(url.encode()).hexdigest()[:8]
+    return f"{parts.scheme}://{parts.hostname or ''}/… (sha256 {fingerprint})"
+
+
+class ChannelKind(models.TextChoices):
+    SLACK = "slack", "Slack (incoming webhook)"
+    EMAIL = "email", "e-mail"
+    WEBHOOK = "webhook", "webhook (JSON POST)"
+
+
+class NotificationChannel(models.Model):
+    """Where notifications go. A Slack webhook URL is a secret: shown masked, never in audit diffs."""
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=10, choices=ChannelKind.choices)
+    url = models.CharField(
+        max_length=500, blank=True, help_text="http:// or https:// URL, for Slack and webhook channels."
+    )
+    email_recipients = models.JSONField(default=list, blank=True, help_text="Addresses, for e-mail channels.")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        # The services validate first; this keeps any other path from storing a non-http(s) URL.
+        self.clean()
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.kind in (ChannelKind.SLACK, ChannelKind.WEBHOOK):
+            problem = url_problem(self.url)
+            if problem:
+                errors["url"] = problem
+        elif self.kind == ChannelKind.EMAIL:
+            recipients = self.email_recipients
+            if not isinstance(recipients, list) or not recipients:
+                errors["email_recipients"] = "an e-mail channel needs at least one recipient"
+            else:
+                for address in recipients:
+                    try:
+                        if not isinstance(address, str):
+                            raise ValidationError("not text")
+                        validate_email(address)
+                    except ValidationError:
+                        errors["email_recipients"] = f"{address!r} is not an e-mail address"
+                        break
+        elif self.kind not in ChannelKind.values:
+            errors["kind"] = f"must be one of {', '.join(ChannelKind.values)}"
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def masked_url(self) -> str:
+        return mask_url(self.url)
+
+    @property
+    def target(self) -> str:
+        """What an operator may see of the destination."""
+        if self.kind == ChannelKind.EMAIL:
+            return ", ".join(self.email_recipients or [])
+        return self.masked_url
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a webhook address, or None. Only http and https are accepted."""
+    if not url:
+        return "a URL is required for Slack and webhook channels"
+    if len(url) > 500:
+        return "at most 500 characters"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "not a valid URL"
+    if parts.scheme not in ("http", "https"):
+        return "only http:// and https:// URLs are accepted"
+    if not parts.hostname:
+        return "the URL has no host"
+    if any(ch.isspace() for ch in url):
+        return "the URL contains spaces"
+    return None
+
+
+class RuleKind(models.TextChoices):
+    CHECK_STATUS = "check_status", "check failing N times running"
+    CHECK_LATENCY_MS = "check_latency_ms", "check latency (ms)"
+    P95_LATENCY_MS = "p95_latency_ms", "request p95 latency (ms)"
+    ERROR_RATE = "error_rate", "request error rate (%)"
+    BACKUP_AGE_HOURS = "backup_age_hours", "latest verified backup age (hours)"
+
+
+CHECK_KINDS = (RuleKind.CHECK_STATUS, RuleKind.CHECK_LATENCY_MS)
+REQUEST_KINDS = (RuleKind.P95_LATENCY_MS, RuleKind.ERROR_RATE)
+UNITS = {
+    RuleKind.CHECK_STATUS: "failures running",
+    RuleKind.CHECK_LATENCY_MS: "ms",
+    RuleKind.P95_LATENCY_MS: "ms",
+    RuleKind.ERROR_RATE: "%",
+    RuleKind.BACKUP_AGE_HOURS: "h",
+}
+
+
+class Severity(models.TextChoices):
+    CRITICAL = "critical", "critical"
+    WARNING = "warning", "warning"
+    INFO = "info", "info"
+
+
+class AlertRule(models.Model):
+    """A condition on the stored monitoring data; an alert fires when it holds ``for_evaluations`` times.
+
+    ``threshold`` means, per kind: check_status - how many of the latest stored results of the check
+    must all be ``fail`` (a whole number); check_latency_ms and p95_latency_ms - milliseconds;
+    error_rate - percent of requests answered 5xx; backup_age_hours - hours. The condition holds when
+    the value is above the threshold (check_status: when it reaches it).
+    ``component`` "*" means every check (one alert per component and measurement); an empty
+    ``measurement`` means every measurement of the component.
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=20, choices=RuleKind.choices)
+    component = models.CharField(
+        max_length=100, blank=True, help_text='For check rules: the component, or "*" for every check.'
+    )
+    measurement = models.CharField(
+        max_length=50, blank=True, help_text="For check rules: the measurement; empty means every measurement."
+    )
+    threshold = models.FloatField(
+        help_text="ms for latency, % for error rate, hours for backup age, consecutive failures for check status."
+    )
+    window_minutes = models.PositiveIntegerField(
+        default=5,
+        validators=[MinValueValidator(1), MaxValueValidator(1440)],
+        help_text="For request metrics: the window the figure is computed over.",
+    )
+    for_evaluations = models.PositiveIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="Consecutive evaluations the condition must hold before the alert fires.",
+    )
+    severity = models.CharField(max_length=10, choices=Severity.choices, default=Severity.WARNING)
+    repeat_interval_minutes = models.PositiveIntegerField(
+        default=60,
+        validators=[MinValueValidator(1), MaxValueValidator(10080)],
+        help_text="Never notify twice for the same alert within this many minutes.",
+    )
+    enabled = models.BooleanField(default=True)
+    channels = models.ManyToManyField(NotificationChannel, blank=True, related_name="rules")
+    description = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.kind not in RuleKind.values:
+            errors["kind"] = f"must be one of {', '.join(RuleKind.values)}"
+        if self.kind in CHECK_KINDS and not self.component:
+            errors["component"] = 'a check rule needs a component ("*" for every check)'
+        if self.kind == RuleKind.CHECK_LATENCY_MS and not self.measurement:
+            # Other measurements of a check are counts, ages, percents: only a latency is compared in ms.
+            errors["measurement"] = 'a latency rule needs the measurement that holds it (checks store "responseTime")'
+        if self.kind not in CHECK_KINDS and (self.component or self.measurement):
+            errors["component"] = "only check rules take a component and measurement"
+        threshold = self.threshold
+        if threshold is None:
+            errors["threshold"] = "is required"
+        elif self.kind == RuleKind.CHECK_STATUS and (threshold != int(threshold) or not 1 <= threshold <= 100):
+            errors["threshold"] = "for check status: a whole number of consecutive failures from 1 to 100"
+        elif self.kind == RuleKind.ERROR_RATE and not 0 <= threshold < 100:
+            errors["threshold"] = "for error rate: a percent from 0 to below 100"
+        elif threshold < 0:
+            errors["threshold"] = "must not be negative"
+        if self.severity not in Severity.values:
+            errors["severity"] = f"must be one of {', '.join(Severity.values)}"
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def unit(self) -> str:
+        return UNITS.get(self.kind, "")
+
+    @property
+    def condition(self) -> str:
+        """The rule in words, for notifications and admin."""
+        if self.kind == RuleKind.CHECK_STATUS:
+            target = "any check" if self.component == ANY_COMPONENT else self.component
+            if self.measurement:
+                target += f":{self.measurement}"
+            return f"{target} failing {int(self.threshold)} times running"
+        if self.kind == RuleKind.CHECK_LATENCY_MS:
+            target = "any check" if self.component == ANY_COMPONENT else self.component
+            return f"{target} latency over {self.threshold:g} ms"
+        if self.kind == RuleKind.P95_LATENCY_MS:
+            return f"p95 latency over {self.threshold:g} ms for {self.window_minutes} min"
+        if self.kind == RuleKind.ERROR_RATE:
+            return f"error rate over {self.threshold:g} % for {self.window_minutes} min"
+        return f"latest verified backup older than {self.threshold:g} h"
+
+
+class AlertState(models.TextChoices):
+    PENDING = "pending", "pending"
+    FIRING = "firing", "firing"
+    RESOLVED = "resolved", "resolved"
+
+
+class AlertQuerySet(models.QuerySet):
+    def open(self) -> AlertQuerySet:
+        return self.exclude(state=AlertState.RESOLVED)
+
+
+class Alert(models.Model):
+    """One occurrence of a rule's condition for one target (``dedup_key``), from pending to resolved."""
+
+    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="alerts")
+    dedup_key = models.CharField(max_length=250)
+    component = models.CharField(max_length=100, blank=True)
+    measurement = models.CharField(max_length=50, blank=True)
+    state = models.CharField(max_length=10, choices=AlertState.choices, default=AlertState.PENDING)
+    started_at = models.DateTimeField(default=timezone.now)
+    fired_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    last_evaluated_at = models.DateTimeField(default=timezone.now)
+    last_value = models.FloatField(null=True, blank=True)
+    consecutive = models.PositiveIntegerField(default=0, help_text="Evaluations in a row the condition held.")
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    last_notified_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a notification of this alert last went out (not a skipped one)."
+    )
+
+    objects = AlertQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            # At most one open (pending or firing) alert per key, whatever evaluations run at once.
+            models.UniqueConstraint(
+                fields=["dedup_key"], condition=~Q(state="resolved"), name="alert_one_open_per_dedup_key"
+            ),
+        ]
+        indexes = [
+            # The cooldown: the last notification of any alert with this key.
+            models.Index(fields=["dedup_key", "-last_notified_at"], name="alert_key_notified"),
+            # The admin list and the dashboard: newest alerts first, by state.
+            models.Index(fields=["state", "-started_at"], name="alert_state_started"),
+        ]
+
+    def __str__(self) -> str:
+        target = f" {self.component}:{self.measurement}" if self.component else ""
+        return f"{self.rule.name}{target} ({self.state})"
+
+
+class Silence(models.Model):
+    """A maintenance window: matching alerts still change state and are recorded, but nothing is sent.
+
+    No rule and no component: every alert is silenced during the window.
+    """
+
+    starts_at = models.DateTimeField(default=timezone.now)
+    ends_at = models.DateTimeField()
+    rule = models.ForeignKey(AlertRule, null=True, blank=True, on_delete=models.CASCADE, related_name="silences")
+    component = models.CharField(max_length=100, blank=True, help_text="Empty: every component.")
+    reason = models.CharField(max_length=500)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-starts_at"]
+        indexes = [
+            # Silences active now: ends_at > now (few rows; the starts_at test runs on those).
+            models.Index(fields=["ends_at"], name="silence_ends_at"),
+        ]
+
+    def __str__(self) -> str:
+        scope = self.rule.name if self.rule_id else "every rule"
+        if self.component:
+            scope += f" / {self.component}"
+        return f"{scope}: {self.starts_at:%Y-%m-%d %H:%M} to {self.ends_at:%Y-%m-%d %H:%M}"
+
+    def clean(self) -> None:
+        if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
+            raise ValidationError({"ends_at": "must be after the start"})
+
+    def matches(self, alert: Alert) -> bool:
+        return (self.rule_id is None or self.rule_id == alert.rule_id) and (
+            not self.component or self.component == alert.component
+        )
+
+
+class DeliveryEvent(models.TextChoices):
+    FIRING = "firing", "firing"
+    RESOLVED = "resolved", "resolved"
+    TEST = "test", "test"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "pending"
+    SENT = "sent", "sent"
+    FAILED = "failed", "failed"
+    SKIPPED = "skipped", "skipped"  # silenced, or external_alerts off: recorded, not sent
+
+
+class Delivery(models.Model):
+    """One notification to one channel, and what became of it: the delivery log."""
+
+    alert = models.ForeignKey(Alert, null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries")
+    channel = models.ForeignKey(NotificationChannel, on_delete=models.PROTECT, related_name="deliveries")
+    event = models.CharField(max_length=10, choices=DeliveryEvent.choices)
+    payload = models.JSONField(default=dict, help_text="The document sent (taken when the event happened).")
+    created_at = models.DateTimeField(default=timezone.now)
+    status = models.CharField(max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True, help_text="The last error, or why it was skipped.")
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "deliveries"
+        indexes = [
+            # The delivery log, newest first, and its status filter.
+            models.Index(fields=["-created_at"], name="delivery_created"),
+            models.Index(fields=["status", "-created_at"], name="delivery_status_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} to {self.channel} ({self.status})"

@@ -1,0 +1,623 @@
+"""Every write of alerting: channels, rules, silences, acknowledgements, rule evaluation and deliveries.
+
+Operator changes are validated, atomic and audited. Evaluation is the control plane's own work (run by
+beat after the scheduled checks): it records alert state in the Alert rows, not in the audit trail.
+Notifications are queued after commit, so a rolled-back evaluation never sends anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from controlplane.audit import Actor, audit_record, snapshot
+from flags.selectors import EXTERNAL_ALERTS, is_on
+from monitoring import notifications
+from monitoring.alert_models import (
+    ANY_COMPONENT,
+    Alert,
+    AlertRule,
+    AlertState,
+    ChannelKind,
+    Delivery,
+    DeliveryEvent,
+    DeliveryStatus,
+    NotificationChannel,
+    RuleKind,
+    Silence,
+)
+from monitoring.alert_tasks import deliver_notification
+from monitoring.selectors import latest_health, recent_statuses, request_figures
+
+logger = logging.getLogger(__name__)
+
+CHANNEL_FIELDS = ("name", "kind", "url", "email_recipients", "enabled")
+RULE_FIELDS = (
+    "name", "kind", "component", "measurement", "threshold", "window_minutes", "for_evaluations", "severity",
+    "repeat_interval_minutes", "enabled", "description",
+)  # fmt: skip
+
+
+class InvalidAlertSetting(ValueError):
+    """A channel, rule, silence or acknowledgement that cannot be applied; names the field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _first_error(exc: ValidationError) -> InvalidAlertSetting:
+    if hasattr(exc, "error_dict"):
+        name, errors = next(iter(exc.message_dict.items()))
+        return InvalidAlertSetting("body" if name == "__all__" else name, errors[0])
+    return InvalidAlertSetting("body", exc.messages[0])
+
+
+def _assign(instance: Any, data: Any, allowed: Iterable[str]) -> None:
+    allowed = tuple(allowed)
+    if not isinstance(data, dict):
+        raise InvalidAlertSetting("body", "must be an object")
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise InvalidAlertSetting(unknown[0], f"unknown field; known fields: {', '.join(allowed)}")
+    for key, value in data.items():
+        setattr(instance, key, value.strip() if isinstance(value, str) and key != "description" else value)
+
+
+def _validate(instance: Any, *, exclude: list[str] | None = None) -> None:
+    """The model's own checks (field types, choices, uniqueness, clean()) as one InvalidAlertSetting."""
+    try:
+        instance.full_clean(exclude=exclude)
+    except ValidationError as exc:
+        raise _first_error(exc) from None
+
+
+# --- Channels -----------------------------------------------------------------------------------
+
+
+def _channel_state(channel: NotificationChannel) -> dict[str, Any]:
+    state = snapshot(channel, fields=list(CHANNEL_FIELDS))
+    # The URL of a Slack webhook is its credential: audit diffs keep host and a fingerprint only.
+    state["url"] = channel.masked_url
+    return state
+
+
+def _normalise_channel(channel: NotificationChannel) -> None:
+    if channel.kind == ChannelKind.EMAIL:
+        channel.url = ""
+        if isinstance(channel.email_recipients, str):
+            channel.email_recipients = [a.strip() for a in channel.email_recipients.replace(",", "\n").split()]
+    elif channel.kind in (ChannelKind.SLACK, ChannelKind.WEBHOOK):
+        channel.email_recipients = []
+
+
+def channel_create(*, data: dict[str, Any], actor: Actor) -> NotificationChannel:
+    """Create a channel. Slack and webhook channels need an http(s) URL, e-mail ones recipients."""
+    channel = NotificationChannel()
+    _assign(channel, data, CHANNEL_FIELDS)
+    _normalise_channel(channel)
+    _validate(channel)
+    try:
+        with transaction.atomic():
+            channel.save()
+            audit_record(actor=actor, action="notificationchannel.create", obj=channel, after=_channel_state(channel))
+    except IntegrityError:  # a channel of that name was created meanwhile
+        raise InvalidAlertSetting("name", "a channel with this name exists") from None
+    return channel
+
+
+def channel_update(*, channel: NotificationChannel, changes: dict[str, Any], actor: Actor) -> NotificationChannel:
+    """Change a channel's fields; the audit diff shows the URL masked."""
+    with transaction.atomic():
+        locked = NotificationChannel.objects.select_for_update().get(pk=channel.pk)
+        before = _channel_state(locked)
+        before_url = locked.url
+        _assign(locked, changes, CHANNEL_FIELDS)
+        _normalise_channel(locked)
+        _validate(locked)
+        after = _channel_state(locked)
+        if after != before or locked.url != before_url:
+            locked.save()
+            audit_record(actor=actor, action="notificationchannel.update", obj=locked, before=before, after=after)
+    return locked
+
+
+def channel_delete(*, channel: NotificationChannel, actor: Actor) -> None:
+    """Delete a channel. One with deliveries is protected (the log keeps pointing at it): disable it."""
+    with transaction.atomic():
+        audit_record(actor=actor, action="notificationchannel.delete", obj=channel, before=_channel_state(channel))
+        channel.delete()
+
+
+def channel_send_test(*, channel: NotificationChannel, actor: Actor) -> Delivery:
+    """Queue a test notification to ``channel`` (after commit). Obeys ``external_alerts`` like any other."""
+    reason = "" if is_on(EXTERNAL_ALERTS) else "external_alerts is off"
+    with transaction.atomic():
+        delivery = _record_deliveries(
+            alert=None,
+            channels=[channel],
+            event=DeliveryEvent.TEST,
+            payload=notifications.channel_test_payload(channel),
+            skip_reason=reason,
+        )[0]
+        audit_record(actor=actor, action="notificationchannel.test", obj=channel, after={"delivery": delivery.pk})
+    return delivery
+
+
+# --- Rules --------------------------------------------------------------------------------------
+
+
+def _rule_state(rule: AlertRule) -> dict[str, Any]:
+    return snapshot(rule, fields=[*RULE_FIELDS, "channels"])
+
+
+def _set_channels(rule: AlertRule, channels: Any) -> None:
+    if channels is None:
+        return
+    if not isinstance(channels, list | tuple) and not hasattr(channels, "__iter__"):
+        raise InvalidAlertSetting("channels", "must be a list of channels")
+    ids = [c.pk if isinstance(c, NotificationChannel) else c for c in channels]
+    found = set(NotificationChannel.objects.filter(pk__in=ids).values_list("pk", flat=True))
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise InvalidAlertSetting("channels", f"no channel with id {missing[0]!r}")
+    rule.channels.set(found)
+
+
+def rule_create(*, data: dict[str, Any], actor: Actor) -> AlertRule:
+    """Create an alert rule (``channels``: channels or their ids)."""
+    data = dict(data)
+    channels = data.pop("channels", None)
+    rule = AlertRule()
+    _assign(rule, data, RULE_FIELDS)
+    _validate(rule)
+    try:
+        with transaction.atomic():
+            rule.save()
+            _set_channels(rule, channels)
+            audit_record(actor=actor, action="alertrule.create", obj=rule, after=_rule_state(rule))
+    except IntegrityError:
+        raise InvalidAlertSetting("name", "a rule with this name exists") from None
+    return rule
+
+
+def rule_update(*, rule: AlertRule, changes: dict[str, Any], actor: Actor) -> AlertRule:
+    """Change a rule. Open alerts keep going; the next evaluation applies the new condition."""
+    changes = dict(changes)
+    channels = changes.pop("channels", None)
+    with transaction.atomic():
+        locked = AlertRule.objects.select_for_update().get(pk=rule.pk)
+        before = _rule_state(locked)
+        _assign(locked, changes, RULE_FIELDS)
+        _validate(locked)
+        locked.save()
+        _set_channels(locked, channels)
+        after = _rule_state(locked)
+        if after != before:
+            audit_record(actor=actor, action="alertrule.update", obj=locked, before=before, after=after)
+    return locked
+
+
+def rule_delete(*, rule: AlertRule, actor: Actor) -> None:
+    """Delete a rule and its alerts; the delivery log keeps its rows (without the alert)."""
+    with transaction.atomic():
+        audit_record(actor=actor, action="alertrule.delete", obj=rule, before=_rule_state(rule))
+        rule.delete()
+
+
+# --- Silences and acknowledgements ----------------------------------------------------------------
+
+
+def _silence_state(silence: Silence) -> dict[str, Any]:
+    return snapshot(silence, fields=["starts_at", "ends_at", "rule", "component", "reason", "created_by"])
+
+
+def silence_create(
+    *,
+    ends_at: datetime,
+    reason: str,
+    actor: Actor,
+    starts_at: datetime | None = None,
+    rule: AlertRule | None = None,
+    component: str = "",
+) -> Silence:
+    """A maintenance window: matching alerts are recorded but notify nobody until ``ends_at``."""
+    now = timezone.now()
+    starts_at = starts_at or now
+    if not isinstance(reason, str) or not reason.strip():
+        raise InvalidAlertSetting("reason", "say why (the maintenance, the incident)")
+    if not isinstance(ends_at, datetime) or not isinstance(starts_at, datetime):
+        raise InvalidAlertSetting("ends_at", "must be a date and time")
+    if timezone.is_naive(ends_at) or timezone.is_naive(starts_at):
+        raise InvalidAlertSetting("ends_at", "must carry a time zone")
+    if ends_at <= starts_at:
+        raise InvalidAlertSetting("ends_at", "must be after the start")
+    if ends_at <= now:
+        raise InvalidAlertSetting("ends_at", "must be in the future")
+    silence = Silence(
+        starts_at=starts_at,
+        ends_at=ends_at,
+        rule=rule,
+        component=(component or "").strip(),
+        reason=reason.strip(),
+        created_by=actor.user if actor.user is not None and actor.user.pk else None,
+    )
+    _validate(silence)
+    with transaction.atomic():
+        silence.save()
+        audit_record(actor=actor, action="silence.create", obj=silence, after=_silence_state(silence))
+    return silence
+
+
+def silence_end(*, silence: Silence, actor: Actor) -> Silence:
+    """End a silence now (it stays in the list, as a record of the window)."""
+    now = timezone.now()
+    with transaction.atomic():
+        locked = Silence.objects.select_for_update().get(pk=silence.pk)
+        if locked.ends_at <= now:
+            return locked
+        before = _silence_state(locked)
+        locked.ends_at = max(now, locked.starts_at)
+        locked.save(update_fields=["ends_at"])
+        audit_record(actor=actor, action="silence.end", obj=locked, before=before, after=_silence_state(locked))
+    return locked
+
+
+def silence_delete(*, silence: Silence, actor: Actor) -> None:
+    with transaction.atomic():
+        audit_record(actor=actor, action="silence.delete", obj=silence, before=_silence_state(silence))
+        silence.delete()
+
+
+def alert_acknowledge(*, alert: Alert, actor: Actor) -> Alert:
+    """Someone is on it: the alert stops sending reminders (its resolution is still announced)."""
+    with transaction.atomic():
+        locked = Alert.objects.select_for_update().get(pk=alert.pk)
+        if locked.state == AlertState.RESOLVED:
+            raise InvalidAlertSetting("state", "the alert is resolved; nothing to acknowledge")
+        if locked.acknowledged_at is not None:
+            return locked
+        before = snapshot(locked, fields=["state", "acknowledged_by", "acknowledged_at"])
+        locked.acknowledged_at = timezone.now()
+        locked.acknowledged_by = actor.user if actor.user is not None and actor.user.pk else None
+        locked.save(update_fields=["acknowledged_at", "acknowledged_by"])
+        audit_record(
+            actor=actor,
+            action="alert.acknowledge",
+            obj=locked,
+            before=before,
+            after=snapshot(locked, fields=["state", "acknowledged_by", "acknowledged_at"]),
+        )
+    return locked
+
+
+# --- Evaluation ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """What one alert of a rule is about: the whole product (request metrics) or one check."""
+
+    dedup_key: str
+    component: str = ""
+    measurement: str = ""
+
+
+@dataclass
+class EvaluationSummary:
+    rules: int = 0
+    fired: list[str] = field(default_factory=list)
+    resolved: list[str] = field(default_factory=list)
+    deliveries: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rules": self.rules,
+            "fired": self.fired,
+            "resolved": self.resolved,
+            "deliveries": self.deliveries,
+            "errors": self.errors,
+        }
+
+
+def backup_age_hours(now: datetime) -> float | None:
+    """Hours since the latest verified backup, or None for "no data" (the rule then never fires).
+
+    There is no backups app to ask yet. When ``backups.selectors`` offers the time of the latest
+    verified backup, return ``(now - verified_at).total_seconds() / 3600`` here; whether "no verified
+    backup at all" should fire is that change's decision (it probably should, once backups exist).
+    """
+    return None
+
+
+def _check_targets(rule: AlertRule) -> list[Target]:
+    """The checks a check rule watches: those stored in the last hour, plus those it has alerts open for."""
+    keys = set(latest_health())
+    keys |= set(rule.alerts.open().values_list("component", "measurement"))
+    targets = []
+    for component, measurement in sorted(keys):
+        if rule.component != ANY_COMPONENT and component != rule.component:
+            continue
+        if rule.measurement and measurement != rule.measurement:
+            continue
+        targets.append(Target(f"rule:{rule.pk}:{component}:{measurement}", component, measurement))
+    return targets
+
+
+def _observe(rule: AlertRule, now: datetime) -> dict[Target, float | None]:
+    """The rule's current value per target; None means no data (nothing changes on no data)."""
+    if rule.kind in (RuleKind.P95_LATENCY_MS, RuleKind.ERROR_RATE):
+        figures = request_figures(now - timedelta(minutes=rule.window_minutes), now)
+        if rule.kind == RuleKind.P95_LATENCY_MS:
+            value = figures.p95_ms
+        else:
+            value = None if figures.error_rate is None else round(figures.error_rate * 100, 4)
+        return {Target(f"rule:{rule.pk}"): value}
+    if rule.kind == RuleKind.BACKUP_AGE_HOURS:
+        return {Target(f"rule:{rule.pk}"): backup_age_hours(now)}
+    values: dict[Target, float | None] = {}
+    if rule.kind == RuleKind.CHECK_STATUS:
+        needed = int(rule.threshold)
+        for target in _check_targets(rule):
+            statuses = recent_statuses(target.component, target.measurement, needed)
+            running = 0
+            for status in statuses:  # newest first: the failures running up to now
+                if status != "fail":
+                    break
+                running += 1
+            values[target] = float(running) if statuses else None
+    elif rule.kind == RuleKind.CHECK_LATENCY_MS:
+        latest = latest_health()
+        for target in _check_targets(rule):
+            row = latest.get((target.component, target.measurement))
+            values[target] = row.value if row is not None else None
+    return values
+
+
+def _breaches(rule: AlertRule, value: float) -> bool:
+    if rule.kind == RuleKind.CHECK_STATUS:
+        return value >= rule.threshold
+    return value > rule.threshold
+
+
+def _active_silences(now: datetime) -> list[Silence]:
+    return list(Silence.objects.filter(ends_at__gt=now, starts_at__lte=now))
+
+
+def _suppression(alert: Alert, silences: list[Silence]) -> str:
+    """Why a notification about ``alert`` must not go out now, or ""."""
+    if not is_on(EXTERNAL_ALERTS):
+        return "external_alerts is off"
+    for silence in silences:
+        if silence.matches(alert):
+            return f"silenced until {silence.ends_at:%Y-%m-%d %H:%M %Z}: {silence.reason}"[:500]
+    return ""
+
+
+def _record_deliveries(
+    *,
+    alert: Alert | None,
+    channels: list[NotificationChannel],
+    event: str,
+    payload: dict[str, Any],
+    skip_reason: str,
+) -> list[Delivery]:
+    """One Delivery per channel; the pending ones are queued for a worker after commit."""
+    rows = [
+        Delivery(
+            alert=alert,
+            channel=channel,
+            event=event,
+            payload=payload,
+            status=DeliveryStatus.SKIPPED if skip_reason else DeliveryStatus.PENDING,
+            last_error=skip_reason,
+        )
+        for channel in channels
+    ]
+    for row in rows:
+        row.save()
+    if not skip_reason:
+        for row in rows:
+            deliver_notification.delay_on_commit(row.pk)
+    return rows
+
+
+class _Evaluation:
+    """One rule's evaluation at ``now``: state changes and the notifications they cause."""
+
+    def __init__(self, rule: AlertRule, now: datetime, silences: list[Silence], summary: EvaluationSummary) -> None:
+        self.rule = rule
+        self.now = now
+        self.silences = silences
+        self.summary = summary
+        self._channels: list[NotificationChannel] | None = None
+
+    @property
+    def channels(self) -> list[NotificationChannel]:
+        if self._channels is None:
+            self._channels = list(self.rule.channels.filter(enabled=True))
+        return self._channels
+
+    def run(self) -> None:
+        for target, value in _observe(self.rule, self.now).items():
+            alert = Alert.objects.select_for_update().filter(dedup_key=target.dedup_key).open().first()
+            if value is None:
+                # No data says nothing either way: an open alert stays as it is.
+                if alert is not None:
+                    alert.last_evaluated_at = self.now
+                    alert.save(update_fields=["last_evaluated_at"])
+                continue
+            if _breaches(self.rule, value):
+                self._breaching(alert, target, value)
+            elif alert is not None:
+                self._clear(alert, value)
+
+    def _breaching(self, alert: Alert | None, target: Target, value: float) -> None:
+        if alert is None:
+            alert = Alert(
+                rule=self.rule,
+                dedup_key=target.dedup_key,
+                component=target.component,
+                measurement=target.measurement,
+                state=AlertState.PENDING,
+                started_at=self.now,
+            )
+        alert.consecutive += 1
+        alert.last_value = value
+        alert.last_evaluated_at = self.now
+        fired = alert.state == AlertState.PENDING and alert.consecutive >= self.rule.for_evaluations
+        if fired:
+            alert.state = AlertState.FIRING
+            alert.fired_at = self.now
+        try:
+            with transaction.atomic():  # a savepoint: a concurrent evaluation may have opened it
+                alert.save()
+        except IntegrityError:
+            logger.info("alert %s opened by a concurrent evaluation; skipped", target.dedup_key)
+            return
+        if fired:
+            self.summary.fired.append(target.dedup_key)
+            self._notify(alert, DeliveryEvent.FIRING, transition=True)
+        elif alert.state == AlertState.FIRING and alert.acknowledged_at is None:
+            self._notify(alert, DeliveryEvent.FIRING, transition=False)  # a reminder, when due
+
+    def _clear(self, alert: Alert, value: float) -> None:
+        announced = alert.state == AlertState.FIRING and alert.last_notified_at is not None
+        alert.state = AlertState.RESOLVED
+        alert.resolved_at = self.now
+        alert.last_value = value
+        alert.last_evaluated_at = self.now
+        alert.consecutive = 0
+        alert.save()
+        if alert.fired_at is not None:
+            self.summary.resolved.append(alert.dedup_key)
+        # A pending alert never fired, and nobody heard of one that was never announced.
+        if announced:
+            self._notify(alert, DeliveryEvent.RESOLVED, transition=True)
+
+    def _notify(self, alert: Alert, event: str, *, transition: bool) -> None:
+        """Queue ``event`` to the rule's channels, honouring the cooldown, silences and external_alerts.
+
+        The cooldown is per dedup key: an alert that resolves and fires again within
+        ``repeat_interval_minutes`` of the last firing notification is not announced again until the
+        interval has passed. A resolution always follows an announced firing. While suppressed (silence,
+        flag off), state changes are recorded as skipped deliveries; reminders are not recorded.
+        """
+        if event == DeliveryEvent.FIRING:
+            last = Alert.objects.filter(dedup_key=alert.dedup_key).aggregate(last=Max("last_notified_at"))["last"]
+            if last is not None and self.now - last < timedelta(minutes=self.rule.repeat_interval_minutes):
+                return
+        reason = _suppression(alert, self.silences)
+        if reason and not transition:
+            return
+        if not reason:
+            alert.last_notified_at = self.now
+            alert.save(update_fields=["last_notified_at"])
+        if not self.channels:
+            logger.warning("alert rule %s has no enabled channel: %s not sent", self.rule.name, event)
+            return
+        payload = notifications.alert_payload(alert, event)
+        payload["repeat"] = not transition
+        rows = _record_deliveries(alert=alert, channels=self.channels, event=event, payload=payload, skip_reason=reason)
+        if not reason:
+            self.summary.deliveries += len(rows)
+
+
+def alert_rules_evaluate(now: datetime | None = None) -> EvaluationSummary:
+    """Evaluate every enabled rule against the stored data: pending -> firing -> resolved.
+
+    Each rule in its own transaction (one broken rule does not stop the others), with the rule row
+    locked so that two evaluations of it never interleave. Notifications go out after commit.
+    """
+    now = now or timezone.now()
+    summary = EvaluationSummary()
+    # A disabled rule watches nothing: its open alerts close, quietly.
+    Alert.objects.open().filter(rule__enabled=False).update(
+        state=AlertState.RESOLVED, resolved_at=now, last_evaluated_at=now
+    )
+    silences = _active_silences(now)
+    for rule_id in AlertRule.objects.filter(enabled=True).values_list("pk", flat=True):
+        try:
+            with transaction.atomic():
+                rule = AlertRule.objects.select_for_update().filter(pk=rule_id, enabled=True).first()
+                if rule is None:
+                    continue
+                _Evaluation(rule, now, silences, summary).run()
+                summary.rules += 1
+        except Exception as exc:  # a broken rule must not stop the others
+            logger.exception("alert rule %s could not be evaluated", rule_id)
+            summary.errors.append(f"rule {rule_id}: {type(exc).__name__}")
+    return summary
+
+
+# --- Delivery -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    status: str
+    retry: bool = False
+
+
+def _late_suppression(delivery: Delivery) -> str:
+    """Checked again when sending: the flag may have been turned off, a silence set, the channel disabled."""
+    if not is_on(EXTERNAL_ALERTS):
+        return "external_alerts is off"
+    if delivery.event == DeliveryEvent.TEST:
+        return ""
+    if not delivery.channel.enabled:
+        return "the channel is disabled"
+    if delivery.alert is not None:
+        return _suppression(delivery.alert, _active_silences(timezone.now()))
+    return ""
+
+
+def delivery_attempt(*, delivery_id: int, final: bool) -> AttemptOutcome:
+    """Make one attempt at sending a delivery and record it (attempts, status, error, response status).
+
+    A transient failure (connection, timeout, HTTP 5xx or 429) leaves it pending for a retry unless
+    ``final``; any other failure is final. Idempotent: a delivery no longer pending is left alone, and
+    a conditional update on ``attempts`` lets only one worker make each attempt.
+    """
+    delivery = Delivery.objects.select_related("channel", "alert__rule").filter(pk=delivery_id).first()
+    if delivery is None:
+        return AttemptOutcome("missing")
+    if delivery.status != DeliveryStatus.PENDING:
+        return AttemptOutcome(delivery.status)
+    now = timezone.now()
+    claimed = Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.PENDING, attempts=delivery.attempts).update(
+        attempts=delivery.attempts + 1, last_attempt_at=now
+    )
+    if not claimed:
+        return AttemptOutcome("claimed")
+    reason = _late_suppression(delivery)
+    if reason:
+        Delivery.objects.filter(pk=delivery.pk).update(status=DeliveryStatus.SKIPPED, last_error=reason)
+        return AttemptOutcome(DeliveryStatus.SKIPPED)
+    try:
+        result = notifications.send(delivery.channel, delivery.payload)
+    except notifications.DeliveryError as exc:
+        status = DeliveryStatus.PENDING if exc.transient and not final else DeliveryStatus.FAILED
+        Delivery.objects.filter(pk=delivery.pk).update(
+            status=status, last_error=str(exc)[:500], response_status=exc.response_status
+        )
+        logger.warning(
+            "notification %s to channel %s failed (attempt %s, %s): %s",
+            delivery.pk, delivery.channel.name, delivery.attempts + 1, status, exc,
+        )  # fmt: skip
+        return AttemptOutcome(status, retry=status == DeliveryStatus.PENDING)
+    Delivery.objects.filter(pk=delivery.pk).update(
+        status=DeliveryStatus.SENT, sent_at=timezone.now(), last_error="", response_status=result.response_status
+    )
+    logger.info("notification %s (%s) sent to channel %s", delivery.pk, delivery.event, delivery.channel.name)
+    return AttemptOutcome(DeliveryStatus.SENT)

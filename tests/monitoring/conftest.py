@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _default_alert_rules(request):
+    """The default alert rules come from a data migration; a transactional test elsewhere in the
+    session flushes every table, so put them back for the tests of this folder that use the database."""
+    if request.node.get_closest_marker("django_db") is None and "db" not in request.fixturenames:
+        return
+    transactional = "transactional_db" in request.fixturenames or any(
+        marker.kwargs.get("transaction") for marker in request.node.iter_markers("django_db")
+    )
+    request.getfixturevalue("transactional_db" if transactional else "db")
+    from django.apps import apps
+
+    migration = importlib.import_module("monitoring.migrations.0003_alerting")
+    migration.create_default_rules(apps, None)
