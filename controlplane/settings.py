@@ -278,10 +278,13 @@ CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30 if CELERY_TASK_TIME_LI
 CELERY_WORKER_CONCURRENCY = _int("CELERY_WORKER_CONCURRENCY", 2, minimum=1)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# The queue tasks go to and workers read; installations sharing one broker each use their own.
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="celery")
 CELERY_TIMEZONE = "UTC"
 
 # Every periodic task, in one place.
 HEARTBEAT_INTERVAL_SECONDS = 30
+HEALTH_CHECK_INTERVAL_SECONDS = _int("HEALTH_CHECK_INTERVAL_SECONDS", 60, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "heartbeat": {
         "task": "monitoring.tasks.heartbeat",
@@ -291,8 +294,8 @@ CELERY_BEAT_SCHEDULE = {
     },
     "health-checks": {
         "task": "monitoring.tasks.run_scheduled_checks",
-        "schedule": 60.0,
-        "options": {"expires": 55.0},
+        "schedule": float(HEALTH_CHECK_INTERVAL_SECONDS),
+        "options": {"expires": HEALTH_CHECK_INTERVAL_SECONDS * 0.9},
     },
     "prune-metrics": {
         "task": "monitoring.tasks.prune_metrics",
@@ -320,7 +323,6 @@ AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_IPWARE_PROXY_COUNT = _int("TRUSTED_PROXY_COUNT", 0) or None
 AXES_VERBOSE = False
-FORMS_URLFIELD_ASSUME_HTTPS = True  # a URL typed without a scheme means https (Django 6's default)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "monitoring:dashboard"
 LOGOUT_REDIRECT_URL = "login"

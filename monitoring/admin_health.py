@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db import models
 
 from controlplane.admin import AuditedAdminMixin
 from monitoring.models import HealthMetric, MonitoredEndpoint
@@ -8,6 +9,7 @@ from monitoring.models import HealthMetric, MonitoredEndpoint
 
 @admin.register(MonitoredEndpoint)
 class MonitoredEndpointAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # Django 6's default, now
     list_display = ["name", "url", "expected_status", "timeout_ms", "body_contains", "enabled"]
     list_filter = ["enabled"]
     search_fields = ["name", "url"]

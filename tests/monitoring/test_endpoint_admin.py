@@ -11,8 +11,14 @@ pytestmark = pytest.mark.django_db
 def test_operator_adds_an_endpoint_and_it_is_audited(operator_client):
     response = operator_client.post(
         "/admin/monitoring/monitoredendpoint/add/",
-        {"name": "wingman-api", "url": "https://api.wingman.example/health", "expected_status": "200",
-         "timeout_ms": "3000", "body_contains": "ok", "enabled": "on"},  # fmt: skip
+        {
+            "name": "wingman-api",
+            "url": "https://api.wingman.example/health",
+            "expected_status": "200",
+            "timeout_ms": "3000",
+            "body_contains": "ok",
+            "enabled": "on",
+        },  # fmt: skip
     )
     assert response.status_code == 302
     assert MonitoredEndpoint.objects.get().name == "wingman-api"
