@@ -123,7 +123,24 @@ def _email() -> Item:
     return Item("email", PASS, f"e-mail through {settings.EMAIL_HOST}:{settings.EMAIL_PORT}")
 
 
-CHECKS = [_environment, _secret_key, _debug, _allowed_hosts, _https, _database, _cache, _broker, _sentry, _email]
+def _alert_channel() -> Item:
+    from django.db import DatabaseError
+
+    from monitoring.alert_models import NotificationChannel
+
+    try:
+        channels = NotificationChannel.objects.filter(enabled=True).count()
+    except DatabaseError as exc:
+        return Item("alert_channel", WARN, f"could not read the channels: {str(exc).splitlines()[0][:120]}")
+    if not channels:
+        return Item("alert_channel", WARN, "alerts notify nobody", "add a Slack, e-mail or webhook channel in admin")
+    return Item("alert_channel", PASS, f"{channels} enabled channel(s)")
+
+
+CHECKS = [
+    _environment, _secret_key, _debug, _allowed_hosts, _https, _database, _cache, _broker, _sentry, _email,
+    _alert_channel,
+]  # fmt: skip
 
 
 def readiness_items() -> list[Item]:
