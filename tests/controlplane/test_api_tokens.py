@@ -113,10 +113,11 @@ def test_bearer_and_x_api_key_are_accepted_and_use_is_recorded(client, make_toke
 
 
 def test_a_warm_token_check_makes_no_query(client, make_token, django_assert_num_queries):
-    raw = make_token("monitoring:read")
-    client.get(URL, HTTP_AUTHORIZATION=f"Bearer {raw}")  # loads the tokens, records the use
+    raw = make_token("flags:read")
+    url = "/api/deployment/features/user-1"  # answered from the flags snapshot: no query of its own
+    client.get(url, HTTP_AUTHORIZATION=f"Bearer {raw}")  # loads the tokens, records the use
     with django_assert_num_queries(0):  # tokens from the process's copy; use recorded once a minute
-        assert client.get(URL, HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200
+        assert client.get(url, HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200
 
 
 @pytest.mark.parametrize("name", ["token", "api_key", "access_token"])
