@@ -240,6 +240,50 @@ def _fresh_test_var_dir() -> None:
 
 
 @pytest.fixture
+def celery_worker_process(tmp_path):
+    """celery_worker_process(**env) -> (queue, log path): a real worker on a queue of its own (no
+    other worker can take its messages), on the test database; stopped after the test."""
+    import subprocess
+    import uuid
+
+    workers = []
+
+    def start(**env: str) -> tuple[str, Path]:
+        queue = f"test-{uuid.uuid4().hex[:12]}"
+        log = tmp_path / f"worker-{queue}.log"
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "controlplane",
+                "worker",
+                "--pool",
+                "solo",
+                "-Q",
+                queue,
+                "--loglevel",
+                "INFO",
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+            ],  # fmt: skip
+            cwd=BASE_DIR,
+            env=subprocess_env(DATABASE_URL=test_database_url(), **env),
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        workers.append(worker)
+        return queue, log
+
+    yield start
+    for worker in workers:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+
+@pytest.fixture
 def gunicorn_server(tmp_path):
     """gunicorn_server(workers=2, **env) -> base URL of a gunicorn serving the test database."""
     import signal

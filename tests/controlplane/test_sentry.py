@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-import sys
 import time
-import uuid
 
 import pytest
 import sentry_sdk
@@ -15,7 +13,7 @@ from django.test import Client
 
 from controlplane.context import request_id_var
 from controlplane.sentry import init_sentry
-from tests.conftest import BASE_DIR, manage, subprocess_env, test_database_url
+from tests.conftest import manage, subprocess_env
 
 pytestmark = pytest.mark.django_db
 
@@ -78,50 +76,21 @@ def test_a_dsn_that_does_not_answer_drops_the_event_with_one_log_line(settings, 
 
 
 @pytest.mark.django_db(transaction=True)
-def test_task_exception_in_a_real_worker_arrives_with_the_senders_request_id(http_sink, tmp_path, settings):
+def test_task_exception_in_a_real_worker_arrives_with_the_senders_request_id(http_sink, celery_worker_process):
     """The worker runs with SENTRY_DSN pointing at the local server; the request id travels in the message."""
     from controlplane.celery import app as celery_app
 
-    queue = f"test-{uuid.uuid4().hex[:12]}"
-    log = tmp_path / "worker.log"
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "controlplane",
-            "worker",
-            "--pool",
-            "solo",
-            "-Q",
-            queue,
-            "--loglevel",
-            "INFO",
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-        ],  # fmt: skip
-        cwd=BASE_DIR,
-        env=subprocess_env(
-            DATABASE_URL=test_database_url(),
-            SENTRY_DSN=f"http://publickey@127.0.0.1:{http_sink.port}/7",
-            SENTRY_ENVIRONMENT="worker-env",
-            LOG_FORMAT="json",
-        ),
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
+    queue, log = celery_worker_process(
+        SENTRY_DSN=f"http://publickey@127.0.0.1:{http_sink.port}/7", SENTRY_ENVIRONMENT="worker-env", LOG_FORMAT="json"
     )
     reset = request_id_var.set("req-from-web-42")
     try:
         with celery_app.connection_for_write() as conn:
             celery_app.send_task("controlplane.tasks.sentry_check", queue=queue, connection=conn)
-        arrived = http_sink.wait_for(lambda r: b"SentryCheckError" in r.body, seconds=60)
-        assert arrived, log.read_text()
     finally:
         request_id_var.reset(reset)
-        worker.terminate()
-        worker.wait(timeout=30)
+    arrived = http_sink.wait_for(lambda r: b"SentryCheckError" in r.body, seconds=60)
+    assert arrived, log.read_text()
     [event] = [e for r in arrived for e in r.envelope_items() if "exception" in e]
     assert event["tags"]["request_id"] == "req-from-web-42"
     assert event["environment"] == "worker-env"
