@@ -7,6 +7,7 @@ does not answer in time is reported ``fail`` ("timed out after N ms") and never 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import shutil
 import threading
@@ -92,9 +93,12 @@ def check_cache() -> Outcome:
     from django.core.cache import cache
 
     start = time.perf_counter()
-    token = str(time.time_ns())
-    cache.set("health:probe", token, 30)
-    if cache.get("health:probe") != token:
+    token = os.urandom(8).hex()
+    # A key per process and thread: concurrent probes in other workers never overwrite this one's
+    # value between its set and its get, and the keys stay few (no delete needed).
+    key = f"health:probe:{os.getpid()}:{threading.get_ident()}"
+    cache.set(key, token, 60)
+    if cache.get(key) != token:
         return Outcome(FAIL, _ms_since(start), "ms", "the cache did not return what was written")
     elapsed = _ms_since(start)
     return Outcome(WARN if elapsed > settings.HEALTH_SLOW_MS else PASS, elapsed, "ms", f"set and get in {elapsed} ms")
@@ -231,27 +235,35 @@ class _DaemonPool:
         self._queue: queue.SimpleQueue[tuple[Future, Callable[[], Any]]] = queue.SimpleQueue()
         self._size = size
         self._started = 0
+        self._idle = 0
         self._lock = threading.Lock()
 
     def submit(self, fn: Callable[[], Any]) -> Future:
         future: Future = Future()
+        with self._lock:
+            # A new thread only when none is idle: each thread keeps a database connection.
+            if self._idle == 0 and self._started < self._size:
+                self._started += 1
+                self._idle += 1
+                threading.Thread(target=self._work, name=f"health-{self._started}", daemon=True).start()
+            self._idle -= 1
         self._queue.put((future, fn))
-        if self._started < self._size:
-            with self._lock:
-                if self._started < self._size:
-                    self._started += 1
-                    threading.Thread(target=self._work, name=f"health-{self._started}", daemon=True).start()
         return future
 
     def _work(self) -> None:
         while True:
             future, fn = self._queue.get()
             if not future.set_running_or_notify_cancel():
+                with self._lock:
+                    self._idle += 1
                 continue
             try:
                 future.set_result(fn())
             except BaseException as exc:  # handed to the caller through the future
                 future.set_exception(exc)
+            finally:
+                with self._lock:
+                    self._idle += 1
 
 
 # Shared by every request of the process; hung checks keep a thread each until they return, so
@@ -263,10 +275,11 @@ def _guarded(check: Check) -> Outcome:
     try:
         return check.run()
     except Exception as exc:  # a failing dependency is a fail result, never an error page
+        # Drop this thread's connection if the failure broke it; a healthy one is kept for the next
+        # run (closing it after every check would cost a reconnect or a ping each time).
+        close_old_connections()
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return Outcome(FAIL, None, "", f"{type(exc).__name__}: {first_line}"[:500])
-    finally:
-        close_old_connections()
 
 
 def run_checks(checks: list[Check], *, deadline_seconds: float | None = None) -> list[Result]:

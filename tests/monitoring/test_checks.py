@@ -106,3 +106,36 @@ def test_endpoints_operators_add_are_checked(http_sink, settings):
     for name in ["database", "cache", "broker", "celery-workers", "celery-beat", "disk", "migrations", "backups"]:
         assert name in results
     assert results["backups"].status == WARN and results["backups"].output == "no backup target"
+
+
+def test_concurrent_cache_probes_do_not_trip_each_other():
+    """Probes from several workers at once (threads here) each read back their own value."""
+    import threading
+
+    from monitoring.checks import check_cache
+
+    failures: list[str] = []
+
+    def probe() -> None:
+        for _ in range(100):
+            outcome = check_cache()
+            if outcome.status == FAIL:
+                failures.append(outcome.output)
+
+    threads = [threading.Thread(target=probe) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+
+
+def test_idle_pool_threads_are_reused():
+    from monitoring.checks import _pool
+
+    for _ in range(20):
+        run_checks([Check("quick", "x", "component", sleeper(0))])
+    started = _pool._started
+    for _ in range(20):
+        run_checks([Check("quick", "x", "component", sleeper(0))])
+    assert _pool._started == started
