@@ -131,3 +131,16 @@ def migrate(settings_module: str) -> None:
         env=bench_env(DJANGO_SETTINGS_MODULE=settings_module),
         check=True,
     )
+
+
+def redis_problem() -> str | None:
+    """None when Redis on 127.0.0.1:6379 answers PING, else why not."""
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            reply = sock.recv(64)
+    except OSError as exc:
+        return f"Redis on 127.0.0.1:6379 did not answer ({exc.strerror or exc})"
+    if not reply.startswith(b"+PONG"):
+        return f"127.0.0.1:6379 answered {reply[:40]!r} to PING"
+    return None

@@ -24,7 +24,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench._harness import BASE_DIR, Load, bench_env, gunicorn, median_load, migrate, wrk  # noqa: E402
+from bench._harness import BASE_DIR, Load, bench_env, gunicorn, median_load, migrate, redis_problem, wrk  # noqa: E402
 
 SETTINGS = "bench._settings"
 FIXTURE = BASE_DIR / "flags" / "fixtures" / "wingmanmatch.json"
@@ -161,19 +160,6 @@ def child(ours_iterations: int, waffle_iterations: int) -> None:
         "share_waffle": share_waffle,
     }
     print(json.dumps(result))
-
-
-def redis_answers() -> str | None:
-    """None when Redis on 127.0.0.1:6379 answers PING, else the reason it does not."""
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            reply = sock.recv(64)
-    except OSError as exc:
-        return f"no Redis on 127.0.0.1:6379 ({exc.strerror or exc})"
-    if not reply.startswith(b"+PONG"):
-        return f"127.0.0.1:6379 answered {reply[:40]!r} to PING"
-    return None
 
 
 def in_process(var_dir: str, cache_label: str, redis_url: str, ours_iterations: int, waffle_iterations: int) -> None:
@@ -373,7 +359,7 @@ def main() -> None:
     var_dir = tempfile.mkdtemp(prefix="bench-flags-")
     try:
         in_process(var_dir, "file cache", "", args.ours_iterations, args.waffle_iterations)
-        reason = redis_answers()
+        reason = redis_problem()
         if reason is None:
             in_process(var_dir, "Redis cache", REDIS_URL, args.ours_iterations, args.waffle_iterations)
         else:

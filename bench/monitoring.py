@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,7 @@ from bench._harness import (  # noqa: E402
     bench_env,
     gunicorn,
     median_load,
+    redis_problem,
     require_wrk,
     wrk,
 )
@@ -84,19 +84,6 @@ def postgres_problem() -> str | None:
                 conn.execute(f"CREATE DATABASE {DATABASE_NAME}")
     except psycopg.Error as exc:
         return f"PostgreSQL on 127.0.0.1:5432 did not answer ({str(exc).strip().splitlines()[0]})"
-    return None
-
-
-def redis_problem() -> str | None:
-    """None when Redis on 127.0.0.1:6379 answers PING, else why not."""
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            reply = sock.recv(64)
-    except OSError as exc:
-        return f"Redis on 127.0.0.1:6379 did not answer ({exc.strerror or exc})"
-    if not reply.startswith(b"+PONG"):
-        return f"127.0.0.1:6379 answered {reply[:40]!r} to PING"
     return None
 
 

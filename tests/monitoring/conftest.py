@@ -19,3 +19,24 @@ def _default_alert_rules(request):
 
     migration = importlib.import_module("monitoring.migrations.0003_alerting")
     migration.create_default_rules(apps, None)
+
+
+@pytest.fixture
+def eager_tasks():
+    """Queued deliveries run at once, in the test (as a worker would run them, retries included)."""
+    from controlplane.celery import app as celery_app
+
+    before = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = before
+
+
+@pytest.fixture
+def alerts_on(db, django_capture_on_commit_callbacks):
+    """The external_alerts flag on, as the shipped flags have it."""
+    from controlplane.audit import Actor
+    from flags.services import flag_create
+
+    with django_capture_on_commit_callbacks(execute=True):
+        flag_create(data={"name": "external_alerts", "enabled": True, "rollout_percent": 100}, actor=Actor.system())

@@ -9,23 +9,14 @@ import pytest
 from django.utils import timezone
 
 from controlplane.audit import Actor
-from controlplane.celery import app as celery_app
 from controlplane.models import AuditEvent
 from flags.services import flag_create
 from monitoring.alert_models import Alert, AlertRule, AlertState, Delivery, NotificationChannel, Silence
 from monitoring.alerting import channel_create
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_tasks")]
 SYSTEM = Actor.system("tests")
 SECRET = "T0001/B0001/adminSecretPart"
-
-
-@pytest.fixture(autouse=True)
-def eager_tasks():
-    before = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = before
 
 
 @pytest.fixture

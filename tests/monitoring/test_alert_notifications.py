@@ -9,30 +9,15 @@ import pytest
 from django.core import mail
 
 from controlplane.audit import Actor
-from controlplane.celery import app as celery_app
 from controlplane.models import AuditEvent
-from flags.services import flag_create, flag_update
+from flags.services import flag_update
 from monitoring.alert_models import Alert, AlertRule, AlertState, Delivery, DeliveryStatus
 from monitoring.alert_tasks import MAX_DELIVERY_RETRIES, backoff_seconds, deliver_notification
 from monitoring.alerting import alert_rules_evaluate, channel_create, channel_send_test, delivery_attempt, rule_update
 from monitoring.models import HealthMetric
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_tasks")]
 SYSTEM = Actor.system("tests")
-
-
-@pytest.fixture(autouse=True)
-def eager_tasks():
-    before = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = before
-
-
-@pytest.fixture
-def alerts_on(db, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks(execute=True):
-        flag_create(data={"name": "external_alerts", "enabled": True, "rollout_percent": 100}, actor=SYSTEM)
 
 
 def channel(kind: str, url: str = "", recipients: list[str] | None = None):

@@ -11,7 +11,6 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from controlplane.audit import Actor
-from controlplane.celery import app as celery_app
 from controlplane.models import AuditEvent
 from flags.services import flag_create, flag_update
 from monitoring.alert_models import (
@@ -35,25 +34,10 @@ from monitoring.alerting import (
 )
 from monitoring.models import BUCKET_FIELDS, HealthMetric, RequestRollup
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_tasks")]
 SYSTEM = Actor.system("tests")
 CHECK_RULE = "any check failing 3 times running"
 SECRET_PATH = "/services/T0000/B0000/XyZsecretWebhookPart"
-
-
-@pytest.fixture(autouse=True)
-def eager_tasks():
-    """Queued deliveries run at once, in the test (as a worker would run them, retries included)."""
-    before = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = before
-
-
-@pytest.fixture
-def alerts_on(db, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks(execute=True):
-        flag_create(data={"name": "external_alerts", "enabled": True, "rollout_percent": 100}, actor=SYSTEM)
 
 
 @pytest.fixture
