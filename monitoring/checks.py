@@ -171,6 +171,15 @@ def check_sentry() -> Outcome:
     return Outcome(WARN, 0, "", "SENTRY_DSN is not set: errors are only logged")
 
 
+def check_alert_channels() -> Outcome:
+    from monitoring.alert_models import NotificationChannel
+
+    channels = NotificationChannel.objects.filter(enabled=True).count()
+    if not channels:
+        return Outcome(WARN, 0, "channels", "no enabled alert channel: alerts notify nobody")
+    return Outcome(PASS, channels, "channels", f"{channels} enabled alert channel(s)")
+
+
 def endpoint_check(url: str, expected_status: int, timeout_ms: int, body_contains: str) -> Callable[[], Outcome]:
     def run() -> Outcome:
         start = time.perf_counter()
@@ -205,6 +214,14 @@ BUILT_IN = [
     Check("migrations", "unapplied", "component", check_migrations),
     Check("backups", "latestVerifiedAge", "component", check_backup_age),
     Check("sentry", "configured", "component", check_sentry, frozenset({ENHANCED, COMPREHENSIVE}), enhanced_only=True),
+    Check(
+        "alert-channels",
+        "enabled",
+        "component",
+        check_alert_channels,
+        frozenset({ENHANCED, COMPREHENSIVE}),
+        enhanced_only=True,
+    ),  # fmt: skip
 ]
 
 

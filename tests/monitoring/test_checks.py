@@ -52,6 +52,7 @@ def test_checks_run_in_parallel(settings):
     assert [r.status for r in results] == [PASS] * 6
 
 
+@pytest.mark.django_db  # after a failure the runner drops the thread's database connection if broken
 def test_an_exception_is_a_fail_result():
     def broken() -> Outcome:
         raise ConnectionError("connection refused\nsecond line")

@@ -52,7 +52,9 @@ def test_enhanced_is_ready_plus_integrations(api_client):
     body = api_client("monitoring:read").get("/api/deployment/health/enhanced").json()
     assert set(body["checks"]) == {
         "database:responseTime", "cache:responseTime", "celery-beat:heartbeatAge", "sentry:configured",
+        "alert-channels:enabled",
     }  # fmt: skip
+    assert body["checks"]["alert-channels:enabled"][0]["status"] == "warn"
 
 
 def test_redis_stopped_ready_fails_on_cache_and_live_stays_up(client, settings, tmp_path):
