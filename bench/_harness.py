@@ -19,6 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# A benchmark stopped by SIGTERM (a timeout, a CI limit) still runs its finally blocks, which stop
+# the gunicorn servers it started in their own sessions.
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(f"bench: stopped by signal {signum}"))
 WRK_ARGS = ["-t2", "-c16", "--latency"]  # as the peers were measured (shared/PEERS.md)
 
 
