@@ -1,6 +1,7 @@
-"""Request metrics: each process times its requests, sums them per minute, and adds the sums to the
-shared per-minute rollups every few seconds; Prometheus counters go to prometheus-client's
-multiprocess files so that /metrics is right under several gunicorn workers."""
+"""Request metrics: each process times its requests and sums them per minute; every few seconds
+(REQUEST_METRICS_FLUSH_SECONDS) it adds the sums to the shared per-minute rollups in the database and
+to prometheus-client's multiprocess files, so /metrics is right under several gunicorn workers. The
+request path itself only adds to a dict."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ logger = logging.getLogger(__name__)
 # (minute epoch seconds, view, method, status class) -> [count, errors, duration sum, db sum, slow, *buckets]
 _Key = tuple[int, str, str, str]
 _pending: dict[_Key, list[float]] = {}
+# Sums already given to Prometheus that the database has not taken yet (it was down).
+_unsaved: dict[_Key, list[float]] = {}
 _lock = threading.Lock()
 _flusher: threading.Thread | None = None
 _N_FIXED = 5
@@ -47,26 +50,42 @@ def _record(key: _Key, duration_ms: float, db_ms: float, slow: int, error: bool)
 def discard_pending() -> None:
     with _lock:
         _pending.clear()
+        _unsaved.clear()
+
+
+def _merge(into: dict[_Key, list[float]], rows: dict[_Key, list[float]]) -> None:
+    for key, row in rows.items():
+        current = into.setdefault(key, [0.0] * len(row))
+        for i, value in enumerate(row):
+            current[i] += value
 
 
 def flush() -> int:
-    """Add this process's pending sums to the shared rollups; returns the rows touched."""
+    """Add this process's pending sums to Prometheus and to the shared rollups; returns the rows
+    written. Prometheus gets each sum once; the database, if down, gets it on a later flush."""
+    from monitoring import prometheus
+
     with _lock:
         pending = dict(_pending)
         _pending.clear()
-    touched = 0
+    for (_, view, method, status_class), row in pending.items():
+        buckets = [int(n) for n in row[_N_FIXED:]]
+        prometheus.add_sums(view, method, status_class, int(row[0]), row[2] / 1000, buckets)
+    with _lock:
+        _merge(_unsaved, pending)
+        batch = dict(_unsaved)
+        _unsaved.clear()
+    written: list[_Key] = []
     try:
-        for (minute_ts, view, method, status_class), row in pending.items():
-            _add(datetime.fromtimestamp(minute_ts, UTC), view, method, status_class, row)
-            touched += 1
-    except Exception as exc:  # database down: put the sums back, they are added on the next flush
-        logger.error("request metrics not flushed, kept for the next try: %s", exc)
+        for key in batch:
+            minute_ts, view, method, status_class = key
+            _add(datetime.fromtimestamp(minute_ts, UTC), view, method, status_class, batch[key])
+            written.append(key)
+    except Exception as exc:  # database down: kept, and added on the next flush
+        logger.error("request metrics not stored, kept for the next flush: %s", exc)
         with _lock:
-            for key, row in pending.items():
-                current = _pending.setdefault(key, [0.0] * len(row))
-                for i, value in enumerate(row):
-                    current[i] += value
-    return touched
+            _merge(_unsaved, {key: row for key, row in batch.items() if key not in written})
+    return len(written)
 
 
 def _add(minute: datetime, view: str, method: str, status_class: str, row: list[float]) -> None:
@@ -140,9 +159,6 @@ class RequestMetricsMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
         self.slow_ms = settings.SLOW_QUERY_MS
-        from monitoring import prometheus
-
-        self.prometheus = prometheus
         _start_flusher()
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
@@ -167,5 +183,4 @@ class RequestMetricsMiddleware:
             timer.slow,
             status >= 500,
         )
-        self.prometheus.observe(view, request.method or "", status_class, duration_ms / 1000)
         return response

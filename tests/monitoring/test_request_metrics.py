@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -87,25 +88,40 @@ def test_metrics_endpoint_needs_scope_and_speaks_prometheus(client, api_client):
     assert client.get("/metrics").status_code == 401
     reader = api_client("monitoring:read")
     reader.get("/api/deployment/features/u1")  # scope lacking: 403, still counted
+    reader.get("/api/deployment/features/u2")
+    flush()  # what the background flush does every REQUEST_METRICS_FLUSH_SECONDS
     response = reader.get("/metrics")
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain")
     text = response.content.decode()
     assert "# TYPE controlplane_http_requests_total counter" in text
     assert 'controlplane_http_requests_total{method="GET",status_class="4xx",view="api-features-for-user"}' in text
-    assert "controlplane_http_request_duration_seconds_bucket" in text
+    count = re.search(r'controlplane_http_request_duration_seconds_count\{view="api-features-for-user"\} (\S+)', text)
+    infinite = re.search(r'_duration_seconds_bucket\{le="\+Inf",view="api-features-for-user"\} (\S+)', text)
+    assert float(count.group(1)) >= 2 and float(infinite.group(1)) == float(count.group(1))
 
 
 @pytest.mark.django_db(transaction=True)
 def test_metrics_sum_every_gunicorn_worker(gunicorn_server, make_token, tmp_path):
     import re
+    import time
     import urllib.request
 
-    base = gunicorn_server(workers=2, PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"))
+    base = gunicorn_server(
+        workers=2, PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"), REQUEST_METRICS_FLUSH_SECONDS="1"
+    )
     for _ in range(40):
         urllib.request.urlopen(base + "/accounts/login/", timeout=5).read()
     token = make_token("monitoring:read")
     request = urllib.request.Request(base + "/metrics", headers={"Authorization": f"Bearer {token}"})
-    text = urllib.request.urlopen(request, timeout=5).read().decode()
-    match = re.search(r'controlplane_http_requests_total\{method="GET",status_class="2xx",view="login"\} (\S+)', text)
+    pattern = r'controlplane_http_requests_total\{method="GET",status_class="2xx",view="login"\} (\S+)'
+    deadline = time.monotonic() + 15
+    while True:  # each worker adds its sums at its next flush (every second here)
+        text = urllib.request.urlopen(request, timeout=5).read().decode()
+        match = re.search(pattern, text)
+        if (match and float(match.group(1)) >= 40) or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
     assert match and float(match.group(1)) == 40.0, text[:2000]
+    histogram = re.search(r'controlplane_http_request_duration_seconds_count\{view="login"\} (\S+)', text)
+    assert float(histogram.group(1)) == 40.0
