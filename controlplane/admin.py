@@ -18,6 +18,20 @@ from controlplane.models import ApiToken, AuditEvent, Scope
 from controlplane.services import api_token_create, api_token_revoke
 
 
+class ReadOnlyAdminMixin:
+    """Rows the control plane writes itself (audit events, deliveries, metrics): shown, never edited,
+    added or deleted in admin."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 class AuditedAdminMixin:
     """Records an audit event, with before and after, for each save and delete made in admin.
 
@@ -152,7 +166,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only: nobody edits or deletes the audit trail here."""
 
     list_display = ["time", "actor_label", "action", "object_type", "object_label", "request_id"]
@@ -165,15 +179,6 @@ class AuditEventAdmin(admin.ModelAdmin):
         "object_label", "before_json", "after_json", "request_id",
     ]  # fmt: skip
     readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def get_actions(self, request: HttpRequest) -> dict:
         return {}

@@ -105,22 +105,31 @@ def flag_create(*, data: dict[str, Any], actor: Actor) -> Flag:
     return flag
 
 
+def _locked(name: str) -> Flag:
+    flag = Flag.objects.select_for_update().filter(name=name).first()
+    if flag is None:
+        raise FlagNotFound(name)
+    return flag
+
+
+def _apply(flag: Flag, clean: dict[str, Any], actor: Actor, action: str) -> Flag:
+    """Save validated changes to a locked flag; audit and publish only if something changed."""
+    before = _state(flag)
+    for key, value in clean.items():
+        setattr(flag, key, value)
+    after = _state(flag)
+    if after != before:
+        flag.save()
+        audit_record(actor=actor, action=action, obj=flag, before=before, after=after)
+        flags_snapshot.bump()
+    return flag
+
+
 def flag_update(*, name: str, changes: dict[str, Any], actor: Actor, action: str = "flag.update") -> Flag:
     """Change some fields of a flag (not its name); records before and after."""
     clean = clean_fields(changes, allowed=FIELDS[1:], flag=name)
     with transaction.atomic():
-        flag = Flag.objects.select_for_update().filter(name=name).first()
-        if flag is None:
-            raise FlagNotFound(name)
-        before = _state(flag)
-        for key, value in clean.items():
-            setattr(flag, key, value)
-        after = _state(flag)
-        if after != before:
-            flag.save()
-            audit_record(actor=actor, action=action, obj=flag, before=before, after=after)
-            flags_snapshot.bump()
-    return flag
+        return _apply(_locked(name), clean, actor, action)
 
 
 def flag_toggle(*, name: str, changes: dict[str, Any] | None, actor: Actor) -> Flag:
@@ -128,10 +137,8 @@ def flag_toggle(*, name: str, changes: dict[str, Any] | None, actor: Actor) -> F
     if changes:
         return flag_update(name=name, changes=changes, actor=actor, action="flag.toggle")
     with transaction.atomic():
-        flag = Flag.objects.select_for_update().filter(name=name).first()
-        if flag is None:
-            raise FlagNotFound(name)
-        return flag_update(name=name, changes={"enabled": not flag.enabled}, actor=actor, action="flag.toggle")
+        flag = _locked(name)
+        return _apply(flag, {"enabled": not flag.enabled}, actor, "flag.toggle")
 
 
 @dataclass
@@ -197,10 +204,9 @@ def flags_import(*, document: Any, actor: Actor, dry_run: bool = False) -> list[
                     data={"name": change.name, **{k: new for k, (_, new) in change.changes.items()}}, actor=actor
                 )
             elif change.kind == "update":
-                flag_update(
-                    name=change.name, changes={k: new for k, (_, new) in change.changes.items()}, actor=actor,
-                    action="flag.import",
-                )  # fmt: skip
+                # Already validated by parse_flag_file and locked above.
+                values = {k: new for k, (_, new) in change.changes.items()}
+                _apply(existing[change.name], values, actor, "flag.import")
     return plan
 
 
@@ -210,9 +216,7 @@ def flags_export() -> dict[str, Any]:
 
 def flag_delete(*, name: str, actor: Actor) -> None:
     with transaction.atomic():
-        flag = Flag.objects.select_for_update().filter(name=name).first()
-        if flag is None:
-            raise FlagNotFound(name)
+        flag = _locked(name)
         audit_record(actor=actor, action="flag.delete", obj=flag, before=_state(flag))
         flag.delete()
         flags_snapshot.bump()

@@ -12,6 +12,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
+from controlplane.admin import ReadOnlyAdminMixin
 from controlplane.audit import Actor
 from monitoring.alert_models import (
     Alert,
@@ -189,7 +190,7 @@ class DeliveryInline(admin.TabularInline):
 
 
 @admin.register(Alert)
-class AlertAdmin(admin.ModelAdmin):
+class AlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only: alerts change state by evaluation; operators acknowledge them."""
 
     list_display = [
@@ -215,15 +216,6 @@ class AlertAdmin(admin.ModelAdmin):
     @admin.display(description="severity", ordering="rule__severity")
     def severity(self, alert: Alert) -> str:
         return alert.rule.severity
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_acknowledge_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("monitoring.change_alert")
@@ -300,7 +292,7 @@ class SilenceAdmin(admin.ModelAdmin):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
+class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """The delivery log: read-only."""
 
     list_display = ["created_at", "event", "channel", "alert", "status", "attempts", "response_status", "last_error"]
@@ -313,12 +305,3 @@ class DeliveryAdmin(admin.ModelAdmin):
         "response_status", "last_error", "payload",
     ]  # fmt: skip
     readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.db import models
 
-from controlplane.admin import AuditedAdminMixin
+from controlplane.admin import AuditedAdminMixin, ReadOnlyAdminMixin
 from monitoring.models import HealthMetric, MonitoredEndpoint
 
 
@@ -16,7 +16,7 @@ class MonitoredEndpointAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(HealthMetric)
-class HealthMetricAdmin(admin.ModelAdmin):
+class HealthMetricAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only: written by the scheduled checks."""
 
     list_display = ["time", "component", "measurement", "status", "value", "unit", "output"]
@@ -24,9 +24,3 @@ class HealthMetricAdmin(admin.ModelAdmin):
     search_fields = ["component", "output"]
     date_hierarchy = "time"
     show_full_result_count = False  # a count over millions of rows is a slow page
-
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
-        return False
-
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
