@@ -7,6 +7,7 @@ import time
 import urllib.request
 
 import pytest
+from django.conf import settings
 
 from controlplane.audit import Actor
 from flags.services import flag_create, flag_update
@@ -33,8 +34,11 @@ def test_every_worker_sees_the_change(make_token, gunicorn_server):
     assert all(evaluate(base, token) for _ in range(20))
 
     flag_update(name="chat", changes={"enabled": False}, actor=Actor.system())  # commits, then bumps
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and any(evaluate(base, token) for _ in range(10)):
-        time.sleep(0.1)
-    # From here on every answer, from whichever worker, is the new one.
-    assert not any(evaluate(base, token) for _ in range(40))
+    changed_at = time.monotonic()
+    # Each worker looks at the shared version at most once per CONTROLPLANE_RELOAD_INTERVAL, so a
+    # worker that checked just before the change may answer the old value until its interval ends.
+    # The contract is "within one second"; past that, every answer from whichever worker is new.
+    assert settings.CONTROLPLANE_RELOAD_INTERVAL < 1.0
+    time.sleep(max(0.0, changed_at + 1.0 - time.monotonic()))
+    answers = [evaluate(base, token) for _ in range(40)]
+    assert not any(answers), answers
