@@ -282,6 +282,23 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="celery")
 CELERY_TIMEZONE = "UTC"
 
+# --- Backups -------------------------------------------------------------------------------------
+
+BACKUP_DIR = Path(env.str("BACKUP_DIR", default=str(VAR_DIR / "backups")))
+if not BACKUP_DIR.is_absolute():
+    BACKUP_DIR = BASE_DIR / BACKUP_DIR
+# Dumps are written here under a temporary name first; on the same file system as BACKUP_DIR the
+# finished file is renamed into place.
+BACKUP_TMP_DIR = Path(env.str("BACKUP_TMP_DIR", default=str(BACKUP_DIR / ".partial")))
+if not BACKUP_TMP_DIR.is_absolute():
+    BACKUP_TMP_DIR = BASE_DIR / BACKUP_TMP_DIR
+BACKUP_SCRATCH_DATABASE_URL = env.str("BACKUP_SCRATCH_DATABASE_URL", default="")
+if BACKUP_SCRATCH_DATABASE_URL and urlsplit(BACKUP_SCRATCH_DATABASE_URL).scheme not in {"postgres", "postgresql"}:
+    raise config_error("BACKUP_SCRATCH_DATABASE_URL", "must start with postgres:// (a server to verify backups on)")
+BACKUP_TIMEOUT_SECONDS = _int("BACKUP_TIMEOUT_SECONDS", 3 * 3600, minimum=10)
+BACKUP_SCHEDULER_INTERVAL_SECONDS = _int("BACKUP_SCHEDULER_INTERVAL_SECONDS", 300, minimum=10)
+PG_BIN_DIR = env.str("PG_BIN_DIR", default="")
+
 # Every periodic task, in one place.
 HEARTBEAT_INTERVAL_SECONDS = 30
 HEALTH_CHECK_INTERVAL_SECONDS = _int("HEALTH_CHECK_INTERVAL_SECONDS", 60, minimum=1)
@@ -300,6 +317,12 @@ CELERY_BEAT_SCHEDULE = {
     "prune-metrics": {
         "task": "monitoring.tasks.prune_metrics",
         "schedule": 24 * 3600.0,
+    },
+    # Each target's own schedule is kept in the database; this looks for what is due.
+    "backups-due": {
+        "task": "backups.tasks.run_due",
+        "schedule": float(BACKUP_SCHEDULER_INTERVAL_SECONDS),
+        "options": {"expires": BACKUP_SCHEDULER_INTERVAL_SECONDS * 0.9},
     },
 }
 
@@ -376,6 +399,11 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    # Any Django storage works here (an S3 one from django-storages, say); files are never served.
+    "backups": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(BACKUP_DIR), "file_permissions_mode": 0o600, "directory_permissions_mode": 0o700},
+    },
 }
 
 # --- Logging, errors, e-mail ---------------------------------------------------------------------

@@ -1,0 +1,170 @@
+"""Backup targets, the backups taken of them and the verifications that prove a backup restores."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+ENV_NAME = RegexValidator(r"^[A-Z][A-Z0-9_]{0,99}$", "an environment variable name: A-Z, 0-9 and _")
+
+
+class BackupTarget(models.Model):
+    """A database to back up. Its URL lives in an environment variable; the secret never enters here.
+
+    An empty ``url_env`` means the control plane's own database (``DATABASE_URL`` or the embedded
+    SQLite file), which is the target ``default`` out of the box.
+    """
+
+    name = models.SlugField(max_length=50, unique=True)
+    url_env = models.CharField(
+        "URL variable",
+        max_length=100,
+        blank=True,
+        validators=[ENV_NAME],
+        help_text="Environment variable that holds the database URL; empty for the control plane's own database.",
+    )
+    interval_hours = models.PositiveIntegerField(
+        default=24,
+        validators=[MinValueValidator(1), MaxValueValidator(24 * 7)],
+        help_text="Schedule: a backup is taken when the latest one is this many hours old.",
+    )
+    retention_days = models.PositiveIntegerField(
+        default=14,
+        validators=[MaxValueValidator(3650)],
+        help_text="Keep backups younger than this many days (0: no age rule).",
+    )
+    retention_count = models.PositiveIntegerField(
+        default=0,
+        validators=[MaxValueValidator(10_000)],
+        help_text="Keep at least this many newest backups (0: no count rule).",
+    )
+    rpo_hours = models.PositiveIntegerField(
+        "RPO target (hours)",
+        default=26,
+        validators=[MinValueValidator(1), MaxValueValidator(24 * 30)],
+        help_text="The latest verified backup must be younger than this.",
+    )
+    recovery_window_days = models.PositiveIntegerField(
+        default=7,
+        validators=[MinValueValidator(1), MaxValueValidator(365)],
+        help_text="Every day of this many days must have a verified backup.",
+    )
+    enabled = models.BooleanField(default=True, help_text="Scheduled backups and verifications run.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("backups:target", args=[self.name])
+
+    @property
+    def source_label(self) -> str:
+        return f"${self.url_env}" if self.url_env else "the control plane's own database"
+
+
+class BackupStatus(models.TextChoices):
+    RUNNING = "running", "running"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+
+
+class VerificationResult(models.TextChoices):
+    NONE = "", "not verified"
+    RUNNING = "running", "verifying"
+    PASSED = "passed", "passed"
+    FAILED = "failed", "failed"
+
+
+class BackupQuerySet(models.QuerySet):
+    def succeeded(self) -> BackupQuerySet:
+        return self.filter(status=BackupStatus.SUCCEEDED)
+
+    def verified(self) -> BackupQuerySet:
+        return self.filter(status=BackupStatus.SUCCEEDED, verification=VerificationResult.PASSED)
+
+
+class Backup(models.Model):
+    """One dump of a target. ``file`` is a name in the backups storage, set only once the dump is complete."""
+
+    target = models.ForeignKey(BackupTarget, on_delete=models.PROTECT, related_name="backups")
+    status = models.CharField(max_length=10, choices=BackupStatus.choices, default=BackupStatus.RUNNING)
+    engine = models.CharField(max_length=20)  # "postgresql" or "sqlite"
+    started_at = models.DateTimeField(default=timezone.now)  # the recovery point
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    file = models.CharField(max_length=300, blank=True)
+    size_bytes = models.BigIntegerField(null=True, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    tool_versions = models.JSONField(default=dict, blank=True)
+    manifest = models.JSONField(default=dict, blank=True)  # {"tables": {name: rows}, "schema_sha256": ...}
+    error = models.TextField(blank=True)
+    requested_by = models.CharField(max_length=150, blank=True)
+    # The latest verification's outcome, kept here so lists and readiness need no join.
+    verification = models.CharField(
+        max_length=10, choices=VerificationResult.choices, default=VerificationResult.NONE, blank=True
+    )
+    verified_at = models.DateTimeField(null=True, blank=True)
+
+    objects = BackupQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [
+            # the target page and readiness: a target's backups, newest first
+            models.Index(fields=["target", "-started_at"], name="backup_target_started"),
+        ]
+        constraints = [
+            # at most one backup of a target runs at a time
+            models.UniqueConstraint(
+                fields=["target"], condition=Q(status="running"), name="backup_one_running_per_target"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.target.name} #{self.pk} ({self.started_at:%Y-%m-%d %H:%M} UTC)"
+
+    def get_absolute_url(self) -> str:
+        return reverse("backups:target", args=[self.target.name]) + f"#backup-{self.pk}"
+
+
+class Verification(models.Model):
+    """One restore of a backup into a scratch database, with each check's result."""
+
+    backup = models.ForeignKey(Backup, on_delete=models.CASCADE, related_name="verifications")
+    status = models.CharField(max_length=10, choices=VerificationResult.choices, default=VerificationResult.RUNNING)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    restore_ms = models.PositiveIntegerField(null=True, blank=True)  # the RTO estimate
+    scratch = models.CharField(max_length=300, blank=True)  # the scratch database's name (never a URL)
+    scratch_dropped = models.BooleanField(default=False)
+    checks = models.JSONField(default=list, blank=True)  # [{"name", "status", "detail", "ms"}]
+    failed_check = models.CharField(max_length=50, blank=True)
+    error = models.TextField(blank=True)
+    requested_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        constraints = [
+            # a backup is verified by one run at a time
+            models.UniqueConstraint(
+                fields=["backup"], condition=Q(status="running"), name="verification_one_running_per_backup"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"verification #{self.pk} of backup #{self.backup_id}"
+
+    def is_stale(self, timeout_seconds: int) -> bool:
+        return self.status == VerificationResult.RUNNING and self.started_at < timezone.now() - timedelta(
+            seconds=timeout_seconds
+        )

@@ -1,0 +1,211 @@
+"""Reads about backups for pages, the API and monitoring: status and recovery readiness per target."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from backups.models import Backup, BackupStatus, BackupTarget, Verification, VerificationResult
+
+
+@dataclass
+class Readiness:
+    """Can ``target`` be recovered, and how well: the figures an operator reads before they need it."""
+
+    target: BackupTarget
+    latest_verified: Backup | None
+    age_hours: float | None  # of the latest verified backup (its recovery point)
+    rpo_met: bool
+    restore_ms: int | None  # the last measured restore (the RTO estimate)
+    window_days: int
+    missing_days: list[date] = field(default_factory=list)
+    last_failure: str = ""
+
+    @property
+    def window_complete(self) -> bool:
+        return not self.missing_days
+
+    @property
+    def ready(self) -> bool:
+        return self.rpo_met and self.window_complete
+
+    @property
+    def problems(self) -> list[str]:
+        problems = []
+        if self.latest_verified is None:
+            problems.append("no verified backup")
+        elif not self.rpo_met:
+            problems.append(f"latest verified backup is {self.age_hours:.1f} h old (RPO {self.target.rpo_hours} h)")
+        if self.missing_days:
+            days = ", ".join(day.isoformat() for day in self.missing_days[:7])
+            problems.append(f"{len(self.missing_days)} day(s) of the {self.window_days}-day window unverified: {days}")
+        if self.last_failure:
+            problems.append(self.last_failure)
+        return problems
+
+    def as_dict(self) -> dict[str, Any]:
+        latest = self.latest_verified
+        return {
+            "target": self.target.name,
+            "ready": self.ready,
+            "rpoTargetHours": self.target.rpo_hours,
+            "rpoMet": self.rpo_met,
+            "latestVerifiedBackup": (
+                {
+                    "id": latest.pk,
+                    "startedAt": latest.started_at.isoformat(),
+                    "verifiedAt": latest.verified_at.isoformat() if latest.verified_at else None,
+                    "sizeBytes": latest.size_bytes,
+                    "sha256": latest.sha256,
+                }
+                if latest
+                else None
+            ),
+            "latestVerifiedAgeHours": None if self.age_hours is None else round(self.age_hours, 2),
+            "rtoEstimateSeconds": None if self.restore_ms is None else round(self.restore_ms / 1000, 3),
+            "recoveryWindowDays": self.window_days,
+            "windowComplete": self.window_complete,
+            "missingDays": [day.isoformat() for day in self.missing_days],
+            "problems": self.problems,
+        }
+
+
+def readiness(target: BackupTarget, *, now: datetime | None = None) -> Readiness:
+    now = now or timezone.now()
+    window_start = (now - timedelta(days=target.recovery_window_days - 1)).date()
+    verified = list(
+        target.backups.verified()
+        .filter(started_at__date__gte=window_start - timedelta(days=1))
+        .order_by("-started_at")
+        .values_list("pk", "started_at")
+    )
+    latest = target.backups.verified().order_by("-started_at", "-id").first()
+    age = (now - latest.started_at).total_seconds() / 3600 if latest else None
+    rpo_met = age is not None and age <= target.rpo_hours
+    days_covered = {started.date() for _, started in verified}
+    missing = []
+    for offset in range(target.recovery_window_days):
+        day = window_start + timedelta(days=offset)
+        if day in days_covered or day < target.created_at.date():
+            continue  # a day before the target existed cannot have been backed up
+        if day == now.date() and rpo_met:
+            continue  # today's backup may not be due yet; the RPO says whether that is fine
+        missing.append(day)
+    restore_ms = (
+        Verification.objects.filter(backup__target=target, status=VerificationResult.PASSED)
+        .order_by("-finished_at")
+        .values_list("restore_ms", flat=True)
+        .first()
+    )
+    return Readiness(
+        target, latest, age, rpo_met, restore_ms, target.recovery_window_days, missing, last_failure(target)
+    )
+
+
+def last_failure(target: BackupTarget) -> str:
+    """What failed most recently, if it is still the latest word: the newest backup or verification failed."""
+    backup = target.backups.exclude(status=BackupStatus.RUNNING).order_by("-started_at", "-id").first()
+    if backup is not None and backup.status == BackupStatus.FAILED:
+        return f"latest backup #{backup.pk} failed: {backup.error.splitlines()[0] if backup.error else 'no message'}"
+    verification = (
+        Verification.objects.filter(backup__target=target)
+        .exclude(status=VerificationResult.RUNNING)
+        .order_by("-started_at", "-id")
+        .first()
+    )
+    if verification is not None and verification.status == VerificationResult.FAILED:
+        return f"latest verification (backup #{verification.backup_id}) failed at {verification.failed_check}"
+    return ""
+
+
+def all_readiness(*, now: datetime | None = None) -> list[Readiness]:
+    return [readiness(target, now=now) for target in BackupTarget.objects.filter(enabled=True)]
+
+
+def latest_verified_age_hours(*, now: datetime | None = None) -> float | None:
+    """The oldest "latest verified backup" age among enabled targets, in hours, for monitoring.
+
+    A target with no verified backup counts from its creation: once that passes the threshold, the
+    missing first backup alerts like a stale one. None when there is no enabled target.
+    """
+    now = now or timezone.now()
+    ages = []
+    for target in BackupTarget.objects.filter(enabled=True):
+        latest = target.backups.verified().order_by("-started_at").values_list("started_at", flat=True).first()
+        ages.append((now - (latest or target.created_at)).total_seconds() / 3600)
+    return max(ages) if ages else None
+
+
+def failing_targets() -> list[tuple[BackupTarget, str]]:
+    """Enabled targets whose latest backup or latest verification failed, with what failed."""
+    failing = []
+    for target in BackupTarget.objects.filter(enabled=True):
+        message = last_failure(target)
+        if message:
+            failing.append((target, message))
+    return failing
+
+
+def status(*, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Per target: the latest backups and verifications, for the status API."""
+    now = now or timezone.now()
+    rows = []
+    for target in BackupTarget.objects.all():
+        latest = target.backups.order_by("-started_at", "-id").first()
+        verification = Verification.objects.filter(backup__target=target).order_by("-started_at", "-id").first()
+        rows.append(
+            {
+                "target": target.name,
+                "enabled": target.enabled,
+                "source": target.source_label,
+                "scheduleHours": target.interval_hours,
+                "retention": {"days": target.retention_days, "count": target.retention_count},
+                "backups": target.backups.succeeded().count(),
+                "latestBackup": backup_dict(latest) if latest else None,
+                "latestVerification": verification_dict(verification) if verification else None,
+                "nextBackupDue": next_due(target, latest).isoformat() if target.enabled else None,
+            }
+        )
+    return rows
+
+
+def next_due(target: BackupTarget, latest: Backup | None) -> datetime:
+    if latest is None:
+        return target.created_at
+    return latest.started_at + timedelta(hours=target.interval_hours)
+
+
+def backup_dict(backup: Backup) -> dict[str, Any]:
+    return {
+        "id": backup.pk,
+        "status": backup.status,
+        "engine": backup.engine,
+        "startedAt": backup.started_at.isoformat(),
+        "finishedAt": backup.finished_at.isoformat() if backup.finished_at else None,
+        "durationMs": backup.duration_ms,
+        "sizeBytes": backup.size_bytes,
+        "sha256": backup.sha256,
+        "toolVersions": backup.tool_versions,
+        "tables": len(backup.manifest.get("tables", {})),
+        "rows": sum(backup.manifest.get("tables", {}).values()),
+        "verification": backup.verification or None,
+        "error": backup.error or None,
+    }
+
+
+def verification_dict(verification: Verification) -> dict[str, Any]:
+    return {
+        "id": verification.pk,
+        "backupId": verification.backup_id,
+        "status": verification.status,
+        "startedAt": verification.started_at.isoformat(),
+        "durationMs": verification.duration_ms,
+        "restoreMs": verification.restore_ms,
+        "failedCheck": verification.failed_check or None,
+        "error": verification.error or None,
+        "checks": verification.checks,
+        "scratchDropped": verification.scratch_dropped,
+    }
