@@ -306,9 +306,11 @@ def _dump_postgresql(source: Database, path: Path, *, timeout: float) -> Dump:
                     os.fsync(handle.fileno())
             except OSError as exc:
                 supervised.kill()
-                counter.join()
+                _stop_counting(conn, counter)
                 raise _disk_error(exc, "local file") from None
             returncode = supervised.wait()
+            if returncode != 0:  # failed or stopped at the timeout: counts waiting on a lock would never end
+                _stop_counting(conn, counter)
             counter.join()
         if supervised.timed_out:
             raise BackupError(f"pg_dump did not finish within {timeout:g} s and was stopped")
@@ -318,6 +320,13 @@ def _dump_postgresql(source: Database, path: Path, *, timeout: float) -> Dump:
             raise BackupError(f"counting rows failed: {supervised.error}")
         conn.rollback()
     return Dump(path, writer.size, writer.digest.hexdigest(), "postgresql", versions, {"tables": counts})
+
+
+def _stop_counting(conn: psycopg.Connection, counter: threading.Thread) -> None:
+    if counter.is_alive():
+        with contextlib.suppress(psycopg.Error):
+            conn.cancel_safe(timeout=10)
+    counter.join()
 
 
 def _pg_tables(conn: psycopg.Connection) -> list[tuple[str, str]]:

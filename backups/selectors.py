@@ -29,6 +29,13 @@ class Readiness:
         return not self.missing_days
 
     @property
+    def first_pending(self) -> bool:
+        """No verified backup yet, but the target is younger than its RPO: not late yet."""
+        return self.latest_verified is None and self.target.created_at > timezone.now() - timedelta(
+            hours=self.target.rpo_hours
+        )
+
+    @property
     def ready(self) -> bool:
         return self.rpo_met and self.window_complete
 

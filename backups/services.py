@@ -155,11 +155,22 @@ def _store(local: Path, name: str) -> str:
         def temporary_file_path(self) -> str:  # FileSystemStorage moves such a file instead of copying it
             return str(local)
 
+    store = storage()
+    existed = store.exists(name)
     try:
         with open(local, "rb") as handle:
-            return storage().save(name, _Finished(handle, name=os.path.basename(name)))
-    except OSError as exc:
-        raise engines.BackupError(f"storing the dump failed: {exc.strerror or exc}; no backup file was kept") from None
+            return store.save(name, _Finished(handle, name=os.path.basename(name)))
+    except Exception as exc:
+        # Across file systems (or to a remote storage) the save is a copy: one cut short by a full disk
+        # must not stay under the final name, where it would look like a complete backup.
+        if not existed:
+            with contextlib.suppress(Exception):
+                store.delete(name)
+        if isinstance(exc, OSError):
+            raise engines.BackupError(
+                f"storing the dump failed: {exc.strerror or exc}; no backup file was kept"
+            ) from None
+        raise
 
 
 def _backup_state(backup: Backup) -> dict[str, Any]:
@@ -436,3 +447,26 @@ def backup_restore(*, backup: Backup, into_url: str, overwrite_source: bool, act
             raise
     audit_record(actor=actor, action="backup.restore", obj=backup, after={"into": into.label, "ms": ms})
     return ms
+
+
+# --- Requests from operators: audited now, run by the worker -------------------------------------
+
+
+def backup_request(*, target: BackupTarget, actor: Actor) -> None:
+    """Queue a backup of ``target`` for the worker (admin action, page button)."""
+    from backups.tasks import queue_backup
+
+    with transaction.atomic():
+        audit_record(actor=actor, action="backup.requested", obj=target)
+        queue_backup(target.pk, requested_by=actor.label)
+
+
+def verification_request(*, backup: Backup, actor: Actor) -> None:
+    """Queue a verification of ``backup`` for the worker."""
+    from backups.tasks import queue_verification
+
+    if backup.status != BackupStatus.SUCCEEDED:
+        raise engines.BackupError(f"backup #{backup.pk} is {backup.status}: only a finished backup can be verified")
+    with transaction.atomic():
+        audit_record(actor=actor, action="backup.verify_requested", obj=backup)
+        queue_verification(backup.pk, requested_by=actor.label)

@@ -7,4 +7,7 @@ from backups import views
 app_name = "backups"
 urlpatterns = [
     path("", views.index, name="index"),
+    path("<slug:name>/", views.target_detail, name="target"),
+    path("<slug:name>/backup", views.backup_now, name="backup-now"),
+    path("<slug:name>/<int:backup_id>/verify", views.verify_now, name="verify-now"),
 ]

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from backups import api as backups_api
 from controlplane import api_views
 from flags import api as flags_api
 from monitoring import api as monitoring_api
@@ -15,6 +16,8 @@ urlpatterns = [
     path("api/deployment/health/enhanced", health.enhanced, name="api-health-enhanced"),
     path("api/deployment/health/comprehensive", health.comprehensive, name="api-health-comprehensive"),
     path("api/deployment/performance/dashboard", monitoring_api.performance_dashboard, name="api-performance"),
+    path("api/deployment/backup/status", backups_api.backup_status, name="api-backup-status"),
+    path("api/deployment/backup/recovery-readiness", backups_api.recovery_readiness, name="api-backup-readiness"),
     path("metrics", prometheus.metrics, name="metrics"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -331,13 +331,25 @@ class EvaluationSummary:
 
 
 def backup_age_hours(now: datetime) -> float | None:
-    """Hours since the latest verified backup, or None for "no data" (the rule then never fires).
+    """Hours since the oldest "latest verified backup" among enabled targets (None: no target).
 
-    There is no backups app to ask yet. When ``backups.selectors`` offers the time of the latest
-    verified backup, return ``(now - verified_at).total_seconds() / 3600`` here; whether "no verified
-    backup at all" should fire is that change's decision (it probably should, once backups exist).
+    A target without any verified backup counts from its creation, so a first backup that never
+    happens alerts like a stale one.
     """
-    return None
+    from backups.selectors import latest_verified_age_hours
+
+    return latest_verified_age_hours(now=now)
+
+
+def _backup_failures(rule: AlertRule) -> dict[Target, float | None]:
+    """One target per enabled backup target: 1 while its latest backup or verification failed."""
+    from backups.models import BackupTarget
+    from backups.selectors import last_failure
+
+    return {
+        Target(f"rule:{rule.pk}:backups:{target.name}", "backups", target.name): 1.0 if last_failure(target) else 0.0
+        for target in BackupTarget.objects.filter(enabled=True)
+    }
 
 
 def _check_targets(rule: AlertRule) -> list[Target]:
@@ -365,6 +377,8 @@ def _observe(rule: AlertRule, now: datetime) -> dict[Target, float | None]:
         return {Target(f"rule:{rule.pk}"): value}
     if rule.kind == RuleKind.BACKUP_AGE_HOURS:
         return {Target(f"rule:{rule.pk}"): backup_age_hours(now)}
+    if rule.kind == RuleKind.BACKUP_FAILED:
+        return _backup_failures(rule)
     values: dict[Target, float | None] = {}
     if rule.kind == RuleKind.CHECK_STATUS:
         needed = int(rule.threshold)

@@ -161,8 +161,21 @@ def check_migrations() -> Outcome:
 
 
 def check_backup_age() -> Outcome:
-    # The backups app has no targets yet; its selector plugs in here when it does.
-    return Outcome(WARN, None, "h", "no backup target")
+    """The recovery readiness of every enabled backup target, worst first (read through its selector)."""
+    from backups.selectors import all_readiness
+
+    targets = all_readiness()
+    if not targets:
+        return Outcome(WARN, None, "h", "no enabled backup target")
+    ages = [t.age_hours for t in targets if t.age_hours is not None]
+    oldest = round(max(ages), 2) if len(ages) == len(targets) else None
+    failing = [t for t in targets if not t.rpo_met and not t.first_pending]
+    if failing:
+        return Outcome(FAIL, oldest, "h", "; ".join(f"{t.target.name}: {t.problems[0]}" for t in failing))
+    at_risk = [t for t in targets if t.problems]
+    if at_risk:
+        return Outcome(WARN, oldest, "h", "; ".join(f"{t.target.name}: {', '.join(t.problems)}" for t in at_risk))
+    return Outcome(PASS, oldest, "h", f"{len(targets)} target(s) verified within their RPO and recovery window")
 
 
 def check_sentry() -> Outcome:

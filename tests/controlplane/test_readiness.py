@@ -39,17 +39,20 @@ def test_a_correct_production_environment_passes_everything(tmp_path):
     result = run("readiness", "--json", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
-    # Every configuration item passes; the alert channels live in the database, which this test's
-    # made-up host does not serve: that item alone warns (test_production_on_real_servers reads it).
+    # Every configuration item passes; the alert channels and backup targets live in the database,
+    # which this test's made-up host does not serve: those items alone warn
+    # (test_production_on_real_servers reads them).
     statuses = {item["name"]: item["status"] for item in report["items"]}
     assert statuses.pop("alert_channel") == "warn"
+    assert statuses.pop("backups") == "warn"
     assert set(statuses.values()) == {"pass"}
     assert {item["name"] for item in report["items"]} >= {
         "secret_key", "debug", "allowed_hosts", "https", "database", "cache", "broker", "sentry", "email",
     }  # fmt: skip
     deploy = run("check", "--deploy", env=env)
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
-    assert "identified 1 issue" in deploy.stdout + deploy.stderr and "controlplane.W011" in deploy.stderr
+    output = deploy.stdout + deploy.stderr
+    assert "identified 2 issues" in output and "controlplane.W011" in output and "controlplane.W012" in output
 
 
 def test_embedded_defaults_fail_with_hints_and_a_non_zero_exit(tmp_path):

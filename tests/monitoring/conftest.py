@@ -17,8 +17,9 @@ def _default_alert_rules(request):
     request.getfixturevalue("transactional_db" if transactional else "db")
     from django.apps import apps
 
-    migration = importlib.import_module("monitoring.migrations.0003_alerting")
-    migration.create_default_rules(apps, None)
+    importlib.import_module("monitoring.migrations.0003_alerting").create_default_rules(apps, None)
+    importlib.import_module("monitoring.migrations.0004_backup_failed_rule").add_backup_rules(apps, None)
+    importlib.import_module("backups.migrations.0002_targets_backups_verifications").create_default_target(apps, None)
 
 
 @pytest.fixture

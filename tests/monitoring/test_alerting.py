@@ -86,12 +86,13 @@ def slack_texts(sink) -> list[str]:
     return [json.loads(r.body)["text"] for r in sink.requests]
 
 
-def test_the_four_default_rules_ship_with_the_migration():
+def test_the_default_rules_ship_with_the_migrations():
     rules = {rule.name: rule for rule in AlertRule.objects.all()}
     assert rules["p95 latency over 2000 ms"].threshold == 2000 and rules["p95 latency over 2000 ms"].window_minutes == 5
     assert rules["error rate over 1 %"].kind == "error_rate" and rules["error rate over 1 %"].threshold == 1
     assert rules[CHECK_RULE].component == "*" and rules[CHECK_RULE].threshold == 3
     assert rules["latest verified backup older than 26 hours"].threshold == 26
+    assert rules["backup or verification failed"].kind == "backup_failed"
 
 
 def test_a_check_failing_three_times_running_fires_then_resolves_on_a_pass(
@@ -300,9 +301,10 @@ def test_p95_and_error_rate_rules_fire_on_the_request_rollups(alerts_on, slack, 
     assert texts[1].startswith("[FIRING warning] p95 latency over 2000 ms:")
 
 
-def test_no_request_data_and_no_backup_data_fire_nothing(alerts_on, evaluate):
+def test_no_request_data_and_a_new_backup_target_fire_nothing(alerts_on, evaluate):
+    # The target "default" was made with the database: younger than 26 h, and nothing of it failed.
     summary = evaluate()
-    assert summary.rules == 4 and summary.errors == []
+    assert summary.rules == 5 and summary.errors == []
     assert not Alert.objects.exists()
 
 
@@ -402,7 +404,7 @@ def test_the_evaluation_task_is_registered_for_beat(alerts_on):
 
     assert evaluate_alert_rules.name == "monitoring.evaluate_alert_rules"
     assert deliver_notification.name == "monitoring.deliver_notification"
-    assert evaluate_alert_rules()["rules"] == 4
+    assert evaluate_alert_rules()["rules"] == 5
 
 
 def test_a_check_latency_rule_compares_the_latest_stored_value(alerts_on, slack, evaluate, http_sink):

@@ -1,0 +1,92 @@
+"""Operator screens for backups: targets are edited through the services; backups are read-only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from backups.engines import BackupError
+from backups.models import Backup, BackupStatus, BackupTarget, Verification
+from backups.services import TARGET_FIELDS, backup_request, target_create, target_update, verification_request
+from controlplane.admin import ReadOnlyAdminMixin
+from controlplane.audit import Actor
+
+
+@admin.register(BackupTarget)
+class BackupTargetAdmin(admin.ModelAdmin):
+    list_display = ["name", "source_label", "interval_hours", "rpo_hours", "recovery_window_days", "enabled"]
+    list_filter = ["enabled"]
+    fields = list(TARGET_FIELDS)
+    actions = ["back_up_now", "verify_latest_now"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # backups point at their target; disable a target instead
+
+    def save_model(self, request: HttpRequest, obj: BackupTarget, form: Any, change: bool) -> None:
+        actor = Actor.for_user(request.user)
+        values = {key: form.cleaned_data[key] for key in TARGET_FIELDS if key in form.cleaned_data}
+        saved = (
+            target_update(target=obj, changes=values, actor=actor)
+            if change
+            else target_create(data=values, actor=actor)
+        )
+        obj.pk = saved.pk
+        obj._state.adding = False
+
+    @admin.action(description="Back up now (queued to the worker)", permissions=["change"])
+    def back_up_now(self, request: HttpRequest, queryset: QuerySet[BackupTarget]) -> None:
+        for target in queryset:
+            backup_request(target=target, actor=Actor.for_user(request.user))
+        self.message_user(request, f"{queryset.count()} backup(s) queued.", messages.SUCCESS)
+
+    @admin.action(description="Verify the latest backup now (queued to the worker)", permissions=["change"])
+    def verify_latest_now(self, request: HttpRequest, queryset: QuerySet[BackupTarget]) -> None:
+        queued = 0
+        for target in queryset:
+            backup = target.backups.succeeded().order_by("-started_at").first()
+            if backup is None:
+                self.message_user(request, f"{target.name} has no finished backup to verify.", messages.WARNING)
+                continue
+            verification_request(backup=backup, actor=Actor.for_user(request.user))
+            queued += 1
+        if queued:
+            self.message_user(request, f"{queued} verification(s) queued.", messages.SUCCESS)
+
+
+class VerificationInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = Verification
+    fields = ["status", "started_at", "duration_ms", "restore_ms", "failed_check", "error", "scratch_dropped"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+
+@admin.register(Backup)
+class BackupAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["id", "target", "status", "started_at", "duration_ms", "size_bytes", "verification", "verified_at"]
+    list_filter = ["target", "status", "verification", "started_at"]
+    readonly_fields = [
+        "target", "status", "engine", "started_at", "finished_at", "duration_ms", "file", "size_bytes", "sha256",
+        "tool_versions", "manifest", "error", "requested_by", "verification", "verified_at",
+    ]  # fmt: skip
+    inlines = [VerificationInline]
+    actions = ["verify_now"]
+
+    def has_verify_permission(self, request: HttpRequest) -> bool:
+        # Backups are never edited here; whoever may change backups may ask for a verification.
+        return request.user.has_perm("backups.change_backup")
+
+    @admin.action(description="Verify now (queued to the worker)", permissions=["verify"])
+    def verify_now(self, request: HttpRequest, queryset: QuerySet[Backup]) -> None:
+        queued = 0
+        for backup in queryset.filter(status=BackupStatus.SUCCEEDED):
+            try:
+                verification_request(backup=backup, actor=Actor.for_user(request.user))
+            except BackupError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                continue
+            queued += 1
+        self.message_user(request, f"{queued} verification(s) queued.", messages.SUCCESS)
