@@ -56,12 +56,18 @@ class BackupTargetAdmin(admin.ModelAdmin):
             self.message_user(request, f"{queued} verification(s) queued.", messages.SUCCESS)
 
 
-class VerificationInline(ReadOnlyAdminMixin, admin.TabularInline):
+class VerificationInline(admin.TabularInline):
     model = Verification
     fields = ["status", "started_at", "duration_ms", "restore_ms", "failed_check", "error", "scratch_dropped"]
     readonly_fields = fields
     extra = 0
     can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(Backup)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
@@ -65,6 +66,15 @@ class BackupTarget(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("backups:target", args=[self.name])
+
+    def clean(self) -> None:
+        if self.retention_days and self.recovery_window_days and self.retention_days < self.recovery_window_days:
+            raise ValidationError(
+                {
+                    "retention_days": f"keeps {self.retention_days} days, fewer than the "
+                    f"{self.recovery_window_days}-day recovery window"
+                }
+            )
 
     @property
     def source_label(self) -> str:

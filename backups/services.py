@@ -59,11 +59,6 @@ def _validate_target(target: BackupTarget) -> None:
     except ValidationError as exc:
         field, messages = next(iter(exc.message_dict.items()))
         raise InvalidBackupTarget(field, messages[0]) from None
-    if target.retention_days and target.retention_days < target.recovery_window_days:
-        raise InvalidBackupTarget(
-            "retention_days",
-            f"keeps {target.retention_days} days, fewer than the {target.recovery_window_days}-day recovery window",
-        )
 
 
 def target_create(*, data: dict[str, Any], actor: Actor) -> BackupTarget:
