@@ -1,4 +1,4 @@
-"""Monitoring reads the backups' state: a failed backup alerts at once, a stale one by its age, and the check says why."""
+"""Monitoring reads the backups: a failed backup alerts at once, a stale one by its age; the check says why."""
 
 from __future__ import annotations
 
