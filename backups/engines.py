@@ -595,6 +595,7 @@ class Verifier:
                         "--no-owner",
                         "--no-privileges",
                         "--exit-on-error",
+                        f"--jobs={settings.BACKUP_RESTORE_JOBS}",  # a custom-format file restores in parallel
                         *scratch.pg_args(),
                         str(local),
                     ],
@@ -730,7 +731,11 @@ def _pg_amcheck(scratch: Database, *, timeout: float) -> tuple[str, str]:
     if not available:
         return "skip", "the server has no amcheck extension"
     try:
-        run_tool([tool, "--install-missing", *scratch.pg_args(positional=True)], env=scratch.pg_env(), timeout=timeout)
+        run_tool(
+            [tool, "--install-missing", f"--jobs={settings.BACKUP_RESTORE_JOBS}", *scratch.pg_args(positional=True)],
+            env=scratch.pg_env(),
+            timeout=timeout,
+        )
     except BackupError as exc:
         return "fail", str(exc)
     return "pass", "pg_amcheck found no corruption in tables and B-tree indexes"

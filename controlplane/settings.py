@@ -298,6 +298,8 @@ if BACKUP_SCRATCH_DATABASE_URL and urlsplit(BACKUP_SCRATCH_DATABASE_URL).scheme 
 BACKUP_TIMEOUT_SECONDS = _int("BACKUP_TIMEOUT_SECONDS", 3 * 3600, minimum=10)
 BACKUP_SCHEDULER_INTERVAL_SECONDS = _int("BACKUP_SCHEDULER_INTERVAL_SECONDS", 300, minimum=10)
 PG_BIN_DIR = env.str("PG_BIN_DIR", default="")
+# Parallel jobs of pg_restore and pg_amcheck when verifying (the RTO estimate is measured with them).
+BACKUP_RESTORE_JOBS = _int("BACKUP_RESTORE_JOBS", min(4, os.cpu_count() or 1), minimum=1)
 
 # Every periodic task, in one place.
 HEARTBEAT_INTERVAL_SECONDS = 30
