@@ -301,6 +301,20 @@ PG_BIN_DIR = env.str("PG_BIN_DIR", default="")
 # Parallel jobs of pg_restore and pg_amcheck when verifying (the RTO estimate is measured with them).
 BACKUP_RESTORE_JOBS = _int("BACKUP_RESTORE_JOBS", min(4, os.cpu_count() or 1), minimum=1)
 
+# --- Deployments ---------------------------------------------------------------------------------
+
+# Names of environment variables that pipeline steps may use as ${NAME} (deploy hook tokens, say);
+# their values are redacted from every step output and log line.
+DEPLOY_SECRETS = _list("DEPLOY_SECRETS", [])
+DEPLOY_HEARTBEAT_SECONDS = _int("DEPLOY_HEARTBEAT_SECONDS", 2, minimum=1)
+# A running deployment whose heartbeat is older than this is taken as lost and rolled back.
+DEPLOY_HEARTBEAT_TIMEOUT_SECONDS = _int("DEPLOY_HEARTBEAT_TIMEOUT_SECONDS", 30, minimum=5)
+# A queued deployment no worker has picked up within this is cancelled (it holds the lock).
+DEPLOY_QUEUE_TIMEOUT_SECONDS = _int("DEPLOY_QUEUE_TIMEOUT_SECONDS", 600, minimum=10)
+DEPLOY_REAPER_INTERVAL_SECONDS = _int("DEPLOY_REAPER_INTERVAL_SECONDS", 15, minimum=1)
+DEPLOY_OUTPUT_FLUSH_SECONDS = 0.5  # step output reaches the database (and the page) this often
+DEPLOY_STEP_OUTPUT_LIMIT = _int("DEPLOY_STEP_OUTPUT_LIMIT", 1_000_000, minimum=1000)  # characters, the tail kept
+
 # Every periodic task, in one place.
 HEARTBEAT_INTERVAL_SECONDS = 30
 HEALTH_CHECK_INTERVAL_SECONDS = _int("HEALTH_CHECK_INTERVAL_SECONDS", 60, minimum=1)
@@ -319,6 +333,11 @@ CELERY_BEAT_SCHEDULE = {
     "prune-metrics": {
         "task": "monitoring.tasks.prune_metrics",
         "schedule": 24 * 3600.0,
+    },
+    "deployments-reaper": {
+        "task": "deployments.tasks.reap",
+        "schedule": float(DEPLOY_REAPER_INTERVAL_SECONDS),
+        "options": {"expires": DEPLOY_REAPER_INTERVAL_SECONDS * 0.9},
     },
     # Each target's own schedule is kept in the database; this looks for what is due.
     "backups-due": {

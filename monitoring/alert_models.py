@@ -341,6 +341,7 @@ class DeliveryEvent(models.TextChoices):
     FIRING = "firing", "firing"
     RESOLVED = "resolved", "resolved"
     TEST = "test", "test"
+    EVENT = "event", "event"  # something happened that operators hear of (a deployment started, ended)
 
 
 class DeliveryStatus(models.TextChoices):

@@ -153,6 +153,41 @@ def channel_send_test(*, channel: NotificationChannel, actor: Actor) -> Delivery
     return delivery
 
 
+def event_notify(*, kind: str, title: str, severity: str, details: dict[str, Any]) -> list[Delivery]:
+    """Tell every enabled channel that something happened (a deployment started or ended).
+
+    Not an alert: no rule, no state, no silence; the ``external_alerts`` flag still holds it back.
+    Deliveries are recorded and retried like an alert's.
+    """
+    channels = list(NotificationChannel.objects.filter(enabled=True))
+    if not channels:
+        return []
+    payload = {
+        "event": "event",
+        "kind": kind,
+        "alert": title,
+        "state": kind,
+        "severity": severity,
+        "value": None,
+        "threshold": None,
+        "unit": "",
+        "rule": None,
+        "component": kind,
+        "measurement": None,
+        "started_at": timezone.now().isoformat(),
+        "fired_at": None,
+        "resolved_at": None,
+        "dedup_key": f"{kind}:{details.get(kind, '')}",
+        "alert_id": None,
+        "details": details,
+    }
+    reason = "" if is_on(EXTERNAL_ALERTS) else "external_alerts is off"
+    with transaction.atomic():
+        return _record_deliveries(
+            alert=None, channels=channels, event=DeliveryEvent.EVENT, payload=payload, skip_reason=reason
+        )
+
+
 # --- Rules --------------------------------------------------------------------------------------
 
 
@@ -589,6 +624,8 @@ def _late_suppression(delivery: Delivery) -> str:
         return "external_alerts is off"
     if delivery.event == DeliveryEvent.TEST:
         return ""
+    if delivery.event == DeliveryEvent.EVENT and not is_on(EXTERNAL_ALERTS):
+        return "external_alerts is off"
     if not delivery.channel.enabled:
         return "the channel is disabled"
     if delivery.alert is not None:

@@ -107,6 +107,8 @@ def summary_line(payload: dict[str, Any]) -> str:
     """One line: ``[FIRING critical] error rate: 3.2 % (threshold 1 %) - error rate over 1 % for 5 min``."""
     if payload.get("event") == "test":
         return "Test notification from the control plane: this channel works."
+    if payload.get("event") == "event":
+        return f"[{str(payload.get('severity', 'info')).upper()}] {payload.get('alert')}"
     state = str(payload.get("state", "")).upper()
     target = ""
     if payload.get("component"):
@@ -120,6 +122,9 @@ def summary_line(payload: dict[str, Any]) -> str:
 
 def text_body(payload: dict[str, Any]) -> str:
     lines = [summary_line(payload), ""]
+    for key, value in (payload.get("details") or {}).items():
+        if value not in (None, ""):
+            lines.append(f"{key.replace('_', ' ')}: {value}")
     for key in ("started_at", "fired_at", "resolved_at", "dedup_key"):
         if payload.get(key):
             lines.append(f"{key.replace('_', ' ')}: {payload[key]}")

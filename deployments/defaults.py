@@ -1,0 +1,167 @@
+"""The shipped pipelines and recovery plans: the product's seven steps, and a harmless local demo."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controlplane.audit import Actor
+
+DEMO = "demo"
+DEMO_FLAG = "demo_release_banner"
+
+
+def _demo(action: str) -> list[str]:
+    return ["{python}", "-m", "deployments.demo", action, "{version}"]
+
+
+# The original report's seven steps, for WingmanMatch on Render (backend) and Vercel (frontend).
+# Hook URLs are secret settings: list them in DEPLOY_SECRETS and set them in the environment.
+PRODUCT_STEPS: list[dict[str, Any]] = [
+    {"name": "pre-deployment health checks", "kind": "health_gate", "interval": 5, "timeout": 60},
+    {"name": "backup", "kind": "backup", "target": "wingmanmatch"},
+    {
+        "name": "database migration",
+        "kind": "migrate",
+        "argv": ["alembic", "upgrade", "head"],
+        "cwd": "${WINGMANMATCH_BACKEND_DIR}",
+        "timeout": 900,
+        "rollback": {
+            "name": "revert migration",
+            "kind": "migrate",
+            "argv": ["alembic", "downgrade", "-1"],
+            "cwd": "${WINGMANMATCH_BACKEND_DIR}",
+        },
+    },
+    {
+        "name": "backend deploy",
+        "kind": "http",
+        "method": "POST",
+        "url": "${RENDER_DEPLOY_HOOK_URL}",
+        "expected_status": [200, 201, 202],
+        "timeout": 30,
+        "rollback": {
+            "name": "backend rollback",
+            "kind": "http",
+            "method": "POST",
+            "url": "${RENDER_ROLLBACK_HOOK_URL}",
+        },
+    },
+    {
+        "name": "frontend deploy",
+        "kind": "http",
+        "method": "POST",
+        "url": "${VERCEL_DEPLOY_HOOK_URL}",
+        "expected_status": [200, 201],
+        "timeout": 30,
+        "rollback": {
+            "name": "frontend rollback",
+            "kind": "http",
+            "method": "POST",
+            "url": "${VERCEL_ROLLBACK_HOOK_URL}",
+        },
+    },
+    {
+        "name": "feature-flag initialisation",
+        "kind": "flags",
+        "set": {"enhanced_monitoring": {"enabled": True}, "external_alerts": {"enabled": True}},
+    },
+    {"name": "post-deployment health validation", "kind": "health_gate", "interval": 5, "timeout": 300},
+]
+
+DEMO_STEPS: list[dict[str, Any]] = [
+    {"name": "pre-deployment health checks", "kind": "health_gate", "checks": "ready", "interval": 1, "timeout": 30},
+    {"name": "backup", "kind": "backup", "target": "default"},
+    {
+        "name": "database migration",
+        "kind": "migrate",
+        "argv": _demo("migrate"),
+        "timeout": 60,
+        "rollback": {"name": "revert migration", "kind": "command", "argv": _demo("migrate-rollback")},
+    },
+    {
+        "name": "backend deploy",
+        "kind": "command",
+        "argv": _demo("backend"),
+        "timeout": 60,
+        "rollback": {"name": "backend rollback", "kind": "command", "argv": _demo("backend-rollback")},
+    },
+    {
+        "name": "frontend deploy",
+        "kind": "command",
+        "argv": _demo("frontend"),
+        "timeout": 60,
+        "rollback": {"name": "frontend rollback", "kind": "command", "argv": _demo("frontend-rollback")},
+    },
+    {
+        "name": "feature-flag initialisation",
+        "kind": "flags",
+        "set": {DEMO_FLAG: {"enabled": True, "rollout_percent": 100}},
+        "rollback": {"name": "flags back", "kind": "flags", "set": {DEMO_FLAG: {"enabled": False}}},
+    },
+    {
+        "name": "post-deployment health validation",
+        "kind": "health_gate",
+        "checks": "ready",
+        "interval": 1,
+        "timeout": 30,
+    },
+]
+
+RECOVERY_PLANS: dict[str, dict[str, Any]] = {
+    "application_failure": {
+        "steps": [
+            {"name": "backend rollback", "kind": "command", "argv": _demo("backend-rollback")},
+            {"name": "frontend rollback", "kind": "command", "argv": _demo("frontend-rollback")},
+            {"name": "health validation", "kind": "health_gate", "checks": "ready", "interval": 1, "timeout": 30},
+        ],
+        "runbook": "1. Roll the backend and the frontend back to the previous release.\n"
+        "2. Check /health and the error rate on the dashboard.\n3. Tell #ops what failed and open an incident.",
+    },
+    "database_failure": {
+        "steps": [
+            {"name": "backup what is left", "kind": "backup", "target": "default"},
+            {"name": "health validation", "kind": "health_gate", "checks": "ready", "interval": 1, "timeout": 60},
+        ],
+        "runbook": "1. Back up what is left.\n2. Pick the newest verified backup on the Backups page.\n"
+        "3. manage.py restore_backup ID --into <new database URL>; point DATABASE_URL at it.\n"
+        "4. Validate health; keep the broken database for the post-mortem.",
+    },
+    "feature_flag_failure": {
+        "steps": [
+            {"name": "new features off", "kind": "flags", "set": {DEMO_FLAG: {"enabled": False}}},
+            {"name": "health validation", "kind": "health_gate", "checks": "ready", "interval": 1, "timeout": 30},
+        ],
+        "runbook": "1. Turn the flags of the last release off (Flags page).\n2. Watch the error rate fall.\n"
+        "3. Fix forward, then roll the flags out again in steps.",
+    },
+}
+
+
+def ensure_defaults(*, actor: Actor | None = None) -> None:
+    """Create what is missing: the product pipeline, the demo pipeline, environment and recovery plans.
+    Never overwrites what an operator changed."""
+    from deployments.models import Environment, Pipeline, RecoveryPlan
+    from deployments.services import environment_save, pipeline_save
+    from flags.models import Flag
+    from flags.services import flag_create
+
+    actor = actor or Actor.system("defaults")
+    if not Pipeline.objects.filter(name="wingmanmatch").exists():
+        pipeline_save(
+            name="wingmanmatch", steps=PRODUCT_STEPS, description="WingmanMatch: the seven steps", actor=actor
+        )
+    if not Flag.objects.filter(name=DEMO_FLAG).exists():
+        flag_create(
+            data={"name": DEMO_FLAG, "description": "Set by the demo pipeline.", "owner": "platform"}, actor=actor
+        )
+    demo = Pipeline.objects.filter(name=DEMO).first() or pipeline_save(
+        name=DEMO, steps=DEMO_STEPS, description="Local and harmless; versions starting with bad- fail", actor=actor
+    )
+    environment = Environment.objects.filter(name=DEMO).first() or environment_save(
+        name=DEMO, pipeline=demo, actor=actor
+    )
+    for failure_type, plan in RECOVERY_PLANS.items():
+        RecoveryPlan.objects.get_or_create(
+            failure_type=failure_type,
+            defaults={"environment": environment, "steps": plan["steps"], "runbook": plan["runbook"]},
+        )

@@ -1,0 +1,200 @@
+"""Environments, their pipelines, deployments with their step runs and log, and recovery plans."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+
+class Pipeline(models.Model):
+    """An ordered list of steps (see ``deployments.steps`` for their schema)."""
+
+    name = models.SlugField(max_length=100, unique=True)
+    description = models.CharField(max_length=500, blank=True)
+    steps = models.JSONField(default=list, help_text="A JSON list of steps; see the README for each kind's fields.")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Environment(models.Model):
+    name = models.SlugField(max_length=50, unique=True)
+    health_url = models.URLField(
+        blank=True, help_text="The product's health URL here; health gates poll it unless a step names another."
+    )
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.PROTECT, related_name="environments")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DeploymentType(models.TextChoices):
+    DEPLOY = "deploy", "deploy"
+    ROLLBACK = "rollback", "roll back to the previous release"
+    RECOVERY = "recovery", "recovery plan"
+
+
+class DeploymentStatus(models.TextChoices):
+    QUEUED = "queued", "queued"
+    RUNNING = "running", "running"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+    ROLLING_BACK = "rolling_back", "rolling back"
+    ROLLED_BACK = "rolled_back", "rolled back"
+    ROLLBACK_FAILED = "rollback_failed", "rollback failed"
+    CANCELLED = "cancelled", "cancelled"
+
+
+ACTIVE = (DeploymentStatus.QUEUED, DeploymentStatus.RUNNING, DeploymentStatus.ROLLING_BACK)
+FINISHED = (
+    DeploymentStatus.SUCCEEDED,
+    DeploymentStatus.FAILED,
+    DeploymentStatus.ROLLED_BACK,
+    DeploymentStatus.ROLLBACK_FAILED,
+    DeploymentStatus.CANCELLED,
+)
+
+
+class DeploymentQuerySet(models.QuerySet):
+    def active(self) -> DeploymentQuerySet:
+        return self.filter(status__in=ACTIVE)
+
+
+class Deployment(models.Model):
+    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="deployments")
+    version = models.CharField(max_length=200)
+    type = models.CharField(max_length=10, choices=DeploymentType.choices, default=DeploymentType.DEPLOY)
+    recovery_type = models.CharField(max_length=50, blank=True)  # the plan's failure type, for recoveries
+    dry_run = models.BooleanField(default=False)
+    status = models.CharField(max_length=20, choices=DeploymentStatus.choices, default=DeploymentStatus.QUEUED)
+    requested_by = models.CharField(max_length=150)
+    requested_by_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    steps = models.JSONField(default=list)  # the pipeline's steps as they were when this was requested
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    claim = models.CharField(max_length=32, blank=True)  # who may run it now (set by each claim)
+    cancel_requested = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+
+    objects = DeploymentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # the list page and "last deployment of an environment"
+            models.Index(fields=["environment", "-created_at"], name="deployment_env_created"),
+            # the reaper: active deployments by heartbeat
+            models.Index(fields=["status", "heartbeat_at"], name="deployment_status_heartbeat"),
+        ]
+        constraints = [
+            # the lock: at most one active deployment per environment
+            models.UniqueConstraint(
+                fields=["environment"],
+                condition=Q(status__in=["queued", "running", "rolling_back"]),
+                name="deployment_one_active_per_environment",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.environment.name} {self.version} ({self.status})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("deployments:detail", args=[self.pk])
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE
+
+
+class Phase(models.TextChoices):
+    FORWARD = "forward", "forward"
+    ROLLBACK = "rollback", "rollback"
+
+
+class StepStatus(models.TextChoices):
+    RUNNING = "running", "running"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+    SKIPPED = "skipped", "skipped"
+
+
+class StepRun(models.Model):
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="step_runs")
+    index = models.PositiveIntegerField()  # the step's place in the pipeline
+    phase = models.CharField(max_length=10, choices=Phase.choices, default=Phase.FORWARD)
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=20)
+    status = models.CharField(max_length=10, choices=StepStatus.choices, default=StepStatus.RUNNING)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    output = models.TextField(blank=True)  # the tail, at most DEPLOY_STEP_OUTPUT_LIMIT bytes
+    output_truncated = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["started_at", "id"]
+        constraints = [
+            # a step runs once per phase of a deployment (a rollback that restarts skips what it did)
+            models.UniqueConstraint(fields=["deployment", "phase", "index"], name="steprun_once_per_phase"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.phase} {self.index} {self.name} ({self.status})"
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.finished_at is None:
+            return None
+        return int((self.finished_at - self.started_at).total_seconds() * 1000)
+
+
+class LogLevel(models.TextChoices):
+    INFO = "info", "info"
+    WARNING = "warning", "warning"
+    ERROR = "error", "error"
+
+
+class LogLine(models.Model):
+    """What happened, in order: the deployment's own audit trail, shown live on its page."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="log_lines")
+    time = models.DateTimeField(default=timezone.now)
+    level = models.CharField(max_length=10, choices=LogLevel.choices, default=LogLevel.INFO)
+    step = models.CharField(max_length=100, blank=True)
+    message = models.TextField()
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.time:%H:%M:%S} {self.level} {self.step} {self.message[:80]}"
+
+
+class RecoveryPlan(models.Model):
+    """What to do for one kind of failure: steps like a pipeline's, and the runbook a person follows."""
+
+    failure_type = models.SlugField(max_length=50, unique=True)
+    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="recovery_plans")
+    steps = models.JSONField(default=list)
+    runbook = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["failure_type"]
+
+    def __str__(self) -> str:
+        return self.failure_type

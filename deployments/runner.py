@@ -1,0 +1,306 @@
+"""Runs a claimed deployment: steps in order, output stored as it arrives, a heartbeat, rollback on failure.
+
+A deployment is run by whoever holds its ``claim``: the first worker takes it from ``queued`` with a
+conditional update; the reaper takes a stale one with another. A runner that finds its claim gone
+(the reaper decided it was lost) stops at once and leaves the rest to the new claimant.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets as random_tokens
+import socket
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.utils import timezone
+
+from controlplane.audit import Actor, audit_record
+from deployments.models import (
+    Deployment,
+    DeploymentStatus,
+    LogLevel,
+    Phase,
+    StepRun,
+    StepStatus,
+)
+from deployments.services import log, notify_soon
+from deployments.steps import Context, StepFailed, describe, python, redact, run_step, secret_values
+
+logger = logging.getLogger(__name__)
+ACTOR = Actor.system("deployment runner")
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run(deployment_id: int) -> str:
+    """Claim a queued deployment and run it. A second claim of the same deployment does nothing."""
+    claim = random_tokens.token_hex(8)
+    now = timezone.now()
+    claimed = Deployment.objects.filter(pk=deployment_id, status=DeploymentStatus.QUEUED).update(
+        status=DeploymentStatus.RUNNING, started_at=now, heartbeat_at=now, worker=worker_name(), claim=claim
+    )
+    if not claimed:
+        return "not claimed"
+    deployment = Deployment.objects.select_related("environment").get(pk=deployment_id)
+    with transaction.atomic():
+        log(deployment, f"started on {deployment.worker}")
+        audit_record(actor=ACTOR, action="deployment.started", obj=deployment)
+        notify_soon(deployment)
+    return _Runner(deployment, claim).forward()
+
+
+def continue_rollback(deployment_id: int, claim: str) -> str:
+    """Run the rollback of a deployment the reaper took over (its claim is ``claim``)."""
+    claimed = Deployment.objects.filter(pk=deployment_id, status=DeploymentStatus.ROLLING_BACK, claim=claim).update(
+        heartbeat_at=timezone.now(), worker=worker_name()
+    )
+    if not claimed:
+        return "not claimed"
+    deployment = Deployment.objects.select_related("environment").get(pk=deployment_id)
+    return _Runner(deployment, claim).rollback(cancelled=deployment.cancel_requested)
+
+
+class _Runner:
+    def __init__(self, deployment: Deployment, claim: str) -> None:
+        self.deployment = deployment
+        self.claim = claim
+        self.cancelled = threading.Event()  # an operator cancelled: stop the forward steps
+        self.lost = threading.Event()  # our claim is gone: stop everything
+        self.secrets = secret_values()
+        self.variables = {
+            "version": deployment.version,
+            "environment": deployment.environment.name,
+            "deployment": str(deployment.pk),
+            "python": python(),
+            "base_dir": str(settings.BASE_DIR),
+        }
+        self._lock = threading.Lock()
+        self._run: StepRun | None = None
+        self._output: list[str] = []
+        self._size = 0
+        self._dirty = False
+        self._truncated = False
+        self._stop = threading.Event()
+
+    # --- the heartbeat thread: heartbeat, cancel flag, output flushes --------------------------
+
+    def _beat(self) -> None:
+        last_beat = 0.0
+        try:
+            while not self._stop.wait(settings.DEPLOY_OUTPUT_FLUSH_SECONDS):
+                self._flush()
+                if time.monotonic() - last_beat >= settings.DEPLOY_HEARTBEAT_SECONDS:
+                    last_beat = time.monotonic()
+                    alive = Deployment.objects.filter(pk=self.deployment.pk, claim=self.claim).update(
+                        heartbeat_at=timezone.now()
+                    )
+                    if not alive:
+                        self.lost.set()
+                        self.cancelled.set()
+                        return
+                    if Deployment.objects.filter(pk=self.deployment.pk, cancel_requested=True).exists():
+                        self.cancelled.set()
+        except Exception:  # the database went away: the main thread finds out on its next write
+            logger.exception("deployment %s heartbeat failed", self.deployment.pk)
+        finally:
+            connection.close()
+
+    def _start_heartbeat(self) -> threading.Thread:
+        thread = threading.Thread(target=self._beat, name=f"deployment-{self.deployment.pk}-heartbeat", daemon=True)
+        thread.start()
+        return thread
+
+    def _stop_heartbeat(self, thread: threading.Thread) -> None:
+        self._stop.set()
+        thread.join()
+        self._flush()
+
+    # --- output --------------------------------------------------------------------------------
+
+    def _append(self, text: str) -> None:
+        text = redact(text, self.secrets)
+        with self._lock:
+            self._output.append(text)
+            self._size += len(text)
+            self._dirty = True
+            limit = settings.DEPLOY_STEP_OUTPUT_LIMIT
+            if self._size > limit * 2:  # keep memory bounded; the stored text is cut to the limit at flush
+                joined = "".join(self._output)[-limit:]
+                self._output, self._size, self._truncated = [joined], len(joined), True
+
+    def _flush(self) -> None:
+        with self._lock:
+            if not self._dirty or self._run is None:
+                return
+            text = "".join(self._output)
+            limit = settings.DEPLOY_STEP_OUTPUT_LIMIT
+            truncated = self._truncated or len(text) > limit
+            text = text[-limit:]
+            run_id, self._dirty = self._run.pk, False
+        StepRun.objects.filter(pk=run_id).update(output=text, output_truncated=truncated)
+
+    # --- steps ---------------------------------------------------------------------------------
+
+    def _context(self, cancelled: threading.Event) -> Context:
+        return Context(
+            variables=self.variables,
+            output=self._append,
+            cancelled=cancelled,
+            environment_health_url=self.deployment.environment.health_url,
+            actor_label=f"deployment #{self.deployment.pk}",
+            secrets=self.secrets,
+        )
+
+    def _begin(self, index: int, phase: str, step: dict[str, Any]) -> StepRun:
+        run, _ = StepRun.objects.update_or_create(
+            deployment=self.deployment,
+            phase=phase,
+            index=index,
+            defaults={
+                "name": step["name"],
+                "kind": step["kind"],
+                "status": StepStatus.RUNNING,
+                "started_at": timezone.now(),
+                "finished_at": None,
+                "exit_code": None,
+                "output": "",
+                "output_truncated": False,
+                "error": "",
+            },
+        )
+        with self._lock:
+            self._run, self._output, self._size, self._dirty, self._truncated = run, [], 0, False, False
+        return run
+
+    def _execute(self, index: int, phase: str, step: dict[str, Any], cancelled: threading.Event) -> bool:
+        run = self._begin(index, phase, step)
+        label = f"rollback: {step['name']}" if phase == Phase.ROLLBACK else step["name"]
+        log(self.deployment, f"{step['kind']} step started", step=label)
+        exit_code: int | None = None
+        error = ""
+        try:
+            exit_code = run_step(step, self._context(cancelled))
+        except StepFailed as exc:
+            exit_code, error = exc.exit_code, redact(str(exc), self.secrets)
+        except Exception as exc:  # a bug or a lost database in a step: the step fails, the rollback runs
+            logger.exception("deployment %s step %s crashed", self.deployment.pk, step["name"])
+            error = redact(f"{type(exc).__name__}: {exc}", self.secrets)
+        self._flush()
+        with self._lock:
+            self._run = None
+        finished = timezone.now()
+        status = StepStatus.FAILED if error else StepStatus.SUCCEEDED
+        StepRun.objects.filter(pk=run.pk).update(status=status, finished_at=finished, exit_code=exit_code, error=error)
+        took = int((finished - run.started_at).total_seconds() * 1000)
+        if error:
+            log(self.deployment, f"failed after {took} ms: {error}", level=LogLevel.ERROR, step=label)
+        else:
+            log(self.deployment, f"succeeded in {took} ms", step=label)
+        return not error
+
+    # --- phases --------------------------------------------------------------------------------
+
+    def forward(self) -> str:
+        steps = self.deployment.steps
+        if self.deployment.dry_run:
+            return self._dry_run(steps)
+        heartbeat = self._start_heartbeat()
+        failed_index: int | None = None
+        try:
+            for index, step in enumerate(steps):
+                if self.cancelled.is_set():
+                    failed_index = index - 1 if index else None
+                    break
+                if not self._execute(index, Phase.FORWARD, step, self.cancelled):
+                    failed_index = index
+                    break
+        finally:
+            self._stop_heartbeat(heartbeat)
+        if self.lost.is_set():
+            return "claim lost"
+        if failed_index is None and not self.cancelled.is_set():
+            return self._finish(DeploymentStatus.SUCCEEDED, "")
+        cancelled = self.cancelled.is_set()
+        moved = Deployment.objects.filter(pk=self.deployment.pk, claim=self.claim).update(
+            status=DeploymentStatus.ROLLING_BACK,
+            error="cancelled by an operator" if cancelled else self._failure_text(failed_index),
+        )
+        if not moved:
+            return "claim lost"
+        log(
+            self.deployment,
+            "cancelled: rolling back" if cancelled else "a step failed: rolling back",
+            level=LogLevel.WARNING,
+        )
+        return self.rollback(cancelled=cancelled)
+
+    def _failure_text(self, index: int | None) -> str:
+        run = self.deployment.step_runs.filter(phase=Phase.FORWARD, index=index).first() if index is not None else None
+        return f"step {run.name} failed: {run.error}" if run else "a step failed"
+
+    def rollback(self, *, cancelled: bool) -> str:
+        """Run the rollback actions: the failed step's own first, then the completed steps' in reverse."""
+        forward = {run.index: run for run in self.deployment.step_runs.filter(phase=Phase.FORWARD)}
+        done = {
+            run.index for run in self.deployment.step_runs.filter(phase=Phase.ROLLBACK, status=StepStatus.SUCCEEDED)
+        }
+        order = sorted(forward, reverse=True)  # the failed (last) step first, then back to the first one
+        heartbeat = self._start_heartbeat()
+        ok = True
+        never_cancelled = threading.Event()  # a cancel stops the deployment, never its rollback
+        try:
+            for index in order:
+                step = self.deployment.steps[index]
+                action = step.get("rollback")
+                if action is None or index in done:
+                    continue
+                if self.lost.is_set():
+                    break
+                ok = self._execute(index, Phase.ROLLBACK, action, never_cancelled) and ok
+        finally:
+            self._stop_heartbeat(heartbeat)
+        if self.lost.is_set():
+            return "claim lost"
+        if not ok:
+            return self._finish(DeploymentStatus.ROLLBACK_FAILED, None)
+        return self._finish(DeploymentStatus.CANCELLED if cancelled else DeploymentStatus.ROLLED_BACK, None)
+
+    def _dry_run(self, steps: list[dict[str, Any]]) -> str:
+        ctx = self._context(threading.Event())
+        for index, step in enumerate(steps):
+            run = self._begin(index, Phase.FORWARD, step)
+            text = f"would {describe(step, ctx)}"
+            if step.get("rollback"):
+                text += f"; on a later failure would {describe(step['rollback'], ctx)}"
+            StepRun.objects.filter(pk=run.pk).update(status=StepStatus.SKIPPED, finished_at=timezone.now(), output=text)
+            log(self.deployment, text, step=step["name"])
+        return self._finish(DeploymentStatus.SUCCEEDED, "")
+
+    def _finish(self, status: str, error: str | None) -> str:
+        now: datetime = timezone.now()
+        with transaction.atomic():
+            fields: dict[str, Any] = {"status": status, "finished_at": now, "heartbeat_at": now}
+            if error is not None:
+                fields["error"] = error
+            if not Deployment.objects.filter(pk=self.deployment.pk, claim=self.claim).update(**fields):
+                return "claim lost"
+            self.deployment.refresh_from_db()
+            log(
+                self.deployment,
+                f"{self.deployment.get_status_display()}",
+                level=LogLevel.INFO
+                if status in (DeploymentStatus.SUCCEEDED, DeploymentStatus.ROLLED_BACK)
+                else LogLevel.ERROR,
+            )
+            audit_record(actor=ACTOR, action=f"deployment.{status}", obj=self.deployment)
+            notify_soon(self.deployment)
+        close_old_connections()
+        return status

@@ -1,0 +1,363 @@
+"""Every write to deployments: environments and pipelines, requesting, cancelling, rolling back, reaping.
+
+The runner (``deployments.runner``) executes a claimed deployment; everything an operator or a token
+asks for comes through here, is validated, audited, and queued after commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from controlplane.audit import Actor, audit_record, snapshot
+from deployments.models import (
+    Deployment,
+    DeploymentStatus,
+    DeploymentType,
+    Environment,
+    LogLevel,
+    LogLine,
+    Phase,
+    Pipeline,
+    RecoveryPlan,
+    StepRun,
+    StepStatus,
+)
+from deployments.steps import InvalidStep, validate_steps
+
+logger = logging.getLogger(__name__)
+MAX_VERSION = 200
+
+
+class InvalidDeployment(ValueError):
+    """Bad input to a deployment request; ``field`` names what is wrong (mapped to 422)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class DeploymentLocked(RuntimeError):
+    """The environment has an active deployment (mapped to 409)."""
+
+    def __init__(self, active: Deployment) -> None:
+        super().__init__(f"{active.environment.name} is locked by deployment #{active.pk} ({active.status})")
+        self.active = active
+
+
+class NotCancellable(RuntimeError):
+    pass
+
+
+def log(deployment: Deployment | int, message: str, *, level: str = LogLevel.INFO, step: str = "") -> None:
+    deployment_id = deployment if isinstance(deployment, int) else deployment.pk
+    LogLine.objects.create(deployment_id=deployment_id, level=level, step=step[:100], message=message)
+
+
+# --- Pipelines and environments ------------------------------------------------------------------
+
+
+def pipeline_save(*, name: str, steps: Any, description: str = "", actor: Actor) -> Pipeline:
+    """Create or replace a pipeline; the steps are checked against the schema first."""
+    try:
+        validate_steps(steps)
+    except InvalidStep as exc:
+        raise InvalidDeployment(exc.field, exc.message) from None
+    with transaction.atomic():
+        pipeline = Pipeline.objects.select_for_update().filter(name=name).first()
+        before = snapshot(pipeline) if pipeline else None
+        pipeline = pipeline or Pipeline(name=name)
+        pipeline.steps, pipeline.description = steps, description
+        pipeline.save()
+        audit_record(
+            actor=actor,
+            action="pipeline.update" if before else "pipeline.create",
+            obj=pipeline,
+            before=before,
+            after=snapshot(pipeline),
+        )
+    return pipeline
+
+
+def environment_save(*, name: str, pipeline: Pipeline, health_url: str = "", actor: Actor) -> Environment:
+    with transaction.atomic():
+        environment = Environment.objects.select_for_update().filter(name=name).first()
+        before = snapshot(environment) if environment else None
+        environment = environment or Environment(name=name)
+        environment.pipeline, environment.health_url = pipeline, health_url
+        environment.full_clean()
+        environment.save()
+        audit_record(
+            actor=actor,
+            action="environment.update" if before else "environment.create",
+            obj=environment,
+            before=before,
+            after=snapshot(environment),
+        )
+    return environment
+
+
+# --- Requests ------------------------------------------------------------------------------------
+
+
+def _clean_version(version: Any) -> str:
+    if not isinstance(version, str) or not version.strip():
+        raise InvalidDeployment("version", "required: a non-empty string")
+    version = version.strip()
+    if len(version) > MAX_VERSION or any(ch.isspace() or not ch.isprintable() for ch in version):
+        raise InvalidDeployment("version", f"at most {MAX_VERSION} printable characters, no spaces")
+    return version
+
+
+def _environment(name: Any) -> Environment:
+    if not isinstance(name, str) or not name:
+        raise InvalidDeployment("environment", "required: the name of an environment")
+    environment = Environment.objects.select_related("pipeline").filter(name=name).first()
+    if environment is None:
+        known = ", ".join(Environment.objects.values_list("name", flat=True)) or "none"
+        raise InvalidDeployment("environment", f"no environment named {name!r} (environments: {known})")
+    return environment
+
+
+def deployment_request(
+    *,
+    environment: Any,
+    version: Any,
+    actor: Actor,
+    type: Any = DeploymentType.DEPLOY,
+    steps: list[dict[str, Any]] | None = None,
+    recovery_type: str = "",
+    dry_run: bool = False,
+) -> Deployment:
+    """Queue a deployment of ``version`` to ``environment``; the worker runs it after commit.
+
+    Raises InvalidDeployment (bad input), DeploymentLocked (another one is active: a database
+    constraint decides, so two requests at once cannot both pass).
+    """
+    env = _environment(environment)
+    version = _clean_version(version)
+    if type not in DeploymentType.values:
+        raise InvalidDeployment("type", f"one of {', '.join(DeploymentType.values)}")
+    steps = env.pipeline.steps if steps is None else steps
+    try:
+        validate_steps(steps)
+    except InvalidStep as exc:
+        raise InvalidDeployment(f"pipeline {env.pipeline.name}: {exc.field}", exc.message) from None
+    try:
+        with transaction.atomic():
+            deployment = Deployment.objects.create(
+                environment=env,
+                version=version,
+                type=type,
+                recovery_type=recovery_type,
+                dry_run=dry_run,
+                requested_by=actor.label[:150],
+                requested_by_user=actor.user if actor.user is not None and actor.user.pk else None,
+                steps=steps,
+            )
+            log(
+                deployment,
+                f"{'dry run of ' if dry_run else ''}{type} {version} to {env.name} requested by {actor.label}",
+            )
+            audit_record(
+                actor=actor,
+                action=f"deployment.{'dry_run' if dry_run else type}",
+                obj=deployment,
+                after=snapshot(deployment, fields=["environment", "version", "type", "recovery_type", "dry_run"]),
+            )
+            _queue_run(deployment.pk)
+    except IntegrityError:
+        active = Deployment.objects.active().select_related("environment").filter(environment=env).first()
+        if active is None:  # it finished in between: the caller may simply try again
+            raise
+        raise DeploymentLocked(active) from None
+    return deployment
+
+
+def _queue_run(deployment_id: int) -> None:
+    from deployments.tasks import run_deployment
+
+    def send() -> None:
+        try:
+            run_deployment.delay(deployment_id)
+        except Exception as exc:  # noqa: BLE001 - the broker is down: the reaper cancels what never starts
+            logger.error("could not queue deployment %s: %s", deployment_id, exc)
+            log(deployment_id, f"could not reach the broker: {exc}", level=LogLevel.ERROR)
+
+    transaction.on_commit(send)
+
+
+def rollback_to_previous(*, environment: Any, actor: Actor) -> Deployment:
+    """A new deployment of the environment's last succeeded version (the release before the current one).
+
+    "Previous release" is the last succeeded deploy whose version differs from the newest succeeded one.
+    """
+    env = _environment(environment)
+    succeeded = list(
+        Deployment.objects.filter(environment=env, status=DeploymentStatus.SUCCEEDED, dry_run=False)
+        .exclude(type=DeploymentType.RECOVERY)
+        .order_by("-finished_at")
+        .values_list("version", flat=True)[:50]
+    )
+    if not succeeded:
+        raise InvalidDeployment("environment", f"{env.name} has no succeeded deployment to roll back to")
+    current = succeeded[0]
+    previous = next((v for v in succeeded if v != current), None)
+    if previous is None:
+        raise InvalidDeployment("environment", f"{env.name} has only ever run {current}: no previous release")
+    return deployment_request(environment=env.name, version=previous, actor=actor, type=DeploymentType.ROLLBACK)
+
+
+def recovery_run(*, failure_type: str, actor: Actor, dry_run: bool = False) -> Deployment:
+    """Run the recovery plan for ``failure_type`` like a deployment (under the environment's lock)."""
+    plan = RecoveryPlan.objects.select_related("environment").filter(failure_type=failure_type).first()
+    if plan is None:
+        known = ", ".join(RecoveryPlan.objects.values_list("failure_type", flat=True)) or "none"
+        raise InvalidDeployment("type", f"no recovery plan for {failure_type!r} (plans: {known})")
+    last = (
+        Deployment.objects.filter(environment=plan.environment, status=DeploymentStatus.SUCCEEDED)
+        .order_by("-finished_at")
+        .values_list("version", flat=True)
+        .first()
+    )
+    return deployment_request(
+        environment=plan.environment.name,
+        version=last or "current",
+        actor=actor,
+        type=DeploymentType.RECOVERY,
+        steps=plan.steps,
+        recovery_type=plan.failure_type,
+        dry_run=dry_run,
+    )
+
+
+def deployment_cancel(*, deployment: Deployment, actor: Actor) -> Deployment:
+    """Cancel: a queued one ends at once; a running one has its step killed, then rolls back."""
+    with transaction.atomic():
+        deployment = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        if deployment.status == DeploymentStatus.QUEUED:
+            deployment.status = DeploymentStatus.CANCELLED
+            deployment.finished_at = timezone.now()
+            deployment.error = f"cancelled by {actor.label} before it started"
+            deployment.save(update_fields=["status", "finished_at", "error"])
+        elif deployment.status == DeploymentStatus.RUNNING:
+            deployment.cancel_requested = True
+            deployment.save(update_fields=["cancel_requested"])
+        else:
+            raise NotCancellable(f"deployment #{deployment.pk} is {deployment.status}: only queued or running ones")
+        log(deployment, f"cancel requested by {actor.label}", level=LogLevel.WARNING)
+        audit_record(actor=actor, action="deployment.cancel", obj=deployment, after={"status": deployment.status})
+    if deployment.status == DeploymentStatus.CANCELLED:
+        notify_soon(deployment)
+    return deployment
+
+
+# --- Faults --------------------------------------------------------------------------------------
+
+
+def reap(*, now: Any = None) -> dict[str, list[int]]:
+    """Finish what a lost worker left: stale running deployments roll back in a new task; queued ones
+    nobody picked up are cancelled; a rollback whose worker was lost is continued."""
+    from deployments.tasks import continue_rollback
+
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.DEPLOY_HEARTBEAT_TIMEOUT_SECONDS)
+    summary: dict[str, list[int]] = {"rolled_back": [], "cancelled": [], "continued": []}
+    for deployment in Deployment.objects.filter(
+        status__in=[DeploymentStatus.RUNNING, DeploymentStatus.ROLLING_BACK], heartbeat_at__lt=stale
+    ):
+        with transaction.atomic():
+            claim = _new_claim()
+            claimed = Deployment.objects.filter(
+                pk=deployment.pk, status=deployment.status, heartbeat_at=deployment.heartbeat_at
+            ).update(status=DeploymentStatus.ROLLING_BACK, claim=claim, heartbeat_at=now, worker="")
+            if not claimed:
+                continue  # its worker came back, or another reaper got it
+            lost = StepRun.objects.filter(deployment=deployment, status=StepStatus.RUNNING)
+            names = list(lost.values_list("name", flat=True))
+            lost.update(status=StepStatus.FAILED, finished_at=now, error="worker lost")
+            if deployment.status == DeploymentStatus.RUNNING:
+                Deployment.objects.filter(pk=deployment.pk).update(
+                    error=f"worker lost during {', '.join(names) or 'a step'}"
+                )
+            log(
+                deployment,
+                f"worker {deployment.worker or '?'} lost (no heartbeat since {deployment.heartbeat_at:%H:%M:%S}); "
+                f"{'rolling back' if deployment.status == DeploymentStatus.RUNNING else 'continuing the rollback'}",
+                level=LogLevel.ERROR,
+            )
+            audit_record(actor=Actor.system("deployment reaper"), action="deployment.reaped", obj=deployment)
+            transaction.on_commit(lambda pk=deployment.pk, claim=claim: continue_rollback.delay(pk, claim))
+        key = "rolled_back" if deployment.status == DeploymentStatus.RUNNING else "continued"
+        summary[key].append(deployment.pk)
+    never_started = now - timedelta(seconds=settings.DEPLOY_QUEUE_TIMEOUT_SECONDS)
+    for deployment in Deployment.objects.filter(status=DeploymentStatus.QUEUED, created_at__lt=never_started):
+        with transaction.atomic():
+            if not Deployment.objects.filter(pk=deployment.pk, status=DeploymentStatus.QUEUED).update(
+                status=DeploymentStatus.CANCELLED, finished_at=now, error="no worker picked it up in time"
+            ):
+                continue
+            log(deployment, "no worker picked it up in time: cancelled", level=LogLevel.ERROR)
+            audit_record(actor=Actor.system("deployment reaper"), action="deployment.cancel", obj=deployment)
+        summary["cancelled"].append(deployment.pk)
+    return summary
+
+
+def _new_claim() -> str:
+    import secrets
+
+    return secrets.token_hex(8)
+
+
+# --- Notifications -------------------------------------------------------------------------------
+
+
+def notify_soon(deployment: Deployment) -> None:
+    """Tell the alert channels (after commit) that a deployment started or ended."""
+
+    def send() -> None:
+        from monitoring.alerting import event_notify
+
+        fresh = Deployment.objects.select_related("environment").get(pk=deployment.pk)
+        try:
+            event_notify(
+                kind="deployment",
+                title=f"deployment #{fresh.pk} {fresh.environment.name} {fresh.version}: {fresh.get_status_display()}",
+                severity="critical" if fresh.status in ("failed", "rollback_failed") else "info",
+                details={
+                    "deployment": fresh.pk,
+                    "environment": fresh.environment.name,
+                    "version": fresh.version,
+                    "type": fresh.type,
+                    "status": fresh.status,
+                    "requested_by": fresh.requested_by,
+                    "error": fresh.error,
+                },
+            )
+        except Exception as exc:  # noqa: BLE001 - a notification never breaks a deployment
+            logger.error("could not notify about deployment %s: %s", deployment.pk, exc)
+
+    transaction.on_commit(send)
+
+
+def phase_runs(deployment: Deployment, phase: str) -> dict[int, StepRun]:
+    return {run.index: run for run in deployment.step_runs.filter(phase=phase)}
+
+
+__all__ = [
+    "DeploymentLocked",
+    "InvalidDeployment",
+    "NotCancellable",
+    "Phase",
+    "deployment_cancel",
+    "deployment_request",
+    "recovery_run",
+    "reap",
+    "rollback_to_previous",
+]
