@@ -28,6 +28,7 @@ run: install
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	$(BIN)/python manage.py ensure_operator
 	$(BIN)/python manage.py import_flags --if-empty flags/fixtures/wingmanmatch.json
+	$(BIN)/python manage.py ensure_demo_environment
 	rm -rf $${PROMETHEUS_MULTIPROC_DIR:-$${CONTROLPLANE_VAR_DIR:-var}/prometheus}  # counters of an earlier run
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --no-colour --port $(PORT) --procfile Procfile
 

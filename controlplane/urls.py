@@ -6,6 +6,7 @@ from django.urls import include, path
 
 from backups import api as backups_api
 from controlplane import api_views
+from deployments import api as deployments_api
 from flags import api as flags_api
 from monitoring import api as monitoring_api
 from monitoring import health, prometheus
@@ -18,6 +19,15 @@ urlpatterns = [
     path("api/deployment/performance/dashboard", monitoring_api.performance_dashboard, name="api-performance"),
     path("api/deployment/backup/status", backups_api.backup_status, name="api-backup-status"),
     path("api/deployment/backup/recovery-readiness", backups_api.recovery_readiness, name="api-backup-readiness"),
+    path("api/deployment/deploy", deployments_api.deploy, name="api-deploy"),
+    path("api/deployment/status", deployments_api.status, name="api-deployment-status"),
+    path("api/deployment/deployments/<int:deployment_id>", deployments_api.deployment, name="api-deployment"),
+    path("api/deployment/deployments/<int:deployment_id>/cancel", deployments_api.cancel, name="api-deployment-cancel"),
+    path(
+        "api/deployment/recovery/rollback/<slug:failure_type>",
+        deployments_api.recovery_rollback,
+        name="api-recovery-rollback",
+    ),
     path("metrics", prometheus.metrics, name="metrics"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -1,0 +1,172 @@
+"""Operator screens for deployments: every change goes through the deployments service and is audited."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from controlplane.admin import AuditedAdminMixin, ReadOnlyAdminMixin
+from controlplane.audit import Actor
+from deployments.models import Deployment, Environment, LogLine, Pipeline, RecoveryPlan, StepRun
+from deployments.services import (
+    DeploymentLocked,
+    InvalidDeployment,
+    NotCancellable,
+    deployment_cancel,
+    deployment_request,
+    environment_save,
+    pipeline_save,
+    rollback_to_previous,
+)
+from deployments.steps import InvalidStep, validate_steps
+
+
+class StepsField(forms.JSONField):
+    """A pipeline's steps, checked against the schema; the error names the step and its field."""
+
+    def validate(self, value: Any) -> None:
+        super().validate(value)
+        try:
+            validate_steps(value)
+        except InvalidStep as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
+class PipelineForm(forms.ModelForm):
+    steps = StepsField(widget=forms.Textarea(attrs={"rows": 24, "cols": 100}))
+
+    class Meta:
+        model = Pipeline
+        fields = ["name", "description", "steps"]
+
+
+@admin.register(Pipeline)
+class PipelineAdmin(admin.ModelAdmin):
+    form = PipelineForm
+    list_display = ["name", "description"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # deployments keep their own copy of the steps; environments point here
+
+    def save_model(self, request: HttpRequest, obj: Pipeline, form: Any, change: bool) -> None:
+        saved = pipeline_save(
+            name=form.cleaned_data["name"],
+            steps=form.cleaned_data["steps"],
+            description=form.cleaned_data.get("description", ""),
+            actor=Actor.for_user(request.user),
+        )
+        obj.pk = saved.pk
+        obj._state.adding = False
+
+
+class DeployActionForm(ActionForm):
+    version = forms.CharField(required=False, max_length=200, label="Version")
+
+
+@admin.register(Environment)
+class EnvironmentAdmin(admin.ModelAdmin):
+    list_display = ["name", "pipeline", "health_url"]
+    action_form = DeployActionForm
+    actions = ["deploy", "roll_back"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Environment, form: Any, change: bool) -> None:
+        saved = environment_save(
+            name=form.cleaned_data["name"],
+            pipeline=form.cleaned_data["pipeline"],
+            health_url=form.cleaned_data.get("health_url", ""),
+            actor=Actor.for_user(request.user),
+        )
+        obj.pk = saved.pk
+        obj._state.adding = False
+
+    def _each(self, request: HttpRequest, queryset: QuerySet[Environment], start: Any) -> None:
+        for environment in queryset:
+            try:
+                deployment = start(environment)
+            except (InvalidDeployment, DeploymentLocked) as exc:
+                self.message_user(request, f"{environment.name}: {exc}", messages.ERROR)
+                continue
+            self.message_user(request, f"{environment.name}: deployment #{deployment.pk} queued.", messages.SUCCESS)
+
+    @admin.action(description="Deploy the version given", permissions=["change"])
+    def deploy(self, request: HttpRequest, queryset: QuerySet[Environment]) -> None:
+        version = request.POST.get("version", "")
+        actor = Actor.for_user(request.user)
+        self._each(
+            request, queryset, lambda env: deployment_request(environment=env.name, version=version, actor=actor)
+        )
+
+    @admin.action(description="Roll back to the previous release", permissions=["change"])
+    def roll_back(self, request: HttpRequest, queryset: QuerySet[Environment]) -> None:
+        actor = Actor.for_user(request.user)
+        self._each(request, queryset, lambda env: rollback_to_previous(environment=env.name, actor=actor))
+
+
+class StepRunInline(admin.TabularInline):
+    model = StepRun
+    fields = ["phase", "index", "name", "kind", "status", "started_at", "finished_at", "exit_code", "error"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Deployment)
+class DeploymentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["id", "environment", "version", "type", "status", "requested_by", "created_at", "finished_at"]
+    list_filter = ["environment", "status", "type", "created_at"]
+    search_fields = ["version", "requested_by"]
+    readonly_fields = [
+        "environment", "version", "type", "recovery_type", "dry_run", "status", "requested_by", "created_at",
+        "started_at", "finished_at", "heartbeat_at", "worker", "cancel_requested", "error", "steps",
+    ]  # fmt: skip
+    exclude = ["claim", "requested_by_user"]
+    inlines = [StepRunInline]
+    actions = ["cancel"]
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("deployments.change_deployment")
+
+    @admin.action(description="Cancel (a running one is stopped and rolled back)", permissions=["cancel"])
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Deployment]) -> None:
+        for deployment in queryset:
+            try:
+                deployment_cancel(deployment=deployment, actor=Actor.for_user(request.user))
+            except NotCancellable as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+                continue
+            self.message_user(request, f"deployment #{deployment.pk}: cancel requested.", messages.SUCCESS)
+
+
+@admin.register(LogLine)
+class LogLineAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["time", "deployment", "level", "step", "message"]
+    list_filter = ["level"]
+    search_fields = ["message", "step"]
+
+
+class RecoveryPlanForm(forms.ModelForm):
+    steps = StepsField(widget=forms.Textarea(attrs={"rows": 16, "cols": 100}))
+
+    class Meta:
+        model = RecoveryPlan
+        fields = ["failure_type", "environment", "steps", "runbook"]
+
+
+@admin.register(RecoveryPlan)
+class RecoveryPlanAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    form = RecoveryPlanForm
+    list_display = ["failure_type", "environment"]

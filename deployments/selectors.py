@@ -1,0 +1,101 @@
+"""Reads about deployments for the API, the pages and the command."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Prefetch
+
+from deployments.models import Deployment, Environment, LogLine, StepRun
+
+
+def step_run_dict(run: StepRun) -> dict[str, Any]:
+    return {
+        "index": run.index,
+        "phase": run.phase,
+        "name": run.name,
+        "kind": run.kind,
+        "status": run.status,
+        "startedAt": run.started_at.isoformat(),
+        "finishedAt": run.finished_at.isoformat() if run.finished_at else None,
+        "durationMs": run.duration_ms,
+        "exitCode": run.exit_code,
+        "error": run.error or None,
+        "output": run.output,
+        "outputTruncated": run.output_truncated,
+    }
+
+
+def log_dict(line: LogLine) -> dict[str, Any]:
+    return {
+        "id": line.pk,
+        "time": line.time.isoformat(),
+        "level": line.level,
+        "step": line.step,
+        "message": line.message,
+    }
+
+
+def deployment_summary(deployment: Deployment) -> dict[str, Any]:
+    return {
+        "id": deployment.pk,
+        "url": deployment.get_absolute_url(),
+        "environment": deployment.environment.name,
+        "version": deployment.version,
+        "type": deployment.type,
+        "recoveryType": deployment.recovery_type or None,
+        "dryRun": deployment.dry_run,
+        "status": deployment.status,
+        "requestedBy": deployment.requested_by,
+        "createdAt": deployment.created_at.isoformat(),
+        "startedAt": deployment.started_at.isoformat() if deployment.started_at else None,
+        "finishedAt": deployment.finished_at.isoformat() if deployment.finished_at else None,
+        "heartbeatAt": deployment.heartbeat_at.isoformat() if deployment.heartbeat_at else None,
+        "error": deployment.error or None,
+    }
+
+
+def deployment_detail(deployment: Deployment, *, after_log_id: int = 0) -> dict[str, Any]:
+    body = deployment_summary(deployment)
+    body["steps"] = [step_run_dict(run) for run in deployment.step_runs.all()]
+    body["plannedSteps"] = [step.get("name") for step in deployment.steps]
+    body["log"] = [log_dict(line) for line in deployment.log_lines.filter(id__gt=after_log_id)]
+    return body
+
+
+def with_details(queryset: Any) -> Any:
+    return queryset.select_related("environment").prefetch_related(
+        Prefetch("step_runs", queryset=StepRun.objects.order_by("started_at", "id"))
+    )
+
+
+def environments_status() -> list[dict[str, Any]]:
+    rows = []
+    for environment in Environment.objects.select_related("pipeline"):
+        active = Deployment.objects.active().select_related("environment").filter(environment=environment).first()
+        last = (
+            Deployment.objects.select_related("environment")
+            .filter(environment=environment)
+            .exclude(pk=active.pk if active else None)
+            .order_by("-created_at")
+            .first()
+        )
+        current = (
+            Deployment.objects.filter(environment=environment, status="succeeded", dry_run=False)
+            .exclude(type="recovery")
+            .order_by("-finished_at")
+            .values_list("version", flat=True)
+            .first()
+        )
+        rows.append(
+            {
+                "environment": environment.name,
+                "pipeline": environment.pipeline.name,
+                "healthUrl": environment.health_url or None,
+                "currentVersion": current,
+                "locked": active is not None,
+                "active": deployment_summary(active) if active else None,
+                "last": deployment_summary(last) if last else None,
+            }
+        )
+    return rows
