@@ -142,6 +142,7 @@ class StepRun(models.Model):
     started_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
     exit_code = models.IntegerField(null=True, blank=True)
+    pid = models.IntegerField(null=True, blank=True)  # a command's process group, for the reaper on this host
     output = models.TextField(blank=True)  # the tail, at most DEPLOY_STEP_OUTPUT_LIMIT bytes
     output_truncated = models.BooleanField(default=False)
     error = models.TextField(blank=True)

@@ -136,6 +136,12 @@ class _Runner:
                 joined = "".join(self._output)[-limit:]
                 self._output, self._size, self._truncated = [joined], len(joined), True
 
+    def _started_process(self, pid: int) -> None:
+        with self._lock:
+            run_id = self._run.pk if self._run is not None else None
+        if run_id is not None:
+            StepRun.objects.filter(pk=run_id).update(pid=pid)
+
     def _flush(self) -> None:
         with self._lock:
             if not self._dirty or self._run is None:
@@ -153,6 +159,7 @@ class _Runner:
         return Context(
             variables=self.variables,
             output=self._append,
+            started_process=self._started_process,
             cancelled=cancelled,
             environment_health_url=self.deployment.environment.health_url,
             actor_label=f"deployment #{self.deployment.pk}",
@@ -171,6 +178,7 @@ class _Runner:
                 "started_at": timezone.now(),
                 "finished_at": None,
                 "exit_code": None,
+                "pid": None,
                 "output": "",
                 "output_truncated": False,
                 "error": "",

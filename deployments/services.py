@@ -281,6 +281,7 @@ def reap(*, now: Any = None) -> dict[str, list[int]]:
                 continue  # its worker came back, or another reaper got it
             lost = StepRun.objects.filter(deployment=deployment, status=StepStatus.RUNNING)
             names = list(lost.values_list("name", flat=True))
+            _kill_orphans(deployment, lost)
             lost.update(status=StepStatus.FAILED, finished_at=now, error="worker lost")
             if deployment.status == DeploymentStatus.RUNNING:
                 Deployment.objects.filter(pk=deployment.pk).update(
@@ -307,6 +308,22 @@ def reap(*, now: Any = None) -> dict[str, list[int]]:
             audit_record(actor=Actor.system("deployment reaper"), action="deployment.cancel", obj=deployment)
         summary["cancelled"].append(deployment.pk)
     return summary
+
+
+def _kill_orphans(deployment: Deployment, runs: Any) -> None:
+    """A lost worker's command may still run: kill its process group if it ran on this host."""
+    import os
+    import signal
+    import socket
+
+    if deployment.worker.rsplit(":", 1)[0] != socket.gethostname():
+        return
+    for pid in runs.exclude(pid=None).values_list("pid", flat=True):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+            log(deployment, f"killed the lost step's process group {pid}", level=LogLevel.WARNING)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def _new_claim() -> str:

@@ -228,6 +228,7 @@ class Context:
 
     variables: dict[str, str]
     output: Callable[[str], None]  # append text to the step's output (redacted by the caller)
+    started_process: Callable[[int], None]  # told the pid (= process group) of a command
     cancelled: threading.Event
     environment_health_url: str
     actor_label: str
@@ -313,6 +314,7 @@ def _run_command(argv: list[str], step: dict[str, Any], ctx: Context, timeout: f
         raise StepFailed(f"command not found: {args[0]}") from None
     except (PermissionError, NotADirectoryError, OSError) as exc:
         raise StepFailed(f"cannot start {args[0]}: {exc.strerror or exc}") from None
+    ctx.started_process(process.pid)
     stop = threading.Event()
     reason: list[str] = []
 
