@@ -14,6 +14,10 @@ from deployments.services import DeploymentLocked, InvalidDeployment, deployment
 class Command(BaseCommand):
     help = "Queue a deployment; with --wait, stream its log and exit 1 unless it succeeded."
 
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: object) -> CommandParser:
+        # Django's own --version (its version number) gives way to the version being deployed.
+        return super().create_parser(prog_name, subcommand, conflict_handler="resolve", **kwargs)
+
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("environment")
         which = parser.add_mutually_exclusive_group(required=True)
