@@ -103,6 +103,20 @@ def test_make_run_serves_runs_tasks_and_stops_on_ctrl_c(tmp_path):
             "the worker did not run the task",
             log,
         )
+
+        # The demo environment: one deployment succeeds, one rolls back, both run by make run's worker.
+        good = subprocess.run(
+            manage("deploy", "demo", "--version", "v1", "--wait", "--timeout", "90"),
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert good.returncode == 0, good.stdout + good.stderr + log.read_text()[-3000:]
+        assert "[backend deploy] succeeded" in good.stdout
+        bad = subprocess.run(
+            manage("deploy", "demo", "--version", "bad-2", "--wait", "--timeout", "90"),
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert bad.returncode == 1 and "ended rolled_back" in bad.stderr, bad.stdout + bad.stderr
+        assert "[rollback: backend rollback] succeeded" in bad.stdout
     finally:
         os.killpg(make.pid, signal.SIGINT)
         try:
