@@ -261,25 +261,28 @@ class _Runner:
             run.index for run in self.deployment.step_runs.filter(phase=Phase.ROLLBACK, status=StepStatus.SUCCEEDED)
         }
         order = sorted(forward, reverse=True)  # the failed (last) step first, then back to the first one
+        actions = [i for i in order if self.deployment.steps[i].get("rollback") is not None]
         heartbeat = self._start_heartbeat()
         ok = True
         never_cancelled = threading.Event()  # a cancel stops the deployment, never its rollback
         try:
-            for index in order:
-                step = self.deployment.steps[index]
-                action = step.get("rollback")
-                if action is None or index in done:
+            for index in actions:
+                if index in done:
                     continue
                 if self.lost.is_set():
                     break
+                action = self.deployment.steps[index]["rollback"]
                 ok = self._execute(index, Phase.ROLLBACK, action, never_cancelled) and ok
         finally:
             self._stop_heartbeat(heartbeat)
         if self.lost.is_set():
             return "claim lost"
-        if not ok:
-            return self._finish(DeploymentStatus.ROLLBACK_FAILED, None)
-        return self._finish(DeploymentStatus.CANCELLED if cancelled else DeploymentStatus.ROLLED_BACK, None)
+        if cancelled:
+            return self._finish(DeploymentStatus.CANCELLED if ok else DeploymentStatus.ROLLBACK_FAILED, None)
+        if not actions:
+            log(self.deployment, "no completed step has a rollback action: nothing to undo", level=LogLevel.WARNING)
+            return self._finish(DeploymentStatus.FAILED, None)
+        return self._finish(DeploymentStatus.ROLLED_BACK if ok else DeploymentStatus.ROLLBACK_FAILED, None)
 
     def _dry_run(self, steps: list[dict[str, Any]]) -> str:
         ctx = self._context(threading.Event())
