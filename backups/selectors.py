@@ -179,10 +179,17 @@ def status(*, now: datetime | None = None) -> list[dict[str, Any]]:
     return rows
 
 
+RETRY_AFTER_FAILURE = timedelta(hours=1)
+
+
 def next_due(target: BackupTarget, latest: Backup | None) -> datetime:
+    """When the next scheduled backup is due: an interval after the latest, or an hour after a failed one."""
     if latest is None:
         return target.created_at
-    return latest.started_at + timedelta(hours=target.interval_hours)
+    interval = timedelta(hours=target.interval_hours)
+    if latest.status == BackupStatus.FAILED:
+        interval = min(interval, RETRY_AFTER_FAILURE)
+    return latest.started_at + interval
 
 
 def backup_dict(backup: Backup) -> dict[str, Any]:

@@ -414,6 +414,8 @@ def backup_restore(*, backup: Backup, into_url: str, overwrite_source: bool, act
     if backup.status != BackupStatus.SUCCEEDED:
         raise engines.BackupError(f"backup #{backup.pk} is {backup.status}: nothing to restore")
     into = engines.from_url(into_url, variable="--into")
+    if into.engine != backup.engine:
+        raise engines.BackupError(f"a {backup.engine} backup cannot be restored into {into.label}")
     try:
         source = target_source(backup.target)
     except engines.BackupError:

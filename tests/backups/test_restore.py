@@ -126,5 +126,4 @@ def test_a_failed_backup_or_another_engine_is_not_restored(sqlite_source, tmp_pa
         backup_restore(
             backup=backup, into_url="postgres://u:s3cret-pw@127.0.0.1:1/shop", overwrite_source=False, actor=SYSTEM
         )
-    assert _restore_events() == ["backup.restore_started", "backup.restore_failed"]
-    assert "s3cret-pw" not in str(AuditEvent.objects.get(action="backup.restore_failed").after)
+    assert _restore_events() == []  # refused before anything was started
