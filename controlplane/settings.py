@@ -136,6 +136,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "waffle",
     "axes",
+    "django_htmx",
     "controlplane",
     "flags",
     "monitoring",
@@ -156,6 +157,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "waffle.middleware.WaffleMiddleware",
     # Last, as django-axes asks: it turns a lockout raised during login into its 429 page.
@@ -333,6 +335,11 @@ CELERY_BEAT_SCHEDULE = {
     "prune-metrics": {
         "task": "monitoring.tasks.prune_metrics",
         "schedule": 24 * 3600.0,
+    },
+    "dashboard-charts": {
+        "task": "monitoring.tasks.refresh_dashboard_charts",
+        "schedule": 60.0,
+        "options": {"expires": 55.0},
     },
     "deployments-reaper": {
         "task": "deployments.tasks.reap",

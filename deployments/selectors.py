@@ -99,3 +99,14 @@ def environments_status() -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def latest_deployments(limit: int = 5) -> list[dict[str, Any]]:
+    """The newest deployments, each with the step it is on while active (the dashboard)."""
+    deployments = list(Deployment.objects.select_related("environment").order_by("-created_at")[:limit])
+    active = [d.pk for d in deployments if d.is_active]
+    current: dict[int, StepRun] = {}
+    if active:
+        for run in StepRun.objects.filter(deployment_id__in=active).order_by("started_at", "id"):
+            current[run.deployment_id] = run  # the latest started one wins
+    return [{"deployment": d, "current_step": current.get(d.pk)} for d in deployments]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flags.evaluation import TargetingKeyMissing, evaluate
 from flags.snapshot import current
@@ -36,3 +37,19 @@ def flag_history(flag_pk: int, limit: int = 50) -> list:
     from controlplane.models import AuditEvent
 
     return list(AuditEvent.objects.filter(object_type="flags.flag", object_id=str(flag_pk))[:limit])
+
+
+def flags_summary(changes: int = 5) -> dict[str, Any]:
+    """How many flags are on for everyone, on for some, off; and the latest changes (the dashboard)."""
+    from controlplane.models import AuditEvent
+
+    counts = {"on": 0, "partial": 0, "off": 0}
+    for flag in current().flags.values():
+        if not flag.enabled or (flag.rollout_percent == 0 and not flag.targeting_keys):
+            counts["off"] += 1
+        elif flag.rollout_percent == 100:
+            counts["on"] += 1
+        else:
+            counts["partial"] += 1
+    latest = list(AuditEvent.objects.filter(object_type="flags.flag").order_by("-time")[:changes])
+    return {"counts": counts, "total": sum(counts.values()), "changes": latest}

@@ -41,3 +41,12 @@ def prune_metrics() -> int:
     deleted = health_metrics_prune(older_than=cutoff)
     logger.info("pruned %s monitoring rows older than %s", deleted, cutoff.isoformat())
     return deleted
+
+
+@shared_task(name="monitoring.tasks.refresh_dashboard_charts", ignore_result=True, soft_time_limit=50, time_limit=55)
+def refresh_dashboard_charts() -> int:
+    """The dashboard's 24 h and 7 d request charts, computed once a minute for every page view."""
+    from monitoring.dashboard import charts_refresh
+
+    charts = charts_refresh()
+    return len(charts["24h"]) + len(charts["7d"])

@@ -1,0 +1,75 @@
+"""The operator's dashboard at ``/``: one page over every app, read through each app's selectors.
+
+It lives in the project package because it shows every app (the apps themselves never import
+``deployments``). Its panels refresh in place every 10 seconds (htmx asks for ``/dashboard/panels``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from backups.selectors import all_readiness
+from controlplane.audit import Actor
+from deployments.selectors import latest_deployments
+from flags.selectors import flags_summary
+from monitoring.alert_models import Alert
+from monitoring.alerting import InvalidAlertSetting, alert_acknowledge
+from monitoring.dashboard import chart_list, health, open_alerts
+from monitoring.models import Heartbeat
+
+REFRESH_SECONDS = 10
+
+
+def _context(request: HttpRequest) -> dict[str, Any]:
+    now = timezone.now()
+    alerts = open_alerts()
+    score, deductions, tiles = health(now, alerts)
+    charts, computed_at = chart_list(now)
+    return {
+        "now": now,
+        "score": score,
+        "score_status": "pass" if score >= 90 else "warn" if score >= 60 else "fail",
+        "deductions": deductions,
+        "tiles": tiles,
+        "charts": charts,
+        "charts_computed_at": computed_at,
+        "alerts": alerts,
+        "deployments": latest_deployments(5),
+        "backups": all_readiness(now=now),
+        "flags": flags_summary(),
+        "heartbeat": Heartbeat.objects.filter(name="celery").first(),
+        "refresh_seconds": REFRESH_SECONDS,
+        "can_ack": request.user.has_perm("monitoring.change_alert"),
+    }
+
+
+def dashboard(request: HttpRequest) -> HttpResponse:
+    return render(request, "dashboard/index.html", _context(request))
+
+
+def panels(request: HttpRequest) -> HttpResponse:
+    """The dashboard's changing part, for the in-place refresh."""
+    return render(request, "dashboard/_panels.html", _context(request))
+
+
+@require_POST
+def acknowledge(request: HttpRequest, alert_id: int) -> HttpResponse:
+    if not request.user.has_perm("monitoring.change_alert"):
+        raise PermissionDenied("acknowledging alerts needs the monitoring.change_alert permission")
+    alert = get_object_or_404(Alert.objects.select_related("rule"), pk=alert_id)
+    try:
+        alert_acknowledge(alert=alert, actor=Actor.for_user(request.user))
+    except InvalidAlertSetting as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Alert {alert.rule.name} acknowledged.")
+    if request.htmx:
+        return panels(request)
+    return redirect("monitoring:dashboard")
