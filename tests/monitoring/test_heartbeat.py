@@ -29,6 +29,6 @@ def test_heartbeat_is_scheduled_every_30_seconds(settings):
 
 
 def test_dashboard_shows_the_last_heartbeat(operator_client):
-    assert b"No heartbeat yet" in operator_client.get("/").content
+    assert b"Background jobs: no heartbeat yet" in operator_client.get("/").content
     heartbeat()
-    assert b"Last heartbeat from a worker" in operator_client.get("/").content
+    assert b"Background jobs: last heartbeat" in operator_client.get("/").content
