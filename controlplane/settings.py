@@ -332,8 +332,8 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(HEALTH_CHECK_INTERVAL_SECONDS),
         "options": {"expires": HEALTH_CHECK_INTERVAL_SECONDS * 0.9},
     },
-    "prune-metrics": {
-        "task": "monitoring.tasks.prune_metrics",
+    "retention": {
+        "task": "controlplane.tasks.prune_old_rows",
         "schedule": 24 * 3600.0,
     },
     "dashboard-charts": {
@@ -398,7 +398,13 @@ except ValueError:
 HEALTH_SLOW_MS = _int("HEALTH_SLOW_MS", 200, minimum=1)
 DISK_FREE_WARN_PERCENT = _int("DISK_FREE_WARN_PERCENT", 15)
 DISK_FREE_FAIL_PERCENT = _int("DISK_FREE_FAIL_PERCENT", 5)
-HEALTH_METRICS_RETENTION_DAYS = _int("HEALTH_METRICS_RETENTION_DAYS", 30, minimum=1)
+# Retention in days of every table that grows (0 keeps everything); beat prunes daily in batches.
+HEALTH_METRICS_RETENTION_DAYS = _int("HEALTH_METRICS_RETENTION_DAYS", 30)
+REQUEST_ROLLUPS_RETENTION_DAYS = _int("REQUEST_ROLLUPS_RETENTION_DAYS", 30)
+DELIVERY_RETENTION_DAYS = _int("DELIVERY_RETENTION_DAYS", 90)
+RESOLVED_ALERT_RETENTION_DAYS = _int("RESOLVED_ALERT_RETENTION_DAYS", 180)
+DEPLOYMENT_LOG_RETENTION_DAYS = _int("DEPLOYMENT_LOG_RETENTION_DAYS", 180)
+AUDIT_RETENTION_DAYS = _int("AUDIT_RETENTION_DAYS", 0)
 # Request metrics: a query this slow (ms) counts as slow; each process adds its sums to the shared
 # per-minute rollups this often (seconds; 0: only when asked, as the tests do).
 SLOW_QUERY_MS = _int("SLOW_QUERY_MS", 100, minimum=1)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.utils import timezone
 
-from monitoring.models import HealthMetric, Heartbeat, RequestRollup
+from monitoring.models import HealthMetric, Heartbeat
 
 if TYPE_CHECKING:
     from monitoring.checks import Result
-
-PRUNE_BATCH = 5000
 
 
 def heartbeat_record(*, name: str, hostname: str) -> Heartbeat:
@@ -41,20 +38,3 @@ def health_metrics_record(*, results: list[Result]) -> list[HealthMetric]:
     ]
     with transaction.atomic():
         return HealthMetric.objects.bulk_create(rows)
-
-
-def _delete_in_batches(queryset, batch: int) -> int:  # type: ignore[no-untyped-def]
-    deleted = 0
-    while True:
-        ids = list(queryset.values_list("pk", flat=True)[:batch])
-        if not ids:
-            return deleted
-        # Short transactions: writers are never blocked for long, and a crash loses no progress.
-        with transaction.atomic():
-            deleted += queryset.model.objects.filter(pk__in=ids).delete()[0]
-
-
-def health_metrics_prune(*, older_than: datetime, batch: int = PRUNE_BATCH) -> int:
-    return _delete_in_batches(HealthMetric.objects.filter(time__lt=older_than), batch) + _delete_in_batches(
-        RequestRollup.objects.filter(minute__lt=older_than), batch
-    )

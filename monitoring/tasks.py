@@ -2,15 +2,12 @@ from __future__ import annotations
 
 import logging
 import socket
-from datetime import timedelta
 
 from celery import shared_task
-from django.conf import settings
-from django.utils import timezone
 
 from monitoring import alert_tasks  # noqa: F401 - registers the alerting tasks with the worker
 from monitoring.alerting import alert_rules_evaluate
-from monitoring.services import health_metrics_prune, health_metrics_record, heartbeat_record
+from monitoring.services import health_metrics_record, heartbeat_record
 
 logger = logging.getLogger(__name__)
 
@@ -32,15 +29,6 @@ def run_scheduled_checks() -> int:
     # Right after the rows it reads are stored; a separate schedule would count a minute twice.
     alert_rules_evaluate()
     return len(rows)
-
-
-@shared_task(name="monitoring.tasks.prune_metrics", ignore_result=True)
-def prune_metrics() -> int:
-    """Daily: delete health metrics and request rollups older than the retention, in batches."""
-    cutoff = timezone.now() - timedelta(days=settings.HEALTH_METRICS_RETENTION_DAYS)
-    deleted = health_metrics_prune(older_than=cutoff)
-    logger.info("pruned %s monitoring rows older than %s", deleted, cutoff.isoformat())
-    return deleted
 
 
 @shared_task(name="monitoring.tasks.refresh_dashboard_charts", ignore_result=True, soft_time_limit=50, time_limit=55)
