@@ -53,9 +53,12 @@ class PipelineAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # deployments keep their own copy of the steps; environments point here
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return ["name"] if obj is not None else []  # saved by name: a rename would save a second pipeline
+
     def save_model(self, request: HttpRequest, obj: Pipeline, form: Any, change: bool) -> None:
         saved = pipeline_save(
-            name=form.cleaned_data["name"],
+            name=obj.name,
             steps=form.cleaned_data["steps"],
             description=form.cleaned_data.get("description", ""),
             actor=Actor.for_user(request.user),
@@ -77,9 +80,12 @@ class EnvironmentAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return ["name"] if obj is not None else []  # saved by name: a rename would save a second environment
+
     def save_model(self, request: HttpRequest, obj: Environment, form: Any, change: bool) -> None:
         saved = environment_save(
-            name=form.cleaned_data["name"],
+            name=obj.name,
             pipeline=form.cleaned_data["pipeline"],
             health_url=form.cleaned_data.get("health_url", ""),
             actor=Actor.for_user(request.user),

@@ -220,6 +220,10 @@ def recovery_run(*, failure_type: str, actor: Actor, dry_run: bool = False) -> D
     if plan is None:
         known = ", ".join(RecoveryPlan.objects.values_list("failure_type", flat=True)) or "none"
         raise InvalidDeployment("type", f"no recovery plan for {failure_type!r} (plans: {known})")
+    try:
+        validate_steps(plan.steps)
+    except InvalidStep as exc:  # the plan's steps are wrong, not the environment's pipeline
+        raise InvalidDeployment(f"recovery plan {plan.failure_type}: {exc.field}", exc.message) from None
     last = (
         Deployment.objects.filter(environment=plan.environment, status=DeploymentStatus.SUCCEEDED)
         .order_by("-finished_at")
@@ -306,6 +310,7 @@ def reap(*, now: Any = None) -> dict[str, list[int]]:
                 continue
             log(deployment, "no worker picked it up in time: cancelled", level=LogLevel.ERROR)
             audit_record(actor=Actor.system("deployment reaper"), action="deployment.cancel", obj=deployment)
+            notify_soon(deployment)  # as an operator's cancel does: nobody may be watching the page
         summary["cancelled"].append(deployment.pk)
     return summary
 

@@ -310,7 +310,9 @@ def _run_command(argv: list[str], step: dict[str, Any], ctx: Context, timeout: f
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: timeout and cancel kill all of it
         )
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
+        if cwd is not None and exc.filename == cwd:  # Popen names the missing directory, not the command
+            raise StepFailed(f"cannot start {args[0]}: no directory {cwd}") from None
         raise StepFailed(f"command not found: {args[0]}") from None
     except (PermissionError, NotADirectoryError, OSError) as exc:
         raise StepFailed(f"cannot start {args[0]}: {exc.strerror or exc}") from None
