@@ -59,3 +59,21 @@ def wait_for(deployment: Deployment, *, statuses=FINISHED, timeout: float = 60) 
             return deployment
         time.sleep(0.1)
     raise AssertionError(f"deployment #{deployment.pk} still {deployment.status} after {timeout} s")
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any live process is in process group ``pgid``. Zombies do not count: where PID 1 is not
+    an init that reaps orphans, a killed orphan stays a zombie, yet nothing of it runs."""
+    import os
+
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115, PTH123
+        except OSError:
+            continue
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp == pgid and state != "Z":
+            return True
+    return False
