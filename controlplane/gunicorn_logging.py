@@ -1,0 +1,35 @@
+"""gunicorn's access log as one JSON object per line (``deploy/gunicorn.conf.py`` selects it)."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+from typing import Any
+
+from gunicorn.glogging import Logger
+
+
+class JsonAccessLogger(Logger):
+    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta) -> None:
+        if not (self.cfg.accesslog or self.cfg.logconfig or self.cfg.logconfig_dict or self.cfg.syslog):
+            return
+        headers = dict(resp.headers) if isinstance(resp.headers, list) else {}
+        line = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "level": "INFO",
+            "logger": "gunicorn.access",
+            "remote_addr": environ.get("REMOTE_ADDR", ""),
+            "forwarded_for": environ.get("HTTP_X_FORWARDED_FOR", ""),
+            "method": environ.get("REQUEST_METHOD", ""),
+            "path": environ.get("PATH_INFO", ""),
+            "status": getattr(resp, "status_code", None) or str(resp.status).split(" ", 1)[0],
+            "bytes": getattr(resp, "sent", None),
+            "duration_ms": round(request_time.total_seconds() * 1000, 3),
+            "request_id": headers.get("X-Request-ID", ""),
+            "user_agent": environ.get("HTTP_USER_AGENT", "")[:300],
+        }
+        try:
+            self.access_log.info(json.dumps(line, separators=(",", ":")))
+        except Exception:  # noqa: BLE001 - a log line never breaks a response
+            self.error("could not write the access log line")
