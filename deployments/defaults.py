@@ -24,6 +24,7 @@ PRODUCT_STEPS: list[dict[str, Any]] = [
         "kind": "migrate",
         "argv": ["alembic", "upgrade", "head"],
         "cwd": "${WINGMANMATCH_BACKEND_DIR}",
+        "env": {"DATABASE_URL": "${WINGMANMATCH_DATABASE_URL}"},
         "timeout": 900,
         "rollback": {
             "name": "revert migration",

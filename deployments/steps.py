@@ -38,6 +38,7 @@ DEFAULT_TIMEOUT = {
 }
 MIGRATE_ARGV = ["alembic", "upgrade", "head"]  # the product's backend (FastAPI, PostgreSQL) migrates with Alembic
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+BASE_ENVIRONMENT = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
 _SECRET_REF = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,99}$")
 
@@ -298,7 +299,10 @@ def describe(step: dict[str, Any], ctx: Context) -> str:
 
 def _run_command(argv: list[str], step: dict[str, Any], ctx: Context, timeout: float) -> int:
     args = [ctx.expand(arg) for arg in argv]
-    env = {**os.environ, **{k: ctx.expand(v) for k, v in step.get("env", {}).items()}}
+    # Not the worker's environment (it holds the control plane's own secrets): the basics, plus what
+    # the step names, with ${SECRET} values expanded from DEPLOY_SECRETS.
+    env = {name: os.environ[name] for name in BASE_ENVIRONMENT if name in os.environ}
+    env.update({k: ctx.expand(v) for k, v in step.get("env", {}).items()})
     cwd = ctx.expand(step["cwd"]) if step.get("cwd") else None
     try:
         process = subprocess.Popen(  # noqa: S603 - an argv list, never a shell
