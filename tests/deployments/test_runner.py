@@ -56,6 +56,7 @@ def test_secret_values_never_reach_the_output_the_error_or_the_log(environment, 
             cmd(
                 "print it",
                 f"import os; print('the key is', os.environ[{SECRET!r}], flush=True)",
+                env={SECRET: "${" + SECRET + "}"},  # a step gets a secret only by naming it
                 rollback=cmd("undo", "import sys; print('undoing', sys.argv[1])"),
             ),
             {"name": "broken tool", "kind": "command", "argv": ["/nonexistent/${" + SECRET + "}/deploy"]},
