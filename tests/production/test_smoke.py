@@ -54,8 +54,10 @@ def blocks(name: str) -> list[str]:
 
 
 def unit_command(unit: str) -> str:
+    """The unit's ExecStart, with its Environment= lines exported first."""
     text = (BASE_DIR / "deploy" / "systemd" / f"controlplane-{unit}.service").read_text()
-    return re.search(r"^ExecStart=(.+)$", text, re.M).group(1)
+    exports = "".join(f"export {value}; " for value in re.findall(r"^Environment=(\S+)$", text, re.M))
+    return exports + "exec " + re.search(r"^ExecStart=(.+)$", text, re.M).group(1)
 
 
 def free_port() -> int:
@@ -130,7 +132,7 @@ class Machine:
         log = self.tmp / f"{unit}.log"
         command = self.shell(unit_command(unit)).replace("%H", socket.gethostname())
         process = subprocess.Popen(
-            ["bash", "-c", f"set -a; . {self.env_file}; set +a; exec {command}"],
+            ["bash", "-c", f"set -a; . {self.env_file}; set +a; {command}"],
             cwd=BASE_DIR,
             env=self.environ(),
             stdout=log.open("w"),
@@ -221,8 +223,8 @@ def test_the_guide_brings_up_a_working_production_control_plane(machine, tmp_pat
     worker = machine.start("worker")
     beat = machine.start("beat")
     wait_until(lambda: machine.request("/health/ready", proxy=False).status == 200, 60, "/health/ready 200", web)
-    access = web.read_text()
-    assert '"logger":"gunicorn.access"' in access  # the access log is JSON lines
+    # The access log is JSON lines (gunicorn writes the line once the response has gone out).
+    wait_until(lambda: '"logger":"gunicorn.access"' in web.read_text(), 10, "no JSON access log line", web)
 
     # Plain HTTP without the proxy's header is sent to HTTPS; with it, the login page is served.
     assert machine.request("/accounts/login/", proxy=False, headers={"Host": HOST}).status == 301
