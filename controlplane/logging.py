@@ -16,12 +16,24 @@ from controlplane.redaction import redact_text
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "request_id"}
 
 
+_second: list = [None, ""]  # the last whole second formatted, and its text
+
+
+def _timestamp(created: float) -> str:
+    """ISO 8601 in UTC with milliseconds; the date and time part is formatted once per second."""
+    second, micro = divmod(round(created * 1_000_000), 1_000_000)  # rounded as datetime rounds
+    if _second[0] != second:
+        _second[1] = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second[0] = second
+    return f"{_second[1]}.{micro // 1000:03d}+00:00"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request_id, then the record's extras."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": _timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

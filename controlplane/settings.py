@@ -449,6 +449,10 @@ import logging as _logging  # noqa: E402 - the flags below belong with the loggi
 # Every request logs a line: skip collecting what our lines never show (documented logging flags).
 _logging.logThreads = False
 _logging.logMultiprocessing = False
+_logging.logProcesses = False
+# No caller lookup (file, line, function) per record: no line of ours shows it, and it walks the stack
+# (the logging HOWTO's "Optimization" section lists this switch).
+_logging._srcfile = None
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:

@@ -126,3 +126,17 @@ def test_production_sets_https_hsts_and_secure_cookies(tmp_path):
         timeout=60,
     )
     assert result.stdout.split() == ["True", "True", "True", "31536000", "True"], result.stderr
+
+
+def test_json_log_times_match_isoformat_to_the_millisecond():
+    import random
+    from datetime import UTC, datetime
+
+    from controlplane.logging import _timestamp
+
+    for created in [1_700_000_000.0, 1_700_000_000.5, 1_764_430_000.123] + [
+        random.uniform(1e9, 2e9) for _ in range(500)
+    ]:
+        expected = datetime.fromtimestamp(created, UTC)
+        got = datetime.fromisoformat(_timestamp(created))
+        assert abs((got - expected).total_seconds()) < 0.0011, (created, got, expected)
