@@ -93,12 +93,13 @@ def readiness(target: BackupTarget, *, now: datetime | None = None) -> Readiness
     age = (now - latest.started_at).total_seconds() / 3600 if latest else None
     rpo_met = age is not None and age <= target.rpo_hours
     days_covered = {started.date() for _, started in verified}
+    first_pending = latest is None and target.created_at > now - timedelta(hours=target.rpo_hours)
     missing = []
     for offset in range(target.recovery_window_days):
         day = window_start + timedelta(days=offset)
         if day in days_covered or day < target.created_at.date():
             continue  # a day before the target existed cannot have been backed up
-        if day == now.date() and rpo_met:
+        if day == now.date() and (rpo_met or first_pending):
             continue  # today's backup may not be due yet; the RPO says whether that is fine
         missing.append(day)
     restore_ms = (
