@@ -11,7 +11,7 @@ from django.http import HttpRequest
 from backups.engines import BackupError
 from backups.models import Backup, BackupStatus, BackupTarget, Verification
 from backups.services import TARGET_FIELDS, backup_request, target_create, target_update, verification_request
-from controlplane.admin import ReadOnlyAdminMixin
+from controlplane.admin import ReadOnlyAdminMixin, ReadOnlyInlineMixin
 from controlplane.audit import Actor
 
 
@@ -56,18 +56,10 @@ class BackupTargetAdmin(admin.ModelAdmin):
             self.message_user(request, f"{queued} verification(s) queued.", messages.SUCCESS)
 
 
-class VerificationInline(admin.TabularInline):
+class VerificationInline(ReadOnlyInlineMixin, admin.TabularInline):
     model = Verification
     fields = ["status", "started_at", "duration_ms", "restore_ms", "failed_check", "error", "scratch_dropped"]
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Backup)

@@ -32,6 +32,19 @@ class ReadOnlyAdminMixin:
         return False
 
 
+class ReadOnlyInlineMixin:
+    """Rows shown under their parent (verifications, step runs, deliveries): never added or edited there."""
+
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 class AuditedAdminMixin:
     """Records an audit event, with before and after, for each save and delete made in admin.
 

@@ -27,6 +27,11 @@ from monitoring.models import Heartbeat
 REFRESH_SECONDS = 10
 
 
+def _is_htmx(request: HttpRequest) -> bool:
+    # Read where it is needed rather than by a middleware on every request.
+    return request.headers.get("HX-Request") == "true"
+
+
 def _context(request: HttpRequest) -> dict[str, Any]:
     now = timezone.now()
     alerts = open_alerts()
@@ -47,6 +52,7 @@ def _context(request: HttpRequest) -> dict[str, Any]:
         "heartbeat": Heartbeat.objects.filter(name="celery").first(),
         "refresh_seconds": REFRESH_SECONDS,
         "can_ack": request.user.has_perm("monitoring.change_alert"),
+        "htmx": _is_htmx(request),
     }
 
 
@@ -70,6 +76,6 @@ def acknowledge(request: HttpRequest, alert_id: int) -> HttpResponse:
         messages.error(request, exc.message)
     else:
         messages.success(request, f"Alert {alert.rule.name} acknowledged.")
-    if request.htmx:
+    if _is_htmx(request):
         return panels(request)
     return redirect("monitoring:dashboard")

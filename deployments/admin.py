@@ -10,7 +10,7 @@ from django.contrib.admin.helpers import ActionForm
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from controlplane.admin import AuditedAdminMixin, ReadOnlyAdminMixin
+from controlplane.admin import AuditedAdminMixin, ReadOnlyAdminMixin, ReadOnlyInlineMixin
 from controlplane.audit import Actor
 from deployments.models import Deployment, Environment, LogLine, Pipeline, RecoveryPlan, StepRun
 from deployments.services import (
@@ -116,18 +116,10 @@ class EnvironmentAdmin(admin.ModelAdmin):
         self._each(request, queryset, lambda env: rollback_to_previous(environment=env.name, actor=actor))
 
 
-class StepRunInline(admin.TabularInline):
+class StepRunInline(ReadOnlyInlineMixin, admin.TabularInline):
     model = StepRun
     fields = ["phase", "index", "name", "kind", "status", "started_at", "finished_at", "exit_code", "error"]
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Deployment)

@@ -63,44 +63,38 @@ def log(deployment: Deployment | int, message: str, *, level: str = LogLevel.INF
 # --- Pipelines and environments ------------------------------------------------------------------
 
 
+def _save_by_name(model: Any, *, name: str, values: dict[str, Any], actor: Actor) -> Any:
+    """Create or update the row of ``model`` named ``name`` with ``values``, checked and audited."""
+    label = model._meta.model_name
+    with transaction.atomic():
+        row = model.objects.select_for_update().filter(name=name).first()
+        before = snapshot(row) if row else None
+        row = row or model(name=name)
+        for field, value in values.items():
+            setattr(row, field, value)
+        row.full_clean(exclude=["steps"])  # steps are checked against their own schema
+        row.save()
+        audit_record(
+            actor=actor,
+            action=f"{label}.update" if before else f"{label}.create",
+            obj=row,
+            before=before,
+            after=snapshot(row),
+        )
+    return row
+
+
 def pipeline_save(*, name: str, steps: Any, description: str = "", actor: Actor) -> Pipeline:
     """Create or replace a pipeline; the steps are checked against the schema first."""
     try:
         validate_steps(steps)
     except InvalidStep as exc:
         raise InvalidDeployment(exc.field, exc.message) from None
-    with transaction.atomic():
-        pipeline = Pipeline.objects.select_for_update().filter(name=name).first()
-        before = snapshot(pipeline) if pipeline else None
-        pipeline = pipeline or Pipeline(name=name)
-        pipeline.steps, pipeline.description = steps, description
-        pipeline.save()
-        audit_record(
-            actor=actor,
-            action="pipeline.update" if before else "pipeline.create",
-            obj=pipeline,
-            before=before,
-            after=snapshot(pipeline),
-        )
-    return pipeline
+    return _save_by_name(Pipeline, name=name, values={"steps": steps, "description": description}, actor=actor)
 
 
 def environment_save(*, name: str, pipeline: Pipeline, health_url: str = "", actor: Actor) -> Environment:
-    with transaction.atomic():
-        environment = Environment.objects.select_for_update().filter(name=name).first()
-        before = snapshot(environment) if environment else None
-        environment = environment or Environment(name=name)
-        environment.pipeline, environment.health_url = pipeline, health_url
-        environment.full_clean()
-        environment.save()
-        audit_record(
-            actor=actor,
-            action="environment.update" if before else "environment.create",
-            obj=environment,
-            before=before,
-            after=snapshot(environment),
-        )
-    return environment
+    return _save_by_name(Environment, name=name, values={"pipeline": pipeline, "health_url": health_url}, actor=actor)
 
 
 # --- Requests ------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from controlplane.admin import ReadOnlyAdminMixin
+from controlplane.admin import ReadOnlyAdminMixin, ReadOnlyInlineMixin
 from controlplane.audit import Actor
 from monitoring.alert_models import (
     Alert,
@@ -174,19 +174,11 @@ class AlertRuleAdmin(admin.ModelAdmin):
             self.delete_model(request, rule)
 
 
-class DeliveryInline(admin.TabularInline):
+class DeliveryInline(ReadOnlyInlineMixin, admin.TabularInline):
     model = Delivery
     fields = ["created_at", "event", "channel", "status", "attempts", "response_status", "last_error"]
     readonly_fields = fields
-    extra = 0
-    can_delete = False
     show_change_link = True
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Alert)
