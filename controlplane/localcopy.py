@@ -92,6 +92,7 @@ class LocalCopy(Generic[T]):
     def forget(self) -> None:
         with self._lock:
             self._data, self._version, self._checked_at = None, None, float("-inf")
+            self._fault_logged_at = float("-inf")
 
 
 def _new_version() -> str:

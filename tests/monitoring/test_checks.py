@@ -112,6 +112,27 @@ def test_endpoints_operators_add_are_checked(http_sink, settings):
     assert results["backups"].status == WARN
 
 
+@pytest.mark.django_db
+def test_enhanced_monitoring_flag_gates_the_extra_checks(django_capture_on_commit_callbacks):
+    from controlplane.audit import Actor
+    from flags.services import flag_create, flag_update
+
+    MonitoredEndpoint.objects.create(name="api", url="http://127.0.0.1:1/", timeout_ms=200)
+    extra = {"sentry", "alert-channels", "endpoint:api"}
+    # No such flag yet: the extra checks run (the default is on).
+    assert extra <= {c.component for c in registered_checks(COMPREHENSIVE)}
+    with django_capture_on_commit_callbacks(execute=True):
+        flag_create(data={"name": "enhanced_monitoring", "enabled": False}, actor=Actor.system("tests"))
+    names = {c.component for c in registered_checks(COMPREHENSIVE)}
+    assert not extra & names
+    assert {"database", "cache", "broker", "disk"} <= names
+    with django_capture_on_commit_callbacks(execute=True):
+        flag_update(
+            name="enhanced_monitoring", changes={"enabled": True, "rollout_percent": 100}, actor=Actor.system("tests")
+        )
+    assert extra <= {c.component for c in registered_checks(COMPREHENSIVE)}
+
+
 def test_concurrent_cache_probes_do_not_trip_each_other():
     """Probes from several workers at once (threads here) each read back their own value."""
     import threading
