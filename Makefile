@@ -1,5 +1,7 @@
 # The two commands a new user needs: `make run` and `make test`.
-PYTHON ?= python3
+# Python 3.11 (what the control plane is built and tested on) where the machine has it by that name.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || echo python3)
+PYTHON_CHECK = import sys; sys.exit(None if sys.version_info >= (3, 11) else 'controlplane needs Python 3.11 or newer; $(PYTHON) is ' + sys.version.split()[0] + ' (set PYTHON=...)')
 VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
@@ -9,12 +11,12 @@ export PORT
 
 # The venv is (re)built when a requirements file changes; a second `make run` reuses it and var/.
 $(BIN)/.installed-runtime: requirements.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || { $(PYTHON) -c "$(PYTHON_CHECK)" && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
 $(BIN)/.installed-dev: requirements.txt requirements-dev.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || { $(PYTHON) -c "$(PYTHON_CHECK)" && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(BIN)/.installed-runtime $@
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import secrets
 import warnings
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import environ
 
@@ -24,10 +25,28 @@ def config_error(variable: str, problem: str) -> SystemExit:
     return SystemExit(f"controlplane: configuration error: {variable}: {problem}")
 
 
-env = environ.Env()
+class _SetValues(Mapping):
+    """The process environment without its empty values: ``NAME=`` (as .env.example lists every
+    variable) means the same as not setting NAME, its default."""
+
+    def __getitem__(self, key: str) -> str:
+        value = os.environ[key]
+        if not value.strip():
+            raise KeyError(key)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return (key for key, value in os.environ.items() if value.strip())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 _env_file = BASE_DIR / ".env"
 if _env_file.is_file():
     environ.Env.read_env(_env_file)
+env = environ.Env()
+env.ENVIRON = _SetValues()
 
 
 def _bool(name: str, default: bool) -> bool:
@@ -182,6 +201,17 @@ TEMPLATES = [
     },
 ]
 
+
+def _url_parts(name: str, value: str) -> SplitResult:
+    """The parts of a URL setting; a malformed one (a bad port, an unclosed [) stops with one line."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError as exc:
+        raise config_error(name, f"not a URL ({exc})") from None
+    return parts
+
+
 # --- Database -------------------------------------------------------------------------------------
 
 _SUPPORTED_DB_ENGINES = {"django.db.backends.postgresql", "django.db.backends.sqlite3"}
@@ -200,6 +230,11 @@ if _database_url:
         )
     if not _db.get("NAME"):
         raise config_error("DATABASE_URL", "names no database (the path after the host)")
+    if _db["ENGINE"] == "django.db.backends.sqlite3" and _db["NAME"] == ":memory:":
+        raise config_error(
+            "DATABASE_URL",
+            "an in-memory SQLite database is not shared by web, worker and beat: give a file, sqlite:////path/db.sqlite3",
+        )
 else:
     _db = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(VAR_DIR / "controlplane.sqlite3")}
 
@@ -225,7 +260,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env.str("REDIS_URL", default="")
 CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="cp")
 if REDIS_URL:
-    if urlsplit(REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
+    if _url_parts("REDIS_URL", REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
         raise config_error("REDIS_URL", "must start with redis://, rediss:// or unix://")
     CACHES = {
         "default": {
@@ -253,7 +288,7 @@ else:
 
 _SUPPORTED_BROKERS = {"filesystem", "redis", "rediss", "amqp", "amqps", "pyamqp"}
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost//")
-_broker_scheme = urlsplit(CELERY_BROKER_URL).scheme
+_broker_scheme = _url_parts("CELERY_BROKER_URL", CELERY_BROKER_URL).scheme
 if _broker_scheme not in _SUPPORTED_BROKERS:
     raise config_error(
         "CELERY_BROKER_URL", "must be filesystem://, redis://host:6379/N or amqp://user:password@host:5672//"
@@ -294,7 +329,9 @@ BACKUP_TMP_DIR = Path(env.str("BACKUP_TMP_DIR", default=str(BACKUP_DIR / ".parti
 if not BACKUP_TMP_DIR.is_absolute():
     BACKUP_TMP_DIR = BASE_DIR / BACKUP_TMP_DIR
 BACKUP_SCRATCH_DATABASE_URL = env.str("BACKUP_SCRATCH_DATABASE_URL", default="")
-if BACKUP_SCRATCH_DATABASE_URL and urlsplit(BACKUP_SCRATCH_DATABASE_URL).scheme not in {"postgres", "postgresql"}:
+if BACKUP_SCRATCH_DATABASE_URL and _url_parts(
+    "BACKUP_SCRATCH_DATABASE_URL", BACKUP_SCRATCH_DATABASE_URL
+).scheme not in {"postgres", "postgresql"}:
     raise config_error("BACKUP_SCRATCH_DATABASE_URL", "must start with postgres:// (a server to verify backups on)")
 BACKUP_TIMEOUT_SECONDS = _int("BACKUP_TIMEOUT_SECONDS", 3 * 3600, minimum=10)
 BACKUP_SCHEDULER_INTERVAL_SECONDS = _int("BACKUP_SCHEDULER_INTERVAL_SECONDS", 300, minimum=10)
@@ -500,7 +537,7 @@ except ValueError:
 if not 0 <= SENTRY_TRACES_SAMPLE_RATE <= 1:
     raise config_error("SENTRY_TRACES_SAMPLE_RATE", "expected a number from 0 to 1")
 if SENTRY_DSN:
-    _dsn = urlsplit(SENTRY_DSN)
+    _dsn = _url_parts("SENTRY_DSN", SENTRY_DSN)
     if _dsn.scheme not in {"http", "https"} or not _dsn.username or not _dsn.hostname:
         raise config_error("SENTRY_DSN", "expected https://<key>@<host>/<project>")
     from controlplane.sentry import init_sentry

@@ -5,6 +5,8 @@ Every value can be moved by the environment the service gets (see .env.productio
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 bind = f"{os.environ.get('BIND_ADDRESS', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
@@ -23,6 +25,27 @@ errorlog = "-"
 # /metrics sums every worker: prometheus-client keeps per-process files in this directory.
 _var = Path(os.environ.get("CONTROLPLANE_VAR_DIR", "var")).resolve()
 prometheus_dir = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_var / "prometheus"))
+
+
+def _check_settings() -> None:
+    """Settings refused (production on insecure values, a malformed URL): stop here with their one
+    line, before any worker starts. Loaded in a child process so the master imports no Django."""
+    environment = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "controlplane.settings"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", "from django.conf import settings; settings.INSTALLED_APPS"],
+        env=environment,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        sys.exit(lines[-1] if lines else f"controlplane: settings failed to load (exit {result.returncode})")
+
+
+_check_settings()  # as gunicorn reads this file, before it starts anything
 
 
 def on_starting(server):  # noqa: ANN001, ANN201 - gunicorn's hook signature

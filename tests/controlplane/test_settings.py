@@ -37,6 +37,12 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], variable: st
         ({"DEBUG": "maybe"}, "DEBUG"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
         ({"DATABASE_CONN_MAX_AGE": "forever", "DATABASE_URL": "postgres://u@h/db"}, "DATABASE_CONN_MAX_AGE"),
+        ({"DATABASE_URL": "sqlite://"}, "DATABASE_URL"),  # in memory: not shared by web, worker and beat
+        ({"REDIS_URL": "redis://[bad"}, "REDIS_URL"),
+        ({"CELERY_BROKER_URL": "redis://[bad"}, "CELERY_BROKER_URL"),
+        ({"CELERY_BROKER_URL": "amqp://guest@127.0.0.1:port//"}, "CELERY_BROKER_URL"),
+        ({"SENTRY_DSN": "https://key@[bad/1"}, "SENTRY_DSN"),
+        ({"BACKUP_SCRATCH_DATABASE_URL": "postgres://[bad/x"}, "BACKUP_SCRATCH_DATABASE_URL"),
     ],
 )
 def test_bad_value_stops_with_one_line_naming_the_variable(env, variable):
@@ -58,6 +64,32 @@ PRODUCTION = {"DJANGO_ENV": "production", "SECRET_KEY": GOOD_KEY, "ALLOWED_HOSTS
 )
 def test_production_refuses_insecure_settings(override, variable):
     assert_one_line_error(run("check", **{**PRODUCTION, **override}), variable)
+
+
+@pytest.mark.parametrize("config", [[], ["-c", "deploy/gunicorn.conf.py"]], ids=["procfile", "systemd"])
+def test_gunicorn_started_on_insecure_settings_stops_instead_of_restarting_workers(config, tmp_path):
+    """The web process alone (as on its own machines): it exits with the one line, not a restart loop."""
+    import sys
+
+    from tests.conftest import BASE_DIR
+
+    env = subprocess_env(**{**PRODUCTION, "SECRET_KEY": None, "CONTROLPLANE_VAR_DIR": str(tmp_path), **EMBEDDED})
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        *config,
+        "controlplane.wsgi",
+        "--bind",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+    ]
+    result = subprocess.run(command, env=env, cwd=BASE_DIR, capture_output=True, text=True, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "configuration error: SECRET_KEY" in output
+    if config:  # the production configuration checks the settings before starting any worker
+        assert_one_line_error(result, "SECRET_KEY")
 
 
 def test_production_starts_on_secure_settings():
