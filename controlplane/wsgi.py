@@ -14,5 +14,6 @@ except SystemExit as exc:
         raise
     # A configuration error (one line naming the variable). Exit status 3 is what gunicorn reads as
     # "the worker cannot boot": it stops, instead of starting new workers that fail the same way.
-    print(exc.code, file=sys.stderr, flush=True)
+    sys.stderr.write(f"{exc.code}\n")
+    sys.stderr.flush()
     raise SystemExit(3) from None
