@@ -6,9 +6,9 @@ line, and this one formats it in about 3 µs against that library's 15 µs (benc
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime
+from json.encoder import JSONEncoder
 
 from controlplane.redaction import redact_text
 
@@ -16,6 +16,8 @@ from controlplane.redaction import redact_text
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "request_id"}
 
 
+# One encoder for every line (json.dumps with ``default`` builds a new one per call).
+_encode = JSONEncoder(default=str).encode
 _second: list = [None, ""]  # the last whole second formatted, and its text
 
 
@@ -32,19 +34,20 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request_id, then the record's extras."""
 
     def format(self, record: logging.LogRecord) -> str:
+        fields = record.__dict__
         entry = {
             "time": _timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
-            "request_id": getattr(record, "request_id", ""),
+            "request_id": fields.get("request_id", ""),
         }
-        for key, value in record.__dict__.items():
+        for key in fields:
             if key not in _STANDARD:
-                entry[key] = value
+                entry[key] = fields[key]
         if record.exc_info:
             entry["exc_info"] = self.formatException(record.exc_info)
-        return redact_text(json.dumps(entry, default=str))
+        return redact_text(_encode(entry))
 
 
 class TextFormatter(logging.Formatter):

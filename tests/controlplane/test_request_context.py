@@ -140,3 +140,28 @@ def test_json_log_times_match_isoformat_to_the_millisecond():
         expected = datetime.fromtimestamp(created, UTC)
         got = datetime.fromisoformat(_timestamp(created))
         assert abs((got - expected).total_seconds()) < 0.0011, (created, got, expected)
+
+
+def test_the_request_record_is_the_record_logger_info_would_make():
+    """The middleware builds its record directly (cheaper per request): same attributes and output."""
+    import json
+
+    from controlplane.context import _request_record, request_logger
+    from controlplane.logging import JsonFormatter, TextFormatter
+
+    values = {"user": "admin", "method": "GET", "path": "/x", "status": 200, "duration_ms": 1.5}
+    ours = _request_record(("GET", "/x", 200), **values)
+    made = request_logger.makeRecord(
+        request_logger.name, logging.INFO, "(unknown file)", 0, "%s %s %s", ("GET", "/x", 200), None, extra=values
+    )
+    assert ours.__dict__.keys() == made.__dict__.keys()
+    for record in (ours, made):
+        record.request_id = "r1"
+    json_lines = [json.loads(JsonFormatter().format(r)) for r in (ours, made)]
+    for line in json_lines:
+        del line["time"]
+    assert json_lines[0] == json_lines[1]
+    assert json_lines[0]["message"] == "GET /x 200" and json_lines[0]["status"] == 200
+    text = [TextFormatter().format(r).split(" ", 2)[2] for r in (ours, made)]  # after the time
+    assert text[0] == text[1]
+    assert abs(ours.created - made.created) < 5 and 0 <= ours.msecs < 1000
