@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db import IntegrityError, close_old_connections, connections, transaction
+from django.db.backends.signals import connection_created
 from django.db.models import F
 from django.http import HttpRequest, HttpResponse
 
@@ -134,23 +135,35 @@ def _start_flusher() -> None:
         atexit.register(flush)
 
 
-class _QueryTimer:
-    __slots__ = ("slow_ms", "slow", "total_ms")
+class _DatabaseTime(threading.local):
+    """Time spent in queries by this thread since it started, and how many were slow. A request reads
+    it before and after, so nothing is installed or removed per request."""
 
-    def __init__(self, slow_ms: float) -> None:
-        self.total_ms = 0.0
-        self.slow = 0
-        self.slow_ms = slow_ms
+    total_ms = 0.0
+    slow = 0
 
-    def __call__(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return execute(sql, params, many, context)
-        finally:
-            elapsed = (time.perf_counter() - start) * 1000
-            self.total_ms += elapsed
-            if elapsed >= self.slow_ms:
-                self.slow += 1
+
+_database_time = _DatabaseTime()
+
+
+def _time_query(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
+    start = time.perf_counter()
+    try:
+        return execute(sql, params, many, context)
+    finally:
+        elapsed = (time.perf_counter() - start) * 1000
+        _database_time.total_ms += elapsed
+        if elapsed >= settings.SLOW_QUERY_MS:
+            _database_time.slow += 1
+
+
+def _install_query_timer(connection: Any, **_: Any) -> None:
+    """Once per connection object (each thread has its own; they outlive reconnections)."""
+    if _time_query not in connection.execute_wrappers:
+        connection.execute_wrappers.insert(0, _time_query)
+
+
+_STATUS_CLASS = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 
 
 class RequestMetricsMiddleware:
@@ -158,29 +171,30 @@ class RequestMetricsMiddleware:
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
-        self.slow_ms = settings.SLOW_QUERY_MS
+        # Connections made from now on get the timer as they connect; those already open, now.
+        connection_created.connect(_install_query_timer, weak=False, dispatch_uid="cp-request-metrics-timer")
+        for existing in connections.all(initialized_only=True):
+            _install_query_timer(existing)
         _start_flusher()
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        timer = _QueryTimer(self.slow_ms)
+        database = _database_time
+        db_before, slow_before = database.total_ms, database.slow
         start = time.perf_counter()
-        # What connection.execute_wrapper() does, without the generator-based context manager's cost.
-        wrappers = connection.execute_wrappers
-        wrappers.append(timer)
-        try:
-            response = self.get_response(request)
-        finally:
-            wrappers.pop()
+        response = self.get_response(request)
         duration_ms = (time.perf_counter() - start) * 1000
         match = request.resolver_match
-        view = match.view_name if match is not None else "unresolved"
         status = response.status_code
-        status_class = f"{status // 100}xx"
         _record(
-            (int(time.time()) // 60 * 60, view, request.method or "", status_class),
+            (
+                int(time.time()) // 60 * 60,
+                match.view_name if match is not None else "unresolved",
+                request.method or "",
+                _STATUS_CLASS[status // 100] if 0 <= status < 600 else f"{status // 100}xx",
+            ),
             duration_ms,
-            timer.total_ms,
-            timer.slow,
+            database.total_ms - db_before,
+            database.slow - slow_before,
             status >= 500,
         )
         return response

@@ -30,6 +30,19 @@ def test_requests_are_rolled_up_by_view_name_not_path(operator_client):
     assert not any("/flags/" in view for view, _, _ in rows)
 
 
+def test_slow_queries_are_counted_per_request(operator_client, settings):
+    operator_client.get("/flags/")
+    flush()
+    fast = RequestRollup.objects.get(view="flags:list")
+    assert fast.slow_queries == 0 and fast.db_ms_sum > 0
+    RequestRollup.objects.all().delete()
+    settings.SLOW_QUERY_MS = 0  # every query is slow
+    operator_client.get("/flags/")
+    flush()
+    slow = RequestRollup.objects.get(view="flags:list")
+    assert slow.count == 1 and slow.slow_queries >= 1
+
+
 def test_5xx_counts_as_error(client, settings):
     settings.ROOT_URLCONF = "tests.controlplane.urls_faulty"
     from django.test import Client
