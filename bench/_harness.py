@@ -148,3 +148,31 @@ def redis_problem() -> str | None:
     if not reply.startswith(b"+PONG"):
         return f"127.0.0.1:6379 answered {reply[:40]!r} to PING"
     return None
+
+
+def interleaved(
+    urls: dict[str, str], path: str, *, rounds: int, seconds: int, report: bool = True
+) -> dict[str, list[Load]]:
+    """wrk on each server in turn, ``rounds`` times, the order reversed every other round (A B, B A, ...).
+
+    Every server runs for the whole measurement (an idle sync worker costs nothing), so a change in the
+    machine's speed during the run (other tenants, frequency, the page cache) touches each variant alike;
+    compare them pairwise with ``paired_ratio``.
+    """
+    results: dict[str, list[Load]] = {label: [] for label in urls}
+    labels = list(urls)
+    for label in labels:
+        wrk(urls[label] + path, seconds=2)  # warm up
+    for index in range(rounds):
+        for label in labels if index % 2 == 0 else labels[::-1]:
+            results[label].append(wrk(urls[label] + path, seconds=seconds))
+            if report:
+                load = results[label][-1]
+                rate = f"{load.requests_per_second:8,.0f} req/s"
+                print(f"  round {index + 1:2} {label:24} p50 {load.p50_ms:6.2f} ms  {rate}")
+    return results
+
+
+def paired_ratio(a: list[Load], b: list[Load], field: str = "p50_ms") -> float:
+    """The median over rounds of a's figure over b's in the same round."""
+    return statistics.median(getattr(x, field) / getattr(y, field) for x, y in zip(a, b, strict=True))

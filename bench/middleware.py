@@ -1,5 +1,9 @@
 """Cost of the request-id and logging middleware: p50 of a trivial view through gunicorn with and
-without it, measured in the same run (alternating rounds, median of each). Goal: ratio <= 1.03.
+without it, measured in the same run. Goal: ratio <= 1.03.
+
+The servers (2 sync workers each, wrk -t2 -c16 as the peers were measured) all run at once and take
+turns under load, the order reversed every other round; the ratio is the median of the per-round ratios,
+so a change in the machine's speed during the run touches both sides alike.
 
 A third server logs requests with gunicorn's own access log instead (what one gets without this
 middleware and still wants a line per request); its ratio is printed too."""
@@ -9,39 +13,47 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from contextlib import ExitStack
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench._harness import gunicorn, median_load, migrate, wrk  # noqa: E402
+from bench._harness import gunicorn, interleaved, median_load, migrate, paired_ratio  # noqa: E402
 
 MIDDLEWARE = "controlplane.context.RequestContextMiddleware"
+GOAL = 1.03
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=5)
     args = parser.parse_args()
 
     migrate("bench._settings")
-    with_mw, without_mw, access_log = [], [], []
-    for _ in range(args.rounds):
-        for label, results, env, extra in (
-            ("with", with_mw, {"LOG_FORMAT": "json"}, []),
-            ("without", without_mw, {"LOG_FORMAT": "json", "BENCH_WITHOUT": MIDDLEWARE}, []),
-            ("access", access_log, {"LOG_FORMAT": "json", "BENCH_WITHOUT": MIDDLEWARE}, ["--access-logfile", "-"]),
-        ):
-            with gunicorn("bench._settings", env=env, extra_args=extra) as url:
-                wrk(url + "/bench/trivial", seconds=2)  # warm up
-                results.append(wrk(url + "/bench/trivial", seconds=args.seconds))
-                print(f"  {label:8} p50 {results[-1].p50_ms:.2f} ms  {results[-1].requests_per_second:,.0f} req/s")
-    a, b, c = median_load(with_mw), median_load(without_mw), median_load(access_log)
+    variants = {
+        "with": ({"LOG_FORMAT": "json"}, []),
+        "without": ({"LOG_FORMAT": "json", "BENCH_WITHOUT": MIDDLEWARE}, []),
+        "gunicorn access log": ({"LOG_FORMAT": "json", "BENCH_WITHOUT": MIDDLEWARE}, ["--access-logfile", "-"]),
+    }
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    with ExitStack() as servers:
+        urls = {
+            label: servers.enter_context(gunicorn("bench._settings", env=env, extra_args=extra))
+            for label, (env, extra) in variants.items()
+        }
+        loads = interleaved(urls, "/bench/trivial", rounds=args.rounds, seconds=args.seconds)
+    a, b, c = (median_load(loads[label]) for label in variants)
     print(f"trivial view, request-id + logging middleware: p50 {a.p50_ms:.2f} ms, {a.requests_per_second:,.0f} req/s")
     print(f"trivial view, without that middleware:         p50 {b.p50_ms:.2f} ms, {b.requests_per_second:,.0f} req/s")
     print(f"trivial view, gunicorn access log instead:     p50 {c.p50_ms:.2f} ms, {c.requests_per_second:,.0f} req/s")
-    print(f"p50 ratio with/without: {a.p50_ms / b.p50_ms:.3f} (goal <= 1.03)")
-    print(f"p50 ratio with/gunicorn access log: {a.p50_ms / c.p50_ms:.3f}")
-    print(f"throughput ratio with/without: {a.requests_per_second / b.requests_per_second:.3f}")
+    with_, without, access = loads["with"], loads["without"], loads["gunicorn access log"]
+    print(
+        f"p50 ratio with/without: {paired_ratio(with_, without):.3f} (goal <= {GOAL}; "
+        f"median of {args.rounds} per-round ratios; ratio of medians {a.p50_ms / b.p50_ms:.3f})"
+    )
+    print(f"p50 ratio with/gunicorn access log: {paired_ratio(with_, access):.3f}")
+    print(f"throughput ratio with/without: {paired_ratio(with_, without, 'requests_per_second'):.3f}")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
