@@ -31,6 +31,8 @@ class Load:
     requests_per_second: float
     p50_ms: float
     p99_ms: float
+    requests: int = 0
+    cpu_us_per_request: float | None = None  # the server's workers' CPU time, where measured
 
 
 def free_port() -> int:
@@ -102,6 +104,7 @@ def gunicorn(
         os.unlink(log.name)  # every request logs a line: these files grow to hundreds of MB
 
 
+_REQUESTS = re.compile(r"(\d+) requests in")
 _LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
 _RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
 _UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -117,7 +120,8 @@ def wrk(url: str, *, seconds: int = 10, headers: dict[str, str] | None = None, s
     if "Non-2xx" in output:
         sys.exit(f"bench: {url} answered errors under load:\n{output}")
     latency = {p: float(v) * _UNIT[u] for p, v, u in _LATENCY.findall(output)}
-    return Load(float(_RPS.search(output).group(1)), latency["50"], latency["99"])
+    requests = int(_REQUESTS.search(output).group(1))
+    return Load(float(_RPS.search(output).group(1)), latency["50"], latency["99"], requests)
 
 
 def median_load(loads: list[Load]) -> Load:
@@ -165,7 +169,12 @@ def interleaved(
         wrk(urls[label] + path, seconds=2)  # warm up
     for index in range(rounds):
         for label in labels if index % 2 == 0 else labels[::-1]:
-            results[label].append(wrk(urls[label] + path, seconds=seconds))
+            cpu_before = server_cpu_seconds(urls[label])
+            load = wrk(urls[label] + path, seconds=seconds)
+            if cpu_before is not None and load.requests:
+                cpu_after = server_cpu_seconds(urls[label])
+                load.cpu_us_per_request = (cpu_after - cpu_before) / load.requests * 1e6
+            results[label].append(load)
             if report:
                 load = results[label][-1]
                 rate = f"{load.requests_per_second:8,.0f} req/s"
@@ -176,3 +185,30 @@ def interleaved(
 def paired_ratio(a: list[Load], b: list[Load], field: str = "p50_ms") -> float:
     """The median over rounds of a's figure over b's in the same round."""
     return statistics.median(getattr(x, field) / getattr(y, field) for x, y in zip(a, b, strict=True))
+
+
+def _processes() -> dict[int, tuple[int, float, str]]:
+    """pid -> (parent pid, CPU seconds used, command line) of every process this user can read."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        found[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick, command)
+    return found
+
+
+def server_cpu_seconds(url: str) -> float | None:
+    """CPU time used so far by the workers of the gunicorn serving ``url`` (None without /proc)."""
+    if not Path("/proc/self/stat").exists():
+        return None
+    bind = url.split("//", 1)[1]
+    processes = _processes()
+    masters = {pid for pid, (_, _, command) in processes.items() if "gunicorn" in command and bind in command}
+    return sum(cpu for parent, cpu, _ in processes.values() if parent in masters)

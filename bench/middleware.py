@@ -5,13 +5,16 @@ The servers (2 sync workers each, wrk -t2 -c16 as the peers were measured) all r
 turns under load, the order reversed every other round; the ratio is the median of the per-round ratios,
 so a change in the machine's speed during the run touches both sides alike.
 
-A third server logs requests with gunicorn's own access log instead (what one gets without this
-middleware and still wants a line per request); its ratio is printed too."""
+Two more servers show where the cost lies: one with the middleware but its request line off
+(LOG_LEVEL=WARNING: the request id alone), and one without the middleware that logs requests with
+gunicorn's own access log instead (what one gets without it and still wants a line per request). The
+CPU time the workers spend per request is read from /proc around each run."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 from contextlib import ExitStack
 
@@ -33,6 +36,7 @@ def main() -> None:
     variants = {
         "with": ({"LOG_FORMAT": "json"}, []),
         "without": ({"LOG_FORMAT": "json", "BENCH_WITHOUT": MIDDLEWARE}, []),
+        "with, request line off": ({"LOG_FORMAT": "json", "LOG_LEVEL": "WARNING"}, []),
         "gunicorn access log": ({"LOG_FORMAT": "json", "BENCH_WITHOUT": MIDDLEWARE}, ["--access-logfile", "-"]),
     }
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
@@ -42,16 +46,30 @@ def main() -> None:
             for label, (env, extra) in variants.items()
         }
         loads = interleaved(urls, "/bench/trivial", rounds=args.rounds, seconds=args.seconds)
-    a, b, c = (median_load(loads[label]) for label in variants)
-    print(f"trivial view, request-id + logging middleware: p50 {a.p50_ms:.2f} ms, {a.requests_per_second:,.0f} req/s")
-    print(f"trivial view, without that middleware:         p50 {b.p50_ms:.2f} ms, {b.requests_per_second:,.0f} req/s")
-    print(f"trivial view, gunicorn access log instead:     p50 {c.p50_ms:.2f} ms, {c.requests_per_second:,.0f} req/s")
+    for label in variants:
+        load = median_load(loads[label])
+        cpu = [x.cpu_us_per_request for x in loads[label] if x.cpu_us_per_request is not None]
+        cpu_text = f", workers' CPU {statistics.median(cpu):.1f} us/request" if cpu else ""
+        print(f"trivial view, {label:24} p50 {load.p50_ms:.2f} ms, {load.requests_per_second:,.0f} req/s{cpu_text}")
     with_, without, access = loads["with"], loads["without"], loads["gunicorn access log"]
+    line_off = loads["with, request line off"]
     print(
         f"p50 ratio with/without: {paired_ratio(with_, without):.3f} (goal <= {GOAL}; "
-        f"median of {args.rounds} per-round ratios; ratio of medians {a.p50_ms / b.p50_ms:.3f})"
+        f"median of {args.rounds} per-round ratios)"
     )
+    print(f"p50 ratio with the request line off/without: {paired_ratio(line_off, without):.3f}")
     print(f"p50 ratio with/gunicorn access log: {paired_ratio(with_, access):.3f}")
+    cpu = {label: [x.cpu_us_per_request for x in loads[label]] for label in variants}
+    if all(None not in values for values in cpu.values()):
+
+        def extra(a: str, b: str) -> float:
+            return statistics.median(x - y for x, y in zip(cpu[a], cpu[b], strict=True))
+
+        print(
+            f"workers' CPU per request over 'without': middleware {extra('with', 'without'):+.1f} us, of which the "
+            f"request line {extra('with', 'with, request line off'):+.1f} us; gunicorn's access log line "
+            f"{extra('gunicorn access log', 'without'):+.1f} us"
+        )
     print(f"throughput ratio with/without: {paired_ratio(with_, without, 'requests_per_second'):.3f}")
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 
