@@ -18,8 +18,11 @@ keepalive = 5  # behind nginx, which keeps connections to the upstream open
 max_requests = 10_000  # recycle workers now and then (memory), spread out by the jitter
 max_requests_jitter = 1_000
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")  # the proxy in front
-accesslog = "-"  # stdout, one JSON object per line
-logger_class = "controlplane.gunicorn_logging.JsonAccessLogger"
+# The control plane logs every request it serves (request id, user, status, duration) and nginx logs
+# every request with the client's address; gunicorn's own access line would be a third per request,
+# costing more CPU than the control plane's (bench/middleware.py). GUNICORN_ACCESS_LOG=true turns it on.
+accesslog = "-" if os.environ.get("GUNICORN_ACCESS_LOG", "").strip().lower() in {"1", "true", "yes", "on"} else None
+logger_class = "controlplane.gunicorn_logging.JsonAccessLogger"  # stdout, one JSON object per line
 errorlog = "-"
 
 # /metrics sums every worker: prometheus-client keeps per-process files in this directory.
