@@ -11,7 +11,11 @@ from flags import api as flags_api
 from monitoring import api as monitoring_api
 from monitoring import health, prometheus
 
+# Patterns are tried in order: the ones the product's services call all the time come first (OFREP),
+# and the admin's include, which raises on every path it does not hold, after the API.
 urlpatterns = [
+    path("ofrep/v1/evaluate/flags", flags_api.ofrep_evaluate_flags, name="ofrep-evaluate-flags"),
+    path("ofrep/v1/evaluate/flags/<str:key>", flags_api.ofrep_evaluate_flag, name="ofrep-evaluate-flag"),
     path("health/live", health.live, name="health-live"),
     path("health/ready", health.ready, name="health-ready"),
     path("api/deployment/health/enhanced", health.enhanced, name="api-health-enhanced"),
@@ -31,13 +35,11 @@ urlpatterns = [
     path("metrics", prometheus.metrics, name="metrics"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("admin/", admin.site.urls),
     path("api/deployment/config/production", api_views.config_production, name="api-config-production"),
     path("api/deployment/features", flags_api.features, name="api-features"),
     path("api/deployment/features/<str:flag>/toggle", flags_api.feature_toggle, name="api-feature-toggle"),
     path("api/deployment/features/<str:user_id>", flags_api.features_for_user, name="api-features-for-user"),
-    path("ofrep/v1/evaluate/flags", flags_api.ofrep_evaluate_flags, name="ofrep-evaluate-flags"),
-    path("ofrep/v1/evaluate/flags/<str:key>", flags_api.ofrep_evaluate_flag, name="ofrep-evaluate-flag"),
+    path("admin/", admin.site.urls),
     path("flags/", include("flags.urls")),
     path("deployments/", include("deployments.urls")),
     path("backups/", include("backups.urls")),

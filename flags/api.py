@@ -14,7 +14,7 @@ from controlplane.models import Scope
 from flags.evaluation import CompiledFlag, TargetingKeyMissing, evaluate, on_for, variant
 from flags.models import Flag
 from flags.services import MAX_TARGETING_KEY, FlagNotFound, InvalidFlagDefinition, clean_fields, flag_toggle
-from flags.snapshot import current
+from flags.snapshot import Snapshot, current
 
 # --- OFREP ----------------------------------------------------------------------------------------
 
@@ -54,16 +54,50 @@ def _targeting_key(request: HttpRequest) -> str | None:
     return key
 
 
-def _result(flag: CompiledFlag, key: str | None) -> dict[str, Any]:
+_KEY_MISSING = "TARGETING_KEY_MISSING"
+
+
+def _outcome(flag: CompiledFlag, key: str | None) -> tuple[bool | None, str]:
+    """(value, reason), or (None, TARGETING_KEY_MISSING)."""
     try:
-        value, reason = evaluate(flag, key)
+        return evaluate(flag, key)
     except TargetingKeyMissing:
+        return None, _KEY_MISSING
+
+
+def _result_of(name: str, value: bool | None, reason: str) -> dict[str, Any]:
+    if reason == _KEY_MISSING:
         return {
-            "key": flag.name,
-            "errorCode": "TARGETING_KEY_MISSING",
-            "errorDetails": f"flag {flag.name} depends on the user: send context.targetingKey",
+            "key": name,
+            "errorCode": _KEY_MISSING,
+            "errorDetails": f"flag {name} depends on the user: send context.targetingKey",
         }
-    return {"key": flag.name, "value": value, "reason": reason, "variant": variant(value), "metadata": {}}
+    return {"key": name, "value": value, "reason": reason, "variant": variant(value), "metadata": {}}
+
+
+def _result(flag: CompiledFlag, key: str | None) -> dict[str, Any]:
+    return _result_of(flag.name, *_outcome(flag, key))
+
+
+# A flag's answer is one of a few documents (on or off, and why): each is serialised once and the bulk
+# answer joins them, instead of encoding every flag's object on every request.
+_fragments: dict[tuple[str, bool | None, str], str] = {}
+_fragments_digest = ""
+
+
+def _bulk_body(snap: Snapshot, key: str | None) -> str:
+    global _fragments_digest
+    if _fragments_digest != snap.digest:
+        _fragments.clear()  # flags renamed or removed leave no documents behind
+        _fragments_digest = snap.digest
+    parts = []
+    for flag in snap.flags.values():
+        outcome = (flag.name, *_outcome(flag, key))
+        fragment = _fragments.get(outcome)
+        if fragment is None:
+            fragment = _fragments[outcome] = json.dumps(_result_of(*outcome), separators=(",", ":"))
+        parts.append(fragment)
+    return '{"flags":[' + ",".join(parts) + "]}"
 
 
 @api_view(scope=Scope.FLAGS_READ, methods=("POST",))
@@ -101,7 +135,7 @@ def ofrep_evaluate_flags(request: HttpRequest) -> HttpResponse:
     if if_none_match and _matches(if_none_match, etag):
         response = HttpResponse(status=304)
     else:
-        response = _json({"flags": [_result(flag, targeting_key) for flag in snap.flags.values()]})
+        response = HttpResponse(_bulk_body(snap, targeting_key), content_type="application/json")
     response["ETag"] = etag
     return response
 

@@ -8,6 +8,9 @@ from django.http import HttpRequest
 from django.urls import reverse
 from waffle.models import AbstractUserFlag
 
+# The snapshot the instances Flag.get gave out were made from, and those instances by name.
+_instances: list[Any] = [None, {}]
+
 
 class Flag(AbstractUserFlag):
     """A feature flag: a master switch, a percentage rollout and named targeting keys.
@@ -44,20 +47,27 @@ class Flag(AbstractUserFlag):
         """waffle's lookup (``flag_is_active``, the ``{% flag %}`` tag, ``waffle_flag``): read from the
         in-process snapshot, so those entry points make no query and no cache read once warm, and keep
         answering from the last snapshot when the shared cache is down. A name the snapshot does not
-        hold gives an unsaved flag, which is off."""
+        hold gives an unsaved flag, which is off. Instances are made once per snapshot."""
         from flags.snapshot import current
 
-        compiled = current().flags.get(name)
-        if compiled is None:
-            return cls(name=name)
-        return cls(
-            name=compiled.name,
-            enabled=compiled.enabled,
-            rollout_percent=compiled.rollout_percent,
-            targeting_keys=sorted(compiled.targeting_keys),
-            description=compiled.description,
-            owner=compiled.owner,
-        )
+        snap = current()
+        if _instances[0] is not snap:
+            _instances[:] = [snap, {}]
+        made: dict[str, Flag] = _instances[1]
+        flag = made.get(name)
+        if flag is None:
+            compiled = snap.flags.get(name)
+            if compiled is None:
+                return cls(name=name)
+            flag = made[name] = cls(
+                name=compiled.name,
+                enabled=compiled.enabled,
+                rollout_percent=compiled.rollout_percent,
+                targeting_keys=sorted(compiled.targeting_keys),
+                description=compiled.description,
+                owner=compiled.owner,
+            )
+        return flag
 
     def is_active(self, request: HttpRequest, read_only: bool = False) -> bool:
         """waffle's entry point (flag_is_active, template tags, decorators): the control plane's
