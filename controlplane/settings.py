@@ -165,8 +165,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "controlplane.context.RequestContextMiddleware",
+    "monitoring.request_metrics.RequestMetricsMiddleware",  # times every request, the probes included
     "monitoring.health.HealthEndpointsMiddleware",
-    "monitoring.request_metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "controlplane.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

@@ -569,12 +569,12 @@ class _Evaluation:
         reason = _suppression(alert, self.silences)
         if reason and not transition:
             return
+        if not self.channels:  # nobody was told: no cooldown starts, and a later channel hears of it
+            logger.warning("alert rule %s has no enabled channel: %s not sent", self.rule.name, event)
+            return
         if not reason:
             alert.last_notified_at = self.now
             alert.save(update_fields=["last_notified_at"])
-        if not self.channels:
-            logger.warning("alert rule %s has no enabled channel: %s not sent", self.rule.name, event)
-            return
         payload = notifications.alert_payload(alert, event)
         payload["repeat"] = not transition
         rows = _record_deliveries(alert=alert, channels=self.channels, event=event, payload=payload, skip_reason=reason)

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,9 @@ class Check:
     groups: frozenset[str] = field(default_factory=lambda: frozenset({COMPREHENSIVE}))
     # Extra checks that the enhanced_monitoring flag switches on and off.
     enhanced_only: bool = False
+    # Its own time limit (an HTTP endpoint's timeout), instead of HEALTH_CHECK_TIMEOUT; the overall
+    # deadline of the run still applies.
+    timeout_seconds: float | None = None
 
 
 def worst(statuses: Iterable[str]) -> str:
@@ -250,7 +253,16 @@ def registered_checks(group: str) -> list[Check]:
     if group == COMPREHENSIVE and enhanced:
         for endpoint in MonitoredEndpoint.objects.filter(enabled=True):
             run = endpoint_check(endpoint.url, endpoint.expected_status, endpoint.timeout_ms, endpoint.body_contains)
-            checks.append(Check(f"endpoint:{endpoint.name}", "responseTime", "http", run, enhanced_only=True))
+            checks.append(
+                Check(
+                    f"endpoint:{endpoint.name}",
+                    "responseTime",
+                    "http",
+                    run,
+                    enhanced_only=True,
+                    timeout_seconds=endpoint.timeout_ms / 1000,
+                )
+            )
     return checks
 
 
@@ -301,15 +313,36 @@ class _DaemonPool:
 _pool = _DaemonPool(32)
 
 
+def _failed(exc: Exception) -> Outcome:
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return Outcome(FAIL, None, "", f"{type(exc).__name__}: {first_line}"[:500])
+
+
 def _guarded(check: Check) -> Outcome:
     try:
         return check.run()
+    except (OperationalError, InterfaceError):
+        # This pool thread keeps its database connection between runs; a database restart, a failover
+        # or an idle timeout kills it under the thread. Drop it and try once more on a new one, so a
+        # healthy database is not reported failed once per thread after every restart.
+        _drop_connection()
     except Exception as exc:  # a failing dependency is a fail result, never an error page
         # Drop this thread's connection if the failure broke it; a healthy one is kept for the next
         # run (closing it after every check would cost a reconnect or a ping each time).
         close_old_connections()
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return Outcome(FAIL, None, "", f"{type(exc).__name__}: {first_line}"[:500])
+        return _failed(exc)
+    try:
+        return check.run()
+    except Exception as exc:
+        _drop_connection()
+        return _failed(exc)
+
+
+def _drop_connection() -> None:
+    try:
+        connection.close()
+    except Exception:  # noqa: BLE001, S110 - a connection that is already broken may fail to close
+        pass
 
 
 def run_checks(checks: list[Check], *, deadline_seconds: float | None = None) -> list[Result]:
@@ -320,9 +353,9 @@ def run_checks(checks: list[Check], *, deadline_seconds: float | None = None) ->
     futures = [(check, _pool.submit(lambda c=check: _guarded(c))) for check in checks]
     results: list[Result] = []
     for check, future in futures:
-        remaining = max(
-            0.0, min(per_check - (time.perf_counter() - started), overall - (time.perf_counter() - started))
-        )
+        limit = check.timeout_seconds if check.timeout_seconds is not None else per_check
+        elapsed = time.perf_counter() - started
+        remaining = max(0.0, min(limit - elapsed, overall - elapsed))
         try:
             outcome = future.result(timeout=remaining)
         except FutureTimeout:

@@ -40,7 +40,9 @@ def _document(results: list[Result], *, detailed: bool) -> tuple[dict[str, Any],
         checks.setdefault(r.key, []).append(entry)
     body: dict[str, Any] = {"status": status, "serviceId": "controlplane"}
     if detailed:
-        body.update(version=settings.CONTROLPLANE_RELEASE or None, description="control plane health")
+        if settings.CONTROLPLANE_RELEASE:  # the draft's version is a string: left out when unknown
+            body["version"] = settings.CONTROLPLANE_RELEASE
+        body["description"] = "control plane health"
     body["checks"] = checks
     return body, 503 if status == FAIL else 200
 
@@ -89,7 +91,9 @@ class HealthEndpointsMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         path = request.path_info
         if path == "/health/live":
+            request.metrics_view = "health-live"  # the URL name, for request metrics (nothing is resolved)
             return live(request)
         if path == "/health/ready":
+            request.metrics_view = "health-ready"
             return ready(request)
         return self.get_response(request)

@@ -101,7 +101,12 @@ class MonitoredEndpoint(models.Model):
         default=200, validators=[MinValueValidator(100), MaxValueValidator(599)]
     )
     timeout_ms = models.PositiveIntegerField(
-        default=5000, validators=[MinValueValidator(100), MaxValueValidator(60000)]
+        default=5000,
+        validators=[MinValueValidator(100), MaxValueValidator(60000)],
+        help_text=(
+            "How long to wait for the answer. The scheduled check run (metrics and alerts) waits this long, "
+            "up to 45 s; the health API answers within HEALTH_DEADLINE whatever this says."
+        ),
     )
     body_contains = models.CharField(max_length=200, blank=True, help_text="Text the body must contain.")
     enabled = models.BooleanField(default=True)

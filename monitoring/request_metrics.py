@@ -188,7 +188,7 @@ class RequestMetricsMiddleware:
         _record(
             (
                 int(time.time()) // 60 * 60,
-                match.view_name if match is not None else "unresolved",
+                match.view_name if match is not None else getattr(request, "metrics_view", "unresolved"),
                 request.method or "",
                 _STATUS_CLASS[status // 100] if 0 <= status < 600 else f"{status // 100}xx",
             ),

@@ -86,6 +86,22 @@ def _collected_static() -> None:
     call_command("collectstatic", interactive=False, verbosity=0, clear=False)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _end_other_database_sessions(django_db_setup, django_db_blocker) -> Iterator[None]:
+    """At the end, the connections that threads kept (the health checks' pool) are ended, so that the
+    test database can be dropped instead of being left behind "accessed by other users"."""
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
 @pytest.fixture(autouse=True)
 def _clear_cache() -> Iterator[None]:
     """Each test starts with an empty shared cache and no in-process copies of old rows."""

@@ -53,6 +53,18 @@ def test_checks_run_in_parallel(settings):
 
 
 @pytest.mark.django_db  # after a failure the runner drops the thread's database connection if broken
+def test_a_check_with_its_own_timeout_may_take_longer_than_the_default(settings):
+    settings.HEALTH_CHECK_TIMEOUT = 0.3
+    slow = Check("endpoint:slow", "responseTime", "http", sleeper(0.6), timeout_seconds=1.0)
+    plain = Check("plain", "x", "component", sleeper(0.6))
+    results = {r.component: r for r in run_checks([plain, slow], deadline_seconds=2.0)}
+    assert results["endpoint:slow"].status == PASS
+    assert results["plain"].status == FAIL and "timed out" in results["plain"].output
+    # The overall deadline still holds.
+    (capped,) = run_checks([slow], deadline_seconds=0.3)
+    assert capped.status == FAIL and "timed out" in capped.output
+
+
 def test_an_exception_is_a_fail_result():
     def broken() -> Outcome:
         raise ConnectionError("connection refused\nsecond line")

@@ -57,6 +57,61 @@ def test_enhanced_is_ready_plus_integrations(api_client):
     assert body["checks"]["alert-channels:enabled"][0]["status"] == "warn"
 
 
+def test_every_endpoint_is_health_json_and_never_cached(client, api_client, settings):
+    reader = api_client("monitoring:read")
+    responses = [
+        client.get("/health/live"),
+        client.get("/health/ready"),
+        reader.get("/api/deployment/health/enhanced"),
+        reader.get("/api/deployment/health/comprehensive"),
+    ]
+    for response in responses:
+        assert response["Content-Type"] == MEDIA and response["Cache-Control"] == "no-store"
+    settings.CONTROLPLANE_RELEASE = ""
+    assert "version" not in reader.get("/api/deployment/health/enhanced").json()  # a string or nothing
+    settings.CONTROLPLANE_RELEASE = "v42"
+    assert reader.get("/api/deployment/health/enhanced").json()["version"] == "v42"
+
+
+def test_ready_answers_200_on_warn(client, settings):
+    settings.HEALTH_SLOW_MS = -1  # every answer is "slow": database and cache warn
+    response = client.get("/health/ready")
+    assert response.status_code == 200 and response.json()["status"] == "warn"
+    assert response.json()["checks"]["database:responseTime"] == [{"status": "warn"}]
+
+
+def test_probes_are_counted_in_request_metrics(client):
+    from monitoring.models import RequestRollup
+    from monitoring.request_metrics import flush
+
+    client.get("/health/live")
+    client.get("/health/ready")
+    client.get("/health/ready")
+    flush()
+    counts = dict(RequestRollup.objects.values_list("view", "count"))
+    assert counts["health-live"] == 1 and counts["health-ready"] == 2
+
+
+@pytest.mark.skipif(
+    "not __import__('django.conf').conf.settings.DATABASES['default']['ENGINE'].endswith('postgresql')",
+    reason="needs PostgreSQL (DATABASE_URL): the embedded SQLite has no server to drop connections",
+)
+def test_ready_survives_the_database_dropping_its_connections(client):
+    """After a restart or failover the check threads' kept connections are dead: not a false 503."""
+    from django.db import connection
+
+    for _ in range(5):  # several pool threads, each with a connection of its own
+        assert client.get("/health/ready").status_code == 200
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert cursor.fetchone()[0] >= 1
+    statuses = [client.get("/health/ready").status_code for _ in range(8)]
+    assert statuses == [200] * 8
+
+
 def test_redis_stopped_ready_fails_on_cache_and_live_stays_up(client, settings, tmp_path):
     import shutil
 
