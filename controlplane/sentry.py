@@ -64,6 +64,18 @@ def init_sentry(*, dsn: str, environment: str, release: str, traces_sample_rate:
         # A DSN that does not answer must not hold up a request or a shutdown.
         shutdown_timeout=2,
     )
+    # Initialised while the settings load, before LOGGING is applied, the SDK finds its error logger
+    # without handlers and gives it a stderr handler and a filter that passes records only in debug
+    # mode. LOGGING replaces handlers but keeps a logger's filters: without this, the one line about
+    # a dropped event (OneLineSentryErrors) would never be written.
+    errors = logging.getLogger("sentry_sdk.errors")
+    for stray in [f for f in errors.filters if type(f).__module__ == "sentry_sdk.debug"]:
+        errors.removeFilter(stray)
+    added = [h for h in errors.handlers if h.formatter is not None and "[sentry]" in (h.formatter._fmt or "")]
+    for handler in added:
+        errors.removeHandler(handler)
+    if added:
+        errors.setLevel(logging.WARNING)  # the SDK's DEBUG, until LOGGING sets it
 
 
 class OneLineSentryErrors(logging.Filter):

@@ -518,6 +518,9 @@ LOGGING = {
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
+        # The retries of an HTTP client (Sentry's transport) are its own business; a delivery that
+        # finally fails is the one line below.
+        "urllib3.connectionpool": {"level": "ERROR"},
         # Failed Sentry deliveries: one line each, never a traceback (the request goes on).
         "sentry_sdk.errors": {
             "handlers": ["stdout"],

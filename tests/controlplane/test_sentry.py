@@ -110,3 +110,29 @@ def test_sentry_check_command_needs_a_dsn(tmp_path):
         timeout=60,
     )
     assert result.returncode != 0 and "SENTRY_DSN is not set" in result.stderr
+
+
+def test_a_dsn_that_does_not_answer_in_a_real_process_is_one_line(tmp_path):
+    """As a server process starts: Sentry initialised by the settings, before logging is configured."""
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = subprocess_env(
+        CONTROLPLANE_VAR_DIR=str(tmp_path),
+        DATABASE_URL=None,
+        REDIS_URL=None,
+        CELERY_BROKER_URL=None,
+        LOG_FORMAT="json",
+        LOG_LEVEL="INFO",
+        SENTRY_DSN=f"http://publickey123@127.0.0.1:{port}/7",
+    )
+    script = "import logging; logging.getLogger('controlplane.probe').error('something broke')"
+    result = subprocess.run(manage("shell", "-c", script), env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in (result.stdout + result.stderr).splitlines() if line.startswith("{")]
+    assert [line["message"] for line in lines if line["logger"] == "controlplane.probe"] == ["something broke"]
+    dropped = [line for line in lines if line["logger"] == "sentry_sdk.errors"]
+    assert len(dropped) == 1 and dropped[0]["message"].startswith("Sentry event dropped:")
+    assert "Retrying" not in result.stdout + result.stderr and "Traceback" not in result.stdout + result.stderr
