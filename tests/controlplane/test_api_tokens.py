@@ -63,6 +63,29 @@ print(ApiToken.objects.filter(token_hash=ApiToken.hash(os.environ['TOKEN'])).cou
     assert result.stdout.strip() == "1"
 
 
+def test_command_stdout_is_the_token_alone_even_when_the_cache_is_down(tmp_path):
+    """Log lines (here: the token list's version could not be published) go to stderr, not stdout."""
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on: Redis is "down"
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = subprocess_env(
+        CONTROLPLANE_VAR_DIR=str(tmp_path),
+        DATABASE_URL=None,
+        CELERY_BROKER_URL=None,
+        LOG_FORMAT="json",
+        REDIS_URL=f"redis://127.0.0.1:{port}/0",
+    )
+    subprocess.run([*manage(), "migrate", "--verbosity", "0"], env=env, check=True, timeout=120)
+    result = subprocess.run(
+        [*manage(), "create_api_token", "ci", "--scopes", "deploy"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().startswith("cpt_") and len(result.stdout.strip().splitlines()) == 1
+    assert "could not publish" in result.stderr  # the fault is still told, on stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

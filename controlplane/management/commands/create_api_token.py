@@ -2,11 +2,38 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from controlplane.audit import Actor
 from controlplane.models import Scope
 from controlplane.services import InvalidTokenRequest, api_token_create
+
+
+@contextmanager
+def _logs_on_stderr() -> Iterator[None]:
+    """Log lines (a cache that is down, say) go to stderr while the command runs: stdout is the token."""
+    loggers = [
+        logging.getLogger(),
+        *(v for v in logging.root.manager.loggerDict.values() if isinstance(v, logging.Logger)),
+    ]
+    moved = [
+        handler
+        for logger in loggers
+        for handler in logger.handlers
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout
+    ]
+    for handler in moved:
+        handler.setStream(sys.stderr)
+    try:
+        yield
+    finally:
+        for handler in moved:
+            handler.setStream(sys.stdout)
 
 
 class Command(BaseCommand):
@@ -18,6 +45,10 @@ class Command(BaseCommand):
         parser.add_argument("--expires-in-days", type=int, default=None, help="Days until it expires (1-3650).")
 
     def handle(self, *args: object, **options: object) -> None:
+        with _logs_on_stderr():
+            self._create(options)
+
+    def _create(self, options: dict[str, object]) -> None:
         try:
             token, raw = api_token_create(
                 name=str(options["name"]),
