@@ -101,10 +101,70 @@ admin.site.unregister(Group)
 class AuditedUserAdmin(AuditedAdminMixin, UserAdmin):
     audit_exclude = ("password",)
 
+    def user_change_password(self, request: HttpRequest, id: str, form_url: str = "") -> HttpResponse:
+        """The password form saves without save_model: audited here, the password itself never recorded."""
+        response = super().user_change_password(request, id, form_url)
+        if request.method == "POST" and response.status_code == 302:
+            user = self.get_object(request, id)
+            audit_record(actor=Actor.for_user(request.user), action="user.password_change", obj=user)
+        return response
+
 
 @admin.register(Group)
 class AuditedGroupAdmin(AuditedAdminMixin, GroupAdmin):
     pass
+
+
+# --- Other apps' admins, audited ----------------------------------------------------------------
+
+
+def _audited_switch_action(active: bool) -> Any:
+    @admin.action(description=f"{'Enable' if active else 'Disable'} selected switches", permissions=["change"])
+    def action(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: Any) -> None:
+        for switch in queryset:
+            with transaction.atomic():
+                before = snapshot(switch)
+                switch.active = active
+                switch.save()
+                audit_record(
+                    actor=Actor.for_user(request.user),
+                    action="switch.change",
+                    obj=switch,
+                    before=before,
+                    after=snapshot(switch),
+                )
+
+    action.__name__ = "enable_switches" if active else "disable_switches"
+    return action
+
+
+@admin.action(description="Delete selected", permissions=["delete"])
+def delete_audited(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: Any) -> None:
+    modeladmin.delete_queryset(request, queryset)  # one audit event per object (AuditedAdminMixin)
+
+
+def _reregister_audited(model: Any, **overrides: Any) -> None:
+    """django-axes' attempts and logs (deleting an attempt lifts a lockout) and waffle's switches and
+    samples: their own admins, with every save and delete audited like the control plane's own."""
+    current = admin.site._registry.get(model)
+    if current is None:  # that app's admin pages are turned off
+        return
+    admin.site.unregister(model)
+    name = f"Audited{type(current).__name__}"
+    admin.site.register(model, type(name, (AuditedAdminMixin, type(current)), overrides))
+
+
+def _audit_other_admins() -> None:
+    from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+    from waffle.models import Sample, Switch
+
+    for model in (AccessAttempt, AccessLog, AccessFailureLog):
+        _reregister_audited(model)
+    _reregister_audited(Switch, actions=[_audited_switch_action(True), _audited_switch_action(False), delete_audited])
+    _reregister_audited(Sample, actions=[delete_audited])
+
+
+_audit_other_admins()
 
 
 class ApiTokenCreateForm(forms.ModelForm):
@@ -183,7 +243,7 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only: nobody edits or deletes the audit trail here."""
 
     list_display = ["time", "actor_label", "action", "object_type", "object_label", "request_id"]
-    list_filter = ["actor_type", "action", "object_type", "time"]
+    list_filter = ["actor_type", "actor_user", "actor_token", "action", "object_type", "time"]
     search_fields = ["actor_label", "action", "object_type", "object_id", "object_label", "request_id"]
     date_hierarchy = "time"
     list_select_related = False

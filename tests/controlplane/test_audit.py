@@ -117,3 +117,61 @@ def test_logins_are_audited(client, operator):
     assert actions == ["auth.login_failed", "auth.login"]
     failed = AuditEvent.objects.get(action="auth.login_failed")
     assert "wrong" not in str(failed.after) and failed.after["username"] == "operator"
+
+
+def test_filters_by_who(operator_client, operator, make_token):
+    audit_record(actor=Actor.for_user(operator), action="flag.toggle", object_type="flags.flag")
+    audit_record(actor=Actor.system(), action="backup.run", object_type="backups.backup")
+    response = operator_client.get(f"/admin/controlplane/auditevent/?actor_user__id__exact={operator.pk}")
+    assert response.status_code == 200
+    actions = {event.action for event in response.context["cl"].result_list}
+    assert "flag.toggle" in actions and "backup.run" not in actions  # (and the operator's own login)
+
+
+def test_password_changed_in_admin_is_audited_without_the_password(operator_client):
+    user = UserFactory(username="casey")
+    response = operator_client.post(
+        f"/admin/auth/user/{user.pk}/password/",
+        {"password1": "n3w-Secret-Passw0rd!", "password2": "n3w-Secret-Passw0rd!", "usable_password": "true"},
+    )
+    assert response.status_code == 302, response.content[:2000]
+    event = AuditEvent.objects.get(action="user.password_change")
+    assert event.object_label == "casey" and event.actor_label == "operator"
+    assert "n3w-Secret" not in str(event.before) + str(event.after)
+    # A form with errors changes nothing and records nothing.
+    operator_client.post(f"/admin/auth/user/{user.pk}/password/", {"password1": "a", "password2": "b"})
+    assert AuditEvent.objects.filter(action="user.password_change").count() == 1
+
+
+def test_lifting_a_lockout_in_admin_is_audited(operator_client):
+    from axes.models import AccessAttempt
+
+    attempt = AccessAttempt.objects.create(
+        username="casey", ip_address="203.0.113.9", user_agent="test", failures_since_start=5, get_data="",
+        post_data="", http_accept="", path_info="/accounts/login/",
+    )  # fmt: skip
+    response = operator_client.post(
+        "/admin/axes/accessattempt/", {"action": "delete_selected", "_selected_action": [attempt.pk], "post": "yes"}
+    )
+    assert response.status_code == 302
+    assert not AccessAttempt.objects.exists()
+    event = AuditEvent.objects.get(action="accessattempt.delete")
+    assert event.before["username"] == "casey" and event.actor_label == "operator"
+
+
+def test_waffle_switches_changed_in_admin_are_audited(operator_client):
+    from waffle.models import Switch
+
+    switch = Switch.objects.create(name="maintenance_banner", active=False)
+    response = operator_client.post(
+        "/admin/waffle/switch/", {"action": "enable_switches", "_selected_action": [switch.pk]}
+    )
+    assert response.status_code == 302
+    switch.refresh_from_db()
+    assert switch.active is True
+    event = AuditEvent.objects.get(action="switch.change")
+    assert event.before["active"] is False and event.after["active"] is True
+    operator_client.post(
+        "/admin/waffle/switch/", {"action": "delete_audited", "_selected_action": [switch.pk], "post": "yes"}
+    )
+    assert not Switch.objects.exists() and AuditEvent.objects.filter(action="switch.delete").count() == 1
