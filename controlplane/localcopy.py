@@ -3,7 +3,8 @@
 Hot paths (flag evaluation, token checks) read a local dict instead of the database or the cache.
 Every write bumps the version in the shared cache after commit; each process looks at that version
 at most once per ``CONTROLPLANE_RELOAD_INTERVAL`` seconds and reloads when it changed. With the
-shared cache down, a process keeps serving its last copy and logs the fault.
+shared cache down, a process keeps serving its last copy, logs the fault, and reads the rows again
+every CONTROLPLANE_FAULT_RELOAD_SECONDS, so a revoked token or a flag turned off still takes effect.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class LocalCopy(Generic[T]):
         self._data: T | None = None
         self._version: str | None = None
         self._checked_at = float("-inf")
+        self._loaded_at = float("-inf")
         self._fault_logged_at = float("-inf")
         _registry.add(self)
 
@@ -58,7 +60,18 @@ class LocalCopy(Generic[T]):
             except Exception as exc:  # any cache client error: keep serving what we have
                 self._log_fault("shared cache unreachable, serving the last %s copy: %s", exc)
                 if self._data is not None:
-                    return self._data
+                    if now - self._loaded_at < settings.CONTROLPLANE_FAULT_RELOAD_SECONDS:
+                        return self._data
+                    # Changes are still made (a token revoked, a flag turned off) but no process hears of
+                    # them: read the rows themselves now and then until the cache is back.
+                    try:
+                        data = self._loader()
+                    except Exception as reload_exc:  # the database too: the last copy it is
+                        self._log_fault("reload failed, serving the last %s copy: %s", reload_exc)
+                        self._loaded_at = now
+                        return self._data
+                    self._data, self._loaded_at = data, now
+                    return data
                 version = None
             if self._data is not None and version is not None and version == self._version:
                 return self._data
@@ -69,7 +82,7 @@ class LocalCopy(Generic[T]):
                     raise
                 self._log_fault("reload failed, serving the last %s copy: %s", exc)
                 return self._data
-            self._data, self._version = data, version
+            self._data, self._version, self._loaded_at = data, version, now
             return data
 
     def _log_fault(self, message: str, exc: Exception) -> None:
@@ -87,12 +100,12 @@ class LocalCopy(Generic[T]):
             cache.set(self.version_key, _new_version(), timeout=None)
         except Exception as exc:  # the change is committed; processes catch up when the cache returns
             logger.error("could not publish the new %s version: %s", self.name, exc)
-        self._checked_at = float("-inf")  # this process reloads on its next read
+        self._checked_at = self._loaded_at = float("-inf")  # this process reloads on its next read
 
     def forget(self) -> None:
         with self._lock:
             self._data, self._version, self._checked_at = None, None, float("-inf")
-            self._fault_logged_at = float("-inf")
+            self._loaded_at = self._fault_logged_at = float("-inf")
 
 
 def _new_version() -> str:

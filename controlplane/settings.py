@@ -423,6 +423,8 @@ try:
     CONTROLPLANE_RELOAD_INTERVAL = float(env.str("CONTROLPLANE_RELOAD_INTERVAL", default="0.5") or 0.5)
 except ValueError:
     raise config_error("CONTROLPLANE_RELOAD_INTERVAL", "expected seconds, e.g. 0.5") from None
+# With the shared cache down, each process reads flags and tokens from the database this often instead.
+CONTROLPLANE_FAULT_RELOAD_SECONDS = 5.0
 
 # Health checks: each check's timeout, the deadline of a whole report, what counts as slow, and
 # the free-disk thresholds (percent) under which the disk check warns and fails.

@@ -211,3 +211,27 @@ def test_admin_cannot_delete_tokens(operator_client, make_token):
     make_token("deploy", name="ci")
     token = ApiToken.objects.get(name="ci")
     assert operator_client.get(f"/admin/controlplane/apitoken/{token.pk}/delete/").status_code == 403
+
+
+def test_a_revocation_takes_effect_while_the_shared_cache_is_down(client, make_token, settings, private_redis):
+    import time
+
+    server, url = private_redis
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": url,
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+        }
+    }
+    settings.CONTROLPLANE_RELOAD_INTERVAL = 0
+    settings.CONTROLPLANE_FAULT_RELOAD_SECONDS = 0.2
+    raw = make_token("monitoring:read", name="leaked")
+    assert client.get(URL, HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200
+    server.kill()
+    server.wait()
+    assert client.get(URL, HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200  # the last copy serves
+    # Revoked by another process: the row changes, and the news (a new version in the cache) is lost.
+    ApiToken.objects.filter(name="leaked").update(revoked_at=timezone.now())
+    time.sleep(0.3)
+    assert client.get(URL, HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 401
