@@ -7,3 +7,9 @@ class BackupsConfig(AppConfig):
     name = "backups"
     verbose_name = "Backups"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from backups.readiness import backup_targets
+        from controlplane.readiness import register_items
+
+        register_items(self.label, backup_targets)

@@ -11,12 +11,13 @@ class ControlPlaneConfig(AppConfig):
     def ready(self) -> None:
         from django.contrib import admin
 
-        from controlplane import checks, signals
+        from controlplane import signals
         from controlplane.context import connect_celery_signals
+        from controlplane.readiness import CONFIGURATION, register_items
 
         admin.site.site_header = "Control plane administration"
         admin.site.site_title = "Control plane"
         admin.site.index_title = "Operations"
-        checks.register()
+        register_items(self.label, *CONFIGURATION)
         signals.connect()
         connect_celery_signals()

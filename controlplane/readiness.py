@@ -1,11 +1,14 @@
 """Production readiness: each item passes, warns or fails, with a hint that says what to do.
 
-``manage.py readiness``, ``manage.py check --deploy`` (through the system checks registered in
-``apps.py``) and ``GET /api/deployment/config/production`` all read ``readiness_items()``.
+Each app registers its items in its ``apps.py`` (``register_items``): the configuration here, alert
+channels in monitoring, backup targets in backups. ``manage.py readiness``, ``manage.py check --deploy``
+(each app's items as that app's system check) and ``GET /api/deployment/config/production`` all read
+``readiness_items()``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
 
@@ -123,58 +126,40 @@ def _email() -> Item:
     return Item("email", PASS, f"e-mail through {settings.EMAIL_HOST}:{settings.EMAIL_PORT}")
 
 
-def _alert_channel() -> Item:
-    from django.db import DatabaseError
-
-    from monitoring.alert_models import NotificationChannel
-
-    try:
-        channels = NotificationChannel.objects.filter(enabled=True).count()
-    except DatabaseError as exc:
-        return Item("alert_channel", WARN, f"could not read the channels: {str(exc).splitlines()[0][:120]}")
-    if not channels:
-        return Item("alert_channel", WARN, "alerts notify nobody", "add a Slack, e-mail or webhook channel in admin")
-    return Item("alert_channel", PASS, f"{channels} enabled channel(s)")
+# (app label, item function) in the order the apps registered them: the configuration here, then
+# what the apps hold (alert channels in monitoring, backup targets in backups).
+_REGISTRY: list[tuple[str, Callable[[], Item]]] = []
 
 
-def _backups() -> Item:
-    """Every enabled backup target can be dumped from here, and has a verified backup within its RPO."""
-    from django.db import DatabaseError
+def register_items(app_label: str, *items: Callable[[], Item]) -> None:
+    """An app's readiness items; also reported by ``check --deploy`` as that app's system check."""
+    from django.core import checks
 
-    from backups import engines
-    from backups.selectors import all_readiness
-    from backups.services import target_source
+    from controlplane.checks import app_check
 
-    try:
-        targets = all_readiness()
-    except DatabaseError as exc:
-        return Item("backups", WARN, f"could not read the backup targets: {str(exc).splitlines()[0][:120]}")
-    if not targets:
-        return Item("backups", FAIL, "no enabled backup target", "enable the target default in admin (Backups)")
-    problems = []
-    for readiness in targets:
-        target = readiness.target
-        try:
-            source = target_source(target)
-            if source.engine == "postgresql":
-                engines.pg_tool("pg_dump")
-                engines.pg_tool("pg_restore")
-        except engines.BackupError as exc:
-            return Item("backups", FAIL, f"target {target.name}: {exc}", "fix the target's URL variable or tools")
-        problems += [f"{target.name}: {problem}" for problem in readiness.problems]
-    if problems:
-        return Item("backups", WARN, "; ".join(problems)[:300], "see the Backups page; run manage.py backup")
-    return Item("backups", PASS, f"{len(targets)} target(s) with a verified backup within their RPO")
+    known = {item for _, item in _REGISTRY}
+    _REGISTRY.extend((app_label, item) for item in items if item not in known)
+    checks.register(app_check(app_label), app_label, deploy=True)
 
 
-CHECKS = [
+def readiness_items(app_label: str | None = None) -> list[Item]:
+    return [item() for label, item in _REGISTRY if app_label is None or label == app_label]
+
+
+def unreadable(name: str, what: str, exc: Exception) -> Item:
+    """An item whose rows could not be read (the database is down or not migrated)."""
+    reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+    return Item(
+        name,
+        WARN,
+        f"could not read the {what}: {reason}",
+        "check that the database answers (DATABASE_URL) and run manage.py migrate",
+    )
+
+
+CONFIGURATION = [
     _environment, _secret_key, _debug, _allowed_hosts, _https, _database, _cache, _broker, _sentry, _email,
-    _alert_channel, _backups,
 ]  # fmt: skip
-
-
-def readiness_items() -> list[Item]:
-    return [check() for check in CHECKS]
 
 
 def overall(items: list[Item]) -> str:
