@@ -328,8 +328,12 @@ def _guarded(check: Check) -> Outcome:
         _drop_connection()
     except Exception as exc:  # a failing dependency is a fail result, never an error page
         # Drop this thread's connection if the failure broke it; a healthy one is kept for the next
-        # run (closing it after every check would cost a reconnect or a ping each time).
-        close_old_connections()
+        # run (closing it after every check would cost a reconnect or a ping each time). Tidying up
+        # never replaces the check's own result.
+        try:
+            close_old_connections()
+        except Exception:  # noqa: BLE001, S110
+            pass
         return _failed(exc)
     try:
         return check.run()

@@ -90,6 +90,8 @@ def test_the_default_rules_ship_with_the_migrations():
     rules = {rule.name: rule for rule in AlertRule.objects.all()}
     assert rules["p95 latency over 2000 ms"].threshold == 2000 and rules["p95 latency over 2000 ms"].window_minutes == 5
     assert rules["error rate over 1 %"].kind == "error_rate" and rules["error rate over 1 %"].threshold == 1
+    # "for 5 minutes": both request rules hold for 5 evaluations, one a minute, before they fire.
+    assert rules["p95 latency over 2000 ms"].for_evaluations == rules["error rate over 1 %"].for_evaluations == 5
     assert rules[CHECK_RULE].component == "*" and rules[CHECK_RULE].threshold == 3
     assert rules["latest verified backup older than 26 hours"].threshold == 26
     assert rules["backup or verification failed"].kind == "backup_failed"
