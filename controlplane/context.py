@@ -52,9 +52,10 @@ def _actor_label(request: HttpRequest) -> str:
     return ""
 
 
-# Every attribute a LogRecord of this Python has, as logging would set them for the request line; a
-# request record is this copied, plus its time and values: two dict updates instead of LogRecord's
-# constructor and Logger._log, on a line written for every request.
+# Every attribute a LogRecord of this Python has, as logging sets them for the request line with the
+# settings' logThreads, logProcesses and logMultiprocessing off (thread and process None); a request
+# record is this copied, plus its time and values: two dict updates instead of LogRecord's constructor
+# and Logger._log, on a line written for every request.
 _REQUEST_RECORD = {
     **logging.LogRecord(request_logger.name, logging.INFO, "(unknown file)", 0, "%s %s %s", (), None).__dict__,
     "thread": None,

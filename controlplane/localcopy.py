@@ -59,6 +59,9 @@ class LocalCopy(Generic[T]):
                     version = cache.get(self.version_key)
             except Exception as exc:  # any cache client error: keep serving what we have
                 self._log_fault("shared cache unreachable, serving the last %s copy: %s", exc)
+                # A change made meanwhile could not publish its version: whatever the cache says when
+                # it answers again, reload then.
+                self._version = None
                 if self._data is not None:
                     if now - self._loaded_at < settings.CONTROLPLANE_FAULT_RELOAD_SECONDS:
                         return self._data

@@ -208,7 +208,13 @@ def _url_parts(name: str, value: str) -> SplitResult:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError on a port that is not a number
     except ValueError as exc:
-        raise config_error(name, f"not a URL ({exc})") from None
+        # Never the parser's own text: it quotes parts of the URL, a password among them.
+        reason = "an unclosed [ in the host" if "IPv6" in str(exc) else "the port is not a number"
+        raise config_error(
+            name, f"malformed URL: {reason} (percent-encode @ : / ? # in a user name or password)"
+        ) from None
+    if parts.fragment or value.endswith("#"):
+        raise config_error(name, "malformed URL: a # in it (percent-encode it as %23 in a password)")
     return parts
 
 
@@ -217,12 +223,15 @@ def _url_parts(name: str, value: str) -> SplitResult:
 _SUPPORTED_DB_ENGINES = {"django.db.backends.postgresql", "django.db.backends.sqlite3"}
 _database_url = env.str("DATABASE_URL", default="")
 if _database_url:
+    _url_parts("DATABASE_URL", _database_url)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # django-environ warns on unknown schemes; we refuse them below
             _db = environ.Env.db_url_config(_database_url)
-    except Exception as exc:  # django-environ raises several types for malformed URLs
-        raise config_error("DATABASE_URL", f"not a database URL ({exc})") from None
+    except Exception:  # django-environ raises several types; their text may quote the password
+        raise config_error(
+            "DATABASE_URL", "not a database URL (percent-encode @ : / ? # in a user name or password)"
+        ) from None
     if _db.get("ENGINE") not in _SUPPORTED_DB_ENGINES:
         raise config_error(
             "DATABASE_URL",

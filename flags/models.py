@@ -9,7 +9,7 @@ from django.urls import reverse
 from waffle.models import AbstractUserFlag
 
 # The snapshot the instances Flag.get gave out were made from, and those instances by name.
-_instances: list[Any] = [None, {}]
+_instances: tuple[Any, dict[str, Any]] = (None, {})
 
 
 class Flag(AbstractUserFlag):
@@ -50,10 +50,12 @@ class Flag(AbstractUserFlag):
         hold gives an unsaved flag, which is off. Instances are made once per snapshot."""
         from flags.snapshot import current
 
+        global _instances
         snap = current()
-        if _instances[0] is not snap:
-            _instances[:] = [snap, {}]
-        made: dict[str, Flag] = _instances[1]
+        made_from, made = _instances  # one tuple, read once: never another snapshot's dict
+        if made_from is not snap:
+            made = {}
+            _instances = (snap, made)
         flag = made.get(name)
         if flag is None:
             compiled = snap.flags.get(name)

@@ -8,6 +8,7 @@ Notifications are queued after commit, so a rolled-back evaluation never sends a
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -570,7 +571,10 @@ class _Evaluation:
         if reason and not transition:
             return
         if not self.channels:  # nobody was told: no cooldown starts, and a later channel hears of it
-            logger.warning("alert rule %s has no enabled channel: %s not sent", self.rule.name, event)
+            last = _no_channel_logged.get(self.rule.pk)
+            if last is None or time.monotonic() - last >= NO_CHANNEL_LOG_SECONDS:
+                _no_channel_logged[self.rule.pk] = time.monotonic()
+                logger.warning("alert rule %s has no enabled channel: %s not sent", self.rule.name, event)
             return
         if not reason:
             alert.last_notified_at = self.now
@@ -580,6 +584,11 @@ class _Evaluation:
         rows = _record_deliveries(alert=alert, channels=self.channels, event=event, payload=payload, skip_reason=reason)
         if not reason:
             self.summary.deliveries += len(rows)
+
+
+# A rule with no channel says so once an hour, not at every evaluation (once a minute).
+NO_CHANNEL_LOG_SECONDS = 3600.0
+_no_channel_logged: dict[int, float] = {}
 
 
 def alert_rules_evaluate(now: datetime | None = None) -> EvaluationSummary:

@@ -260,7 +260,8 @@ def registered_checks(group: str) -> list[Check]:
                     "http",
                     run,
                     enhanced_only=True,
-                    timeout_seconds=endpoint.timeout_ms / 1000,
+                    # The HTTP client's own timeout says why first (queueing in the pool included).
+                    timeout_seconds=endpoint.timeout_ms / 1000 + 0.5,
                 )
             )
     return checks
@@ -319,13 +320,17 @@ def _failed(exc: Exception) -> Outcome:
 
 
 def _guarded(check: Check) -> Outcome:
+    kept = connection.connection is not None  # this thread's connection from an earlier run
     try:
         return check.run()
-    except (OperationalError, InterfaceError):
+    except (OperationalError, InterfaceError) as exc:
         # This pool thread keeps its database connection between runs; a database restart, a failover
         # or an idle timeout kills it under the thread. Drop it and try once more on a new one, so a
-        # healthy database is not reported failed once per thread after every restart.
+        # healthy database is not reported failed once per thread after every restart. A connection
+        # made just now that failed is the answer: no second wait on a database that is down.
         _drop_connection()
+        if not kept:
+            return _failed(exc)
     except Exception as exc:  # a failing dependency is a fail result, never an error page
         # Drop this thread's connection if the failure broke it; a healthy one is kept for the next
         # run (closing it after every check would cost a reconnect or a ping each time). Tidying up

@@ -113,7 +113,9 @@ _SUMS = {name: Sum(name) for name in ("count", "errors", *BUCKET_FIELDS)}
 
 
 def _series(since: datetime, until: datetime, grain: str) -> list[dict[str, Any]]:
-    rows = RequestRollup.objects.filter(minute__gte=since, minute__lt=until)
+    from monitoring.selectors import PROBE_VIEWS
+
+    rows = RequestRollup.objects.filter(minute__gte=since, minute__lt=until).exclude(view__in=PROBE_VIEWS)
     if grain == "hour":
         grouped = rows.annotate(t=TruncHour("minute")).values("t").annotate(**_SUMS).order_by("t")
     else:

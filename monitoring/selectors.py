@@ -79,10 +79,20 @@ def _figures(rows: dict, minutes: float) -> RequestFigures:
 _SUMS = {field: Sum(field) for field in ("count", "errors", "db_ms_sum", *BUCKET_FIELDS)}
 
 
+# The load balancer's probes: counted and shown per view, but left out of the overall figures (and
+# so of the latency and error-rate alerts), which are about the requests people and services make.
+PROBE_VIEWS = ("health-live", "health-ready")
+
+
 def request_figures(since: datetime, until: datetime | None = None) -> RequestFigures:
-    """p50/p95/p99, error rate, throughput and database time of all requests in [since, until)."""
+    """p50/p95/p99, error rate, throughput and database time of all requests in [since, until), the
+    health probes left out."""
     until = until or timezone.now()
-    rows = RequestRollup.objects.filter(minute__gte=since, minute__lt=until).aggregate(**_SUMS)
+    rows = (
+        RequestRollup.objects.filter(minute__gte=since, minute__lt=until)
+        .exclude(view__in=PROBE_VIEWS)
+        .aggregate(**_SUMS)
+    )
     return _figures(rows, (until - since).total_seconds() / 60)
 
 

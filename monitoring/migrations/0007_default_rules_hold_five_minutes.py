@@ -4,23 +4,37 @@ over. Rules an operator has changed are left as they are."""
 
 from django.db import migrations
 
+# name -> (threshold, description as shipped by 0003, description from now on)
 RULES = {
-    "p95 latency over 2000 ms": "p95 of all requests over the last 5 minutes, from the per-minute rollups; "
-    "fires when it has stayed over the threshold for 5 evaluations (5 minutes).",
-    "error rate over 1 %": "Share of requests answered 5xx over the last 5 minutes, in percent; "
-    "fires when it has stayed over the threshold for 5 evaluations (5 minutes).",
+    "p95 latency over 2000 ms": (
+        2000.0,
+        "p95 of all requests over the last 5 minutes, from the per-minute rollups.",
+        "p95 of all requests over the last 5 minutes, from the per-minute rollups; fires when it has stayed "
+        "over the threshold for 5 evaluations (5 minutes).",
+    ),
+    "error rate over 1 %": (
+        1.0,
+        "Share of requests answered 5xx over the last 5 minutes, in percent.",
+        "Share of requests answered 5xx over the last 5 minutes, in percent; fires when it has stayed over "
+        "the threshold for 5 evaluations (5 minutes).",
+    ),
 }
 
 
 def hold_five(apps, schema_editor):
     AlertRule = apps.get_model("monitoring", "AlertRule")
-    for name, description in RULES.items():
-        AlertRule.objects.filter(name=name, for_evaluations=1).update(for_evaluations=5, description=description)
+    for name, (threshold, shipped, description) in RULES.items():
+        AlertRule.objects.filter(
+            name=name, threshold=threshold, window_minutes=5, for_evaluations=1, description=shipped
+        ).update(for_evaluations=5, description=description)
 
 
 def hold_one(apps, schema_editor):
     AlertRule = apps.get_model("monitoring", "AlertRule")
-    AlertRule.objects.filter(name__in=list(RULES), for_evaluations=5).update(for_evaluations=1)
+    for name, (threshold, shipped, description) in RULES.items():
+        AlertRule.objects.filter(
+            name=name, threshold=threshold, window_minutes=5, for_evaluations=5, description=description
+        ).update(for_evaluations=1, description=shipped)
 
 
 class Migration(migrations.Migration):

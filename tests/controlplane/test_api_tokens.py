@@ -235,3 +235,31 @@ def test_a_revocation_takes_effect_while_the_shared_cache_is_down(client, make_t
     ApiToken.objects.filter(name="leaked").update(revoked_at=timezone.now())
     time.sleep(0.3)
     assert client.get(URL, HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 401
+
+
+def test_a_revocation_made_while_the_cache_was_paused_takes_effect_when_it_answers(
+    client, make_token, settings, private_redis
+):
+    """A blip (the cache comes back with its data): the version a process last saw is no proof then."""
+    import time
+
+    import redis
+
+    server, url = private_redis
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": url,
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.3, "SOCKET_TIMEOUT": 0.3},
+        }
+    }
+    settings.CONTROLPLANE_RELOAD_INTERVAL = 0
+    settings.CONTROLPLANE_FAULT_RELOAD_SECONDS = 3600  # no re-read from the database during the blip
+    raw = make_token("monitoring:read", name="leaked")
+    assert client.get(URL, HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200
+    redis.Redis.from_url(url).client_pause(1500)
+    assert client.get(URL, HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200  # the last copy serves
+    # Revoked by another process meanwhile; its new version could not be published.
+    ApiToken.objects.filter(name="leaked").update(revoked_at=timezone.now())
+    time.sleep(1.6)  # the cache answers again, with the old version still in it
+    assert client.get(URL, HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 401

@@ -175,3 +175,20 @@ def test_waffle_switches_changed_in_admin_are_audited(operator_client):
         "/admin/waffle/switch/", {"action": "delete_audited", "_selected_action": [switch.pk], "post": "yes"}
     )
     assert not Switch.objects.exists() and AuditEvent.objects.filter(action="switch.delete").count() == 1
+
+
+def test_own_password_changed_through_the_admin_link_is_audited(client):
+    user = UserFactory(username="dana", is_staff=True, is_superuser=True)
+    client.force_login(user)
+    response = client.post(
+        "/admin/password_change/",
+        {
+            "old_password": "correct horse battery staple",
+            "new_password1": "n3w-Secret-Passw0rd!",
+            "new_password2": "n3w-Secret-Passw0rd!",
+        },
+    )
+    assert response.status_code == 302, response.content[:2000]
+    event = AuditEvent.objects.get(action="user.password_change")
+    assert event.object_label == "dana" and event.actor_label == "dana"
+    assert "Secret" not in str(event.before) + str(event.after)

@@ -49,6 +49,21 @@ def test_bad_value_stops_with_one_line_naming_the_variable(env, variable):
     assert_one_line_error(run("check", **env), variable)
 
 
+@pytest.mark.parametrize(
+    ("variable", "url"),
+    [
+        ("REDIS_URL", "redis://:s3cr#et-part@cache.example.test:6379/0"),
+        ("CELERY_BROKER_URL", "amqp://cp:s3cr/et-part@mq.example.test:5672//"),
+        ("DATABASE_URL", "postgres://cp:s3cr#et-part@db.example.test:5432/cp"),
+    ],
+)
+def test_a_malformed_url_is_refused_without_quoting_its_password(variable, url):
+    result = run("check", **{variable: url})
+    line = assert_one_line_error(result, variable)
+    assert "s3cr" not in result.stdout + result.stderr and "et-part" not in result.stdout + result.stderr
+    assert "percent-encode" in line
+
+
 PRODUCTION = {"DJANGO_ENV": "production", "SECRET_KEY": GOOD_KEY, "ALLOWED_HOSTS": "ops.example.test", "DEBUG": "0"}
 
 

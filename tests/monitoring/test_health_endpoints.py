@@ -90,6 +90,16 @@ def test_probes_are_counted_in_request_metrics(client):
     flush()
     counts = dict(RequestRollup.objects.values_list("view", "count"))
     assert counts["health-live"] == 1 and counts["health-ready"] == 2
+    # Shown per view, but not in the overall figures the latency and error-rate alerts read.
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from monitoring.selectors import request_figures, request_figures_by_view
+
+    since = timezone.now() - timedelta(minutes=5)
+    assert request_figures_by_view(since)["health-ready"].count == 2
+    assert request_figures(since).count == 0
 
 
 @pytest.mark.skipif(
