@@ -39,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench._harness import (  # noqa: E402
     _LATENCY,
+    _REQUESTS,
     _RPS,
     _UNIT,
     BASE_DIR,
@@ -176,7 +177,6 @@ def answers_200(url: str, headers: dict[str, str]) -> None:
         sys.exit(f"bench: {url} answered {status}, expected 200: {body.decode(errors='replace')}")
 
 
-_REQUESTS = re.compile(r"(\d+) requests in")
 _NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
 
 

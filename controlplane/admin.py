@@ -104,9 +104,7 @@ class AuditedUserAdmin(AuditedAdminMixin, UserAdmin):
     def user_change_password(self, request: HttpRequest, id: str, form_url: str = "") -> HttpResponse:
         """The password form saves without save_model: audited here, the password itself never recorded."""
         response = super().user_change_password(request, id, form_url)
-        if request.method == "POST" and response.status_code == 302:
-            user = self.get_object(request, id)
-            audit_record(actor=Actor.for_user(request.user), action="user.password_change", obj=user)
+        _audit_password_change(request, response, lambda: self.get_object(request, id))
         return response
 
 
@@ -115,13 +113,18 @@ class AuditedGroupAdmin(AuditedAdminMixin, GroupAdmin):
     pass
 
 
+def _audit_password_change(request: HttpRequest, response: HttpResponse, user: Any) -> None:
+    """A password form that redirected after a POST saved a new password: recorded, never the password."""
+    if request.method == "POST" and response.status_code == 302:
+        audit_record(actor=Actor.for_user(request.user), action="user.password_change", obj=user())
+
+
 def _audited_own_password_change(view: Any) -> Any:
     """The admin's "Change password" link (an operator's own password): audited like the user admin's."""
 
     def password_change(request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         response = view(request, extra_context)
-        if request.method == "POST" and response.status_code == 302:
-            audit_record(actor=Actor.for_user(request.user), action="user.password_change", obj=request.user)
+        _audit_password_change(request, response, lambda: request.user)
         return response
 
     return password_change

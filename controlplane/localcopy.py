@@ -59,23 +59,12 @@ class LocalCopy(Generic[T]):
                     version = cache.get(self.version_key)
             except Exception as exc:  # any cache client error: keep serving what we have
                 self._log_fault("shared cache unreachable, serving the last %s copy: %s", exc)
-                # A change made meanwhile could not publish its version: whatever the cache says when
-                # it answers again, reload then.
-                self._version = None
-                if self._data is not None:
-                    if now - self._loaded_at < settings.CONTROLPLANE_FAULT_RELOAD_SECONDS:
-                        return self._data
-                    # Changes are still made (a token revoked, a flag turned off) but no process hears of
-                    # them: read the rows themselves now and then until the cache is back.
-                    try:
-                        data = self._loader()
-                    except Exception as reload_exc:  # the database too: the last copy it is
-                        self._log_fault("reload failed, serving the last %s copy: %s", reload_exc)
-                        self._loaded_at = now
-                        return self._data
-                    self._data, self._loaded_at = data, now
-                    return data
-                version = None
+                # A change made meanwhile cannot publish its version: reload when the cache answers
+                # again (whatever version it holds), and until then read the rows themselves now and
+                # then, so a token revoked or a flag turned off still takes effect.
+                self._version = version = None
+                if self._data is not None and now - self._loaded_at < settings.CONTROLPLANE_FAULT_RELOAD_SECONDS:
+                    return self._data
             if self._data is not None and version is not None and version == self._version:
                 return self._data
             try:
@@ -84,6 +73,7 @@ class LocalCopy(Generic[T]):
                 if self._data is None:
                     raise
                 self._log_fault("reload failed, serving the last %s copy: %s", exc)
+                self._loaded_at = now  # tried: during a cache fault, again after the fault interval
                 return self._data
             self._data, self._version, self._loaded_at = data, version, now
             return data

@@ -311,7 +311,6 @@ def celery_worker_process(tmp_path):
 def gunicorn_server(tmp_path):
     """gunicorn_server(workers=2, **env) -> base URL of a gunicorn serving the test database."""
     import signal
-    import socket
     import subprocess
     import time
     import urllib.request
@@ -319,9 +318,7 @@ def gunicorn_server(tmp_path):
     servers = []
 
     def start(workers: int = 2, **env: str) -> str:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port()
         log = tmp_path / f"gunicorn-{port}.log"
         server = subprocess.Popen(
             [
@@ -358,15 +355,20 @@ def gunicorn_server(tmp_path):
         server.wait(timeout=30)
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on (now): for a server a test starts, or one that is "down"."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture
 def private_redis(tmp_path):
     """A Redis server of this test's own, so the test can stop it."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [
             binary,
@@ -394,3 +396,19 @@ def private_redis(tmp_path):
     yield server, f"redis://127.0.0.1:{port}/0"
     server.kill()
     server.wait()
+
+
+@pytest.fixture
+def private_redis_cache(private_redis, settings):
+    """The shared cache on this test's own Redis (which the test may stop), with short timeouts, and
+    every in-process copy looking at the shared version on every read. Yields (server, url)."""
+    server, url = private_redis
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": url,
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+        }
+    }
+    settings.CONTROLPLANE_RELOAD_INTERVAL = 0
+    return server, url

@@ -21,20 +21,22 @@ RULES = {
 }
 
 
-def hold_five(apps, schema_editor):
+def _move(apps, *, to_five: bool) -> None:
+    """Each rule still exactly as one side has it (hold and text) gets the other side's."""
     AlertRule = apps.get_model("monitoring", "AlertRule")
     for name, (threshold, shipped, description) in RULES.items():
+        before, after = ((1, shipped), (5, description)) if to_five else ((5, description), (1, shipped))
         AlertRule.objects.filter(
-            name=name, threshold=threshold, window_minutes=5, for_evaluations=1, description=shipped
-        ).update(for_evaluations=5, description=description)
+            name=name, threshold=threshold, window_minutes=5, for_evaluations=before[0], description=before[1]
+        ).update(for_evaluations=after[0], description=after[1])
+
+
+def hold_five(apps, schema_editor):
+    _move(apps, to_five=True)
 
 
 def hold_one(apps, schema_editor):
-    AlertRule = apps.get_model("monitoring", "AlertRule")
-    for name, (threshold, shipped, description) in RULES.items():
-        AlertRule.objects.filter(
-            name=name, threshold=threshold, window_minutes=5, for_evaluations=5, description=description
-        ).update(for_evaluations=1, description=shipped)
+    _move(apps, to_five=False)
 
 
 class Migration(migrations.Migration):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import subprocess
+import time
 from datetime import timedelta
 
 import pytest
@@ -14,7 +15,7 @@ from controlplane.audit import Actor
 from controlplane.localcopy import forget_all
 from controlplane.models import ApiToken, AuditEvent
 from controlplane.services import InvalidTokenRequest, api_token_create, api_token_revoke
-from tests.conftest import manage, subprocess_env
+from tests.conftest import free_port, manage, subprocess_env
 
 URL = "/api/deployment/config/production"
 pytestmark = pytest.mark.django_db
@@ -65,11 +66,7 @@ print(ApiToken.objects.filter(token_hash=ApiToken.hash(os.environ['TOKEN'])).cou
 
 def test_command_stdout_is_the_token_alone_even_when_the_cache_is_down(tmp_path):
     """Log lines (here: the token list's version could not be published) go to stderr, not stdout."""
-    import socket
-
-    with socket.socket() as sock:  # a port nothing listens on: Redis is "down"
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens there: Redis is "down"
     env = subprocess_env(
         CONTROLPLANE_VAR_DIR=str(tmp_path),
         DATABASE_URL=None,
@@ -213,18 +210,8 @@ def test_admin_cannot_delete_tokens(operator_client, make_token):
     assert operator_client.get(f"/admin/controlplane/apitoken/{token.pk}/delete/").status_code == 403
 
 
-def test_a_revocation_takes_effect_while_the_shared_cache_is_down(client, make_token, settings, private_redis):
-    import time
-
-    server, url = private_redis
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": url,
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
-        }
-    }
-    settings.CONTROLPLANE_RELOAD_INTERVAL = 0
+def test_a_revocation_takes_effect_while_the_shared_cache_is_down(client, make_token, settings, private_redis_cache):
+    server, _ = private_redis_cache
     settings.CONTROLPLANE_FAULT_RELOAD_SECONDS = 0.2
     raw = make_token("monitoring:read", name="leaked")
     assert client.get(URL, HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200
@@ -238,22 +225,12 @@ def test_a_revocation_takes_effect_while_the_shared_cache_is_down(client, make_t
 
 
 def test_a_revocation_made_while_the_cache_was_paused_takes_effect_when_it_answers(
-    client, make_token, settings, private_redis
+    client, make_token, settings, private_redis_cache
 ):
     """A blip (the cache comes back with its data): the version a process last saw is no proof then."""
-    import time
-
     import redis
 
-    server, url = private_redis
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": url,
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.3, "SOCKET_TIMEOUT": 0.3},
-        }
-    }
-    settings.CONTROLPLANE_RELOAD_INTERVAL = 0
+    _, url = private_redis_cache
     settings.CONTROLPLANE_FAULT_RELOAD_SECONDS = 3600  # no re-read from the database during the blip
     raw = make_token("monitoring:read", name="leaked")
     assert client.get(URL, HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200

@@ -11,15 +11,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import BASE_DIR, subprocess_env
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.conftest import BASE_DIR, free_port, subprocess_env
 
 
 def serve_one_request(tmp_path, access_log: str | None) -> list[dict]:

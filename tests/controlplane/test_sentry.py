@@ -13,7 +13,7 @@ from django.test import Client
 
 from controlplane.context import request_id_var
 from controlplane.sentry import init_sentry
-from tests.conftest import manage, subprocess_env
+from tests.conftest import free_port, manage, subprocess_env
 
 pytestmark = pytest.mark.django_db
 
@@ -114,11 +114,7 @@ def test_sentry_check_command_needs_a_dsn(tmp_path):
 
 def test_a_dsn_that_does_not_answer_in_a_real_process_is_one_line(tmp_path):
     """As a server process starts: Sentry initialised by the settings, before logging is configured."""
-    import socket
-
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens there
     env = subprocess_env(
         CONTROLPLANE_VAR_DIR=str(tmp_path),
         DATABASE_URL=None,
