@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from controlplane.audit import Actor, audit_record
+from controlplane.client_address import client_ip
 
 
 def _client(request: Any) -> dict[str, str]:
     if request is None:
         return {}
-    return {"ip_address": getattr(request, "axes_ip_address", None) or request.META.get("REMOTE_ADDR", "")}
+    return {"ip_address": getattr(request, "axes_ip_address", None) or client_ip(request)}
 
 
 def on_login(sender: Any, request: Any, user: Any, **_: Any) -> None:
