@@ -9,6 +9,8 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
+from controlplane.logging import escape_json
+
 
 class JsonAccessLogger(Logger):
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta) -> None:
@@ -30,6 +32,7 @@ class JsonAccessLogger(Logger):
             "user_agent": environ.get("HTTP_USER_AGENT", "")[:300],
         }
         try:
-            self.access_log.info(json.dumps(line, separators=(",", ":")))
+            # json.dumps escapes every line break and control character in the path and headers but DEL.
+            self.access_log.info(escape_json(json.dumps(line, separators=(",", ":"))))
         except Exception:  # noqa: BLE001 - a log line never breaks a response
             self.error("could not write the access log line")
