@@ -252,7 +252,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
         context = {**self.admin_site.each_context(request), "token": obj, "raw": raw, "opts": self.opts}
         return TemplateResponse(request, "admin/controlplane/apitoken/created.html", context)
 
-    @admin.action(description="Revoke the selected tokens")
+    @admin.action(description="Revoke the selected tokens", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: Any) -> None:
         for token in queryset:
             api_token_revoke(token=token, actor=Actor.for_user(request.user))

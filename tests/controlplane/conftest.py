@@ -1,0 +1,84 @@
+"""Fixtures of the access tests: a row of every model the admin shows, and users of chosen permissions."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from types import SimpleNamespace
+
+import pytest
+from django.utils import timezone
+
+from tests.deployments.conftest import echo
+from tests.factories import UserFactory
+
+
+@pytest.fixture
+def one_of_each(db):
+    """A row of every model registered in admin, in the state its admin actions act on (a token not
+    revoked, a switch off, a backup that succeeded, a firing alert, an active silence, a queued deployment)."""
+    from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+    from django.contrib.auth.models import Group
+    from waffle.models import Sample, Switch
+
+    from backups.models import Backup, BackupStatus, BackupTarget
+    from controlplane.audit import Actor
+    from controlplane.models import ApiToken
+    from controlplane.services import api_token_create
+    from deployments.models import LogLine, RecoveryPlan
+    from deployments.services import deployment_request, environment_save, pipeline_save
+    from flags.services import flag_create
+    from monitoring.alert_models import Alert, AlertRule, AlertState, Delivery, NotificationChannel, Silence
+    from monitoring.models import HealthMetric, MonitoredEndpoint
+
+    actor = Actor.system("tests")
+    now = timezone.now()
+    access = {"user_agent": "test", "http_accept": "*/*", "path_info": "/accounts/login/", "username": "someone"}
+    AccessAttempt.objects.create(**access, get_data="", post_data="", failures_since_start=1)
+    AccessLog.objects.create(**access)
+    AccessFailureLog.objects.create(**access)
+    Switch.objects.create(name="maintenance", active=False)
+    Sample.objects.create(name="sampled", percent=50)
+    Group.objects.create(name="on-call")
+    token, _ = api_token_create(name="ci", scopes=["flags:read"], expires_in_days=None, actor=actor)
+    flag = flag_create(data={"name": "chat", "enabled": False, "rollout_percent": 0}, actor=actor)
+    channel = NotificationChannel.objects.create(name="ops", kind="webhook", url="http://127.0.0.1:9/hook")
+    rule = AlertRule.objects.create(name="db failing", kind="check_status", threshold=3, component="database")
+    alert = Alert.objects.create(rule=rule, dedup_key="db", component="database", state=AlertState.FIRING)
+    Delivery.objects.create(channel=channel, alert=alert, event="firing", status="sent", attempts=1)
+    Silence.objects.create(ends_at=now + timedelta(hours=1), reason="upgrade")
+    MonitoredEndpoint.objects.create(name="site", url="https://example.test/")
+    HealthMetric.objects.create(component="database", measurement="responseTime", status="pass", value=3)
+    target, _ = BackupTarget.objects.get_or_create(name="default", defaults={"url_env": ""})
+    backup = Backup.objects.create(target=target, engine="sqlite", status=BackupStatus.SUCCEEDED, finished_at=now)
+    pipeline = pipeline_save(name="test-pipeline", steps=[echo("one", "step one")], actor=actor)
+    environment = environment_save(name="test", pipeline=pipeline, health_url="", actor=actor)
+    deployment = deployment_request(environment="test", version="v1", actor=actor)
+    LogLine.objects.create(deployment=deployment, message="started")
+    plan = RecoveryPlan.objects.create(failure_type="database", environment=environment, steps=[echo("fix", "fixed")])
+    return SimpleNamespace(
+        token=ApiToken.objects.get(pk=token.pk),
+        flag=flag,
+        alert=alert,
+        target=target,
+        backup=backup,
+        environment=environment,
+        deployment=deployment,
+        plan=plan,
+    )
+
+
+@pytest.fixture
+def user_with(db):
+    """user_with(*permission codes, is_staff=True) -> a new user holding exactly those permissions."""
+    from django.contrib.auth.models import Permission
+
+    made = iter(range(1000))
+
+    def make(*codes: str, is_staff: bool = True):
+        user = UserFactory(username=f"holder{next(made)}", is_staff=is_staff)
+        for code in codes:
+            app_label, codename = code.split(".")
+            user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+        return user
+
+    return make
