@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from functools import cache
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 REDACTED = "[redacted]"
 
@@ -66,3 +66,46 @@ def redact(value: Any, key: str = "") -> Any:
     if isinstance(value, str):
         return redact_text(value)
     return value
+
+
+# Query parameters named like a credential beyond is_secret_key's names: ?key= (Google APIs), ?sig=
+# (Azure SAS), ?auth=, ?code= (OAuth).
+_SECRET_QUERY_NAME = re.compile(r"key|sig|auth|code", re.IGNORECASE)
+# A URL in a sentence: up to a space, a quote, a bracket, or punctuation that ends the sentence.
+_URL_IN_TEXT = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s<>\"'()]+?(?=[.,;:!?]*(?:[\s<>\"'()]|$))", re.IGNORECASE)
+
+
+def _redact_params(params: str) -> str:
+    redacted = []
+    for param in params.split("&"):
+        name, equals, value = param.partition("=")
+        if equals and value and (is_secret_key(unquote_plus(name)) or _SECRET_QUERY_NAME.fullmatch(name)):
+            param = f"{name}={REDACTED}"
+        redacted.append(param)
+    return "&".join(redacted)
+
+
+def redact_url(url: str) -> str:
+    """``url`` as a page or log may show it: no user information's password (a user name alone is
+    hidden whole: it is often a token) and no value of a secret-looking query or fragment parameter."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unbalanced [ in the host: not a URL to take apart
+        return redact_text(url)
+    netloc, query, fragment = parts.netloc, parts.query, parts.fragment
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{host}" if colon else f"***@{host}"
+    if "=" in query:
+        query = _redact_params(query)
+    if "=" in fragment:
+        fragment = _redact_params(fragment)
+    return redact_text(urlunsplit(parts._replace(netloc=netloc, query=query, fragment=fragment)))
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with every URL in it passed through redact_url (for messages that may quote one)."""
+    if "://" in text:
+        text = _URL_IN_TEXT.sub(lambda match: redact_url(match.group()), text)
+    return redact_text(text)

@@ -6,6 +6,7 @@ does not answer in time is reported ``fail`` ("timed out after N ms") and never 
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import queue
@@ -20,9 +21,12 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
+
+from controlplane.redaction import redact_url, redact_urls
 
 logger = logging.getLogger(__name__)
 
@@ -196,25 +200,58 @@ def check_alert_channels() -> Outcome:
     return Outcome(PASS, channels, "channels", f"{channels} enabled alert channel(s)")
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A 3xx is the endpoint's answer: following it would probe (and send the endpoint's credentials
+    to) an address the operator never named, as webhooks and deployment steps do not follow either."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_endpoint_opener = urllib.request.build_opener(_NoRedirects)
+
+
+def _endpoint_request(url: str) -> urllib.request.Request:
+    """A GET of ``url``; a user:password@ in it is sent as Basic authorization (urllib would take it
+    for part of the host name)."""
+    parts = urlsplit(url)
+    headers = {"User-Agent": "controlplane-uptime/1"}
+    if "@" in parts.netloc:
+        userinfo, _, host = parts.netloc.rpartition("@")
+        user, _, password = userinfo.partition(":")
+        credentials = f"{unquote(user)}:{unquote(password)}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode("ascii")
+        url = urlunsplit(parts._replace(netloc=host))
+    return urllib.request.Request(url, headers=headers)  # noqa: S310 - http(s) only (the model validates)
+
+
 def endpoint_check(url: str, expected_status: int, timeout_ms: int, body_contains: str) -> Callable[[], Outcome]:
+    """The check of an endpoint operators added. Its output shows the URL redacted: any monitoring:read
+    token reads it, and the URL may carry a password or a token in its query."""
+    shown = redact_url(url)
+
     def run() -> Outcome:
         start = time.perf_counter()
-        request = urllib.request.Request(url, headers={"User-Agent": "controlplane-uptime/1"})  # noqa: S310
+        redirect = ""
         try:
-            with urllib.request.urlopen(request, timeout=timeout_ms / 1000) as response:  # noqa: S310 - http(s) only
+            with _endpoint_opener.open(_endpoint_request(url), timeout=timeout_ms / 1000) as response:
                 status, body = response.status, response.read(1_000_000)
         except urllib.error.HTTPError as error:
             status, body = error.code, error.read(1_000_000) if error.fp else b""
-        except (urllib.error.URLError, TimeoutError, OSError) as error:
+            if 300 <= status < 400:
+                redirect = f"redirect to {redact_url(error.headers.get('Location') or '(no Location)')}"
+        except (urllib.error.URLError, TimeoutError, OSError, ValueError) as error:
             reason = getattr(error, "reason", error)
-            return Outcome(FAIL, _ms_since(start), "ms", f"{url}: {reason}")
+            return Outcome(FAIL, _ms_since(start), "ms", redact_urls(f"{shown}: {reason}"))
         elapsed = _ms_since(start)
+        answer = f"{status} ({redirect})" if redirect else str(status)
+        # A redirect counts like any other status: it passes only where it is the expected one.
         if status != expected_status:
-            return Outcome(FAIL, elapsed, "ms", f"{url} answered {status}, expected {expected_status}")
+            return Outcome(FAIL, elapsed, "ms", f"{shown} answered {answer}, expected {expected_status}")
         if body_contains and body_contains.encode() not in body:
-            return Outcome(FAIL, elapsed, "ms", f"{url} answered without {body_contains!r}")
+            return Outcome(FAIL, elapsed, "ms", f"{shown} answered without {body_contains!r}")
         return Outcome(
-            WARN if elapsed > settings.HEALTH_SLOW_MS * 5 else PASS, elapsed, "ms", f"{status} in {elapsed} ms"
+            WARN if elapsed > settings.HEALTH_SLOW_MS * 5 else PASS, elapsed, "ms", f"{answer} in {elapsed} ms"
         )
 
     return run
@@ -378,7 +415,8 @@ def run_checks(checks: list[Check], *, deadline_seconds: float | None = None) ->
                 outcome.status,
                 outcome.value,
                 outcome.unit,
-                outcome.output,
+                # Any check's message may quote a URL (an exception's text): none shows a password.
+                redact_urls(outcome.output),
                 datetime.now(UTC),
             )  # fmt: skip
         )

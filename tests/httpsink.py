@@ -35,6 +35,7 @@ class HttpSink:
     status: int = 200
     body: bytes = b"ok: WingmanMatch API"
     requests: list[Received] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)  # sent with each GET answer (a Location)
 
     def start(self) -> HttpSink:
         sink = self
@@ -55,6 +56,8 @@ class HttpSink:
                 sink.requests.append(Received("GET", self.path, dict(self.headers), b""))
                 self.send_response(sink.status)
                 self.send_header("Content-Type", "text/plain")
+                for name, value in sink.headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(sink.body)
 
