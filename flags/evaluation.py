@@ -63,7 +63,9 @@ class CompiledFlag:
 
 def bucket(flag_name: str, key: str) -> int:
     """1..100, Unleash's normalised value for group id ``flag_name`` and user ``key``."""
-    return mmh3.hash(f"{flag_name}:{key}", 0, signed=False) % 100 + 1
+    # Bytes, not str: mmh3 encodes a str itself and crashes the process on a lone surrogate; encoding
+    # here raises UnicodeEncodeError instead (the APIs refuse such text before it gets this far).
+    return mmh3.hash(f"{flag_name}:{key}".encode(), 0, signed=False) % 100 + 1
 
 
 def evaluate(flag: CompiledFlag, key: str | None) -> tuple[bool, str]:
