@@ -1,6 +1,9 @@
 """The JSON API's shared parts: token authentication with scopes, typed errors, JSON bodies.
 
 Every API view is wrapped by ``api_view``; it is the one place where a token is read and checked.
+Under /api/ and /ofrep/ every error is JSON, including the ones Django answers itself (unknown path,
+bad Host, body over the limit, 500): ``bad_request``, ``page_not_found`` and ``server_error`` are the
+URL conf's error handlers.
 """
 
 from __future__ import annotations
@@ -10,14 +13,23 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.core.exceptions import DisallowedHost, RequestDataTooBig, TooManyFieldsSent
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
 from controlplane.services import api_token_authenticate
 
 # Names a token might be passed under in a URL: refused, since URLs end up in logs and histories.
 _QUERY_TOKEN_NAMES = {"token", "access_token", "api_key", "apikey", "key", "auth", "bearer"}
+
+API_PREFIX = "/api/"
+OFREP_PREFIX = "/ofrep/"
+
+# OFREP's error documents carry one of the protocol's codes; ours map onto them, the rest is GENERAL.
+_OFREP_CODES = {"invalid_json": "PARSE_ERROR", "invalid_text": "INVALID_CONTEXT", "too_many_fields": "PARSE_ERROR"}
 
 
 class ApiError(Exception):
@@ -31,11 +43,16 @@ class ApiError(Exception):
         self.field = field
         self.extra = extra
 
-    def response(self) -> JsonResponse:
-        body: dict[str, Any] = {"error": self.code, "detail": self.detail}
-        if self.field:
-            body["field"] = self.field
-        body.update(self.extra)
+    def response(self, *, ofrep: bool = False) -> JsonResponse:
+        """The JSON answer; in OFREP's shape (``errorCode``, ``errorDetails``) for the OFREP endpoints."""
+        body: dict[str, Any]
+        if ofrep:
+            body = {"errorCode": _OFREP_CODES.get(self.code, "GENERAL"), "errorDetails": self.detail}
+        else:
+            body = {"error": self.code, "detail": self.detail}
+            if self.field:
+                body["field"] = self.field
+            body.update(self.extra)
         response = JsonResponse(body, status=self.status)
         if self.status == 401:
             response["WWW-Authenticate"] = 'Bearer realm="controlplane"'
@@ -87,16 +104,90 @@ def api_view(
                 if request.method not in methods:
                     raise ApiError(405, "method_not_allowed", f"use {' or '.join(methods)}")
                 authenticate(request, scope, allow_api_key=allow_api_key)
+                for name, value in kwargs.items():
+                    if isinstance(value, str) and not _is_text(value):
+                        raise ApiError(400, "invalid_text", f"{name} is not valid Unicode text", field=name)
                 return view(request, *args, **kwargs)
-            except ApiError as error:
-                response = error.response()
-                if error.status == 405:
-                    response["Allow"] = ", ".join(methods)
-                return response
+            except Http404 as exc:  # get_object_or_404 and friends: Django would answer with its HTML page
+                error = ApiError(404, "not_found", str(exc) or "no such object")
+            except RequestDataTooBig:  # raised when the view first reads request.body
+                error = _too_large()
+            except TooManyFieldsSent:
+                error = _too_many_fields()
+            except ApiError as exc:
+                error = exc
+            response = error.response(ofrep=request.path_info.startswith(OFREP_PREFIX))
+            if error.status == 405:
+                response["Allow"] = ", ".join(methods)
+            return response
 
         return csrf_exempt(login_not_required(wrapped))
 
     return decorate
+
+
+class InvalidJson(ValueError):
+    """The body is not JSON we can read: a syntax error, or nesting deeper than the parser's stack."""
+
+
+class InvalidText(ValueError):
+    """A string in the body (a key or a value) holds a lone surrogate: it is not Unicode text.
+
+    ``json.loads`` turns ``"\\ud800"`` (and UTF-8-encoded surrogates) into such a string; it cannot be
+    encoded, so it would fail, or worse, wherever it goes next: a hash, an ETag, a log line, the database.
+    """
+
+    def __init__(self, field: str) -> None:
+        super().__init__(f"{field} is not valid Unicode text")
+        self.field = field
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(name: str) -> str:
+    return name if _is_text(name) else name.encode("utf-8", "backslashreplace").decode()
+
+
+def _first_non_text(data: Any) -> str | None:
+    """The dotted path to the first string in ``data`` that is not text, or None. A loop, not recursion:
+    the parser accepts nesting about as deep as Python's stack, which leaves no room to recurse here."""
+    pending: list[tuple[Any, tuple[str, ...]]] = [(data, ())]
+    while pending:
+        value, path = pending.pop()
+        if isinstance(value, str):
+            if not _is_text(value):
+                return ".".join(path) or "body"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                child = (*path, _printable(key))
+                if not _is_text(key):
+                    return ".".join(child)
+                pending.append((item, child))
+        elif isinstance(value, list):
+            pending.extend((item, (*path, str(index))) for index, item in enumerate(value))
+    return None
+
+
+def load_json(raw: bytes) -> Any:
+    """``raw`` parsed as JSON, every string in it Unicode text; raises InvalidJson or InvalidText."""
+    try:
+        data = json.loads(raw)
+    except RecursionError:
+        raise InvalidJson("the body is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidJson(f"the body is not valid JSON: {exc}") from None
+    # A surrogate gets in only through a \u escape or a non-ASCII byte: most bodies skip the walk.
+    if not raw.isascii() or b"\\u" in raw:
+        field = _first_non_text(data)
+        if field is not None:
+            raise InvalidText(field)
+    return data
 
 
 def json_body(request: HttpRequest, *, allow_empty: bool = False) -> dict[str, Any]:
@@ -106,9 +197,65 @@ def json_body(request: HttpRequest, *, allow_empty: bool = False) -> dict[str, A
             return {}
         raise ApiError(400, "invalid_json", "the body must be a JSON object")
     try:
-        data = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+        data = load_json(request.body)
+    except InvalidJson as exc:
+        raise ApiError(400, "invalid_json", str(exc)) from None
+    except InvalidText as exc:
+        raise ApiError(400, "invalid_text", str(exc), field=exc.field) from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object")
     return data
+
+
+# --- Errors Django answers itself -------------------------------------------------------------------
+
+
+def _too_large() -> ApiError:
+    return ApiError(413, "too_large", f"the body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes")
+
+
+def _too_many_fields() -> ApiError:
+    limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+    return ApiError(400, "too_many_fields", f"the request has more than {limit} parameters")
+
+
+def _json_error_for(request: HttpRequest) -> bool | None:
+    """None outside the APIs (Django's own pages apply), else whether the answer is in OFREP's shape."""
+    path = request.path_info
+    if path.startswith(OFREP_PREFIX):
+        return True
+    if path.startswith(API_PREFIX):
+        return False
+    return None
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """handler400: Django's SuspiciousOperation family (bad Host, body over the limit, too many fields)."""
+    ofrep = _json_error_for(request)
+    if ofrep is None:
+        return defaults.bad_request(request, exception)
+    if isinstance(exception, RequestDataTooBig):
+        error = _too_large()
+    elif isinstance(exception, TooManyFieldsSent):
+        error = _too_many_fields()
+    elif isinstance(exception, DisallowedHost):
+        error = ApiError(400, "bad_host", "the Host header names a host this server does not serve")
+    else:
+        error = ApiError(400, "bad_request", "the request is malformed")
+    return error.response(ofrep=ofrep)
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """handler404: an unknown path under the APIs is a JSON 404."""
+    ofrep = _json_error_for(request)
+    if ofrep is None:
+        return defaults.page_not_found(request, exception)
+    return ApiError(404, "not_found", "no such endpoint").response(ofrep=ofrep)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500: the error has been logged (and sent to Sentry); the client gets JSON, no traceback."""
+    ofrep = _json_error_for(request)
+    if ofrep is None:
+        return defaults.server_error(request)
+    return ApiError(500, "server_error", "the server failed; the error has been logged").response(ofrep=ofrep)

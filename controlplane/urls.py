@@ -5,7 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from backups import api as backups_api
-from controlplane import api_views
+from controlplane import api, api_views
 from deployments import api as deployments_api
 from flags import api as flags_api
 from monitoring import api as monitoring_api
@@ -45,3 +45,8 @@ urlpatterns = [
     path("backups/", include("backups.urls")),
     path("", include("monitoring.urls")),
 ]
+
+# Under /api/ and /ofrep/ these answer in JSON; elsewhere they hand over to Django's pages.
+handler400 = api.bad_request
+handler404 = api.page_not_found
+handler500 = api.server_error

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from controlplane.api import ApiError, api_view, json_body
+from controlplane.api import ApiError, InvalidJson, InvalidText, api_view, json_body, load_json
 from controlplane.audit import Actor
 from controlplane.models import Scope
 from flags.evaluation import CompiledFlag, TargetingKeyMissing, evaluate, on_for, variant
@@ -34,9 +34,11 @@ def _targeting_key(request: HttpRequest) -> str | None:
     if not request.body:
         return None
     try:
-        body = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise OfrepError(400, "PARSE_ERROR", f"the body is not valid JSON: {exc}") from None
+        body = load_json(request.body)
+    except InvalidJson as exc:
+        raise OfrepError(400, "PARSE_ERROR", str(exc)) from None
+    except InvalidText as exc:
+        raise OfrepError(400, "INVALID_CONTEXT", str(exc)) from None
     if not isinstance(body, dict):
         raise OfrepError(400, "PARSE_ERROR", "the body must be a JSON object")
     context = body.get("context", {})
@@ -134,6 +136,7 @@ def ofrep_evaluate_flags(request: HttpRequest) -> HttpResponse:
     if_none_match = request.META.get("HTTP_IF_NONE_MATCH")
     if if_none_match and _matches(if_none_match, etag):
         response = HttpResponse(status=304)
+        del response["Content-Type"]  # a 304 has no body, so no type for one
     else:
         response = HttpResponse(_bulk_body(snap, targeting_key), content_type="application/json")
     response["ETag"] = etag

@@ -118,6 +118,13 @@ def test_bulk_etag_and_304(reader, flags, django_capture_on_commit_callbacks):
     assert changed.status_code == 200 and changed["ETag"] != etag
 
 
+def test_304_has_no_content_type(reader, flags):
+    etag = post(reader, BULK, {"context": {"targetingKey": "u1"}})["ETag"]
+    not_modified = post(reader, BULK, {"context": {"targetingKey": "u1"}}, HTTP_IF_NONE_MATCH=etag)
+    assert not_modified.status_code == 304 and not_modified.content == b""
+    assert "Content-Type" not in not_modified, "a 304 has no body, so no type for one"
+
+
 def test_warm_evaluation_makes_no_query(reader, flags, django_assert_num_queries):
     post(reader, BULK, {"context": {"targetingKey": "u1"}})  # warms the snapshot and the tokens
     with django_assert_num_queries(0):
