@@ -291,6 +291,8 @@ class _Runner:
             text = f"would {describe(step, ctx)}"
             if step.get("rollback"):
                 text += f"; on a later failure would {describe(step['rollback'], ctx)}"
+            # Redacted as step output is: the description is stored and shown on the page, the API and the log.
+            text = redact(text, self.secrets)
             StepRun.objects.filter(pk=run.pk).update(status=StepStatus.SKIPPED, finished_at=timezone.now(), output=text)
             log(self.deployment, text, step=step["name"])
         return self._finish(DeploymentStatus.SUCCEEDED, "")

@@ -39,7 +39,10 @@ DEFAULT_TIMEOUT = {
 MIGRATE_ARGV = ["alembic", "upgrade", "head"]  # the product's backend (FastAPI, PostgreSQL) migrates with Alembic
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 BASE_ENVIRONMENT = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
-_SECRET_REF = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
+# ``${NAME}`` (a secret setting) or ``{name}`` (a deployment variable), found in one pass over the
+# pipeline's own text: what replaces a reference is never scanned again, so a version (or any other
+# value) holding "${NAME}" or "{version}" stays literal text.
+_REFERENCE = re.compile(r"\$\{(?P<secret>[A-Z][A-Z0-9_]*)\}|\{(?P<variable>[A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,99}$")
 
 
@@ -235,12 +238,21 @@ class Context:
     actor_label: str
     secrets: list[str] = field(default_factory=list)
 
-    def expand(self, text: str) -> str:
-        for key, value in self.variables.items():
-            text = text.replace("{" + key + "}", value)
+    def expand(self, text: str, *, secrets: bool = True) -> str:
+        """The step's ``text`` with its ``{variable}`` and ``${SECRET}`` references replaced, in one pass.
 
-        def secret(match: re.Match) -> str:
-            name = match.group(1)
+        Only the pipeline's own text is ever scanned: a value put in (the version, a secret) is not,
+        else a version of "${SOME_SECRET}" would read any secret setting. With ``secrets=False`` the
+        ``${NAME}`` references stay as written (what a dry run shows).
+        """
+
+        def replace(match: re.Match) -> str:
+            variable = match.group("variable")
+            if variable is not None:
+                return self.variables.get(variable, match.group(0))
+            name = match.group("secret")
+            if not secrets:
+                return match.group(0)
             if name not in settings.DEPLOY_SECRETS:
                 raise StepFailed(f"${{{name}}} is not a secret setting: list it in DEPLOY_SECRETS")
             value = os.environ.get(name)
@@ -248,7 +260,7 @@ class Context:
                 raise StepFailed(f"the secret setting {name} is not set in the environment")
             return value
 
-        return _SECRET_REF.sub(secret, text)
+        return _REFERENCE.sub(replace, text)
 
     def sleep(self, seconds: float) -> None:
         if self.cancelled.wait(seconds):
@@ -277,19 +289,21 @@ def run_step(step: dict[str, Any], ctx: Context) -> int | None:
 
 
 def describe(step: dict[str, Any], ctx: Context) -> str:
-    """What the step would do, for dry runs (secrets stay unexpanded)."""
+    """What the step would do, for dry runs (secrets stay unexpanded; the runner redacts the text too)."""
     kind = step["kind"]
-    show = lambda text: ctx.expand(text) if "${" not in text else text  # noqa: E731
+    show = lambda text: ctx.expand(text, secrets=False)  # noqa: E731
     if kind in ("command", "migrate"):
         argv = [show(a) for a in (step.get("argv") or MIGRATE_ARGV)]
         return f"run {json.dumps(argv)}" + (f" in {show(step['cwd'])}" if step.get("cwd") else "")
     if kind == "http":
         return f"{step.get('method', 'POST')} {show(step['url'])} expecting {step.get('expected_status', '2xx')}"
     if kind == "health_gate":
-        what = step.get("url") or (f"the control plane's {step['checks']} checks" if "checks" in step else None)
+        # Only the step's own url is pipeline text to expand; the environment's health URL is shown as set.
+        what = show(step["url"]) if step.get("url") else None
+        what = what or (f"the control plane's {step['checks']} checks" if "checks" in step else None)
         what = what or ctx.environment_health_url or "the control plane's ready checks"
         every, most = step.get("interval", 5), step.get("timeout", 300)
-        return f"wait until {show(what)} is healthy (every {every} s, at most {most} s)"
+        return f"wait until {what} is healthy (every {every} s, at most {most} s)"
     if kind == "backup":
         return f"back up target {step.get('target', 'default')} and wait for it"
     if kind == "flags":
