@@ -68,7 +68,10 @@ class PipelineAdmin(admin.ModelAdmin):
 
 
 class DeployActionForm(ActionForm):
-    version = forms.CharField(required=False, max_length=200, label="Version")
+    # A plain Field, neither checked nor stripped (a CharField refuses a NUL byte itself, and the admin
+    # then says only "No action selected"): the deployments service holds the one rule for a version,
+    # and its message reaches the operator through the action.
+    version = forms.Field(required=False, label="Version")
 
 
 @admin.register(Environment)

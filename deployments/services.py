@@ -7,6 +7,7 @@ asks for comes through here, is validated, audited, and queued after commit.
 from __future__ import annotations
 
 import logging
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -31,7 +32,13 @@ from deployments.models import (
 from deployments.steps import InvalidStep, validate_steps
 
 logger = logging.getLogger(__name__)
-MAX_VERSION = 200
+MAX_VERSION = 128
+# Used with fullmatch: "^...$" would let a final newline through.
+_VERSION = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._+-]{{0,{MAX_VERSION - 1}}}")
+VERSION_RULE = (
+    f"at most {MAX_VERSION} characters: letters, digits, '.', '_', '+' and '-', starting with a letter or digit,"
+    " no '..'"
+)
 
 
 class InvalidDeployment(ValueError):
@@ -101,11 +108,16 @@ def environment_save(*, name: str, pipeline: Pipeline, health_url: str = "", act
 
 
 def _clean_version(version: Any) -> str:
+    """The one rule for a version, whoever asks (API, page, admin, command, rollback, recovery).
+
+    A version ends up in argv, URLs, JSON bodies and paths of steps, so it is a plain release name:
+    no "$" or braces (references), no leading "-" (an option), no "/" or ".." (a path), no quotes
+    or spaces. Not stripped: what is deployed is exactly what was asked for.
+    """
     if not isinstance(version, str) or not version.strip():
         raise InvalidDeployment("version", "required: a non-empty string")
-    version = version.strip()
-    if len(version) > MAX_VERSION or any(ch.isspace() or not ch.isprintable() for ch in version):
-        raise InvalidDeployment("version", f"at most {MAX_VERSION} printable characters, no spaces")
+    if _VERSION.fullmatch(version) is None or ".." in version:
+        raise InvalidDeployment("version", VERSION_RULE)
     return version
 
 

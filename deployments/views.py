@@ -31,13 +31,19 @@ def _require_operator(request: HttpRequest) -> None:
 
 
 def index(request: HttpRequest) -> HttpResponse:
+    return _index_page(request)
+
+
+def _index_page(request: HttpRequest, *, form: dict | None = None, status: int = 200) -> HttpResponse:
+    """The list page; ``form`` is a refused Deploy form (what was entered and the error on its field)."""
     context = {
         "environments": environments_status(),
         "deployments": Deployment.objects.select_related("environment")[:PAGE_SIZE],
         "plans": RecoveryPlan.objects.select_related("environment"),
         "can_run": request.user.has_perm(RUN_PERMISSION),
+        "form": form or {},
     }
-    return render(request, "deployments/index.html", context)
+    return render(request, "deployments/index.html", context, status=status)
 
 
 def detail(request: HttpRequest, deployment_id: int) -> HttpResponse:
@@ -69,15 +75,13 @@ def _detail_context(request: HttpRequest, deployment: Deployment) -> dict:
 @require_POST
 def deploy(request: HttpRequest) -> HttpResponse:
     _require_operator(request)
+    environment, version = request.POST.get("environment", ""), request.POST.get("version", "")
     try:
-        deployment = deployment_request(
-            environment=request.POST.get("environment", ""),
-            version=request.POST.get("version", ""),
-            actor=Actor.for_user(request.user),
-        )
+        deployment = deployment_request(environment=environment, version=version, actor=Actor.for_user(request.user))
     except InvalidDeployment as exc:
-        messages.error(request, f"{exc.field}: {exc.message}")
-        return redirect("deployments:index")
+        # The form again, as entered, with the error on its field (422 like the API's answer).
+        form = {"environment": environment, "version": version, "field": exc.field, "error": exc.message}
+        return _index_page(request, form=form, status=422)
     except DeploymentLocked as exc:
         messages.error(request, str(exc))
         return redirect("deployments:detail", deployment_id=exc.active.pk)

@@ -84,11 +84,13 @@ def test_an_operator_deploys_from_the_form_and_lands_on_the_deployment(operator_
 
 
 @pytest.mark.django_db
-def test_a_bad_version_shows_the_error_and_queues_nothing(operator_client, environment):
+def test_a_bad_version_shows_the_error_on_the_form_and_queues_nothing(operator_client, environment):
     environment(STEPS)
-    response = operator_client.post("/deployments/deploy", {"environment": "test", "version": "v1 final"}, follow=True)
-    assert response.redirect_chain == [("/deployments/", 302)]
-    assert "version: at most 200 printable characters, no spaces" in response.content.decode()
+    response = operator_client.post("/deployments/deploy", {"environment": "test", "version": "v1 final"})
+    assert response.status_code == 422
+    html = response.content.decode()
+    assert '<p class="error" id="deploy-error" role="alert">version: at most 128 characters' in html
+    assert 'value="v1 final" aria-invalid="true"' in html  # the form as entered, its field marked
     assert not Deployment.objects.exists()
 
 
