@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from functools import cache
 from typing import Any
@@ -36,6 +37,9 @@ def _configured_secrets() -> tuple[str, ...]:
     dsn = getattr(settings, "SENTRY_DSN", "")
     values.append(urlsplit(dsn).username or "")
     values.append(getattr(settings, "EMAIL_HOST_PASSWORD", "") or "")
+    # The values of the variables pipeline steps may read as ${NAME} (deploy hooks, a product's
+    # database URL): the control plane holds them, so its logs and Sentry events must not show them.
+    values.extend(os.environ.get(name, "") for name in getattr(settings, "DEPLOY_SECRETS", ()))
     # Short values would redact ordinary words; a real secret is longer than this.
     return tuple(sorted({v for v in values if v and len(v) >= 6}, key=len, reverse=True))
 
@@ -43,15 +47,17 @@ def _configured_secrets() -> tuple[str, ...]:
 def redact_text(text: str) -> str:
     if not text:
         return text
+    # Whole configured values first: a secret that is itself a URL with a password (a DEPLOY_SECRETS
+    # database URL) is hidden whole, not left with only its password masked by the pattern below.
+    for secret in _configured_secrets():
+        if secret in text:
+            text = text.replace(secret, REDACTED)
     # Substring tests first: the regular expressions run only where they could match (every log
     # line passes through here).
     if "@" in text and "://" in text:
         text = _URL_PASSWORD.sub(r"\g<scheme>\g<user>:***@", text)
     if "cpt_" in text:
         text = _TOKEN_VALUE.sub(REDACTED, text)
-    for secret in _configured_secrets():
-        if secret in text:
-            text = text.replace(secret, REDACTED)
     return text
 
 
