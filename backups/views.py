@@ -12,17 +12,21 @@ from backups.engines import BackupError
 from backups.models import Backup, BackupTarget
 from backups.selectors import readiness
 from backups.services import backup_request, verification_request
+from controlplane.access import operator_page
 from controlplane.audit import Actor
 
+VIEW_PERMISSION = "backups.view_backup"
 RUN_PERMISSION = "backups.change_backup"
 PAGE_SIZE = 100
 
 
+@operator_page(VIEW_PERMISSION)
 def index(request: HttpRequest) -> HttpResponse:
     targets = [readiness(target) for target in BackupTarget.objects.all()]
     return render(request, "backups/index.html", {"targets": targets, "can_run": request.user.has_perm(RUN_PERMISSION)})
 
 
+@operator_page(VIEW_PERMISSION)
 def target_detail(request: HttpRequest, name: str) -> HttpResponse:
     target = get_object_or_404(BackupTarget, name=name)
     backups = list(target.backups.prefetch_related("verifications")[:PAGE_SIZE])
@@ -35,6 +39,7 @@ def target_detail(request: HttpRequest, name: str) -> HttpResponse:
     return render(request, "backups/target.html", context)
 
 
+@operator_page(VIEW_PERMISSION)
 @require_POST
 def backup_now(request: HttpRequest, name: str) -> HttpResponse:
     if not request.user.has_perm(RUN_PERMISSION):
@@ -45,6 +50,7 @@ def backup_now(request: HttpRequest, name: str) -> HttpResponse:
     return redirect("backups:target", name=target.name)
 
 
+@operator_page(VIEW_PERMISSION)
 @require_POST
 def verify_now(request: HttpRequest, name: str, backup_id: int) -> HttpResponse:
     if not request.user.has_perm(RUN_PERMISSION):

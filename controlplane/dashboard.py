@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from backups.selectors import all_readiness
+from controlplane.access import operator_page
 from controlplane.audit import Actor
 from deployments.selectors import latest_deployments
 from flags.selectors import flags_summary
@@ -25,6 +26,8 @@ from monitoring.dashboard import chart_list, health, open_alerts
 from monitoring.models import Heartbeat
 
 REFRESH_SECONDS = 10
+# The dashboard is a monitoring page first (health, alerts); reading alerts is what it takes to open it.
+VIEW_PERMISSION = "monitoring.view_alert"
 
 
 def _is_htmx(request: HttpRequest) -> bool:
@@ -56,15 +59,18 @@ def _context(request: HttpRequest) -> dict[str, Any]:
     }
 
 
+@operator_page(VIEW_PERMISSION)
 def dashboard(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/index.html", _context(request))
 
 
+@operator_page(VIEW_PERMISSION)
 def panels(request: HttpRequest) -> HttpResponse:
     """The dashboard's changing part, for the in-place refresh."""
     return render(request, "dashboard/_panels.html", _context(request))
 
 
+@operator_page(VIEW_PERMISSION)
 @require_POST
 def acknowledge(request: HttpRequest, alert_id: int) -> HttpResponse:
     if not request.user.has_perm("monitoring.change_alert"):

@@ -8,6 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from controlplane.access import operator_page
 from controlplane.audit import Actor
 from deployments.models import Deployment, Environment, RecoveryPlan
 from deployments.selectors import environments_status
@@ -21,6 +22,7 @@ from deployments.services import (
     rollback_to_previous,
 )
 
+VIEW_PERMISSION = "deployments.view_deployment"
 RUN_PERMISSION = "deployments.add_deployment"
 PAGE_SIZE = 50
 
@@ -30,6 +32,7 @@ def _require_operator(request: HttpRequest) -> None:
         raise PermissionDenied("deploying needs the deployments.add_deployment permission")
 
 
+@operator_page(VIEW_PERMISSION)
 def index(request: HttpRequest) -> HttpResponse:
     return _index_page(request)
 
@@ -46,11 +49,13 @@ def _index_page(request: HttpRequest, *, form: dict | None = None, status: int =
     return render(request, "deployments/index.html", context, status=status)
 
 
+@operator_page(VIEW_PERMISSION)
 def detail(request: HttpRequest, deployment_id: int) -> HttpResponse:
     deployment = get_object_or_404(Deployment.objects.select_related("environment"), pk=deployment_id)
     return render(request, "deployments/detail.html", _detail_context(request, deployment))
 
 
+@operator_page(VIEW_PERMISSION)
 def live(request: HttpRequest, deployment_id: int) -> HttpResponse:
     """The changing part of the detail page; the page's script fetches it every second while active."""
     deployment = get_object_or_404(Deployment.objects.select_related("environment"), pk=deployment_id)
@@ -72,6 +77,7 @@ def _detail_context(request: HttpRequest, deployment: Deployment) -> dict:
     }
 
 
+@operator_page(VIEW_PERMISSION)
 @require_POST
 def deploy(request: HttpRequest) -> HttpResponse:
     _require_operator(request)
@@ -88,6 +94,7 @@ def deploy(request: HttpRequest) -> HttpResponse:
     return redirect("deployments:detail", deployment_id=deployment.pk)
 
 
+@operator_page(VIEW_PERMISSION)
 @require_POST
 def roll_back(request: HttpRequest, name: str) -> HttpResponse:
     _require_operator(request)
@@ -100,6 +107,7 @@ def roll_back(request: HttpRequest, name: str) -> HttpResponse:
     return redirect("deployments:detail", deployment_id=deployment.pk)
 
 
+@operator_page(VIEW_PERMISSION)
 @require_POST
 def cancel(request: HttpRequest, deployment_id: int) -> HttpResponse:
     _require_operator(request)
@@ -113,6 +121,7 @@ def cancel(request: HttpRequest, deployment_id: int) -> HttpResponse:
     return redirect("deployments:detail", deployment_id=deployment.pk)
 
 
+@operator_page(VIEW_PERMISSION)
 @require_POST
 def run_plan(request: HttpRequest, failure_type: str) -> HttpResponse:
     _require_operator(request)

@@ -6,20 +6,24 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from controlplane.access import operator_page
 from controlplane.audit import Actor
 from flags.evaluation import CompiledFlag, TargetingKeyMissing, evaluate, on_for, variant
 from flags.models import Flag
 from flags.selectors import flag_history
 from flags.services import MAX_TARGETING_KEY, FlagNotFound, flag_toggle
 
+VIEW_PERMISSION = "flags.view_flag"
 CHANGE_PERMISSION = "flags.change_flag"
 
 
+@operator_page(VIEW_PERMISSION)
 def flag_list(request: HttpRequest) -> HttpResponse:
     flags = [(flag, on_for(CompiledFlag.of(flag))) for flag in Flag.objects.order_by("name")]
     return render(request, "flags/list.html", {"flags": flags, "can_change": request.user.has_perm(CHANGE_PERMISSION)})
 
 
+@operator_page(VIEW_PERMISSION)
 def flag_detail(request: HttpRequest, name: str) -> HttpResponse:
     flag = get_object_or_404(Flag, name=name)
     compiled = CompiledFlag.of(flag)
@@ -49,6 +53,7 @@ def flag_detail(request: HttpRequest, name: str) -> HttpResponse:
     return render(request, "flags/detail.html", context)
 
 
+@operator_page(VIEW_PERMISSION)
 @require_POST
 def flag_toggle_view(request: HttpRequest, name: str) -> HttpResponse:
     if not request.user.has_perm(CHANGE_PERMISSION):

@@ -132,9 +132,26 @@ def operator(db):
     return UserFactory(username="operator", is_staff=True, is_superuser=True)
 
 
+# What a viewer may read: each operator page's view permission (controlplane/access.py), nothing more.
+VIEWER_PERMISSIONS = ("flags.view_flag", "deployments.view_deployment", "backups.view_backup", "monitoring.view_alert")
+
+
 @pytest.fixture
 def viewer(db):
-    return UserFactory(username="viewer")
+    """Staff who reads every operator page and changes nothing."""
+    from django.contrib.auth.models import Permission
+
+    user = UserFactory(username="viewer", is_staff=True)
+    for code in VIEWER_PERMISSIONS:
+        app_label, codename = code.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    return user
+
+
+@pytest.fixture
+def outsider(db):
+    """Logged in, but not staff: an account made for something other than operating the control plane."""
+    return UserFactory(username="outsider")
 
 
 @pytest.fixture
@@ -146,6 +163,12 @@ def operator_client(client, operator):
 @pytest.fixture
 def viewer_client(client, viewer):
     client.force_login(viewer)
+    return client
+
+
+@pytest.fixture
+def outsider_client(client, outsider):
+    client.force_login(outsider)
     return client
 
 

@@ -75,10 +75,15 @@ def user_with(db):
     made = iter(range(1000))
 
     def make(*codes: str, is_staff: bool = True):
+        wanted = {tuple(code.split(".")) for code in codes}
+        held = [
+            permission
+            for permission in Permission.objects.select_related("content_type")
+            if (permission.content_type.app_label, permission.codename) in wanted
+        ]
+        assert len(held) == len(wanted), f"unknown permission among {sorted(codes)}"
         user = UserFactory(username=f"holder{next(made)}", is_staff=is_staff)
-        for code in codes:
-            app_label, codename = code.split(".")
-            user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+        user.user_permissions.set(held)
         return user
 
     return make

@@ -34,9 +34,14 @@ def test_dashboard_has_the_navigation(operator_client):
     assert 'aria-current="page">Dashboard' in nav
 
 
-def test_admin_link_only_for_staff(viewer_client):
+def test_navigation_only_for_staff(viewer_client, outsider):
     html = viewer_client.get("/").content.decode()
-    assert ">Flags<" in html and ">Admin<" not in html
+    assert ">Flags<" in html and ">Admin<" in html
+    viewer_client.force_login(outsider)
+    denied = viewer_client.get("/")
+    html = denied.content.decode()
+    assert denied.status_code == 403 and "Log out" in html
+    assert ">Flags<" not in html and ">Admin<" not in html
 
 
 def test_login_page_is_open_and_logs_in(client, operator):
