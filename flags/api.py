@@ -13,7 +13,7 @@ from controlplane.audit import Actor
 from controlplane.models import Scope
 from flags.evaluation import CompiledFlag, TargetingKeyMissing, evaluate, on_for, variant
 from flags.models import Flag
-from flags.services import MAX_TARGETING_KEY, FlagNotFound, InvalidFlagDefinition, clean_fields, flag_toggle
+from flags.services import MAX_TARGETING_KEY, FlagNotFound, InvalidFlagDefinition, clean_fields, flag_change
 from flags.snapshot import Snapshot, current
 
 # --- OFREP ----------------------------------------------------------------------------------------
@@ -167,15 +167,17 @@ def features(request: HttpRequest) -> JsonResponse:
 
 @api_view(scope=Scope.FLAGS_WRITE, methods=("POST",))
 def feature_toggle(request: HttpRequest, flag: str) -> JsonResponse:
+    """No body flips ``enabled``; a body sets the fields it names (``{"enabled": true}``), so a retry
+    is safe. The answer is the flag as saved, with ``changed`` saying whether this request changed it."""
     changes = json_body(request, allow_empty=True)
     try:
         clean_fields(changes, allowed=("enabled", "rollout_percent", "targeting_keys"), flag=flag)
-        updated = flag_toggle(name=flag, changes=changes or None, actor=Actor.from_request(request))
+        result = flag_change(name=flag, changes=changes or None, actor=Actor.from_request(request))
     except InvalidFlagDefinition as error:
         raise ApiError(422, "invalid", error.message, field=error.field) from None
     except FlagNotFound:
         raise ApiError(404, "not_found", f"no flag named {flag}") from None
-    return JsonResponse(_flag_body(updated))
+    return JsonResponse({"flag": result.flag.name, "changed": result.changed, **_flag_body(result.flag)})
 
 
 @api_view(scope=Scope.FLAGS_READ)

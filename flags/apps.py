@@ -7,3 +7,14 @@ class FlagsConfig(AppConfig):
     name = "flags"
     verbose_name = "Feature flags"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from waffle.models import Sample, Switch
+
+        from flags.models import flush_logged
+
+        # waffle's own models clear their cache after commit too (admin saves them); Flag overrides
+        # flush itself, these two can only be wrapped.
+        for model in (Switch, Sample):
+            if not getattr(model.flush, "logs_faults", False):
+                model.flush = flush_logged(model.flush)

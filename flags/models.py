@@ -1,12 +1,45 @@
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from django.core.validators import MaxValueValidator
 from django.db import models
 from django.http import HttpRequest
 from django.urls import reverse
+from waffle.managers import FlagManager as WaffleFlagManager
 from waffle.models import AbstractUserFlag
+
+logger = logging.getLogger(__name__)
+
+
+def flush_logged(flush: Callable[[Any], None]) -> Callable[[Any], None]:
+    """waffle's ``flush`` (clearing its cache keys), made to log a cache fault instead of raising it.
+
+    waffle calls ``flush`` from ``transaction.on_commit`` after ``save()``/``delete()`` and from its
+    m2m signal: by then the change is committed, so an exception there (a Redis that refuses) would
+    only turn a saved change into a 500, and a retried toggle would flip the flag back.
+    """
+
+    def guarded(self: Any) -> None:
+        try:
+            flush(self)
+        # Any cache client error. Flag.get reads the in-process snapshot, not these keys; waffle's own
+        # entries (switches, samples) expire with the cache's default timeout.
+        except Exception as exc:
+            logger.error("waffle's cache for %s %s not cleared (the change is saved): %s", self._meta.label, self, exc)
+
+    guarded.logs_faults = True  # type: ignore[attr-defined]
+    return guarded
+
+
+class FlagManager(WaffleFlagManager):
+    def create(self, **kwargs: Any) -> Flag:
+        # waffle's create clears its all-flags key at once, inside the transaction, where a cache fault
+        # would roll the new flag back; save() clears the same key after commit (the logged flush).
+        return self.get_queryset().create(**kwargs)
+
 
 # The snapshot the instances Flag.get gave out were made from, and those instances by name.
 _instances: tuple[Any, dict[str, Any]] = (None, {})
@@ -31,6 +64,8 @@ class Flag(AbstractUserFlag):
     description = models.TextField(blank=True)
     owner = models.CharField(max_length=100, blank=True)
 
+    objects = FlagManager()
+
     class Meta(AbstractUserFlag.Meta):
         constraints = [
             models.CheckConstraint(
@@ -41,6 +76,8 @@ class Flag(AbstractUserFlag):
 
     def get_absolute_url(self) -> str:
         return reverse("flags:detail", args=[self.name])
+
+    flush = flush_logged(AbstractUserFlag.flush)
 
     @classmethod
     def get(cls, name: str) -> Flag:

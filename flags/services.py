@@ -112,7 +112,15 @@ def _locked(name: str) -> Flag:
     return flag
 
 
-def _apply(flag: Flag, clean: dict[str, Any], actor: Actor, action: str) -> Flag:
+@dataclass(frozen=True, slots=True)
+class FlagChange:
+    """What a change did: the flag as saved, and whether it differed from what was there."""
+
+    flag: Flag
+    changed: bool
+
+
+def _apply(flag: Flag, clean: dict[str, Any], actor: Actor, action: str) -> FlagChange:
     """Save validated changes to a locked flag; audit and publish only if something changed."""
     before = _state(flag)
     for key, value in clean.items():
@@ -122,23 +130,36 @@ def _apply(flag: Flag, clean: dict[str, Any], actor: Actor, action: str) -> Flag
         flag.save()
         audit_record(actor=actor, action=action, obj=flag, before=before, after=after)
         flags_snapshot.bump()
-    return flag
+    return FlagChange(flag, after != before)
 
 
 def flag_update(*, name: str, changes: dict[str, Any], actor: Actor, action: str = "flag.update") -> Flag:
     """Change some fields of a flag (not its name); records before and after."""
+    return _update(name, changes, actor, action).flag
+
+
+def _update(name: str, changes: dict[str, Any], actor: Actor, action: str) -> FlagChange:
     clean = clean_fields(changes, allowed=FIELDS[1:], flag=name)
     with transaction.atomic():
         return _apply(_locked(name), clean, actor, action)
 
 
-def flag_toggle(*, name: str, changes: dict[str, Any] | None, actor: Actor) -> Flag:
-    """The toggle endpoint: set the given fields, or with none flip ``enabled``."""
+def flag_change(*, name: str, changes: dict[str, Any] | None, actor: Actor) -> FlagChange:
+    """The toggle: set the given fields, or with none flip ``enabled``.
+
+    Setting is idempotent (a retry of ``{"enabled": true}`` leaves the flag on and changes nothing);
+    flipping is not, so callers that may retry send the state they want.
+    """
     if changes:
-        return flag_update(name=name, changes=changes, actor=actor, action="flag.toggle")
+        return _update(name, changes, actor, "flag.toggle")
     with transaction.atomic():
         flag = _locked(name)
         return _apply(flag, {"enabled": not flag.enabled}, actor, "flag.toggle")
+
+
+def flag_toggle(*, name: str, changes: dict[str, Any] | None, actor: Actor) -> Flag:
+    """``flag_change`` for callers that only need the flag as saved (the page)."""
+    return flag_change(name=name, changes=changes, actor=actor).flag
 
 
 @dataclass
