@@ -424,6 +424,9 @@ AXES_VERBOSE = False
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "monitoring:dashboard"
 LOGOUT_REDIRECT_URL = "login"
+# Seconds a sign-in lasts (default 12 hours; Django's own is 14 days, long for a console that deploys).
+# Sessions are kept in the database, so a password change ends the user's other sessions at their next request.
+SESSION_COOKIE_AGE = _int("SESSION_COOKIE_AGE", 12 * 60 * 60, minimum=60)
 CONTROLPLANE_ADMIN_USER = env.str("CONTROLPLANE_ADMIN_USER", default="admin")
 # Only read by ensure_operator when it first creates the account; never a fixed default.
 CONTROLPLANE_ADMIN_PASSWORD = env.str("CONTROLPLANE_ADMIN_PASSWORD", default="")
