@@ -21,7 +21,8 @@ def operator_page(permission: str) -> Callable[[View], View]:
     """The view answers staff members who hold ``permission`` (an ``app.view_model`` code); others are
     sent to the login page (anonymous) or refused with 403.
 
-    Staff status as well as the permission: an account made for something else (a permission granted
+    The change permission on the same model counts as view, as in Django's admin. Staff status as well
+    as the permission: an account made for something else (a permission granted
     to a group by mistake, a service login) never reads deployment logs or backups by accident.
     """
 
@@ -33,7 +34,7 @@ def operator_page(permission: str) -> Callable[[View], View]:
                 return redirect_to_login(request.get_full_path())
             if not user.is_active or not user.is_staff:
                 raise PermissionDenied("These pages are for the operations staff.")
-            if not user.has_perm(permission):
+            if not (user.has_perm(permission) or user.has_perm(permission.replace(".view_", ".change_", 1))):
                 raise PermissionDenied(f"This page needs the {permission} permission.")
             return view(request, *args, **kwargs)
 
