@@ -20,6 +20,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
+from controlplane.localcopy import LocalCopyUnavailable
 from controlplane.services import api_token_authenticate
 
 # Names a token might be passed under in a URL: refused, since URLs end up in logs and histories.
@@ -30,6 +31,8 @@ OFREP_PREFIX = "/ofrep/"
 
 # OFREP's error documents carry one of the protocol's codes; ours map onto them, the rest is GENERAL.
 _OFREP_CODES = {"invalid_json": "PARSE_ERROR", "invalid_text": "INVALID_CONTEXT", "too_many_fields": "PARSE_ERROR"}
+# Seconds a client is asked to wait after a 503 (the process tries the database again every second).
+RETRY_AFTER_SECONDS = 5
 
 
 class ApiError(Exception):
@@ -56,6 +59,8 @@ class ApiError(Exception):
         response = JsonResponse(body, status=self.status)
         if self.status == 401:
             response["WWW-Authenticate"] = 'Bearer realm="controlplane"'
+        elif self.status == 503:
+            response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
 
 
@@ -114,6 +119,8 @@ def api_view(
                 error = _too_large()
             except TooManyFieldsSent:
                 error = _too_many_fields()
+            except LocalCopyUnavailable:  # a fresh process, no database and no copy on disk (logged there)
+                error = ApiError(503, "unavailable", "the database cannot be read; try again shortly")
             except ApiError as exc:
                 error = exc
             response = error.response(ofrep=request.path_info.startswith(OFREP_PREFIX))

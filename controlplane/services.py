@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from datetime import timedelta
 
-from django.db import models, transaction
+from django.db import DatabaseError, models, transaction
 from django.utils import timezone
 
 from controlplane.audit import Actor, audit_record, snapshot
 from controlplane.localcopy import LocalCopy
 from controlplane.models import ApiToken, Scope
 
+logger = logging.getLogger(__name__)
 TOKEN_PREFIX = "cpt_"  # noqa: S105 - a marker that lets redaction spot tokens, not a secret
 # Recording every use would make each API call a write; a minute's precision is what operators need.
 LAST_USED_PRECISION = timedelta(minutes=1)
@@ -20,13 +22,15 @@ TOKEN_AUDIT_FIELDS = ["name", "prefix", "scopes", "expires_at", "revoked_at"]
 
 
 def _load_tokens() -> dict[str, ApiToken]:
-    return {token.token_hash: token for token in ApiToken.objects.filter(revoked_at__isnull=True)}
+    # In a fixed order, so that the same rows give the same copy on disk (written only when it differs).
+    return {token.token_hash: token for token in ApiToken.objects.filter(revoked_at__isnull=True).order_by("pk")}
 
 
 # Every API request checks its token here, without a query; a revocation reaches every process
 # within CONTROLPLANE_RELOAD_INTERVAL.
 usable_tokens: LocalCopy[dict[str, ApiToken]] = LocalCopy("api-tokens", _load_tokens)
 _last_used_written: dict[int, float] = {}
+_last_used_failed_at = float("-inf")
 
 
 class InvalidTokenRequest(ValueError):
@@ -105,12 +109,20 @@ def api_token_authenticate(raw: str) -> ApiToken | None:
 
 
 def _mark_used(token: ApiToken) -> None:
+    global _last_used_failed_at
     now = time.monotonic()
     if now - _last_used_written.get(token.pk, float("-inf")) < LAST_USED_PRECISION.total_seconds():
         return
     _last_used_written[token.pk] = now
     cutoff = timezone.now() - LAST_USED_PRECISION
-    # Conditional: several processes write at most once a minute between them.
-    ApiToken.objects.filter(pk=token.pk).filter(
-        models.Q(last_used_at__isnull=True) | models.Q(last_used_at__lt=cutoff)
-    ).update(last_used_at=timezone.now())
+    try:
+        # In a savepoint when the caller has a transaction open, so that a failure here leaves it usable.
+        # Conditional: several processes write at most once a minute between them.
+        with transaction.atomic():
+            ApiToken.objects.filter(pk=token.pk).filter(
+                models.Q(last_used_at__isnull=True) | models.Q(last_used_at__lt=cutoff)
+            ).update(last_used_at=timezone.now())
+    except DatabaseError as exc:  # a bookkeeping write: the request it rides on goes on without it
+        if now - _last_used_failed_at >= LAST_USED_PRECISION.total_seconds():
+            _last_used_failed_at = now
+            logger.warning("could not record the use of API token %s: %s", token.pk, exc)

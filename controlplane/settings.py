@@ -268,6 +268,14 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
 CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="cp")
+# Seconds a Redis call (connect, or one command) may take: Redis answers in a millisecond, and a short
+# limit keeps a Redis that accepts connections and never answers from holding requests up.
+try:
+    REDIS_SOCKET_TIMEOUT = float(env.str("REDIS_SOCKET_TIMEOUT", default="0.25") or 0.25)
+except ValueError:
+    raise config_error("REDIS_SOCKET_TIMEOUT", "expected seconds, e.g. 0.25") from None
+if not REDIS_SOCKET_TIMEOUT > 0:
+    raise config_error("REDIS_SOCKET_TIMEOUT", "must be more than 0 seconds")
 if REDIS_URL:
     if _url_parts("REDIS_URL", REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
         raise config_error("REDIS_URL", "must start with redis://, rediss:// or unix://")
@@ -277,9 +285,10 @@ if REDIS_URL:
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": CACHE_KEY_PREFIX,
             "OPTIONS": {
-                # A stopped Redis must fail fast so that what needs it degrades and nothing else waits.
-                "SOCKET_CONNECT_TIMEOUT": 1,
-                "SOCKET_TIMEOUT": 1,
+                # A stopped or hanging Redis must fail fast so that what needs it degrades and nothing else
+                # waits. redis-py makes one try through django-redis's pool (no retry): one timeout per call.
+                "SOCKET_CONNECT_TIMEOUT": REDIS_SOCKET_TIMEOUT,
+                "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
             },
         }
     }

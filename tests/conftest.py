@@ -332,7 +332,8 @@ def celery_worker_process(tmp_path):
 
 @pytest.fixture
 def gunicorn_server(tmp_path):
-    """gunicorn_server(workers=2, **env) -> base URL of a gunicorn serving the test database."""
+    """gunicorn_server(workers=2, **env) -> base URL of a gunicorn serving the test database (unless env
+    names another DATABASE_URL)."""
     import signal
     import subprocess
     import time
@@ -355,7 +356,7 @@ def gunicorn_server(tmp_path):
                 str(workers),
             ],  # fmt: skip
             cwd=BASE_DIR,
-            env=subprocess_env(DATABASE_URL=test_database_url(), **env),
+            env=subprocess_env(**{"DATABASE_URL": test_database_url(), **env}),
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
