@@ -1,8 +1,11 @@
-"""gunicorn's access log as one JSON object per line (``deploy/gunicorn.conf.py`` selects it)."""
+"""gunicorn's access log as one JSON object per line (``deploy/gunicorn.conf.py`` selects it), and its
+error log with the process id it shows."""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
 from datetime import timedelta
 from typing import Any
@@ -12,7 +15,25 @@ from gunicorn.glogging import Logger
 from controlplane.logging import escape_json
 
 
+def _with_process_id(record: logging.LogRecord) -> bool:
+    """Settings turn off logging's process id (``logProcesses``; our lines never show it), which leaves
+    ``record.process`` None, and gunicorn's ``[%(process)d]`` would then fail: logging prints
+    "--- Logging error ---" instead of the line ("Invalid request from ip=...", "Worker exiting", an
+    "Error handling request" traceback). Filled here, for gunicorn's lines only."""
+    if record.process is None:
+        record.process = os.getpid()
+    return True
+
+
 class JsonAccessLogger(Logger):
+    def setup(self, cfg: Any) -> None:
+        # gunicorn makes its handlers here, at start and again on each reload (SIGHUP).
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                if _with_process_id not in handler.filters:
+                    handler.addFilter(_with_process_id)
+
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta) -> None:
         if not (self.cfg.accesslog or self.cfg.logconfig or self.cfg.logconfig_dict or self.cfg.syslog):
             return

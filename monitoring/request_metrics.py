@@ -8,6 +8,7 @@ from __future__ import annotations
 import atexit
 import bisect
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -126,13 +127,36 @@ def _flush_forever() -> None:
 
 
 def _start_flusher() -> None:
-    global _flusher
-    if settings.REQUEST_METRICS_FLUSH_SECONDS <= 0:
-        return
-    if _flusher is None or not _flusher.is_alive():
+    """The process's flush thread, started by its first request: a gunicorn master that loads the
+    application before forking its workers serves none, so it has no thread for a worker to lose
+    at the fork (and never writes to the database or the cache meanwhile)."""
+    global _flusher, _flusher_started, _at_exit_registered
+    with _lock:
+        if _flusher_started:
+            return
+        _flusher_started = True
+        if settings.REQUEST_METRICS_FLUSH_SECONDS <= 0:
+            return
         _flusher = threading.Thread(target=_flush_forever, name="request-metrics-flush", daemon=True)
         _flusher.start()
-        atexit.register(flush)
+        if not _at_exit_registered:  # inherited by a forked child, which flushes its own sums
+            atexit.register(flush)
+            os.register_at_fork(after_in_child=_forget_parent)
+            _at_exit_registered = True
+
+
+_flusher_started = False
+_at_exit_registered = False
+
+
+def _forget_parent() -> None:
+    """In a process forked from one that served requests: the flush thread did not come along, the
+    lock may have been held by it at the fork, and the sums so far are the parent's to flush."""
+    global _lock, _flusher, _flusher_started
+    _lock = threading.Lock()
+    _pending.clear()
+    _unsaved.clear()
+    _flusher, _flusher_started = None, False
 
 
 class _DatabaseTime(threading.local):
@@ -175,9 +199,10 @@ class RequestMetricsMiddleware:
         connection_created.connect(_install_query_timer, weak=False, dispatch_uid="cp-request-metrics-timer")
         for existing in connections.all(initialized_only=True):
             _install_query_timer(existing)
-        _start_flusher()
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not _flusher_started:
+            _start_flusher()
         database = _database_time
         db_before, slow_before = database.total_ms, database.slow
         start = time.perf_counter()

@@ -344,11 +344,16 @@ def gunicorn_server(tmp_path):
     def start(workers: int = 2, **env: str) -> str:
         port = free_port()
         log = tmp_path / f"gunicorn-{port}.log"
+        # As production starts it (deploy/gunicorn.conf.py), with Prometheus files of its own: the
+        # configuration empties that directory as it starts.
+        env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / f"prometheus-{port}"))
         server = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "gunicorn",
+                "-c",
+                "deploy/gunicorn.conf.py",
                 "controlplane.wsgi",
                 "--bind",
                 f"127.0.0.1:{port}",

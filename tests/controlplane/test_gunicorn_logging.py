@@ -64,3 +64,51 @@ def test_gunicorn_access_line_on_request(tmp_path):
     access = by_logger["gunicorn.access"]
     assert access["path"] == "/health/live" and access["status"] in (200, "200")
     assert access["remote_addr"] == "127.0.0.1" and access["duration_ms"] >= 0
+
+
+def test_gunicorn_own_lines_are_written_and_its_control_socket_is_the_servers(gunicorn_server, tmp_path):
+    """gunicorn's lines show the process id, which the settings stop logging from collecting: each of
+    its lines is written (none replaced by "--- Logging error ---"), from the master (which loads the
+    application) and from a worker rejecting a malformed request. gunicornc's socket is under the
+    data directory, and is this server's."""
+    import re
+    import socket
+    import stat
+    from pathlib import Path
+
+    from django.conf import settings
+    from gunicorn.ctl.client import ControlClient
+
+    base = gunicorn_server(workers=1)
+    port = int(base.rsplit(":", 1)[1])
+    log = tmp_path / f"gunicorn-{port}.log"
+    malformed = [
+        b"GET /\x01bad HTTP/1.1\r\nHost: x\r\n\r\n",  # a control character in the request line
+        b"GET / HTTP/1.1\r\nNo colon here\r\n\r\n",  # a header line without a colon
+        b"NONSENSE\r\n\r\n",
+    ]
+    for request in malformed:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            client.sendall(request)
+            assert client.recv(100).startswith(b"HTTP/1.1 400 ")
+    deadline = time.monotonic() + 10
+    while log.read_text().count("Invalid request from ip=127.0.0.1") < len(malformed) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    text = log.read_text()
+    assert "--- Logging error ---" not in text, text[-3000:]
+    rejected = re.findall(r"^\[[^]]+\] \[(\d+)\] \[WARNING\] Invalid request from ip=127\.0\.0\.1: (.+)$", text, re.M)
+    assert len(rejected) == len(malformed), text[-3000:]
+    assert any("request line" in error for _, error in rejected), rejected
+    assert any("Header" in error for _, error in rejected), rejected
+    booted = re.findall(r"^\[[^]]+\] \[(\d+)\] \[INFO\] Booting worker with pid: (\d+)$", text, re.M)
+    assert booted and all(shown == pid for shown, pid in booted)  # the master's line, the worker's id
+    assert {pid for pid, _ in rejected} == {pid for _, pid in booted}  # the worker's own line, its own id
+
+    control = Path(settings.VAR_DIR) / "gunicorn.ctl"
+    while not control.exists() and time.monotonic() < deadline:  # opened just after the first workers start
+        time.sleep(0.2)
+    assert stat.S_ISSOCK(control.stat().st_mode)
+    assert f"Control socket listening at {control}" in log.read_text()
+    with ControlClient(str(control), timeout=5) as client:
+        listeners = client.send_command("show", ["listeners"])
+    assert f"127.0.0.1:{port}" in json.dumps(listeners)
