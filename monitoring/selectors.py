@@ -79,9 +79,12 @@ def _figures(rows: dict, minutes: float) -> RequestFigures:
 _SUMS = {field: Sum(field) for field in ("count", "errors", "db_ms_sum", *BUCKET_FIELDS)}
 
 
-# The load balancer's probes: counted and shown per view, but left out of the overall figures (and
-# so of the latency and error-rate alerts), which are about the requests people and services make.
-PROBE_VIEWS = ("health-live", "health-ready")
+# The control plane's own probes (the load balancer's, the detailed health reports a monitor polls, and
+# Prometheus scraping /metrics): counted and shown per view, but left out of the overall figures (and so
+# of the latency and error-rate alerts), which are about the requests people and services make. A
+# health report answers 503 while a check fails and may take its whole deadline: counting it would turn
+# one failing check into an error-rate and a latency alert as well.
+PROBE_VIEWS = ("health-live", "health-ready", "api-health-enhanced", "api-health-comprehensive", "metrics")
 
 
 def request_figures(since: datetime, until: datetime | None = None) -> RequestFigures:

@@ -101,6 +101,34 @@ def test_probes_are_counted_in_request_metrics(client):
     assert request_figures(since).count == 0
 
 
+def test_failing_health_reports_and_metrics_scrapes_stay_out_of_the_request_alerts(api_client, alerts_on):
+    """A monitor polling the detailed report while a check fails gets 503s, slow ones; Prometheus scrapes
+    /metrics. Neither is a request of the product: they must not raise the error-rate or p95 alert too."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from monitoring.alert_models import Alert
+    from monitoring.alerting import alert_rules_evaluate
+    from monitoring.request_metrics import flush
+    from monitoring.selectors import request_figures, request_figures_by_view
+
+    reader = api_client("monitoring:read")
+    for path in ("/api/deployment/health/comprehensive", "/api/deployment/health/enhanced"):
+        assert reader.get(path).status_code == 503  # no worker and no beat in this test
+    assert reader.get("/metrics").status_code == 200
+    assert reader.get("/api/deployment/performance/dashboard").status_code == 200
+    flush()
+    since = timezone.now() - timedelta(minutes=5)
+    by_view = request_figures_by_view(since)
+    assert by_view["api-health-comprehensive"].errors == 1 and by_view["api-health-enhanced"].errors == 1
+    assert by_view["metrics"].count == 1
+    overall = request_figures(since)
+    assert (overall.count, overall.errors) == (1, 0)  # the performance dashboard alone
+    alert_rules_evaluate()
+    assert not Alert.objects.filter(rule__kind__in=["error_rate", "p95_latency_ms"]).exists()
+
+
 @pytest.mark.skipif(
     "not __import__('django.conf').conf.settings.DATABASES['default']['ENGINE'].endswith('postgresql')",
     reason="needs PostgreSQL (DATABASE_URL): the embedded SQLite has no server to drop connections",
