@@ -260,8 +260,25 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
 else:
     _db["CONN_MAX_AGE"] = _int("DATABASE_CONN_MAX_AGE", 60)
     _db["CONN_HEALTH_CHECKS"] = True
-    _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", _int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1))
+    _connect_timeout = _int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
+    _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", _connect_timeout)
+    # At most this many connections per process, shared by its threads (psycopg's pool); 0: no pool, each
+    # thread keeps its own connection for DATABASE_CONN_MAX_AGE. Off by default: a sync gunicorn worker serves
+    # one request at a time, which a kept connection serves as well, and a pool answers a database that
+    # refuses only after its whole timeout instead of at once.
+    _pool_size = _int("DATABASE_POOL_SIZE", 0)
+    if _pool_size:
+        if env.str("DATABASE_CONN_MAX_AGE", default="").strip() not in {"", "0"}:
+            raise config_error(
+                "DATABASE_CONN_MAX_AGE", "must be 0 or empty with DATABASE_POOL_SIZE (the pool keeps connections)"
+            )
+        _db["CONN_MAX_AGE"] = 0  # Django refuses a pool beside persistent connections
+        # One connection kept warm, more opened on demand; a thread waits for a free one at most as long
+        # as for a new connection.
+        _db["OPTIONS"]["pool"] = {"min_size": 1, "max_size": _pool_size, "timeout": float(_connect_timeout)}
 DATABASES = {"default": _db}
+# As configured, for messages (redacted) that say which server did not answer; empty: embedded SQLite.
+DATABASE_URL = _database_url
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache ----------------------------------------------------------------------------------------

@@ -391,12 +391,22 @@ def _drop_connection() -> None:
         pass
 
 
+def _pooled_run(check: Check) -> Outcome:
+    try:
+        return _guarded(check)
+    finally:
+        # With a connection pool (DATABASE_POOL_SIZE) a check gives its connection back: kept by the
+        # thread as above, a few threads would hold the whole pool and every other check time out.
+        if getattr(connection, "pool", None) is not None:
+            _drop_connection()
+
+
 def run_checks(checks: list[Check], *, deadline_seconds: float | None = None) -> list[Result]:
     """Run the checks in parallel; each gets the check timeout, all together the overall deadline."""
     per_check = settings.HEALTH_CHECK_TIMEOUT
     overall = deadline_seconds if deadline_seconds is not None else settings.HEALTH_DEADLINE
     started = time.perf_counter()
-    futures = [(check, _pool.submit(lambda c=check: _guarded(c))) for check in checks]
+    futures = [(check, _pool.submit(lambda c=check: _pooled_run(c))) for check in checks]
     results: list[Result] = []
     for check, future in futures:
         limit = check.timeout_seconds if check.timeout_seconds is not None else per_check

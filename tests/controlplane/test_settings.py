@@ -43,6 +43,13 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], variable: st
         ({"CELERY_BROKER_URL": "amqp://guest@127.0.0.1:port//"}, "CELERY_BROKER_URL"),
         ({"SENTRY_DSN": "https://key@[bad/1"}, "SENTRY_DSN"),
         ({"BACKUP_SCRATCH_DATABASE_URL": "postgres://[bad/x"}, "BACKUP_SCRATCH_DATABASE_URL"),
+        ({"DATABASE_POOL_SIZE": "many", "DATABASE_URL": "postgres://u@h/db"}, "DATABASE_POOL_SIZE"),
+        ({"DATABASE_POOL_SIZE": "-1", "DATABASE_URL": "postgres://u@h/db"}, "DATABASE_POOL_SIZE"),
+        # Django refuses a pool beside persistent connections; so does the configuration, by name.
+        (
+            {"DATABASE_POOL_SIZE": "4", "DATABASE_CONN_MAX_AGE": "60", "DATABASE_URL": "postgres://u@h/db"},
+            "DATABASE_CONN_MAX_AGE",
+        ),
     ],
 )
 def test_bad_value_stops_with_one_line_naming_the_variable(env, variable):
