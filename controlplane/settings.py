@@ -340,6 +340,10 @@ if _broker_scheme == "filesystem":
         "store_processed": False,
     }
 CELERY_BROKER_CONNECTION_TIMEOUT = _int("CELERY_BROKER_CONNECTION_TIMEOUT", 4, minimum=1)
+# Sending a task (after a request's commit) gives up after a few quick tries, so a broker that is down
+# costs a request about a second (refused) or one connection timeout (no answer), not a hang; what could
+# not be sent is recorded and sent again by the periodic tasks.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True  # tasks are idempotent; a worker that dies mid-task leaves it queued
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -384,6 +388,9 @@ DEPLOY_HEARTBEAT_SECONDS = _int("DEPLOY_HEARTBEAT_SECONDS", 2, minimum=1)
 DEPLOY_HEARTBEAT_TIMEOUT_SECONDS = _int("DEPLOY_HEARTBEAT_TIMEOUT_SECONDS", 30, minimum=5)
 # A queued deployment no worker has picked up within this is cancelled (it holds the lock).
 DEPLOY_QUEUE_TIMEOUT_SECONDS = _int("DEPLOY_QUEUE_TIMEOUT_SECONDS", 600, minimum=10)
+# The reaper sends a queued deployment's task again when the broker never took it, or when no worker
+# took it this long after it was sent (a lost message); a duplicate does nothing.
+DEPLOY_DISPATCH_RETRY_SECONDS = 60
 DEPLOY_REAPER_INTERVAL_SECONDS = _int("DEPLOY_REAPER_INTERVAL_SECONDS", 15, minimum=1)
 DEPLOY_OUTPUT_FLUSH_SECONDS = 0.5  # step output reaches the database (and the page) this often
 DEPLOY_STEP_OUTPUT_LIMIT = _int("DEPLOY_STEP_OUTPUT_LIMIT", 1_000_000, minimum=1000)  # characters, the tail kept

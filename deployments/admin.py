@@ -20,6 +20,7 @@ from deployments.services import (
     deployment_cancel,
     deployment_request,
     environment_save,
+    pending_detail,
     pipeline_save,
     rollback_to_previous,
 )
@@ -102,6 +103,10 @@ class EnvironmentAdmin(admin.ModelAdmin):
                 deployment = start(environment)
             except (InvalidDeployment, DeploymentLocked) as exc:
                 self.message_user(request, f"{environment.name}: {exc}", messages.ERROR)
+                continue
+            if deployment.dispatch_pending:
+                message = f"deployment #{deployment.pk} queued, not sent to a worker yet: {pending_detail()}."
+                self.message_user(request, f"{environment.name}: {message}", messages.WARNING)
                 continue
             self.message_user(request, f"{environment.name}: deployment #{deployment.pk} queued.", messages.SUCCESS)
 

@@ -18,6 +18,7 @@ from deployments.services import (
     NotCancellable,
     deployment_cancel,
     deployment_request,
+    pending_detail,
     recovery_run,
     rollback_to_previous,
 )
@@ -26,7 +27,13 @@ DEPLOY_FIELDS = ("environment", "version", "type")
 
 
 def _accepted(deployment: Deployment) -> JsonResponse:
-    response = JsonResponse(deployment_summary(deployment), status=202)
+    """202 either way: the deployment is saved, holds the lock and will run. ``dispatched`` is false
+    when the broker could not take its task now; ``detail`` says what happens then."""
+    body = deployment_summary(deployment)
+    body["dispatched"] = not deployment.dispatch_pending
+    if deployment.dispatch_pending:
+        body["detail"] = f"accepted, but not sent to a worker yet ({deployment.dispatch_error}): {pending_detail()}"
+    response = JsonResponse(body, status=202)
     response["Location"] = deployment.get_absolute_url()
     return response
 

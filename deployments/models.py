@@ -89,6 +89,10 @@ class Deployment(models.Model):
     claim = models.CharField(max_length=32, blank=True)  # who may run it now (set by each claim)
     cancel_requested = models.BooleanField(default=False)
     error = models.TextField(blank=True)
+    # When the broker last took its run task (null: not yet). A request sends it after commit; the
+    # reaper sends again what is queued and was never taken, or that no worker took for a while.
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    dispatch_error = models.TextField(blank=True)  # why the last send failed; emptied by one that succeeds
 
     objects = DeploymentQuerySet.as_manager()
 
@@ -118,6 +122,11 @@ class Deployment(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in ACTIVE
+
+    @property
+    def dispatch_pending(self) -> bool:
+        """Queued, and its run task could not be sent yet: the reaper sends it when the broker answers."""
+        return self.status == DeploymentStatus.QUEUED and self.dispatched_at is None and bool(self.dispatch_error)
 
 
 class Phase(models.TextChoices):

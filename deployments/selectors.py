@@ -52,6 +52,8 @@ def deployment_summary(deployment: Deployment) -> dict[str, Any]:
         "finishedAt": deployment.finished_at.isoformat() if deployment.finished_at else None,
         "heartbeatAt": deployment.heartbeat_at.isoformat() if deployment.heartbeat_at else None,
         "error": deployment.error or None,
+        "dispatchedAt": deployment.dispatched_at.isoformat() if deployment.dispatched_at else None,
+        "dispatchError": deployment.dispatch_error or None,
     }
 
 

@@ -13,9 +13,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from controlplane.audit import Actor, audit_record, snapshot
+from controlplane.redaction import redact_text
 from deployments.models import (
     Deployment,
     DeploymentStatus,
@@ -177,7 +179,7 @@ def deployment_request(
                 obj=deployment,
                 after=snapshot(deployment, fields=["environment", "version", "type", "recovery_type", "dry_run"]),
             )
-            _queue_run(deployment.pk)
+            _queue_run(deployment)
     except IntegrityError:
         active = Deployment.objects.active().select_related("environment").filter(environment=env).first()
         if active is None:  # it finished in between: the caller may simply try again
@@ -186,17 +188,51 @@ def deployment_request(
     return deployment
 
 
-def _queue_run(deployment_id: int) -> None:
+def _queue_run(deployment: Deployment) -> None:
+    transaction.on_commit(lambda: dispatch(deployment))
+
+
+def dispatch(deployment: Deployment) -> bool:
+    """Send the run task of a committed, queued deployment; record on the row whether the broker took it.
+
+    Called after commit (a request) or by the reaper, never inside a transaction that could still roll
+    back. Never raises: the deployment is saved and holds its environment's lock, so a broker that
+    does not answer is recorded (``dispatch_error``, a log line) for the caller to report, and the
+    reaper sends it again. The worker claims it with a conditional update, so a second message for
+    the same deployment does nothing.
+    """
     from deployments.tasks import run_deployment
 
-    def send() -> None:
-        try:
-            run_deployment.delay(deployment_id)
-        except Exception as exc:  # noqa: BLE001 - the broker is down: the reaper cancels what never starts
-            logger.error("could not queue deployment %s: %s", deployment_id, exc)
-            log(deployment_id, f"could not reach the broker: {exc}", level=LogLevel.ERROR)
+    earlier = deployment.dispatch_error
+    try:
+        run_deployment.delay(deployment.pk)
+    except Exception as exc:  # noqa: BLE001 - whatever the broker client raises: recorded, sent again later
+        error = f"could not reach the broker: {redact_text(str(exc))}"[:1000]
+        logger.error("could not send deployment %s to the broker: %s", deployment.pk, exc)
+        _record_dispatch(deployment, None, error, line=f"{error}; {pending_detail()}", level=LogLevel.ERROR)
+        return False
+    line = f"sent to the broker (the last try failed: {earlier})" if earlier else ""
+    _record_dispatch(deployment, timezone.now(), "", line=line, level=LogLevel.INFO)
+    return True
 
-    transaction.on_commit(send)
+
+def pending_detail() -> str:
+    """What happens to a deployment whose run task could not be sent (for the API, the command, the log)."""
+    return (
+        "the reaper sends it again when the broker answers; one that has not started "
+        f"{settings.DEPLOY_QUEUE_TIMEOUT_SECONDS} s after it was requested is cancelled"
+    )
+
+
+def _record_dispatch(deployment: Deployment, dispatched_at: Any, error: str, *, line: str, level: str) -> None:
+    deployment.dispatched_at, deployment.dispatch_error = dispatched_at, error
+    try:
+        with transaction.atomic():
+            Deployment.objects.filter(pk=deployment.pk).update(dispatched_at=dispatched_at, dispatch_error=error)
+            if line:
+                log(deployment.pk, line, level=level)
+    except Exception as exc:  # noqa: BLE001 - the database is gone too: the reaper finds the row unsent
+        logger.error("could not record the dispatch of deployment %s: %s", deployment.pk, exc)
 
 
 def rollback_to_previous(*, environment: Any, actor: Actor) -> Deployment:
@@ -309,16 +345,37 @@ def reap(*, now: Any = None) -> dict[str, list[int]]:
         summary[key].append(deployment.pk)
     never_started = now - timedelta(seconds=settings.DEPLOY_QUEUE_TIMEOUT_SECONDS)
     for deployment in Deployment.objects.filter(status=DeploymentStatus.QUEUED, created_at__lt=never_started):
+        why = "no worker picked it up in time"
+        if deployment.dispatched_at is None:
+            why = "the broker could not be reached in time"
         with transaction.atomic():
             if not Deployment.objects.filter(pk=deployment.pk, status=DeploymentStatus.QUEUED).update(
-                status=DeploymentStatus.CANCELLED, finished_at=now, error="no worker picked it up in time"
+                status=DeploymentStatus.CANCELLED, finished_at=now, error=why
             ):
                 continue
-            log(deployment, "no worker picked it up in time: cancelled", level=LogLevel.ERROR)
+            log(deployment, f"{why}: cancelled", level=LogLevel.ERROR)
             audit_record(actor=Actor.system("deployment reaper"), action="deployment.cancel", obj=deployment)
             notify_soon(deployment)  # as an operator's cancel does: nobody may be watching the page
         summary["cancelled"].append(deployment.pk)
+    summary["resent"] = _send_again(now)
     return summary
+
+
+def _send_again(now: Any) -> list[int]:
+    """Send the run task again of queued deployments the broker never took (it was down when they were
+    requested, or the request's process died between commit and send) and of those no worker took
+    within DEPLOY_DISPATCH_RETRY_SECONDS (a message lost by the broker). A duplicate is harmless: only
+    one worker's claim from ``queued`` succeeds."""
+    retry_before = now - timedelta(seconds=settings.DEPLOY_DISPATCH_RETRY_SECONDS)
+    unsent = Q(dispatched_at=None) & (~Q(dispatch_error="") | Q(created_at__lt=retry_before))
+    resent = []
+    lost = Q(dispatched_at__lt=retry_before)
+    for deployment in Deployment.objects.filter(unsent | lost, status=DeploymentStatus.QUEUED).order_by("pk"):
+        if deployment.dispatched_at is not None:
+            log(deployment, f"no worker took it within {settings.DEPLOY_DISPATCH_RETRY_SECONDS} s: sending it again")
+        if dispatch(deployment):
+            resent.append(deployment.pk)
+    return resent
 
 
 def _kill_orphans(deployment: Deployment, runs: Any) -> None:

@@ -163,4 +163,9 @@ def test_a_worker_killed_mid_step_is_reaped_and_the_rollback_finishes(api_client
     assert long.status == StepStatus.FAILED and long.error == "worker lost"
     assert StepRun.objects.get(deployment=deployment, phase=Phase.ROLLBACK).status == StepStatus.SUCCEEDED
     assert not group_alive(step_pid)  # the orphaned step was killed by the reaper (same host)
-    assert reap(now=timezone.now() + timedelta(minutes=10)) == {"rolled_back": [], "cancelled": [], "continued": []}
+    assert reap(now=timezone.now() + timedelta(minutes=10)) == {
+        "rolled_back": [],
+        "cancelled": [],
+        "continued": [],
+        "resent": [],
+    }

@@ -8,7 +8,13 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from controlplane.audit import Actor
 from deployments.models import FINISHED, Deployment, DeploymentStatus
-from deployments.services import DeploymentLocked, InvalidDeployment, deployment_request, rollback_to_previous
+from deployments.services import (
+    DeploymentLocked,
+    InvalidDeployment,
+    deployment_request,
+    pending_detail,
+    rollback_to_previous,
+)
 
 
 class Command(BaseCommand):
@@ -42,6 +48,13 @@ class Command(BaseCommand):
         self.stdout.write(
             f"deployment #{deployment.pk}: {deployment.type} {deployment.version} to {options['environment']}"
         )
+        if deployment.dispatch_pending:
+            # Still exit 0: the deployment is saved, holds the lock and will run, as the API's 202 says;
+            # a failing exit would invite a retry, which can only be refused (locked) or deploy twice.
+            self.stderr.write(
+                f"warning: deployment #{deployment.pk} is queued but not sent to a worker yet "
+                f"({deployment.dispatch_error}): {pending_detail()}"
+            )
         if not options["wait"]:
             return
         status = self._stream(deployment, float(options["timeout"]))  # type: ignore[arg-type]
