@@ -10,7 +10,14 @@ from django.http import HttpRequest
 
 from backups.engines import BackupError
 from backups.models import Backup, BackupStatus, BackupTarget, Verification
-from backups.services import TARGET_FIELDS, backup_request, target_create, target_update, verification_request
+from backups.services import (
+    NOT_SENT,
+    TARGET_FIELDS,
+    backup_request,
+    target_create,
+    target_update,
+    verification_request,
+)
 from controlplane.admin import ReadOnlyAdminMixin, ReadOnlyInlineMixin
 from controlplane.audit import Actor
 
@@ -38,9 +45,10 @@ class BackupTargetAdmin(admin.ModelAdmin):
 
     @admin.action(description="Back up now (queued to the worker)", permissions=["change"])
     def back_up_now(self, request: HttpRequest, queryset: QuerySet[BackupTarget]) -> None:
-        for target in queryset:
-            backup_request(target=target, actor=Actor.for_user(request.user))
-        self.message_user(request, f"{queryset.count()} backup(s) queued.", messages.SUCCESS)
+        unsent = [t.name for t in queryset if not backup_request(target=t, actor=Actor.for_user(request.user))]
+        self.message_user(request, f"{queryset.count() - len(unsent)} backup(s) queued.", messages.SUCCESS)
+        if unsent:
+            self.message_user(request, f"Backups of {', '.join(unsent)} requested, but {NOT_SENT}.", messages.WARNING)
 
     @admin.action(description="Verify the latest backup now (queued to the worker)", permissions=["change"])
     def verify_latest_now(self, request: HttpRequest, queryset: QuerySet[BackupTarget]) -> None:
@@ -50,7 +58,11 @@ class BackupTargetAdmin(admin.ModelAdmin):
             if backup is None:
                 self.message_user(request, f"{target.name} has no finished backup to verify.", messages.WARNING)
                 continue
-            verification_request(backup=backup, actor=Actor.for_user(request.user))
+            if not verification_request(backup=backup, actor=Actor.for_user(request.user)):
+                self.message_user(
+                    request, f"Verification of {target.name} requested, but {NOT_SENT}.", messages.WARNING
+                )
+                continue
             queued += 1
         if queued:
             self.message_user(request, f"{queued} verification(s) queued.", messages.SUCCESS)
@@ -82,9 +94,12 @@ class BackupAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         queued = 0
         for backup in queryset.filter(status=BackupStatus.SUCCEEDED):
             try:
-                verification_request(backup=backup, actor=Actor.for_user(request.user))
+                sent = verification_request(backup=backup, actor=Actor.for_user(request.user))
             except BackupError as exc:
                 self.message_user(request, str(exc), messages.ERROR)
+                continue
+            if not sent:
+                self.message_user(request, f"Verification of #{backup.pk} requested, but {NOT_SENT}.", messages.WARNING)
                 continue
             queued += 1
         self.message_user(request, f"{queued} verification(s) queued.", messages.SUCCESS)

@@ -57,6 +57,9 @@ class BackupTarget(models.Model):
     )
     enabled = models.BooleanField(default=True, help_text="Scheduled backups and verifications run.")
     created_at = models.DateTimeField(default=timezone.now)
+    # An operator's "back up now" whose task the broker did not take: run_due sends it again.
+    dispatch_error = models.TextField(blank=True)
+    dispatch_requested_by = models.CharField(max_length=150, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -123,6 +126,9 @@ class Backup(models.Model):
         max_length=10, choices=VerificationResult.choices, default=VerificationResult.NONE, blank=True
     )
     verified_at = models.DateTimeField(null=True, blank=True)
+    # A requested verification whose task the broker did not take: run_due sends it again.
+    verify_dispatch_error = models.TextField(blank=True)
+    verify_requested_by = models.CharField(max_length=150, blank=True)
 
     objects = BackupQuerySet.as_manager()
 

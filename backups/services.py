@@ -449,17 +449,23 @@ def backup_restore(*, backup: Backup, into_url: str, overwrite_source: bool, act
 # --- Requests from operators: audited now, run by the worker -------------------------------------
 
 
-def backup_request(*, target: BackupTarget, actor: Actor) -> None:
-    """Queue a backup of ``target`` for the worker (admin action, page button)."""
+def backup_request(*, target: BackupTarget, actor: Actor) -> bool:
+    """Queue a backup of ``target`` for the worker (admin action, page button).
+
+    False when the broker did not take the task: the request is recorded on the target and the
+    periodic run_due sends it again once the broker answers.
+    """
     from backups.tasks import queue_backup
 
     with transaction.atomic():
         audit_record(actor=actor, action="backup.requested", obj=target)
         queue_backup(target.pk, requested_by=actor.label)
+    target.refresh_from_db(fields=["dispatch_error", "dispatch_requested_by"])
+    return not target.dispatch_error
 
 
-def verification_request(*, backup: Backup, actor: Actor) -> None:
-    """Queue a verification of ``backup`` for the worker."""
+def verification_request(*, backup: Backup, actor: Actor) -> bool:
+    """Queue a verification of ``backup`` for the worker; False as ``backup_request``, recorded on the backup."""
     from backups.tasks import queue_verification
 
     if backup.status != BackupStatus.SUCCEEDED:
@@ -467,3 +473,8 @@ def verification_request(*, backup: Backup, actor: Actor) -> None:
     with transaction.atomic():
         audit_record(actor=actor, action="backup.verify_requested", obj=backup)
         queue_verification(backup.pk, requested_by=actor.label)
+    backup.refresh_from_db(fields=["verify_dispatch_error", "verify_requested_by"])
+    return not backup.verify_dispatch_error
+
+
+NOT_SENT = "the broker could not be reached; it is sent to the worker when the broker answers"

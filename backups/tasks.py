@@ -16,6 +16,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from controlplane.redaction import redact_text
+
 logger = logging.getLogger(__name__)
 VERIFY_EVERY = timedelta(hours=20)  # "daily", with room for a schedule that drifts
 
@@ -28,18 +30,58 @@ def _limits() -> dict[str, int]:
 
 
 def queue_backup(target_id: int, *, requested_by: str, scheduled: bool = False) -> None:
-    """Queue a backup once the current transaction commits."""
-    transaction.on_commit(
-        lambda: take_backup.apply_async(
-            args=[target_id], kwargs={"requested_by": requested_by, "scheduled": scheduled}, **_limits()
-        )
-    )
+    """Send a backup task once the current transaction commits (see ``send_backup``)."""
+    transaction.on_commit(lambda: send_backup(target_id, requested_by=requested_by, scheduled=scheduled))
 
 
 def queue_verification(backup_id: int, *, requested_by: str) -> None:
-    transaction.on_commit(
-        lambda: verify_backup.apply_async(args=[backup_id], kwargs={"requested_by": requested_by}, **_limits())
-    )
+    transaction.on_commit(lambda: send_verification(backup_id, requested_by=requested_by))
+
+
+def send_backup(target_id: int, *, requested_by: str, scheduled: bool = False) -> bool:
+    """Send a backup task now; False when the broker did not take it. Never raises (it runs after commit).
+
+    An operator's request that could not be sent is recorded on the target, and run_due sends it again;
+    a scheduled one is simply still due at the next round.
+    """
+    from backups.models import BackupTarget
+
+    kwargs = {"requested_by": requested_by, "scheduled": scheduled}
+    rows = BackupTarget.objects.filter(pk=target_id)
+    record = None if scheduled else (rows, "dispatch_error", "dispatch_requested_by")
+    return _send(take_backup, [target_id], kwargs, record)
+
+
+def send_verification(backup_id: int, *, requested_by: str) -> bool:
+    """Send a verification task now; one that could not be sent is recorded on the backup for run_due."""
+    from backups.models import Backup
+
+    record = (Backup.objects.filter(pk=backup_id), "verify_dispatch_error", "verify_requested_by")
+    return _send(verify_backup, [backup_id], {"requested_by": requested_by}, record)
+
+
+def _send(task: Any, args: list[Any], kwargs: dict[str, Any], record: tuple[Any, str, str] | None) -> bool:
+    """apply_async, and on the row of ``record`` (rows, error field, requester field) what came of it."""
+    try:
+        task.apply_async(args=args, kwargs=kwargs, **_limits())
+    except Exception as exc:  # noqa: BLE001 - whatever the broker client raises: recorded, sent again later
+        logger.error("could not send %s%s to the broker: %s", task.name, args, exc)
+        if record is not None:
+            rows, error_field, by_field = record
+            error = f"could not reach the broker: {redact_text(str(exc))}"[:1000]
+            _record(rows, {error_field: error, by_field: kwargs["requested_by"][:150]})
+        return False
+    if record is not None:
+        rows, error_field, by_field = record
+        _record(rows.exclude(**{error_field: ""}), {error_field: "", by_field: ""})
+    return True
+
+
+def _record(rows: Any, values: dict[str, str]) -> None:
+    try:
+        rows.update(**values)
+    except Exception as exc:  # noqa: BLE001 - the database is gone too: nothing more to do after commit
+        logger.error("could not record a backup task's dispatch: %s", exc)
 
 
 @shared_task(name="backups.tasks.take_backup", ignore_result=True, acks_late=False)
@@ -90,6 +132,7 @@ def run_due() -> dict[str, Any]:
 
     now = timezone.now()
     summary: dict[str, Any] = {"reaped": reap_stale(now=now), "backups": [], "verifications": [], "pruned": 0}
+    summary["resent"] = _send_again()
     verify = is_on(BACKUP_VERIFICATION, default=True)
     for target in BackupTarget.objects.filter(enabled=True):
         latest = target.backups.order_by("-started_at").first()
@@ -103,6 +146,20 @@ def run_due() -> dict[str, Any]:
             queue_verification(newest.pk, requested_by="schedule")
             summary["verifications"].append(newest.pk)
         summary["pruned"] += backups_prune(target=target, actor=Actor.system("backups retention"), now=now)
-    if summary["backups"] or summary["verifications"] or summary["pruned"] or summary["reaped"]:
+    if any(summary.values()):
         logger.info("backups due: %s", summary)
     return summary
+
+
+def _send_again() -> list[str]:
+    """Requests an operator made while the broker was down, sent now that it answers (this task runs)."""
+    from backups.models import Backup, BackupTarget
+
+    resent = []
+    for target in BackupTarget.objects.exclude(dispatch_error=""):
+        if send_backup(target.pk, requested_by=target.dispatch_requested_by or "operator"):
+            resent.append(f"backup of {target.name}")
+    for backup in Backup.objects.exclude(verify_dispatch_error=""):
+        if send_verification(backup.pk, requested_by=backup.verify_requested_by or "operator"):
+            resent.append(f"verification of backup #{backup.pk}")
+    return resent

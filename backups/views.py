@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 from backups.engines import BackupError
 from backups.models import Backup, BackupTarget
 from backups.selectors import readiness
-from backups.services import backup_request, verification_request
+from backups.services import NOT_SENT, backup_request, verification_request
 from controlplane.access import operator_page
 from controlplane.audit import Actor
 
@@ -45,8 +45,10 @@ def backup_now(request: HttpRequest, name: str) -> HttpResponse:
     if not request.user.has_perm(RUN_PERMISSION):
         raise PermissionDenied("running backups needs the backups.change_backup permission")
     target = get_object_or_404(BackupTarget, name=name)
-    backup_request(target=target, actor=Actor.for_user(request.user))
-    messages.success(request, f"Backup of {target.name} queued; it appears here when the worker has taken it.")
+    if backup_request(target=target, actor=Actor.for_user(request.user)):
+        messages.success(request, f"Backup of {target.name} queued; it appears here when the worker has taken it.")
+    else:
+        messages.warning(request, f"Backup of {target.name} requested, but {NOT_SENT}.")
     return redirect("backups:target", name=target.name)
 
 
@@ -57,9 +59,12 @@ def verify_now(request: HttpRequest, name: str, backup_id: int) -> HttpResponse:
         raise PermissionDenied("verifying backups needs the backups.change_backup permission")
     backup = get_object_or_404(Backup, pk=backup_id, target__name=name)
     try:
-        verification_request(backup=backup, actor=Actor.for_user(request.user))
+        sent = verification_request(backup=backup, actor=Actor.for_user(request.user))
     except BackupError as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"Verification of backup #{backup.pk} queued.")
+        if sent:
+            messages.success(request, f"Verification of backup #{backup.pk} queued.")
+        else:
+            messages.warning(request, f"Verification of backup #{backup.pk} requested, but {NOT_SENT}.")
     return redirect("backups:target", name=name)
