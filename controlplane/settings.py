@@ -396,8 +396,11 @@ DEPLOY_OUTPUT_FLUSH_SECONDS = 0.5  # step output reaches the database (and the p
 DEPLOY_STEP_OUTPUT_LIMIT = _int("DEPLOY_STEP_OUTPUT_LIMIT", 1_000_000, minimum=1000)  # characters, the tail kept
 
 # Every periodic task, in one place.
-HEARTBEAT_INTERVAL_SECONDS = 30
+HEARTBEAT_INTERVAL_SECONDS = _int("HEARTBEAT_INTERVAL_SECONDS", 30, minimum=1)
 HEALTH_CHECK_INTERVAL_SECONDS = _int("HEALTH_CHECK_INTERVAL_SECONDS", 60, minimum=1)
+# Not beat's: each worker's own timer records that the worker is alive (the celery-workers check reads
+# it on every broker) and, while beat is silent, runs the scheduled checks itself (monitoring/watchdog.py).
+WORKER_HEARTBEAT_SECONDS = _int("WORKER_HEARTBEAT_SECONDS", 15, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "heartbeat": {
         "task": "monitoring.tasks.heartbeat",

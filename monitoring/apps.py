@@ -13,3 +13,13 @@ class MonitoringConfig(AppConfig):
         from monitoring.readiness import alert_channel
 
         register_items(self.label, alert_channel)
+
+        from celery.signals import beat_init, worker_ready, worker_shutdown
+
+        from monitoring import watchdog
+
+        # Only worker and beat processes send these: the worker's timer (its heartbeat, and the checks
+        # while beat is silent) and beat's first start.
+        worker_ready.connect(watchdog.on_worker_ready, weak=False, dispatch_uid="monitoring-worker-timer")
+        worker_shutdown.connect(watchdog.on_worker_shutdown, weak=False, dispatch_uid="monitoring-worker-timer-stop")
+        beat_init.connect(watchdog.on_beat_init, weak=False, dispatch_uid="monitoring-beat-started")

@@ -118,10 +118,15 @@ def _add(minute: datetime, view: str, method: str, status_class: str, row: list[
 
 
 def _flush_forever() -> None:
+    from monitoring import watchdog
+
     while True:
         time.sleep(settings.REQUEST_METRICS_FLUSH_SECONDS)
         try:
             flush()
+            # The web process's one background thread also stands in for a silent beat when no worker
+            # is alive (at most once per check interval); a request never waits for it.
+            watchdog.web_look()
         finally:
             close_old_connections()
 

@@ -7,8 +7,7 @@ from celery import shared_task
 from django.conf import settings
 
 from monitoring import alert_tasks  # noqa: F401 - registers the alerting tasks with the worker
-from monitoring.alerting import alert_rules_evaluate
-from monitoring.services import health_metrics_record, heartbeat_record
+from monitoring.services import heartbeat_record, scheduled_checks_run
 
 logger = logging.getLogger(__name__)
 
@@ -21,21 +20,17 @@ def heartbeat() -> str:
     return beat.last_seen.isoformat()
 
 
-SCHEDULED_DEADLINE_SECONDS = 45.0  # under the task's soft time limit
-
-
 @shared_task(name="monitoring.tasks.run_scheduled_checks", ignore_result=True, soft_time_limit=50, time_limit=55)
 def run_scheduled_checks() -> int:
-    """Every minute: run every check, store one row per measurement, then evaluate the alert rules."""
-    from monitoring.checks import COMPREHENSIVE, registered_checks, run_checks
+    """Every minute: run every check, store one row per measurement, then evaluate the alert rules.
 
-    checks = registered_checks(COMPREHENSIVE)
-    # Not a probe that someone waits for: each endpoint gets its own timeout, within the task's limit.
-    longest = max((c.timeout_seconds for c in checks if c.timeout_seconds is not None), default=0.0)
-    deadline = min(SCHEDULED_DEADLINE_SECONDS, max(settings.HEALTH_DEADLINE, longest + 0.5))
-    rows = health_metrics_record(results=run_checks(checks, deadline_seconds=deadline))
-    # Right after the rows it reads are stored; a separate schedule would count a minute twice.
-    alert_rules_evaluate()
+    Skipped when the checks ran in the last half interval: a worker stood in for a silent beat, or this
+    run waited in the queue and the next one is already close.
+    """
+    rows = scheduled_checks_run(min_gap_seconds=settings.HEALTH_CHECK_INTERVAL_SECONDS / 2)
+    if rows is None:
+        logger.info("scheduled checks skipped: they ran less than %s s ago", settings.HEALTH_CHECK_INTERVAL_SECONDS / 2)
+        return 0
     return len(rows)
 
 

@@ -289,7 +289,8 @@ def _fresh_test_var_dir() -> None:
 @pytest.fixture
 def celery_worker_process(tmp_path):
     """celery_worker_process(**env) -> (queue, log path): a real worker on a queue of its own (no
-    other worker can take its messages), on the test database; stopped after the test."""
+    other worker can take its messages, and the tasks it queues itself go there too), on the test
+    database; stopped after the test."""
     import subprocess
     import uuid
 
@@ -317,7 +318,7 @@ def celery_worker_process(tmp_path):
                 "--without-mingle",
             ],  # fmt: skip
             cwd=BASE_DIR,
-            env=subprocess_env(DATABASE_URL=test_database_url(), **env),
+            env=subprocess_env(DATABASE_URL=test_database_url(), **{"CELERY_QUEUE": queue, **env}),
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
         )

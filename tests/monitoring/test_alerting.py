@@ -311,7 +311,7 @@ def test_p95_and_error_rate_rules_fire_on_the_request_rollups(alerts_on, slack, 
 def test_no_request_data_and_a_new_backup_target_fire_nothing(alerts_on, evaluate):
     # The target "default" was made with the database: younger than 26 h, and nothing of it failed.
     summary = evaluate()
-    assert summary.rules == 5 and summary.errors == []
+    assert summary.rules == 6 and summary.errors == []
     assert not Alert.objects.exists()
 
 
@@ -411,7 +411,7 @@ def test_the_evaluation_task_is_registered_for_beat(alerts_on):
 
     assert evaluate_alert_rules.name == "monitoring.evaluate_alert_rules"
     assert deliver_notification.name == "monitoring.deliver_notification"
-    assert evaluate_alert_rules()["rules"] == 5
+    assert evaluate_alert_rules()["rules"] == 6
 
 
 def test_a_check_latency_rule_compares_the_latest_stored_value(alerts_on, slack, evaluate, http_sink):
