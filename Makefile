@@ -32,7 +32,11 @@ run: install
 	$(BIN)/python manage.py import_flags --if-empty flags/fixtures/wingmanmatch.json
 	$(BIN)/python manage.py ensure_demo_environment
 	rm -rf $${PROMETHEUS_MULTIPROC_DIR:-$${CONTROLPLANE_VAR_DIR:-var}/prometheus}  # counters of an earlier run
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --no-colour --port $(PORT) --procfile Procfile
+	@# Ctrl-C: honcho stops the three and exits 130, which is how a stop is asked for here, not an error.
+	@# CONTROLPLANE_RUN_PID: make; if it is killed, controlplane/attached.py stops the three.
+	@trap : INT; CONTROLPLANE_RUN_PID=$$PPID PATH="$(CURDIR)/$(BIN):$$PATH" \
+		$(BIN)/honcho start --no-colour --port $(PORT) --procfile Procfile; \
+		status=$$?; [ $$status -eq 130 ] && exit 0; exit $$status
 
 ## make test: the whole suite. Set DATABASE_URL, REDIS_URL, CELERY_BROKER_URL to run it on real servers.
 test: install-dev
