@@ -100,3 +100,78 @@ def audit_record(
         after=_jsonable(after),
         request_id=current_request_id(),
     )
+
+
+# --- In words -------------------------------------------------------------------------------------
+
+MAX_SHOWN_VALUE = 60  # a long text (a description, a runbook) is named as changed, not printed
+
+
+def describe_change(before: Any, after: Any) -> str:
+    """What an event's before and after say, in words: "rollout 10 % → 25 %", "turned on",
+    "targeting keys: added vip, removed bob". Pages and admin show this instead of the two dicts.
+
+    The snapshots are the dicts ``audit_record`` stored (already redacted); a field missing on one
+    side counts as unknown there, not as a change.
+    """
+    if not isinstance(before, dict) and not isinstance(after, dict):
+        return ""
+    if not isinstance(before, dict):
+        return "created" + _summary(after)
+    if not isinstance(after, dict):
+        return "deleted" + _summary(before)
+    parts = [
+        _describe_field(key, before[key], after[key])
+        for key in sorted(set(before) & set(after), key=_field_order)
+        if before[key] != after[key]
+    ]
+    return "; ".join(parts) or "no change"
+
+
+def _field_order(key: str) -> tuple[int, str]:
+    # The switch first, then the rollout, then the rest by name: the order an operator reads a flag in.
+    return ({"enabled": 0, "active": 0, "rollout_percent": 1}.get(key, 2), key)
+
+
+def _label(key: str) -> str:
+    return key.removesuffix("_percent").replace("_", " ")
+
+
+def _describe_field(key: str, old: Any, new: Any) -> str:
+    if key in ("enabled", "active") and isinstance(new, bool):
+        return "turned on" if new else "turned off"
+    if isinstance(old, list) and isinstance(new, list):
+        added = [str(item) for item in new if item not in old]
+        removed = [str(item) for item in old if item not in new]
+        words = [f"{verb} {', '.join(items)}" for verb, items in (("added", added), ("removed", removed)) if items]
+        return f"{_label(key)}: {'; '.join(words) or 'reordered'}"
+    if isinstance(old, bool) or isinstance(new, bool):
+        return f"{_label(key)} {_value(old)} → {_value(new)}"
+    if _is_long(old) or _is_long(new):
+        return f"{_label(key)} changed"
+    unit = " %" if key.endswith("_percent") else ""
+    return f"{_label(key)} {_value(old)}{unit} → {_value(new)}{unit}"
+
+
+def _summary(state: Any) -> str:
+    """The few fields that say what a created or deleted flag was: on or off and its rollout."""
+    if not isinstance(state, dict):
+        return ""
+    words = []
+    if isinstance(state.get("enabled"), bool):
+        words.append("on" if state["enabled"] else "off")
+    if isinstance(state.get("rollout_percent"), int):
+        words.append(f"rollout {state['rollout_percent']} %")
+    return f" ({', '.join(words)})" if words else ""
+
+
+def _is_long(value: Any) -> bool:
+    return isinstance(value, (dict, list)) or (isinstance(value, str) and len(value) > MAX_SHOWN_VALUE)
+
+
+def _value(value: Any) -> str:
+    if value is None or value == "":
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)

@@ -6,6 +6,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 
 from controlplane.audit import Actor
 from flags.evaluation import CompiledFlag, on_for
@@ -53,8 +54,15 @@ class FlagForm(forms.ModelForm):
         return data
 
 
+ROLLOUT_FIELD = forms.IntegerField(min_value=0, max_value=100, label="Rollout %")
+
+
 class RolloutActionForm(ActionForm):
-    rollout_percent = forms.IntegerField(min_value=0, max_value=100, required=False, label="Rollout %")
+    # Text, checked by the action: a number the action form refused would make Django answer
+    # "No action selected." and drop the selection instead of saying what is wrong with the percent.
+    rollout_percent = forms.CharField(
+        required=False, label="Rollout %", widget=forms.NumberInput(attrs={"min": 0, "max": 100, "step": 1})
+    )
 
 
 @admin.register(Flag)
@@ -111,17 +119,26 @@ class FlagAdmin(admin.ModelAdmin):
         self._update_each(request, queryset, {"enabled": False}, "Disabled")
 
     @admin.action(description="Set the rollout percent of the selected flags", permissions=["change"])
-    def set_rollout(self, request: HttpRequest, queryset: Any) -> None:
-        # The action form's own validation needs the changelist's action choices; check the one field.
-        field = RolloutActionForm.base_fields["rollout_percent"]
+    def set_rollout(self, request: HttpRequest, queryset: Any) -> HttpResponse | None:
+        raw = request.POST.get("rollout_percent", "").strip()
         try:
-            percent = field.clean(request.POST.get("rollout_percent"))
+            percent = ROLLOUT_FIELD.clean(raw)
         except forms.ValidationError:
-            percent = None
-        if percent is None:
-            self.message_user(request, "Give a rollout percent from 0 to 100.", messages.ERROR)
-            return
+            # The same flags, still selected, on a page that asks for the percent again.
+            got = f" (got {raw!r})" if raw else ""
+            message = f"The rollout percent must be a whole number from 0 to 100{got}."
+            self.message_user(request, message, messages.ERROR)
+            context = {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "title": "Set the rollout percent",
+                "queryset": queryset,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                "rollout_percent": raw,
+            }
+            return TemplateResponse(request, "admin/flags/flag/set_rollout.html", context)
         self._update_each(request, queryset, {"rollout_percent": percent}, f"Set rollout to {percent} % on")
+        return None
 
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None

@@ -56,13 +56,28 @@ def flag_detail(request: HttpRequest, name: str) -> HttpResponse:
 @operator_page(VIEW_PERMISSION)
 @require_POST
 def flag_toggle_view(request: HttpRequest, name: str) -> HttpResponse:
+    """Flip a flag, or set it to the posted ``enabled`` (1 or 0).
+
+    Turning a flag off for everyone asks first: a POST without ``confirm=yes`` changes nothing and shows
+    a page naming the flag and who it is on for now (it works without JavaScript). The confirmation posts
+    the state to set, not a flip, so a flag someone else turned off meanwhile is not turned back on.
+    """
     if not request.user.has_perm(CHANGE_PERMISSION):
         raise PermissionDenied("changing flags needs the flags.change_flag permission")
+    back = "detail" if request.POST.get("next") == "detail" else "list"
+    flag = Flag.objects.filter(name=name).first()
+    if flag is None:
+        messages.error(request, f"No flag named {name}.")
+        return redirect("flags:list")
+    posted = request.POST.get("enabled")
+    enabled = {"1": True, "0": False}.get(posted or "", not flag.enabled)
+    if flag.enabled and not enabled and request.POST.get("confirm") != "yes":
+        context = {"flag": flag, "on_for": on_for(CompiledFlag.of(flag)), "next": back}
+        return render(request, "flags/confirm_off.html", context)
     try:
-        flag = flag_toggle(name=name, changes=None, actor=Actor.for_user(request.user))
+        flag = flag_toggle(name=name, changes={"enabled": enabled}, actor=Actor.for_user(request.user))
     except FlagNotFound:
         messages.error(request, f"No flag named {name}.")
         return redirect("flags:list")
     messages.success(request, f"{flag.name} is now {'enabled' if flag.enabled else 'disabled'}.")
-    target = request.POST.get("next")
-    return redirect("flags:detail", name=flag.name) if target == "detail" else redirect("flags:list")
+    return redirect("flags:detail", name=flag.name) if back == "detail" else redirect("flags:list")

@@ -94,7 +94,7 @@ def test_operator_with_the_permission_toggles_from_the_page(viewer_client, viewe
     viewer.user_permissions.add(Permission.objects.get(codename="change_flag", content_type__app_label="flags"))
     page = viewer_client.get("/flags/").content.decode()
     assert "/flags/chat/toggle" in page
-    response = viewer_client.post("/flags/chat/toggle", follow=True)
+    response = viewer_client.post("/flags/chat/toggle", {"enabled": "0", "confirm": "yes"}, follow=True)
     assert b"chat is now disabled" in response.content
     chat.refresh_from_db()
     assert chat.enabled is False
@@ -103,7 +103,7 @@ def test_operator_with_the_permission_toggles_from_the_page(viewer_client, viewe
 
 
 def test_flag_page_history_and_evaluate_box(operator_client, chat):
-    operator_client.post("/flags/chat/toggle")
+    operator_client.post("/flags/chat/toggle", {"confirm": "yes"})
     operator_client.post("/flags/chat/toggle")
     page = operator_client.get("/flags/chat/?user_id=user-9").content.decode()
     expected = "on" if bucket("chat", "user-9") <= 30 else "off"
