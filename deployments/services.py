@@ -241,6 +241,14 @@ def rollback_to_previous(*, environment: Any, actor: Actor) -> Deployment:
     "Previous release" is the last succeeded deploy whose version differs from the newest succeeded one.
     """
     env = _environment(environment)
+    _current, previous = rollback_versions(env.name)
+    return deployment_request(environment=env.name, version=previous, actor=actor, type=DeploymentType.ROLLBACK)
+
+
+def rollback_versions(environment: Any) -> tuple[str, str]:
+    """(current, previous): what a rollback of ``environment`` would replace and deploy. The page asks
+    with these before it rolls back; raises InvalidDeployment when there is nothing to roll back to."""
+    env = _environment(environment)
     succeeded = list(
         Deployment.objects.filter(environment=env, status=DeploymentStatus.SUCCEEDED, dry_run=False)
         .exclude(type=DeploymentType.RECOVERY)
@@ -253,7 +261,7 @@ def rollback_to_previous(*, environment: Any, actor: Actor) -> Deployment:
     previous = next((v for v in succeeded if v != current), None)
     if previous is None:
         raise InvalidDeployment("environment", f"{env.name} has only ever run {current}: no previous release")
-    return deployment_request(environment=env.name, version=previous, actor=actor, type=DeploymentType.ROLLBACK)
+    return current, previous
 
 
 def recovery_run(*, failure_type: str, actor: Actor, dry_run: bool = False) -> Deployment:
@@ -445,4 +453,5 @@ __all__ = [
     "recovery_run",
     "reap",
     "rollback_to_previous",
+    "rollback_versions",
 ]

@@ -6,11 +6,12 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from controlplane.access import operator_page
 from controlplane.audit import Actor
-from deployments.models import Deployment, Environment, RecoveryPlan
+from deployments.models import Deployment, DeploymentStatus, Environment, RecoveryPlan, StepStatus
 from deployments.selectors import environments_status
 from deployments.services import (
     DeploymentLocked,
@@ -20,6 +21,7 @@ from deployments.services import (
     deployment_request,
     recovery_run,
     rollback_to_previous,
+    rollback_versions,
 )
 
 VIEW_PERMISSION = "deployments.view_deployment"
@@ -30,6 +32,17 @@ PAGE_SIZE = 50
 def _require_operator(request: HttpRequest) -> None:
     if not request.user.has_perm(RUN_PERMISSION):
         raise PermissionDenied("deploying needs the deployments.add_deployment permission")
+
+
+def _confirmed(request: HttpRequest) -> bool:
+    """Cancel, roll back and run a plan act only on a POST carrying ``confirm=yes``; the first POST (the
+    button) gets a page that says what will happen and posts again with it. No JavaScript needed."""
+    return request.POST.get("confirm") == "yes"
+
+
+def _confirm_page(request: HttpRequest, *, question: str, details: list[str], button: str, back: str) -> HttpResponse:
+    context = {"question": question, "details": details, "button": button, "back": back, "action": request.path}
+    return render(request, "deployments/confirm.html", context)
 
 
 @operator_page(VIEW_PERMISSION)
@@ -99,6 +112,19 @@ def deploy(request: HttpRequest) -> HttpResponse:
 def roll_back(request: HttpRequest, name: str) -> HttpResponse:
     _require_operator(request)
     environment = get_object_or_404(Environment, name=name)
+    if not _confirmed(request):
+        try:
+            current, previous = rollback_versions(environment.name)
+        except InvalidDeployment as exc:
+            messages.error(request, str(exc))
+            return redirect("deployments:index")
+        return _confirm_page(
+            request,
+            question=f"Roll back {environment.name} from {current} to {previous}?",
+            details=[f"A new deployment of {previous} runs the {environment.name} pipeline; {current} is replaced."],
+            button=f"Roll back to {previous}",
+            back=reverse("deployments:index"),
+        )
     try:
         deployment = rollback_to_previous(environment=environment.name, actor=Actor.for_user(request.user))
     except (InvalidDeployment, DeploymentLocked) as exc:
@@ -111,7 +137,19 @@ def roll_back(request: HttpRequest, name: str) -> HttpResponse:
 @require_POST
 def cancel(request: HttpRequest, deployment_id: int) -> HttpResponse:
     _require_operator(request)
-    deployment = get_object_or_404(Deployment, pk=deployment_id)
+    deployment = get_object_or_404(Deployment.objects.select_related("environment"), pk=deployment_id)
+    if not _confirmed(request) and deployment.is_active:
+        return _confirm_page(
+            request,
+            question=f"Cancel deployment #{deployment.pk} of {deployment.environment.name} "
+            f"({deployment.version}, {_where(deployment)})?",
+            details=[
+                "A queued deployment ends at once. A running one has its step stopped, then its finished steps "
+                "are rolled back."
+            ],
+            button=f"Cancel deployment #{deployment.pk}",
+            back=deployment.get_absolute_url(),
+        )
     try:
         deployment_cancel(deployment=deployment, actor=Actor.for_user(request.user))
     except NotCancellable as exc:
@@ -126,9 +164,27 @@ def cancel(request: HttpRequest, deployment_id: int) -> HttpResponse:
 def run_plan(request: HttpRequest, failure_type: str) -> HttpResponse:
     _require_operator(request)
     dry_run = request.POST.get("dry_run") == "1"
+    if not dry_run and not _confirmed(request):  # a dry run runs nothing: no question
+        plan = get_object_or_404(RecoveryPlan.objects.select_related("environment"), failure_type=failure_type)
+        steps = [f"{step.get('name', '?')} ({step.get('kind', '?')})" for step in plan.steps if isinstance(step, dict)]
+        return _confirm_page(
+            request,
+            question=f"Run recovery plan {plan.failure_type} on {plan.environment.name}?",
+            details=[f"Steps, in order: {', '.join(steps) or 'none'}."],
+            button=f"Run {plan.failure_type}",
+            back=reverse("deployments:index") + f"#plan-{plan.failure_type}",
+        )
     try:
         deployment = recovery_run(failure_type=failure_type, actor=Actor.for_user(request.user), dry_run=dry_run)
     except (InvalidDeployment, DeploymentLocked) as exc:
         messages.error(request, str(exc))
         return redirect("deployments:index")
     return redirect("deployments:detail", deployment_id=deployment.pk)
+
+
+def _where(deployment: Deployment) -> str:
+    """Where a deployment is, for the cancel question: "running step 'migrate'", "queued"."""
+    if deployment.status != DeploymentStatus.RUNNING:
+        return deployment.get_status_display().lower()
+    step = deployment.step_runs.filter(status=StepStatus.RUNNING).order_by("-started_at", "-id").first()
+    return f"running step '{step.name}'" if step else "running"

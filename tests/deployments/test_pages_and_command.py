@@ -50,7 +50,7 @@ def test_a_viewer_sees_deployments_but_no_deploy_controls(viewer_client, queued)
     detail = viewer_client.get(f"/deployments/{queued.pk}/")
     assert detail.status_code == 200
     assert f"Deployment #{queued.pk}: test v1" in detail.content.decode()
-    assert "Cancel</button>" not in detail.content.decode()
+    assert "Cancel…</button>" not in detail.content.decode()
 
 
 @pytest.mark.django_db
@@ -80,7 +80,7 @@ def test_an_operator_deploys_from_the_form_and_lands_on_the_deployment(operator_
     assert response.status_code == 302 and response["Location"] == f"/deployments/{deployment.pk}/"
     assert (deployment.version, deployment.status, deployment.requested_by) == ("v4.1.0", "queued", "operator")
     page = operator_client.get(response["Location"]).content.decode()
-    assert "Cancel</button>" in page and "pending" in page
+    assert "Cancel…</button>" in page and "pending" in page
 
 
 @pytest.mark.django_db
@@ -103,7 +103,7 @@ def test_deploying_to_a_locked_environment_shows_who_holds_it(operator_client, q
 
 @pytest.mark.django_db
 def test_an_operator_cancels_a_queued_deployment(operator_client, queued):
-    response = operator_client.post(f"/deployments/{queued.pk}/cancel", follow=True)
+    response = operator_client.post(f"/deployments/{queued.pk}/cancel", {"confirm": "yes"}, follow=True)
     assert f"Cancel requested for deployment #{queued.pk}." in response.content.decode()
     queued.refresh_from_db()
     assert queued.status == DeploymentStatus.CANCELLED and "cancelled by operator" in queued.error
