@@ -223,6 +223,9 @@ def check_backup_age() -> Outcome:
 def check_sentry() -> Outcome:
     if settings.SENTRY_DSN:
         return Outcome(PASS, 1, "", f"reporting to Sentry (environment {settings.SENTRY_ENVIRONMENT})")
+    if not settings.PRODUCTION:
+        # A development install (make run) is healthy without Sentry; production is not.
+        return Outcome(PASS, 0, "", "SENTRY_DSN is not set (development): errors are only logged")
     return Outcome(WARN, 0, "", "SENTRY_DSN is not set: errors are only logged")
 
 
@@ -231,6 +234,11 @@ def check_alert_channels() -> Outcome:
 
     channels = NotificationChannel.objects.filter(enabled=True).count()
     if not channels:
+        if not settings.PRODUCTION:
+            # make run's first minutes are healthy without a channel; production alerts must reach someone.
+            return Outcome(
+                PASS, 0, "channels", "no enabled alert channel (development): alerts show on the dashboard only"
+            )
         return Outcome(WARN, 0, "channels", "no enabled alert channel: alerts notify nobody")
     return Outcome(PASS, channels, "channels", f"{channels} enabled alert channel(s)")
 

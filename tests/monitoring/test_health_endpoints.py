@@ -47,13 +47,17 @@ def test_comprehensive_report_shape(api_client):
     assert body["checks"]["celery-beat:heartbeatAge"][0]["status"] == "fail"
 
 
-def test_enhanced_is_ready_plus_integrations(api_client):
+@pytest.mark.parametrize(("production", "unset"), [(False, "pass"), (True, "warn")])
+def test_enhanced_is_ready_plus_integrations(api_client, settings, production, unset):
+    settings.PRODUCTION, settings.SENTRY_DSN = production, ""
     body = api_client("monitoring:read").get("/api/deployment/health/enhanced").json()
     assert set(body["checks"]) == {
         "database:responseTime", "cache:responseTime", "celery-beat:heartbeatAge", "sentry:configured",
         "alert-channels:enabled",
     }  # fmt: skip
-    assert body["checks"]["alert-channels:enabled"][0]["status"] == "warn"
+    # No Sentry and no channel: a development install is healthy without them, production is not.
+    assert body["checks"]["alert-channels:enabled"][0]["status"] == unset
+    assert body["checks"]["sentry:configured"][0]["status"] == unset
 
 
 def test_every_endpoint_is_health_json_and_never_cached(client, api_client, settings):
