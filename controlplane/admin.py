@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
 
-from controlplane.audit import Actor, audit_record, snapshot
+from controlplane.audit import Actor, audit_record, describe_change, snapshot
 from controlplane.models import ApiToken, AuditEvent, Scope
 from controlplane.services import api_token_create, api_token_revoke
 
@@ -263,19 +263,32 @@ class ApiTokenAdmin(admin.ModelAdmin):
 class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only: nobody edits or deletes the audit trail here."""
 
-    list_display = ["time", "actor_label", "action", "object_type", "object_label", "request_id"]
+    list_display = ["time", "actor_label", "action", "object_type", "object_label", "change", "request_id"]
     list_filter = ["actor_type", "actor_user", "actor_token", "action", "object_type", "time"]
     search_fields = ["actor_label", "action", "object_type", "object_id", "object_label", "request_id"]
     date_hierarchy = "time"
     list_select_related = False
     fields = [
         "time", "actor_type", "actor_label", "actor_user", "actor_token", "action", "object_type", "object_id",
-        "object_label", "before_json", "after_json", "request_id",
+        "object_label", "change_full", "before_json", "after_json", "request_id",
     ]  # fmt: skip
     readonly_fields = fields
+    # The list's long cells wrap and its change column is cut (admin/controlplane/auditevent/change_list.html).
+    CHANGE_LIST_LENGTH = 160
 
     def get_actions(self, request: HttpRequest) -> dict:
         return {}
+
+    @admin.display(description="change")
+    def change(self, event: AuditEvent) -> str:
+        words = describe_change(event.before, event.after, event.action)
+        if len(words) <= self.CHANGE_LIST_LENGTH:
+            return words
+        return format_html('<span title="{}">{}…</span>', words, words[: self.CHANGE_LIST_LENGTH])
+
+    @admin.display(description="change")
+    def change_full(self, event: AuditEvent) -> str:
+        return describe_change(event.before, event.after, event.action) or "—"
 
     @admin.display(description="before")
     def before_json(self, event: AuditEvent) -> str:

@@ -107,19 +107,21 @@ def audit_record(
 MAX_SHOWN_VALUE = 60  # a long text (a description, a runbook) is named as changed, not printed
 
 
-def describe_change(before: Any, after: Any) -> str:
+def describe_change(before: Any, after: Any, action: str = "") -> str:
     """What an event's before and after say, in words: "rollout 10 % → 25 %", "turned on",
-    "targeting keys: added vip, removed bob". Pages and admin show this instead of the two dicts.
+    "targeting keys: added vip; removed bob". Pages and admin show this instead of the two dicts.
 
     The snapshots are the dicts ``audit_record`` stored (already redacted); a field missing on one
-    side counts as unknown there, not as a change.
+    side counts as unknown there, not as a change. An event with one side is a create or a delete
+    (named by its ``action``: "flag.create") or a record of facts ("auth.login": its address).
     """
     if not isinstance(before, dict) and not isinstance(after, dict):
         return ""
-    if not isinstance(before, dict):
-        return "created" + _summary(after)
-    if not isinstance(after, dict):
-        return "deleted" + _summary(before)
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        state = after if isinstance(after, dict) else before
+        if action.endswith((".create", ".delete")):
+            return ("created" if action.endswith(".create") else "deleted") + _summary(state)
+        return "; ".join(f"{_label(key)} {_short(value)}" for key, value in state.items())
     parts = [
         _describe_field(key, before[key], after[key])
         for key in sorted(set(before) & set(after), key=_field_order)
@@ -163,6 +165,13 @@ def _summary(state: Any) -> str:
     if isinstance(state.get("rollout_percent"), int):
         words.append(f"rollout {state['rollout_percent']} %")
     return f" ({', '.join(words)})" if words else ""
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return f"({len(value)} item{'s' if len(value) != 1 else ''})"
+    text = _value(value)
+    return text if len(text) <= MAX_SHOWN_VALUE else text[:MAX_SHOWN_VALUE] + "…"
 
 
 def _is_long(value: Any) -> bool:

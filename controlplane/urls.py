@@ -5,7 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from backups import api as backups_api
-from controlplane import api, api_views
+from controlplane import api, api_views, pages
 from deployments import api as deployments_api
 from flags import api as flags_api
 from monitoring import api as monitoring_api
@@ -33,6 +33,7 @@ urlpatterns = [
         name="api-recovery-rollback",
     ),
     path("metrics", prometheus.metrics, name="metrics"),
+    path("favicon.ico", pages.favicon, name="favicon"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/deployment/config/production", api_views.config_production, name="api-config-production"),

@@ -14,4 +14,4 @@ register = template.Library()
 @register.filter
 def change_in_words(event: Any) -> str:
     """``{{ event|change_in_words }}``: "rollout 10 % → 25 %; turned on"."""
-    return describe_change(event.before, event.after)
+    return describe_change(event.before, event.after, event.action)

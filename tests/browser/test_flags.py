@@ -23,6 +23,11 @@ def test_operator_flips_a_flag(live_server, page: Page, operator):
     expect(row).to_contain_text("enabled")
     expect(row).to_contain_text("on for everyone")
     row.get_by_role("button", name="Disable buddy_chat").click()
+    # Turning off asks first, naming who it is on for now; nothing has changed yet.
+    expect(page.get_by_role("heading", name="Turn off flag buddy_chat for everyone?")).to_be_visible()
+    expect(page.get_by_text("It is now on for everyone.")).to_be_visible()
+    assert Flag.objects.get(name="buddy_chat").enabled is True
+    page.get_by_role("button", name="Turn off buddy_chat").click()
     expect(page.get_by_text("buddy_chat is now disabled.")).to_be_visible()
     expect(page.locator("#flag-buddy_chat")).to_contain_text("off for everyone (disabled)")
     assert Flag.objects.get(name="buddy_chat").enabled is False
@@ -30,6 +35,7 @@ def test_operator_flips_a_flag(live_server, page: Page, operator):
     page.get_by_role("link", name="buddy_chat").click()
     expect(page.get_by_role("heading", name="History")).to_be_visible()
     expect(page.locator("table")).to_contain_text("flag.toggle")
+    expect(page.locator("table td.change").first).to_have_text("turned off")
     page.get_by_label("User id").fill("user-1")
     page.get_by_role("button", name="Evaluate").click()
     expect(page.locator("#evaluation")).to_contain_text("off (DISABLED)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from backups.engines import BackupError
-from backups.models import Backup, VerificationResult
+from backups.models import Backup, BackupTarget, VerificationResult
 from backups.services import AlreadyRunning, backup_verify
 from controlplane.audit import Actor
 
@@ -20,9 +20,13 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: object) -> None:
         if options["latest"]:
-            backup = Backup.objects.succeeded().filter(target__name=options["latest"]).order_by("-started_at").first()
+            name = options["latest"]
+            if not BackupTarget.objects.filter(name=name).exists():
+                known = ", ".join(BackupTarget.objects.order_by("name").values_list("name", flat=True)) or "none"
+                raise CommandError(f"no such target {name!r} (targets: {known})")
+            backup = Backup.objects.succeeded().filter(target__name=name).order_by("-started_at").first()
             if backup is None:
-                raise CommandError(f"target {options['latest']!r} has no finished backup")
+                raise CommandError(f"target {name!r} has no finished backup")
         else:
             backup = Backup.objects.select_related("target").filter(pk=options["backup_id"]).first()
             if backup is None:
