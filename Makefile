@@ -28,10 +28,12 @@ run: install
 	$(BIN)/python manage.py preflight
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	$(BIN)/python manage.py ensure_operator
 	$(BIN)/python manage.py import_flags --if-empty flags/fixtures/wingmanmatch.json
 	$(BIN)/python manage.py ensure_demo_environment
 	rm -rf $${PROMETHEUS_MULTIPROC_DIR:-$${CONTROLPLANE_VAR_DIR:-var}/prometheus}  # counters of an earlier run
+	@# Last before the three start, so that its lines (the password and the file keeping it) are the
+	@# nearest to the prompt; the worker names the file again once it is ready.
+	$(BIN)/python manage.py ensure_operator
 	@# Ctrl-C: honcho stops the three and exits 130, which is how a stop is asked for here, not an error.
 	@# CONTROLPLANE_RUN_PID: make; if it is killed, controlplane/attached.py stops the three.
 	@trap : INT; CONTROLPLANE_RUN_PID=$$PPID PATH="$(CURDIR)/$(BIN):$$PATH" \

@@ -9,9 +9,10 @@ class ControlPlaneConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from celery.signals import worker_ready
         from django.contrib import admin
 
-        from controlplane import signals
+        from controlplane import operator_password, signals
         from controlplane.context import connect_celery_signals
         from controlplane.readiness import CONFIGURATION, register_items
 
@@ -21,3 +22,5 @@ class ControlPlaneConfig(AppConfig):
         register_items(self.label, *CONFIGURATION)
         signals.connect()
         connect_celery_signals()
+        # The last of make run's start-up lines: the password printed before them has scrolled away.
+        worker_ready.connect(operator_password.remind, weak=False, dispatch_uid="controlplane-operator-password")
