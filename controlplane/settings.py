@@ -518,9 +518,13 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Outside production whitenoise also serves the source files (runserver before any collectstatic);
+# production serves only what collectstatic put in STATIC_ROOT.
+WHITENOISE_USE_FINDERS = not PRODUCTION
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    # Hashed names from collectstatic's manifest; the plain name while there is no manifest yet.
+    "staticfiles": {"BACKEND": "controlplane.staticfiles.ManifestStaticFilesStorage"},
     # Any Django storage works here (an S3 one from django-storages, say); files are never served.
     "backups": {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
