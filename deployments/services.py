@@ -19,6 +19,7 @@ from django.utils import timezone
 from controlplane.audit import Actor, audit_record, snapshot
 from controlplane.redaction import redact_text
 from deployments.models import (
+    FINISHED,
     Deployment,
     DeploymentStatus,
     DeploymentType,
@@ -239,6 +240,8 @@ def rollback_to_previous(*, environment: Any, actor: Actor) -> Deployment:
     """A new deployment of the environment's last succeeded version (the release before the current one).
 
     "Previous release" is the last succeeded deploy whose version differs from the newest succeeded one.
+    A deploy that failed and was rolled back never became a release (the environment still runs the
+    one before it); a succeeded rollback is one, so a second rollback returns to what the first replaced.
     """
     env = _environment(environment)
     _current, previous = rollback_versions(env.name)
@@ -260,8 +263,24 @@ def rollback_versions(environment: Any) -> tuple[str, str]:
     current = succeeded[0]
     previous = next((v for v in succeeded if v != current), None)
     if previous is None:
-        raise InvalidDeployment("environment", f"{env.name} has only ever run {current}: no previous release")
+        raise InvalidDeployment(
+            "environment", f"{env.name} has only ever run {current}: no previous release{_why_not(env)}"
+        )
     return current, previous
+
+
+def _why_not(env: Environment) -> str:
+    """A deploy that failed (and was rolled back) never became a release: an operator who just watched
+    one fail expects to roll back from it, so the refusal says why that version does not count."""
+    latest = (
+        Deployment.objects.filter(environment=env, type=DeploymentType.DEPLOY, dry_run=False, status__in=FINISHED)
+        .order_by("-created_at")
+        .values_list("version", "status")
+        .first()
+    )
+    if latest is None or latest[1] == DeploymentStatus.SUCCEEDED:
+        return ""
+    return f" ({latest[0]} ended {latest[1]}, so it never became a release)"
 
 
 def recovery_run(*, failure_type: str, actor: Actor, dry_run: bool = False) -> Deployment:
