@@ -10,6 +10,7 @@ optional ``rollback`` (another step, of any kind, run when a later step fails). 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import os
 import re
@@ -77,6 +78,39 @@ _FIELDS = {
     "wait": {"seconds"},
 }
 _COMMON = {"name", "kind", "timeout", "rollback"}
+# What people write from other tools' pipelines (GitHub Actions, Ansible, docker-compose...), which a
+# spelling match cannot guess ("command" and "argv" share no letters worth a match).
+_FIELD_ALIASES = {
+    "command": "argv", "cmd": "argv", "args": "argv", "run": "argv", "exec": "argv", "script": "argv",
+    "dir": "cwd", "directory": "cwd", "workdir": "cwd", "working_directory": "cwd", "working_dir": "cwd",
+    "environment": "env", "vars": "env", "variables": "env",
+    "uri": "url", "endpoint": "url", "hook": "url", "webhook": "url",
+    "status": "expected_status", "status_code": "expected_status", "expect": "expected_status",
+    "data": "body", "json": "body", "payload": "body",
+    "duration": "seconds", "delay": "seconds", "sleep": "seconds",
+    "database": "target", "db": "target",
+    "flags": "set", "values": "set",
+    "type": "kind", "title": "name", "undo": "rollback", "revert": "rollback", "on_failure": "rollback",
+    "timeout_seconds": "timeout",
+}  # fmt: skip
+_KIND_ALIASES = {
+    "shell": "command", "exec": "command", "run": "command", "script": "command", "cmd": "command",
+    "webhook": "http", "request": "http", "hook": "http",
+    "health": "health_gate", "healthcheck": "health_gate", "health_check": "health_gate", "gate": "health_gate",
+    "migration": "migrate", "flag": "flags", "sleep": "wait", "pause": "wait", "dump": "backup",
+}  # fmt: skip
+
+
+def did_you_mean(given: str, known: Any, aliases: dict[str, str]) -> str:
+    """The hint '; did you mean X?' for a misspelt or borrowed name, or '' when nothing known is close."""
+    candidates = list(known)
+    if not isinstance(given, str):
+        return ""
+    alias = aliases.get(given.strip().lower())
+    if alias in candidates:
+        return f"; did you mean {alias}?"
+    close = difflib.get_close_matches(given.lower(), candidates, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def validate_steps(steps: Any, *, prefix: str = "steps") -> list[dict[str, Any]]:
@@ -102,10 +136,12 @@ def validate_step(step: Any, where: str, *, nested: bool = False) -> None:
         raise InvalidStep(f"{where}.name", "required: 1 to 100 letters, digits, spaces or _ . : -")
     kind = step.get("kind")
     if kind not in KINDS:
-        raise InvalidStep(f"{where}.kind", f"unknown kind {kind!r}; one of {', '.join(KINDS)}")
+        guess = did_you_mean(kind, KINDS, _KIND_ALIASES) if isinstance(kind, str) else ""
+        raise InvalidStep(f"{where}.kind", f"unknown kind {kind!r}; one of {', '.join(KINDS)}{guess}")
     unknown = sorted(set(step) - _COMMON - _FIELDS[kind])
     if unknown:
-        raise InvalidStep(f"{where}.{unknown[0]}", f"not a field of a {kind} step")
+        guess = did_you_mean(unknown[0], sorted((_COMMON | _FIELDS[kind]) - step.keys()), _FIELD_ALIASES)
+        raise InvalidStep(f"{where}.{unknown[0]}", f"not a field of a {kind} step{guess}")
     if "timeout" in step:
         timeout = step["timeout"]
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0 or timeout > 86400:
