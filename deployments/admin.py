@@ -14,7 +14,6 @@ from django.http import HttpRequest
 
 from controlplane.admin import AuditedAdminMixin, ReadOnlyAdminMixin, ReadOnlyInlineMixin
 from controlplane.audit import Actor
-from controlplane.status import StatusPillsAdmin, admin_status
 from deployments.models import Deployment, Environment, LogLine, Pipeline, RecoveryPlan, StepRun
 from deployments.services import (
     DeploymentLocked,
@@ -175,11 +174,8 @@ class StepRunInline(ReadOnlyInlineMixin, admin.TabularInline):
 
 
 @admin.register(Deployment)
-class DeploymentAdmin(StatusPillsAdmin, ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = [
-        "id", "environment", "version", "type", "dry_run", admin_status("status"), "requested_by", "created_at",
-        "finished_at",
-    ]  # fmt: skip
+class DeploymentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["id", "environment", "version", "type", "status", "requested_by", "created_at", "finished_at"]
     list_filter = ["environment", "status", "type", "created_at"]
     search_fields = ["version", "requested_by"]
     readonly_fields = [
@@ -205,8 +201,8 @@ class DeploymentAdmin(StatusPillsAdmin, ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(LogLine)
-class LogLineAdmin(StatusPillsAdmin, ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["time", "deployment", admin_status("level"), "step", "message"]
+class LogLineAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["time", "deployment", "level", "step", "message"]
     list_filter = ["level"]
     search_fields = ["message", "step"]
 
