@@ -20,6 +20,7 @@ from backups.services import (
 )
 from controlplane.admin import ReadOnlyAdminMixin, ReadOnlyInlineMixin
 from controlplane.audit import Actor
+from controlplane.status import StatusPillsAdmin, admin_status
 
 
 @admin.register(BackupTarget)
@@ -75,8 +76,11 @@ class VerificationInline(ReadOnlyInlineMixin, admin.TabularInline):
 
 
 @admin.register(Backup)
-class BackupAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["id", "target", "status", "started_at", "duration_ms", "size_bytes", "verification", "verified_at"]
+class BackupAdmin(StatusPillsAdmin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "id", "target", admin_status("status"), "started_at", "duration_ms", "size_bytes", admin_status("verification"),
+        "verified_at",
+    ]  # fmt: skip
     list_filter = ["target", "status", "verification", "started_at"]
     readonly_fields = [
         "target", "status", "engine", "started_at", "finished_at", "duration_ms", "file", "size_bytes", "sha256",

@@ -14,6 +14,7 @@ from django.http import HttpRequest
 
 from controlplane.admin import AuditedAdminMixin, ReadOnlyAdminMixin, ReadOnlyInlineMixin
 from controlplane.audit import Actor
+from controlplane.status import StatusPillsAdmin, admin_status
 from deployments.models import Deployment, Environment, LogLine, Pipeline, RecoveryPlan, StepRun
 from deployments.services import (
     DeploymentLocked,
@@ -174,8 +175,11 @@ class StepRunInline(ReadOnlyInlineMixin, admin.TabularInline):
 
 
 @admin.register(Deployment)
-class DeploymentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["id", "environment", "version", "type", "status", "requested_by", "created_at", "finished_at"]
+class DeploymentAdmin(StatusPillsAdmin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "id", "environment", "version", "type", "dry_run", admin_status("status"), "requested_by", "created_at",
+        "finished_at",
+    ]  # fmt: skip
     list_filter = ["environment", "status", "type", "created_at"]
     search_fields = ["version", "requested_by"]
     readonly_fields = [
@@ -201,8 +205,8 @@ class DeploymentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(LogLine)
-class LogLineAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["time", "deployment", "level", "step", "message"]
+class LogLineAdmin(StatusPillsAdmin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["time", "deployment", admin_status("level"), "step", "message"]
     list_filter = ["level"]
     search_fields = ["message", "step"]
 

@@ -293,8 +293,9 @@ def recovery_run(*, failure_type: str, actor: Actor, dry_run: bool = False) -> D
         validate_steps(plan.steps)
     except InvalidStep as exc:  # the plan's steps are wrong, not the environment's pipeline
         raise InvalidDeployment(f"recovery plan {plan.failure_type}: {exc.field}", exc.message) from None
-    last = (
-        Deployment.objects.filter(environment=plan.environment, status=DeploymentStatus.SUCCEEDED)
+    last = (  # the release a recovery keeps: a dry run or an earlier recovery is none
+        Deployment.objects.filter(environment=plan.environment, status=DeploymentStatus.SUCCEEDED, dry_run=False)
+        .exclude(type=DeploymentType.RECOVERY)
         .order_by("-finished_at")
         .values_list("version", flat=True)
         .first()

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from controlplane.admin import ReadOnlyAdminMixin, ReadOnlyInlineMixin
 from controlplane.audit import Actor
+from controlplane.status import StatusPillsAdmin, admin_status
 from monitoring.alert_models import (
     Alert,
     AlertRule,
@@ -182,11 +183,11 @@ class DeliveryInline(ReadOnlyInlineMixin, admin.TabularInline):
 
 
 @admin.register(Alert)
-class AlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class AlertAdmin(StatusPillsAdmin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only: alerts change state by evaluation; operators acknowledge them."""
 
     list_display = [
-        "rule", "target", "state", "severity", "last_value", "started_at", "fired_at", "resolved_at",
+        "rule", "target", admin_status("state"), "severity", "last_value", "started_at", "fired_at", "resolved_at",
         "acknowledged_by", "last_notified_at",
     ]  # fmt: skip
     list_filter = ["state", "rule__severity", "rule"]
@@ -284,10 +285,12 @@ class SilenceAdmin(admin.ModelAdmin):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class DeliveryAdmin(StatusPillsAdmin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """The delivery log: read-only."""
 
-    list_display = ["created_at", "event", "channel", "alert", "status", "attempts", "response_status", "last_error"]
+    list_display = [
+        "created_at", "event", "channel", "alert", admin_status("status"), "attempts", "response_status", "last_error",
+    ]  # fmt: skip
     list_filter = ["status", "event", "channel"]
     search_fields = ["alert__dedup_key", "channel__name", "last_error"]
     list_select_related = ["channel", "alert__rule"]

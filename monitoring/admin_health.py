@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.db import models
 
 from controlplane.admin import AuditedAdminMixin, ReadOnlyAdminMixin
+from controlplane.status import StatusPillsAdmin, admin_status
 from monitoring.models import HealthMetric, MonitoredEndpoint
 
 
@@ -16,10 +17,10 @@ class MonitoredEndpointAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(HealthMetric)
-class HealthMetricAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class HealthMetricAdmin(StatusPillsAdmin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only: written by the scheduled checks."""
 
-    list_display = ["time", "component", "measurement", "status", "value", "unit", "output"]
+    list_display = ["time", "component", "measurement", admin_status("status"), "value", "unit", "output"]
     list_filter = ["status", "component", "time"]
     search_fields = ["component", "output"]
     date_hierarchy = "time"

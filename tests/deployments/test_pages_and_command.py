@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from io import StringIO
 
 import pytest
@@ -115,8 +116,9 @@ def test_the_live_partial_renders_the_status_steps_and_log(viewer_client, queued
     assert response.status_code == 200
     html = response.content.decode()
     assert "<html" not in html  # a fragment, fetched by the page's script
-    assert 'id="status">queued<' in html
-    assert '<td>one</td><td colspan="5">pending</td>' in html and "<td>two</td>" in html
+    assert 'id="status"><span class="pill tone-running" data-status="queued">' in html
+    assert re.search(r"<td>one</td><td></td><td><span class=\"pill tone-running\"[^>]*>.*? pending</span></td>", html)
+    assert "<td>two</td>" in html
     assert "deploy v1 to test requested by tests" in html
     assert viewer_client.get("/deployments/999999/live").status_code == 404
 
