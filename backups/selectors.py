@@ -40,6 +40,20 @@ class Readiness:
         return self.rpo_met and self.window_complete
 
     @property
+    def state(self) -> str:
+        """``ready``, ``at_risk``, or ``no_backup_yet``: a new target whose first verified backup is not
+        late yet and nothing failed. Pages say this one word, as the backups check does (it passes then)."""
+        if self.ready:
+            return "ready"
+        if self.first_pending and not self.last_failure:
+            return "no_backup_yet"
+        return "at_risk"
+
+    @property
+    def state_words(self) -> str:
+        return {"ready": "ready", "at_risk": "at risk", "no_backup_yet": "no verified backup yet"}[self.state]
+
+    @property
     def problems(self) -> list[str]:
         problems = []
         if self.latest_verified is None:

@@ -35,6 +35,20 @@ def _is_htmx(request: HttpRequest) -> bool:
     return request.headers.get("HX-Request") == "true"
 
 
+def _score_tone(score: int | None, deductions: list[Any], tiles: list[Any]) -> str:
+    """The score's colour agrees with the tiles beside it: a failing component makes it bad and
+    anything that lowers it makes it at least a warning, whatever the number; no score yet is neutral."""
+    if score is None:
+        return "neutral"
+    rank = ["ok", "warn", "bad"]
+    band = "ok" if score >= 90 else "warn" if score >= 60 else "bad"
+    worst = max(
+        [band, "warn" if deductions else "ok"] + [{"fail": "bad", "warn": "warn"}.get(t.status, "ok") for t in tiles],
+        key=rank.index,
+    )
+    return worst
+
+
 def _context(request: HttpRequest) -> dict[str, Any]:
     now = timezone.now()
     alerts = open_alerts()
@@ -43,9 +57,11 @@ def _context(request: HttpRequest) -> dict[str, Any]:
     return {
         "now": now,
         "score": score,
-        "score_status": "pass" if score >= 90 else "warn" if score >= 60 else "fail",
+        "score_tone": _score_tone(score, deductions, tiles),
         "deductions": deductions,
         "tiles": tiles,
+        "tiles_reported": sum(1 for t in tiles if not t.waiting),
+        "tiles_waiting": sum(1 for t in tiles if t.waiting),
         "charts": charts,
         "charts_computed_at": computed_at,
         "alerts": alerts,

@@ -107,7 +107,7 @@ def test_an_operator_backs_up_and_verifies_from_the_page(
     assert backup.verification == VerificationResult.PASSED
     page = operator_client.get(reverse("backups:target", args=["default"])).content.decode()
     assert f'id="backup-{backup.pk}"' in page and backup.sha256 in page and "passed" in page
-    assert "restore pass" in page
+    assert 'restore <span class="pill tone-ok" data-status="pass">' in page  # each check's status as a pill
 
 
 def test_admin_actions_queue_audited_runs(operator_client, default_target, eager, django_capture_on_commit_callbacks):

@@ -85,14 +85,21 @@ def test_score_and_tiles_with_a_failing_check(live_server, page: Page, operator)
     log_in(page, live_server.url + "/")
     expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
     expect(page.locator("#health-score")).to_have_text("85")
-    expect(page.locator(".deductions")).to_contain_text("−15 redis responseTime: fail (connection refused)")
+    expect(page.locator(".deductions")).to_contain_text("−15 redis response time: fail (connection refused)")
 
     redis = page.locator("#tile-redis")
-    expect(redis.locator(".badge")).to_have_text("fail")  # the status in words, not only in colour
+    expect(redis.locator(".pill")).to_have_text("✕ fail")  # the status in words and icon, not only in colour
+    expect(redis.locator(".pill")).to_have_class("pill tone-bad")
     expect(redis.locator("svg.spark polyline")).to_have_attribute("points", "0.0,22.0 120.0,2.0")
-    expect(page.locator("#tile-database .badge")).to_have_text("pass")
-    expect(page.locator(".tile .tile-head strong")).to_have_text(["redis", "database"])  # failing first
+    expect(page.locator("#tile-database .pill")).to_have_text("✓ pass")
+    expect(page.locator("#tile-database .tile-value")).to_have_text("answered in 15 ms")
+    # failing first, then the passing one, then the built-in checks that have not reported yet
+    expect(page.locator(".tile .tile-head strong").first).to_have_text("redis")
+    expect(page.locator(".tile .tile-head strong").nth(1)).to_have_text("Database")
+    expect(page.locator("#tile-backups .pill")).to_have_text("… waiting")
     expect(page.locator("#chart-1h")).to_be_visible()
+    expect(page.locator("#chart-24h .time-label").first).to_be_visible()  # the axes are labelled
+    expect(page.locator("#chart-24h .value-label").first).to_have_text("0 ms")
     screenshot(page, "score-and-tiles")
 
     page.set_viewport_size({"width": 390, "height": 844})
@@ -110,7 +117,8 @@ def test_acknowledging_an_alert_updates_the_panels_in_place(live_server, page: P
     log_in(page, live_server.url + "/")
     expect(page.locator("#health-score")).to_have_text("65")
     item = page.locator(f"#alert-{alert.pk}")
-    expect(item).to_contain_text("firing · critical")
+    expect(item.locator(".pill")).to_have_text("✕ firing")
+    expect(item).to_contain_text("critical")
     mark_page(page)
 
     item.get_by_role("button", name="Acknowledge Redis down").click()
@@ -140,17 +148,18 @@ def test_a_deployment_log_arrives_live(live_server, page: Page, operator, enviro
     expect(output).to_contain_text("line 0", timeout=30_000)
     # Seen while it runs (status and output read at one moment): the first lines are there, the last not yet.
     status, text = page.evaluate(
-        "[document.getElementById('status').textContent, document.querySelector('pre.output').textContent]"
+        "[document.querySelector('#status .pill').dataset.status, document.querySelector('pre.output').textContent]"
     )
     assert status == "running" and "line 9" not in text, text
-    expect(page.locator("#status")).to_have_text("succeeded", timeout=30_000)
+    screenshot(page, "deployment-running")
+    expect(page.locator("#status .pill")).to_have_text("✓ succeeded", timeout=30_000)
     expect(output).to_contain_text("line 9")
     expect(page.locator("#log")).to_contain_text("succeeded")
     assert not_reloaded(page), "the live part refreshed in place; the page did not reload"
 
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Dashboard").click()
     expect(page.locator(f"#dash-deployment-{deployment.pk}")).to_contain_text("web v7")
-    expect(page.locator(f"#dash-deployment-{deployment.pk} .badge")).to_have_text("succeeded")
+    expect(page.locator(f"#dash-deployment-{deployment.pk} .pill")).to_have_text("✓ succeeded")
     screenshot(page, "deployment-succeeded")
 
 
@@ -173,3 +182,60 @@ def test_a_flag_flipped_in_another_tab_shows_at_the_next_refresh(live_server, pa
     expect(page.locator("#flags-title + p + ul")).to_contain_text("operator: flag.toggle dark_mode")
     assert not_reloaded(page)
     screenshot(page, "flag-flipped")
+
+
+def seed_requests() -> None:
+    from monitoring.models import RequestRollup
+
+    now = timezone.now().replace(second=0, microsecond=0)
+    RequestRollup.objects.bulk_create(
+        RequestRollup(
+            minute=now - timedelta(minutes=m), view="flags:list", method="GET", status_class=status_class,
+            count=count, errors=count if status_class == "5xx" else 0, le_25=count // 2, le_100=count - count // 2,
+        )
+        for m in range(0, 50, 2)
+        for status_class, count in (("2xx", 40 + m), ("5xx", m % 7))
+    )  # fmt: skip
+
+
+def test_the_dashboard_and_a_deployment_at_desktop_and_phone_width(live_server, page: Page, operator, environment):  # noqa: F811
+    from deployments.models import Deployment, DeploymentStatus, LogLevel, StepRun, StepStatus
+    from deployments.services import log
+
+    seed_checks()
+    seed_requests()
+    environment([cmd("migrate", "print(1)"), cmd("restart", "print(2)")], name="web")
+    deployment = deployment_request(environment="web", version="v8", actor=SYSTEM)
+    Deployment.objects.filter(pk=deployment.pk).update(status=DeploymentStatus.ROLLED_BACK)
+    StepRun.objects.create(deployment=deployment, index=0, name="migrate", kind="command", status=StepStatus.SUCCEEDED)
+    StepRun.objects.create(
+        deployment=deployment, index=1, name="restart", kind="command", status=StepStatus.FAILED, error="exit 1"
+    )
+    StepRun.objects.create(
+        deployment=deployment, index=0, phase="rollback", name="undo migrate", kind="command", status="succeeded"
+    )
+    log(deployment, "restart exited 1", level=LogLevel.ERROR, step="restart")
+    log(deployment, "rolling back 1 completed step", level=LogLevel.WARNING)
+
+    page.set_viewport_size({"width": 1440, "height": 900})
+    log_in(page, live_server.url + "/")
+    expect(page.locator("#chart-1h .bar").first).to_be_visible()
+    expect(page.locator(f"#dash-deployment-{deployment.pk} .pill")).to_have_text("↶ rolled back")
+    title = page.locator("#chart-1h svg.requests .slot title").first.text_content()
+    assert "requests" in title and "error rate" in title, title
+    screenshot(page, "desktop-1440px")
+    page.goto(live_server.url + f"/deployments/{deployment.pk}/")
+    expect(page.locator("#status .pill")).to_have_class("pill tone-warn")
+    expect(page.locator("#log .level-error")).to_contain_text("restart exited 1")
+    assert page.locator("#log .level-error").evaluate("e => getComputedStyle(e).color") != page.locator(
+        "#log .level-info"
+    ).first.evaluate("e => getComputedStyle(e).color")
+    screenshot(page, "deployment-1440px")
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(live_server.url + "/")
+    expect(page.locator("#chart-24h")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    screenshot(page, "dashboard-390px")
+    page.goto(live_server.url + f"/deployments/{deployment.pk}/")
+    screenshot(page, "deployment-390px")

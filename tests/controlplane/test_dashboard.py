@@ -17,12 +17,13 @@ from backups.services import target_create
 from controlplane.audit import Actor
 from controlplane.localcopy import forget_all
 from controlplane.models import AuditEvent
+from controlplane.status import STATUSES
 from deployments.models import Deployment, DeploymentStatus, StepRun
 from deployments.services import deployment_request, environment_save, pipeline_save
 from flags.services import flag_create, flag_toggle
 from monitoring.alert_models import Alert, AlertState
 from monitoring.alerting import rule_create
-from monitoring.dashboard import CHART_CACHE_KEY
+from monitoring.dashboard import CHART_CACHE_KEY, charts_refresh
 from monitoring.models import HealthMetric, RequestRollup
 from monitoring.request_metrics import discard_pending
 from tests.deployments.conftest import echo
@@ -129,7 +130,18 @@ def deductions(html: str) -> list[str]:
 
 
 def tile(html: str, component: str) -> str:
-    return re.search(rf'<li class="tile status-\w+" id="tile-{component}">(.*?)</li>', html, re.S).group(0)
+    return re.search(rf'<li class="tile tone-\w+" id="tile-{component}">(.*?)</li>', html, re.S).group(0)
+
+
+def words(html: str) -> str:
+    """What a reader sees: the text without tags, spaces collapsed."""
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).strip()
+
+
+def pill(status: str, label: str, tone: str) -> str:
+    return f'<span class="pill tone-{tone}" data-status="{status}">' + (
+        f'<span class="pill-icon" aria-hidden="true">{STATUSES[status][1]}</span> {label}</span>'
+    )
 
 
 def alert_item(html: str, alert: Alert) -> str:
@@ -154,76 +166,181 @@ def test_score_and_what_lowers_it(operator_client, seeded):
     html = get(operator_client)
     # 100 - 20 (critical alert firing) - 15 (redis failing) - 5 (disk warning); the pending alert costs nothing.
     assert score(html) == 60
-    assert 'class="panel score warn"' in html
+    assert 'class="panel score tone-bad"' in html  # a component fails: the score is not "fine" beside it
     assert deductions(html) == [
         "−20 alert firing: Redis down (critical)",
-        "−15 redis responseTime: fail (connection refused)",
-        "−5 disk utilization: warn (91% used)",
+        "−15 redis response time: fail (connection refused)",
+        "−5 Disk utilization: warn (91% used)",
     ]
 
 
 def test_every_check_passing_and_no_alert_is_a_hundred(operator_client):
-    HealthMetric.objects.create(component="database", measurement="responseTime", value=3, status="pass")
+    now = timezone.now()
+    HealthMetric.objects.bulk_create(
+        metric(component, "x", 1, 1, now=now)
+        for component in (
+            "database",
+            "cache",
+            "broker",
+            "celery-workers",
+            "celery-beat",
+            "disk",
+            "migrations",
+            "backups",
+        )
+    )
     html = get(operator_client)
     assert score(html) == 100
     assert "Nothing lowers it: every check passes and no alert fires." in html
-    assert 'class="panel score pass"' in html
+    assert 'class="panel score tone-ok"' in html
+    assert "waiting" not in words(html)
 
 
 def test_tiles_show_status_in_words_worst_first_with_a_sparkline(operator_client, seeded):
     html = get(operator_client)
-    order = re.findall(r'<li class="tile status-(\w+)" id="tile-(\w+)">', html)
-    assert order == [("fail", "redis"), ("warn", "disk"), ("pass", "database")]  # worst first; "queue" is too old
+    order = re.findall(r'<li class="tile tone-(\w+)" id="tile-([\w-]+)">', html)
+    # worst first; "queue" is too old; the built-in checks that have not reported yet say they wait
+    assert order == [("bad", "redis"), ("warn", "disk"), ("ok", "database")] + [
+        ("neutral", c) for c in ("cache", "broker", "celery-workers", "celery-beat", "migrations", "backups")
+    ]
 
     redis = tile(html, "redis")
-    assert '<span class="badge">fail</span>' in redis and '<span class="icon" aria-hidden="true">✕</span>' in redis
-    assert '— <span class="muted">responseTime</span>' in redis  # the failed check measured nothing
+    assert pill("fail", "fail", "bad") in redis
+    assert '<div class="tile-value">no answer</div>' in redis  # the failed check measured nothing
     assert '<polyline points="0.0,22.0 120.0,2.0"/>' in redis  # the two values it had
-    assert 'title="connection refused"' in redis
+    assert "<title>redis, last hour: 2 checks, from 3 to 4 ms</title>" in redis
+    assert 'title="connection refused">connection refused<br>' in redis
 
     disk = tile(html, "disk")  # the warning measurement wins over the passing one
-    assert '<span class="badge">warn</span>' in disk
-    assert '91 percent <span class="muted">utilization</span>' in disk
+    assert pill("warn", "warn", "warn") in disk
+    assert '<div class="tile-value">utilization: 91 percent</div>' in disk
     assert '<polyline points="0.0,22.0 60.0,12.9 120.0,2.0"/>' in disk
 
     database = tile(html, "database")
-    assert '<span class="badge">pass</span>' in database and "✓" in database
-    assert '15 ms <span class="muted">responseTime</span>' in database
-    assert 'aria-label="database over the last hour"><polyline points="0.0,22.0 60.0,2.0 120.0,12.0"/>' in database
+    assert pill("pass", "pass", "ok") in database and "<strong>Database</strong>" in database
+    assert '<div class="tile-value">answered in 15 ms</div>' in database
+    assert '<polyline points="0.0,22.0 60.0,2.0 120.0,12.0"/>' in database
+
+    backups = tile(html, "backups")
+    assert pill("waiting", "waiting", "neutral") in backups and "waiting for its first check" in backups
+
+
+@pytest.mark.parametrize(
+    ("component", "measurement", "value", "unit", "figure"),
+    [
+        ("backups", "latestVerifiedAge", 3.2, "h", "latest verified backup: 3.2 h ago"),
+        ("backups", "latestVerifiedAge", 0.25, "h", "latest verified backup: 15 min ago"),
+        ("backups", "latestVerifiedAge", None, "h", "no verified backup yet"),
+        ("celery-workers", "count", 2, "workers", "2 workers alive"),
+        ("celery-workers", "count", 0, "workers", "no worker alive"),
+        ("celery-beat", "heartbeatAge", 12.5, "s", "last heartbeat 12.5 s ago"),
+        ("disk", "freePercent", 81.5, "%", "81.5 % free"),
+        ("migrations", "unapplied", 0, "migrations", "all migrations applied"),
+        ("migrations", "unapplied", 3, "migrations", "3 migrations not applied"),
+        ("cache", "responseTime", None, "ms", "no answer"),
+        ("sentry", "configured", 0, "", "not configured"),
+        ("alert-channels", "enabled", 1, "channels", "1 channel enabled"),
+        ("queue", "queueDepth", 7, "jobs", "queue depth: 7 jobs"),
+    ],
+)
+def test_a_tile_says_its_figure_in_words(operator_client, component, measurement, value, unit, figure):
+    HealthMetric.objects.create(component=component, measurement=measurement, value=value, unit=unit, status="pass")
+    found = tile(get(operator_client), component)
+    assert f'<div class="tile-value">{figure}</div>' in found
+    assert not re.search(r"\b[a-z]+[A-Z]\w*", words(found)), "a camelCase identifier reached the tile"
+    assert "—" not in found
+
+
+def chart(html: str, name: str) -> str:
+    return re.search(rf'<figure class="chart" id="chart-{name}">(.*?)</figure>', html, re.S).group(1)
 
 
 def test_charts_show_the_figures_of_each_window(operator_client, seeded):
     html = get(operator_client)
-    captions = dict(re.findall(r'<figure class="chart" id="chart-(\w+)">\s*<figcaption>(.*?)</figcaption>', html))
-    assert captions == {
-        "1h": "1h: 170 requests, worst p95 85 ms, 11.765 % errors",
-        # both minutes of the last hour fall in one hour: 170 requests, p95 in the 50-100 ms bucket
-        "24h": "24h: 200 requests, worst p95 79 ms, 10.0 % errors",
-        "7d": "7d: 240 requests, worst p95 79 ms, 8.334 % errors",
+    captions = {
+        name: words(re.search(r"<figcaption>(.*?)</figcaption>", chart(html, name)).group(1))
+        for name in ("1h", "24h", "7d")
     }
-    one_hour = re.search(r'<figure class="chart" id="chart-1h">(.*?)</figure>', html, re.S).group(1)
-    # p99 of the two minutes: 24.85 ms and 97 ms (the top); errors: 0 % then 16.667 % (the top)
-    assert '<polyline class="p99" points="0.0,65.0 320.0,4.0"/>' in one_hour
-    assert '<polyline class="err" points="0.0,86.0 320.0,4.0"/>' in one_hour
-    assert "top 97 ms" in one_hour and "top 16.67 %" in one_hour
+    assert captions == {
+        "1h": "Last hour : 170 requests (2.83 per minute), p95 up to 85 ms, error rate 11.77 %",
+        # both minutes of the last hour fall in one hour: 170 requests, p95 in the 50-100 ms bucket
+        "24h": "Last 24 hours : 200 requests (0.14 per minute), p95 up to 79 ms, error rate 10 %",
+        "7d": "Last 7 days : 240 requests (0.02 per minute), p95 up to 79 ms, error rate 8.33 %",
+    }
+    one_hour = chart(html, "1h")
+    # value axes: 0, half and a round top above the highest p99 (97 ms) and the busiest minute (120)
+    assert re.findall(r'<text class="value-label"[^>]*>([^<]+)</text>', one_hour) == [
+        "0 ms", "50 ms", "100 ms", "0", "100", "200",
+    ]  # fmt: skip
+    # time axis: every quarter hour of the clock inside the window, on both charts
+    ticks = re.findall(r'<text class="time-label"[^>]*>(\d\d:\d\d)</text>', one_hour)
+    assert len(ticks) in (6, 8) and all(t[3:] in ("00", "15", "30", "45") for t in ticks)
+    # each minute with requests: its figures under the pointer, its bar and its server errors
+    first, second = hour_minutes(seeded["now"])
+    assert (
+        f"<title>{first:%H:%M}: 50 requests; p50 17.5 ms, p95 24.25 ms, p99 24.85 ms; error rate 0 %</title>"
+        in one_hour
+    )
+    assert (
+        f"<title>{second:%H:%M}: 120 requests; p50 40 ms, p95 85 ms, p99 97 ms; error rate 16.67 %</title>" in one_hour
+    )
+    assert len(re.findall(r'<rect class="bar"', one_hour)) == 2
+    assert len(re.findall(r'<rect class="bar-errors"', one_hour)) == 1
+    assert "top 1.00 %" not in html and "top 16.67 %" not in html
     assert cache.get(CHART_CACHE_KEY)["24h"], "the page computed the missing 24 h and 7 d figures into the cache"
+    seven_days = re.findall(r'<text class="time-label"[^>]*>(Mon|Tue|Wed|Thu|Fri|Sat|Sun)</text>', chart(html, "7d"))
+    assert len(seven_days) in (10, 12, 14)  # a label per day (but at the very edges) on each of the two charts
+
+
+def test_no_requests_yet_says_so_with_both_axes(operator_client):
+    html = get(operator_client)
+    for name in ("1h", "24h", "7d"):
+        found = chart(html, name)
+        assert "no requests yet" in words(re.search(r"<figcaption>(.*?)</figcaption>", found).group(1))
+        assert found.count('<text class="empty"') == 2
+        assert re.findall(r'<text class="value-label"[^>]*>([^<]+)</text>', found)[:1] == ["0 ms"]
+        assert re.search(r'<text class="time-label"', found)
+    assert "top 1.00 %" not in html and "error rate" not in words(html)
+
+
+def test_the_24_hour_and_7_day_charts_show_the_first_minute(operator_client):
+    now = timezone.now()
+    charts_refresh(now - timedelta(seconds=30))  # beat's last refresh, before the first request
+    assert cache.get(CHART_CACHE_KEY)["24h"] == []
+    RequestRollup.objects.create(
+        minute=now.replace(second=0, microsecond=0),
+        view="flags:list",
+        method="GET",
+        status_class="2xx",
+        count=3,
+        le_25=3,
+    )
+    html = get(operator_client)
+    for name, per in (("1h", "minute"), ("24h", "hour"), ("7d", "hour")):
+        found = chart(html, name)
+        assert "3 requests" in words(re.search(r"<figcaption>(.*?)</figcaption>", found).group(1)), name
+        assert len(re.findall(r'<rect class="bar"', found)) == 1, name
+        assert len(re.findall(r'<circle class="p95"', found)) == 1, name  # a lone point is still drawn
+        assert f"Requests per {per}" in found
+        assert "no requests yet" not in found
 
 
 def test_alerts_deployments_backups_and_flags(operator_client, seeded):
     html = get(operator_client)
     firing = alert_item(html, seeded["firing"])
-    assert "firing · critical" in firing and "Redis down" in firing and "redis:responseTime" in firing
+    assert pill("firing", "firing", "bad") in firing and '<span class="muted">critical</span>' in firing
+    assert "Redis down" in firing and "redis:responseTime" in firing
     assert 'aria-label="Acknowledge Redis down">Acknowledge</button>' in firing
     assert f'hx-post="/alerts/{seeded["firing"].pk}/acknowledge"' in firing
-    assert "pending · warning" in alert_item(html, seeded["pending"])
+    assert pill("pending", "pending", "warn") in alert_item(html, seeded["pending"])
 
     deployment = seeded["deployment"]
     row = re.search(rf'<li id="dash-deployment-{deployment.pk}">(.*?)</li>', html, re.S).group(1)
-    assert f"#{deployment.pk} web v42" in row and "queued" in row
+    assert f"#{deployment.pk} web v42" in row and pill("queued", "queued", "running") in row
 
-    assert re.search(
-        r'id="dash-backup-orders">.*?orders</a> at risk\s*<span class="muted">no verified backup', html, re.S
-    )
+    backup = re.search(r'<li id="dash-backup-orders">(.*?)</li>', html, re.S).group(1)
+    assert pill("no_backup_yet", "no verified backup yet", "neutral") in backup  # new: not late, not at risk
+    assert "at risk" not in backup
 
     summary = re.search(r'<p id="flags-summary">(.*?)</p>', html).group(1)
     assert re.sub(r"<[^>]+>", "", summary) == "3 flags: 1 on, 1 partial, 1 off"
@@ -383,4 +500,73 @@ def test_the_number_of_queries_does_not_grow_with_the_data(operator_client, oper
     # The page did show the larger data.
     assert len(re.findall(r'<li id="alert-\d+"', html)) == 20
     assert 'id="tile-celery"' in html and "step: migrate" in html
-    assert "13 flags" in html and "orders</a> ready" in html
+    assert "13 flags" in html and "orders</a> " + pill("ready", "ready", "ok") in html
+
+
+# --- Every status on a page agrees with the others ------------------------------------------------------
+
+
+def section(html: str, title_id: str) -> str:
+    return re.search(rf'<section class="panel[^"]*" aria-labelledby="{title_id}">(.*?)</section>', html, re.S).group(1)
+
+
+def test_a_fresh_install_waits_everywhere_and_claims_nothing(operator_client):
+    target_create(data={"name": "orders", "url_env": "ORDERS_DATABASE_URL"}, actor=SYSTEM)
+    html = get(operator_client)
+
+    score_panel = section(html, "score-title")
+    assert 'class="panel score tone-neutral"' in html
+    assert "Waiting for the first checks" in score_panel
+    assert 'id="health-score"' not in html and "100" not in score_panel and "✓" not in score_panel
+    assert "every check passes" not in html
+
+    components = section(html, "tiles-title")
+    assert pill("waiting", "waiting", "neutral") in components and "Waiting for the first checks" in components
+    assert 'class="tile' not in components
+
+    backups = section(html, "backups-title")
+    assert backups.count(pill("no_backup_yet", "no verified backup yet", "neutral")) == len(
+        re.findall(r'<li id="dash-backup-', backups)
+    )
+    assert "at risk" not in html and "ready" not in words(backups)
+
+    page = operator_client.get("/backups/").content.decode()
+    row = words(re.search(r'<tr id="target-orders">(.*?)</tr>', page, re.S).group(1))
+    assert "no verified backup yet" in row and "nothing verified yet" in row and "first backup not due yet" in row
+    assert "complete" not in row and "at risk" not in row and "missed" not in row
+    detail = operator_client.get("/backups/orders/").content.decode()
+    assert pill("no_backup_yet", "no verified backup yet", "neutral") in detail and "at risk" not in detail
+
+
+def test_once_some_checks_ran_the_score_speaks_for_those_and_the_rest_wait(operator_client):
+    target_create(data={"name": "orders", "url_env": "ORDERS_DATABASE_URL"}, actor=SYSTEM)
+    now = timezone.now()
+    HealthMetric.objects.bulk_create(
+        [
+            metric("database", "responseTime", 1, 3, now=now),
+            metric("backups", "latestVerifiedAge", 1, None, unit="h", output="orders: no verified backup yet", now=now),
+        ]
+    )
+    html = get(operator_client)
+    assert score(html) == 100 and 'class="panel score tone-ok"' in html
+    assert "Nothing lowers it: the 2 components checked so far pass (6 not checked yet) and no alert fires." in html
+    assert "every check passes" not in html
+    # the backups check passes a new target, and the backups panel says the same thing in the same words
+    assert pill("pass", "pass", "ok") in tile(html, "backups")
+    assert "no verified backup yet" in tile(html, "backups")
+    assert pill("no_backup_yet", "no verified backup yet", "neutral") in section(html, "backups-title")
+    assert "at risk" not in html
+
+
+def test_a_failing_component_makes_the_score_say_so_whatever_the_number(operator_client):
+    now = timezone.now()
+    HealthMetric.objects.bulk_create(
+        [
+            metric("database", "responseTime", 1, 3, now=now),
+            metric("disk", "freePercent", 1, 4, "fail", unit="%", output="4 % free", now=now),
+        ]
+    )
+    html = get(operator_client)
+    assert score(html) == 85
+    assert 'class="panel score tone-bad"' in html and '<span class="icon" aria-hidden="true">✕</span>' in html
+    assert pill("fail", "fail", "bad") in tile(html, "disk") and "4 % free" in tile(html, "disk")
