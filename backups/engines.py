@@ -10,11 +10,13 @@ import contextlib
 import difflib
 import glob
 import hashlib
+import logging
 import os
 import re
 import secrets
 import shutil
 import sqlite3
+import stat
 import subprocess
 import threading
 import time
@@ -28,6 +30,7 @@ import psycopg
 from django.conf import settings
 from psycopg import sql
 
+logger = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
 PG_ENGINES = {"django.db.backends.postgresql", "django.db.backends.postgresql_psycopg2"}
 SQLITE_ENGINE = "django.db.backends.sqlite3"
@@ -233,15 +236,44 @@ class _HashingWriter:
 
 
 def partial_dir() -> Path:
-    path = Path(settings.BACKUP_TMP_DIR)
-    path.mkdir(parents=True, exist_ok=True)
+    return private_dir(Path(settings.BACKUP_TMP_DIR))
+
+
+_widened_dirs_logged: set[str] = set()
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory only its owner can enter (0700): dumps hold every row of a database.
+
+    One made wider by hand, or by an older release, is narrowed on use; said once per process.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        os.chmod(path, mode & 0o700)
+        if str(path) not in _widened_dirs_logged:
+            _widened_dirs_logged.add(str(path))
+            logger.warning("backup directory %s was mode %04o, open to others: set to %04o", path, mode, mode & 0o700)
     return path
+
+
+def create_private_file(path: Path | str) -> None:
+    """Create ``path`` empty and readable by its owner alone (0600), before anything is written into it.
+
+    Refuses a path that exists already, even as a dangling symlink: whatever is there is not ours to fill.
+    Written then chmod-ed, the file would be open to other users for a moment.
+    """
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
 
 
 @contextlib.contextmanager
 def _partial_file(stem: str) -> Iterator[Path]:
-    """A temporary path next to the backups; removed unless the caller renamed it away."""
+    """A new 0600 file next to the backups; removed unless the caller renamed it away."""
     path = partial_dir() / f"{stem}.{secrets.token_hex(4)}.partial"
+    try:
+        create_private_file(path)
+    except OSError as exc:
+        raise _disk_error(exc, "local file") from None
     try:
         yield path
     finally:
@@ -291,6 +323,7 @@ def _dump_postgresql(source: Database, path: Path, *, timeout: float) -> Dump:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=source.pg_env(),
+            umask=0o077,  # whatever a tool writes on its own is private too
         )
         with _Supervised(process, timeout) as supervised:
             counts: dict[str, int] = {}
@@ -414,7 +447,7 @@ def run_tool(args: list[str], *, env: dict[str, str], timeout: float, stdout: IO
     """Run a client tool to the end; returns its stderr. Raises BackupError naming the tool on failure."""
     tool = os.path.basename(args[0])
     process = subprocess.Popen(  # noqa: S603 - fixed tool path, arguments are ours
-        args, stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        args, stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.PIPE, env=env, umask=0o077
     )
     with _Supervised(process, timeout) as supervised:
         output = b""

@@ -117,6 +117,7 @@ def backup_run(*, backup: Backup, actor: Actor) -> Backup:
     target = backup.target
     stem = f"{target.name}-{backup.started_at:%Y%m%dT%H%M%SZ}-{backup.pk}"
     try:
+        _private_storage_dirs(target.name)
         source = target_source(target)
         backup.engine = source.engine
         result, cleanup = engines.dump(source, stem, timeout=settings.BACKUP_TIMEOUT_SECONDS)
@@ -141,6 +142,21 @@ def backup_run(*, backup: Backup, actor: Actor) -> Backup:
         audit_record(actor=actor, action="backup.create", obj=backup, after=_backup_state(backup))
     logger.info("backup %s of %s: %s bytes in %s ms", backup.pk, target.name, backup.size_bytes, backup.duration_ms)
     return backup
+
+
+def _private_storage_dirs(folder: str) -> None:
+    """The backups folder and its sub-folder ``folder``: 0700, before a dump is written below them.
+
+    The storage makes new folders 0700 itself; this narrows ones an older release or an operator left
+    open. A remote storage has no folders here to narrow.
+    """
+    store = storage()
+    try:
+        path = Path(store.path(folder))
+    except NotImplementedError:
+        return
+    engines.private_dir(Path(store.path("")))
+    engines.private_dir(path)
 
 
 def _store(local: Path, name: str) -> str:

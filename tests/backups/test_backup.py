@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import configparser
 import hashlib
+import logging
 import sqlite3
 import stat
 import subprocess
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -18,6 +22,7 @@ from backups.models import Backup, BackupStatus, BackupTarget
 from backups.services import AlreadyRunning, backup_create, backup_start, backup_verify, storage
 from controlplane.models import AuditEvent
 from tests.backups.conftest import PG_ROWS, SQLITE_ROWS, SYSTEM
+from tests.conftest import BASE_DIR
 
 pytestmark = pytest.mark.django_db
 
@@ -28,8 +33,14 @@ def _assert_stored(backup: Backup, backup_dirs) -> None:
     data = path.read_bytes()
     assert len(data) == backup.size_bytes > 0
     assert hashlib.sha256(data).hexdigest() == backup.sha256
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert _mode(path) == 0o600
+    # Every folder on the way is its owner's alone: the backups, the target's, the in-progress one.
+    assert [_mode(folder) for folder in (backup_dirs.backups, path.parent, backup_dirs.partial)] == [0o700] * 3
     assert backup_dirs.files() == [backup.file]  # nothing else: no partial file, no second copy
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
 
 
 @pytest.mark.service("postgres")
@@ -171,3 +182,102 @@ def test_one_backup_of_a_target_runs_at_a_time(sqlite_source, backup_dirs):
         backup_create(target=sqlite_source.target, actor=SYSTEM)
     assert list(Backup.objects.filter(target=sqlite_source.target)) == [running]
     assert backup_dirs.files() == []
+
+
+# --- Dumps are their owner's alone ---------------------------------------------------------------
+
+
+class _DumpInThread:
+    """``engines.dump`` running in a thread, as the worker runs it, to be looked at while it is held up."""
+
+    def __init__(self, source: engines.Database) -> None:
+        self.results: dict = {}
+        self.thread = threading.Thread(target=self._run, args=(source,), daemon=True)
+        self.thread.start()
+
+    def _run(self, source: engines.Database) -> None:
+        try:
+            self.results["dump"] = engines.dump(source, "in-progress", timeout=60)
+        except Exception as exc:  # noqa: BLE001 - reported by finish()
+            self.results["error"] = exc
+
+    def file_while(self, held_up: Callable[[], bool], folder: Path) -> Path:
+        """The file the dump is writing, once ``held_up()`` says the dump waits on a lock."""
+        deadline = time.monotonic() + 20
+        while not (held_up() and (found := list(folder.glob("in-progress.*.partial")))):
+            assert time.monotonic() < deadline and self.thread.is_alive(), f"the dump never waited: {self.results}"
+            time.sleep(0.05)
+        return found[0]
+
+    def finish(self) -> engines.Dump:
+        self.thread.join(60)
+        assert "error" not in self.results, self.results.get("error")
+        dump, cleanup = self.results["dump"]
+        cleanup()
+        return dump
+
+
+def test_a_sqlite_dump_in_progress_is_readable_by_its_owner_alone(sqlite_source, backup_dirs):
+    backup_dirs.partial.mkdir(mode=0o755, parents=True)  # as an older release left it
+    holder = sqlite3.connect(sqlite_source.path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # the copy waits for this lock with its file already open
+    dump = _DumpInThread(engines.from_url(sqlite_source.url, variable=sqlite_source.env))
+    try:
+        time.sleep(0.3)  # long enough for the copy to have reached the lock
+        partial = dump.file_while(lambda: dump.thread.is_alive(), backup_dirs.partial)
+        assert (_mode(partial), _mode(backup_dirs.partial)) == (0o600, 0o700)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert dump.finish().manifest["tables"] == SQLITE_ROWS
+
+
+@pytest.mark.service("postgres")
+def test_a_postgresql_dump_in_progress_is_readable_by_its_owner_alone(pg_source, backup_dirs):
+    blocker = psycopg.connect(pg_source.url)
+    blocker.execute("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")  # pg_dump waits, its output file open
+    dump = _DumpInThread(engines.from_url(pg_source.url, variable=pg_source.env))
+    try:
+        partial = dump.file_while(
+            lambda: bool(
+                pg_source.query(
+                    "SELECT 1 FROM pg_stat_activity WHERE datname = %s AND application_name = 'controlplane-backups' "
+                    "AND wait_event_type = 'Lock'",
+                    [pg_source.name],
+                )
+            ),
+            backup_dirs.partial,
+        )
+        assert (_mode(partial), _mode(backup_dirs.partial)) == (0o600, 0o700)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert dump.finish().manifest["tables"] == PG_ROWS
+
+
+def test_backup_folders_left_open_are_narrowed_once_and_said_so(sqlite_source, backup_dirs, caplog):
+    for folder in (backup_dirs.backups, backup_dirs.backups / sqlite_source.target.name, backup_dirs.partial):
+        folder.mkdir(mode=0o755, parents=True, exist_ok=True)
+        folder.chmod(0o755)
+    with caplog.at_level(logging.WARNING, logger="backups.engines"):
+        first = backup_create(target=sqlite_source.target, actor=SYSTEM)
+        second = backup_create(target=sqlite_source.target, actor=SYSTEM)
+
+    assert first.status == second.status == BackupStatus.SUCCEEDED
+    for backup in (first, second):
+        assert _mode(backup_dirs.backups / backup.file) == 0o600
+    assert [_mode(folder) for folder in (backup_dirs.backups, backup_dirs.partial)] == [0o700, 0o700]
+    warned = sorted(record.getMessage() for record in caplog.records)
+    assert warned == sorted(
+        f"backup directory {folder} was mode 0755, open to others: set to 0700"
+        for folder in (backup_dirs.backups, backup_dirs.backups / sqlite_source.target.name, backup_dirs.partial)
+    )
+
+
+@pytest.mark.parametrize("unit", ["web", "worker", "beat"])
+def test_every_systemd_unit_runs_with_a_private_umask(unit):
+    """Whatever a process writes without choosing a mode (a tool's own files, logs) is not world-readable."""
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # systemd keys are case-sensitive
+    parser.read_string((BASE_DIR / "deploy" / "systemd" / f"controlplane-{unit}.service").read_text())
+    assert parser["Service"].get("UMask") == "0077"
