@@ -51,7 +51,7 @@ class SourceUnreachable(BackupError):
 
 
 class ScratchIsSource(BackupError):
-    pass
+    """A scratch or restore target that is (or cannot be told apart from) a database that must not be written."""
 
 
 class CheckFailed(BackupError):
@@ -80,9 +80,17 @@ class Database:
         return f"PostgreSQL database {self.name!r} on {self.host or 'localhost'}:{self.port}"
 
     def same_database(self, other: Database) -> bool:
+        """The same database by its address alone (no connection): a quick first refusal, not the guard.
+
+        Guards compare ``identity()``: a URL can name one PostgreSQL database in many ways (a host alias,
+        another user) that no comparison of strings catches.
+        """
         if self.engine != other.engine:
             return False
         if self.engine == "sqlite":
+            mine, theirs = _file_identity(self.name), _file_identity(other.name)
+            if mine is not None and theirs is not None:
+                return mine == theirs  # a hard link is another path to the same inode
             return os.path.realpath(self.name) == os.path.realpath(other.name)
         return (_host_key(self.host), self.port, self.name) == (_host_key(other.host), other.port, other.name)
 
@@ -127,6 +135,42 @@ class Database:
 def _host_key(host: str) -> str:
     host = (host or "").lower()
     return "localhost" if host in {"", "localhost", "127.0.0.1", "::1"} or host.startswith("/") else host
+
+
+Identity = tuple[str, int, Any]
+
+
+def identity(db: Database) -> Identity | None:
+    """What makes ``db`` itself however its URL spells it; None for a SQLite file that does not exist yet.
+
+    SQLite: the file's device and inode (through symlinks; every hard link shares them). PostgreSQL:
+    the server's system identifier (fixed at initdb, one per cluster) and the database's own name as
+    the server reports it, read over a connection to ``db``.
+    """
+    if db.engine == "sqlite":
+        return _file_identity(db.name)
+    with db.connect(autocommit=True) as conn:
+        system_id, name = conn.execute(
+            "SELECT system_identifier, current_database() FROM pg_control_system()"
+        ).fetchone()
+    return ("postgresql", int(system_id), name)
+
+
+def identity_on_server(server: Database, name: str) -> Identity:
+    """The identity database ``name`` has, or will have once created, on the server ``server`` lives on."""
+    with server.connect(autocommit=True) as conn:
+        system_id = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0]
+    return ("postgresql", int(system_id), name)
+
+
+def _file_identity(path: str | Path) -> Identity | None:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise BackupError(f"cannot read SQLite file {path}: {exc.strerror or exc}") from None
+    return ("sqlite", info.st_dev, info.st_ino)
 
 
 def from_settings(db: dict[str, Any]) -> Database:
@@ -553,7 +597,8 @@ class Verifier:
     """Restores one local dump into a scratch database and checks it; the scratch always goes away.
 
     ``on_scratch(name)`` is called before the scratch is created, so that a caller can record it and a
-    janitor can drop it should this process die half-way.
+    janitor can drop it should this process die half-way. The scratch is refused, before anything is
+    written, when it is the source or ``control_plane`` (the control plane's own database) by identity.
     """
 
     def __init__(
@@ -566,9 +611,11 @@ class Verifier:
         label: str,
         timeout: float,
         on_scratch: Callable[[str], None] = lambda name: None,
+        control_plane: Database | None = None,
     ) -> None:
         self.engine = engine
         self.source = source
+        self.control_plane = control_plane
         self.scratch_server = scratch_server
         self.manifest = manifest
         self.label = label
@@ -611,8 +658,33 @@ class Verifier:
             raise ScratchIsSource(f"refusing to verify: the scratch database would be the source ({self.source.label})")
         return server, scratch
 
+    def _refuse_protected(self, scratch_identity: Callable[[], Identity | None]) -> None:
+        """Refuse a scratch that is the source or the control plane's database, however their URLs differ.
+
+        A database that cannot be identified (it does not answer) is refused too: the scratch is
+        overwritten, so "probably not the source" is not enough.
+        """
+        try:
+            scratch = scratch_identity()
+            if scratch is None:
+                return  # a SQLite file that does not exist is no other file
+            protected = [(self.source, "the source"), (self.control_plane, "the control plane's own database")]
+            for database, role in protected:
+                if database is not None and identity(database) == scratch:
+                    message = f"the scratch database would be {role} ({database.label})"
+                    raise ScratchIsSource(f"refusing to verify: {message}")
+        except ScratchIsSource:
+            raise
+        except BackupError as exc:
+            raise ScratchIsSource(
+                f"refusing to verify: cannot make sure the scratch database is neither the source "
+                f"nor the control plane's own database: {exc}"
+            ) from None
+
     def _verify_postgresql(self, local: Path) -> None:
         server, scratch = self._scratch_database()
+        # The scratch does not exist yet: its identity is the server it will be created on plus its name.
+        self._refuse_protected(lambda: identity_on_server(server, scratch.name))
         self.on_scratch(scratch.name)
         created = False
         try:
@@ -659,13 +731,23 @@ class Verifier:
         scratch = partial_dir() / f"{scratch_name(self.label)}.sqlite3"
         if os.path.realpath(scratch) == os.path.realpath(self.source.name):
             raise ScratchIsSource(f"refusing to verify: the scratch database would be the source ({self.source.label})")
+        self._refuse_protected(lambda: _file_identity(scratch))
+        try:
+            # Exclusive: a file already there (a hard link or symlink planted under the next name) is
+            # never written through, and so never removed by the clean-up below either.
+            create_private_file(scratch)
+        except OSError as exc:
+            raise ScratchIsSource(
+                f"refusing to verify: the scratch file {scratch.name} exists already ({exc.strerror or exc})"
+            ) from None
         self.on_scratch(scratch.name)
         try:
             start = time.perf_counter()
 
             def restore() -> str:
                 try:
-                    shutil.copyfile(local, scratch)
+                    with open(local, "rb") as src, open(scratch, "r+b") as dst:
+                        shutil.copyfileobj(src, dst, CHUNK)
                     conn = sqlite3.connect(scratch)
                     conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
                     conn.close()

@@ -95,6 +95,18 @@ def target_source(target: BackupTarget) -> engines.Database:
     return engines.from_settings(settings.DATABASES["default"])
 
 
+def control_plane_database() -> engines.Database | None:
+    """The control plane's own database: never a scratch, never restored into from another database's backup.
+
+    None only for an in-memory SQLite database (a test configuration), which no file or URL can reach.
+    """
+    own = settings.DATABASES["default"]
+    name = str(own.get("NAME") or "")
+    if own.get("ENGINE") == engines.SQLITE_ENGINE and (not name or name == ":memory:" or name.startswith("file:")):
+        return None
+    return engines.from_settings(own)
+
+
 # --- Taking a backup -----------------------------------------------------------------------------
 
 
@@ -261,6 +273,7 @@ def verification_run(*, verification: Verification, actor: Actor) -> Verificatio
             label=f"{backup.target.name}_{backup.pk}",
             timeout=settings.BACKUP_TIMEOUT_SECONDS,
             on_scratch=on_scratch,
+            control_plane=control_plane_database(),
         )
         with local_copy(backup) as local:
             outcome = verifier.run(local, expected_sha256=backup.sha256, expected_size=backup.size_bytes or 0)
@@ -425,22 +438,16 @@ def backup_restore(*, backup: Backup, into_url: str, overwrite_source: bool, act
     """Restore ``backup`` into the database at ``into_url``, replacing its content. Returns milliseconds.
 
     The checksum is verified first. The backed-up database itself is refused unless the operator
-    says ``overwrite_source``. Audited before it starts (so an interrupted restore is on record) and after.
+    says ``overwrite_source``; the control plane's own database is refused unless it is the one backed
+    up. Both are recognised by identity, not by URL. Audited before it starts (so an interrupted restore
+    is on record) and after.
     """
     if backup.status != BackupStatus.SUCCEEDED:
         raise engines.BackupError(f"backup #{backup.pk} is {backup.status}: nothing to restore")
     into = engines.from_url(into_url, variable="--into")
     if into.engine != backup.engine:
         raise engines.BackupError(f"a {backup.engine} backup cannot be restored into {into.label}")
-    try:
-        source = target_source(backup.target)
-    except engines.BackupError:
-        source = None  # the target's variable is gone: nothing to compare, nothing to protect
-    if source is not None and into.same_database(source) and not overwrite_source:
-        raise engines.ScratchIsSource(
-            f"refusing to restore into the backed-up database itself ({into.label}); "
-            "pass --i-know-this-overwrites to replace it"
-        )
+    overwrites_source = _refuse_protected_into(into, backup, overwrite_source=overwrite_source)
     with local_copy(backup) as local:
         digest, size = engines.file_digest(local)
         if digest != backup.sha256 or size != backup.size_bytes:
@@ -449,7 +456,7 @@ def backup_restore(*, backup: Backup, into_url: str, overwrite_source: bool, act
             actor=actor,
             action="backup.restore_started",
             obj=backup,
-            after={"into": into.label, "overwrites_source": bool(source and into.same_database(source))},
+            after={"into": into.label, "overwrites_source": overwrites_source},
         )
         try:
             ms = engines.restore(local, backup.engine, into, timeout=settings.BACKUP_TIMEOUT_SECONDS)
@@ -460,6 +467,44 @@ def backup_restore(*, backup: Backup, into_url: str, overwrite_source: bool, act
             raise
     audit_record(actor=actor, action="backup.restore", obj=backup, after={"into": into.label, "ms": ms})
     return ms
+
+
+def _refuse_protected_into(into: engines.Database, backup: Backup, *, overwrite_source: bool) -> bool:
+    """Refuse a restore into the backed-up database (unless ``overwrite_source``) or into the control
+    plane's own database (unless that is the one backed up). Returns whether ``into`` is the source.
+
+    A source that does not answer cannot be told apart from ``into``: that takes ``overwrite_source`` too.
+    """
+    into_id = engines.identity(into)  # a PostgreSQL database that does not answer cannot be restored into
+    if into_id is None:
+        return False  # a SQLite file not there yet is no existing database
+    try:
+        source = target_source(backup.target)
+    except engines.BackupError:
+        source = None  # the target's variable is gone: it names no database to protect
+    source_id, unknown = None, ""
+    if source is not None:
+        try:
+            source_id = engines.identity(source)
+        except engines.BackupError as exc:
+            unknown = str(exc)
+    own = control_plane_database()
+    if own is not None and engines.identity(own) == into_id and (unknown or source_id != into_id):
+        raise engines.ScratchIsSource(
+            f"refusing to restore into the control plane's own database ({into.label}): "
+            f"the backup is of {backup.target.source_label}"
+        )
+    if source_id == into_id and not overwrite_source:
+        raise engines.ScratchIsSource(
+            f"refusing to restore into the backed-up database itself ({into.label}); "
+            "pass --i-know-this-overwrites to replace it"
+        )
+    if unknown and not overwrite_source:
+        raise engines.ScratchIsSource(
+            f"refusing to restore into {into.label}: it may be the backed-up database, which cannot be "
+            f"identified ({unknown}); pass --i-know-this-overwrites if it may be replaced"
+        )
+    return source_id == into_id
 
 
 # --- Requests from operators: audited now, run by the worker -------------------------------------

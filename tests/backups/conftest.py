@@ -147,6 +147,38 @@ class PgServer:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+# Other URLs for one database: each reaches the same database as ``url`` does.
+SPELLINGS = ["localhost", "127.1", "postgresql-scheme", "query-parameter", "other-user"]
+
+
+def spell(url: str, how: str, *, user: str = "", password: str = "") -> str:
+    """``url`` written another way (``SPELLINGS``); ``user``/``password`` for "other-user"."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if how in {"localhost", "127.1"}:
+        if host not in {"127.0.0.1", "localhost"}:
+            pytest.skip(f"the test server is at {host}, not on this machine's loopback")
+        host = {"localhost": "127.0.0.1" if host == "localhost" else "localhost", "127.1": "127.1"}[how]
+    userinfo = parts.netloc.rpartition("@")[0]
+    if how == "other-user":
+        userinfo = f"{user}:{password}"
+    netloc = f"{userinfo}@{host}:{parts.port or 5432}" if userinfo else f"{host}:{parts.port or 5432}"
+    scheme = "postgresql" if how == "postgresql-scheme" else parts.scheme
+    query = "application_name=x" if how == "query-parameter" else parts.query
+    return urlunsplit((scheme, netloc, parts.path, query, ""))
+
+
+@pytest.fixture
+def pg_other_user(pg_server):
+    """A second login role on the test server: (name, password); dropped after the test."""
+    name, password = f"bk_user_{pg_server.label}", secrets.token_hex(8)
+    with pg_admin() as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(name), sql.Literal(password)))
+    yield name, password
+    with pg_admin() as conn:
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
 @dataclass
 class PgSource:
     server: PgServer

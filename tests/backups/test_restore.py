@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import sqlite3
 
 import pytest
@@ -10,7 +12,7 @@ from backups import engines
 from backups.models import Backup, BackupStatus
 from backups.services import backup_create, backup_restore
 from controlplane.models import AuditEvent
-from tests.backups.conftest import PG_ROWS, SQLITE_ROWS, SYSTEM, pg_url
+from tests.backups.conftest import PG_ROWS, SPELLINGS, SQLITE_ROWS, SYSTEM, pg_url, spell
 
 pytestmark = pytest.mark.django_db
 
@@ -58,6 +60,65 @@ def test_the_backed_up_database_is_refused_unless_overwrite_source_then_restored
     started = AuditEvent.objects.get(action="backup.restore_started")
     assert started.after["overwrites_source"] is True and started.object_id == str(backup.pk)
     assert "postgres://" not in str(started.after) and "sqlite:///" not in str(started.after)
+
+
+@pytest.mark.parametrize("link", ["hard link", "symlink"])
+def test_a_link_to_the_sqlite_source_is_the_backed_up_database_and_refused(sqlite_source, link):
+    backup = backup_create(target=sqlite_source.target, actor=SYSTEM)
+    _delete_some_orders(sqlite_source)
+    before = hashlib.sha256(sqlite_source.path.read_bytes()).hexdigest()
+    into = sqlite_source.path.with_name("elsewhere.sqlite3")
+    if link == "hard link":
+        os.link(sqlite_source.path, into)
+    else:
+        into.symlink_to(sqlite_source.path)
+
+    with pytest.raises(engines.ScratchIsSource, match="refusing to restore into the backed-up database itself"):
+        backup_restore(backup=backup, into_url=f"sqlite:///{into}", overwrite_source=False, actor=SYSTEM)
+
+    assert hashlib.sha256(sqlite_source.path.read_bytes()).hexdigest() == before
+    assert _orders(sqlite_source) == 400 and _restore_events() == []
+
+
+@pytest.mark.service("postgres")
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_the_postgresql_source_under_another_url_is_refused(pg_source, pg_other_user, spelling):
+    backup = backup_create(target=pg_source.target, actor=SYSTEM)
+    _delete_some_orders(pg_source)
+    user, password = pg_other_user
+    into = spell(pg_source.url, spelling, user=user, password=password)
+
+    with pytest.raises(engines.ScratchIsSource, match="refusing to restore into the backed-up database itself"):
+        backup_restore(backup=backup, into_url=into, overwrite_source=False, actor=SYSTEM)
+
+    assert _orders(pg_source) == 400 and _restore_events() == []
+
+
+@pytest.mark.service("postgres")
+def test_a_postgresql_source_that_does_not_answer_cannot_be_told_from_the_target_so_is_refused(pg_source, monkeypatch):
+    backup = backup_create(target=pg_source.target, actor=SYSTEM)
+    into = pg_source.server.create("bk_dst")
+    monkeypatch.setenv(pg_source.env, pg_source.url + "_gone")
+
+    with pytest.raises(engines.ScratchIsSource, match="it may be the backed-up database, which cannot be identified"):
+        backup_restore(backup=backup, into_url=pg_url(into), overwrite_source=False, actor=SYSTEM)
+    assert _restore_events() == []
+
+    backup_restore(backup=backup, into_url=pg_url(into), overwrite_source=True, actor=SYSTEM)
+    assert AuditEvent.objects.get(action="backup.restore_started").after["overwrites_source"] is False
+
+
+def test_the_control_planes_own_database_is_refused_even_with_overwrite(sqlite_source, settings):
+    own = settings.DATABASES["default"]
+    if own["ENGINE"] != engines.SQLITE_ENGINE:
+        pytest.skip("the control plane runs on PostgreSQL here")
+    backup = backup_create(target=sqlite_source.target, actor=SYSTEM)
+
+    with pytest.raises(engines.ScratchIsSource, match="refusing to restore into the control plane's own database"):
+        backup_restore(backup=backup, into_url=f"sqlite:///{own['NAME']}", overwrite_source=True, actor=SYSTEM)
+
+    assert _restore_events() == []
+    assert Backup.objects.filter(pk=backup.pk).exists()  # the control plane's rows are still there
 
 
 @pytest.mark.service("postgres")

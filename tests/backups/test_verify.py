@@ -4,14 +4,16 @@ the scratch always dropped; the scratch never the source."""
 from __future__ import annotations
 
 import hashlib
+import os
+from pathlib import Path
 
 import pytest
 
 from backups import engines
-from backups.models import Backup, BackupStatus, Verification, VerificationResult
+from backups.models import Backup, BackupStatus, BackupTarget, Verification, VerificationResult
 from backups.services import backup_create, backup_verify
 from controlplane.models import AuditEvent
-from tests.backups.conftest import PG_SCHEMA, SYSTEM, pg_url
+from tests.backups.conftest import PG_ROWS, PG_SCHEMA, SPELLINGS, SYSTEM, pg_admin, pg_url, spell
 
 pytestmark = pytest.mark.django_db
 ALL_CHECKS = ["checksum", "restore", "row_counts", "schema", "integrity"]
@@ -182,6 +184,138 @@ def test_a_sqlite_scratch_file_that_would_be_the_source_is_refused_and_the_sourc
     assert sqlite_source.path.exists() and sqlite_source.rows()["orders"] == 1000
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _assert_refused_before_any_scratch(verification: Verification, message: str) -> None:
+    """Failed at setup with ``message``; no scratch recorded, so no clean-up can ever drop what was refused."""
+    assert verification.status == VerificationResult.FAILED and verification.failed_check == "setup"
+    assert verification.error.startswith(message), verification.error
+    assert verification.scratch == "" and verification.scratch_dropped
+    assert AuditEvent.objects.get(action="backup.verify_failed").after["error"] == verification.error
+
+
+@pytest.mark.parametrize("link", ["hard link", "symlink", "symlink to a hard link"])
+def test_a_scratch_path_planted_as_a_link_to_the_sqlite_source_is_refused_and_the_source_unchanged(
+    sqlite_source, backup_dirs, monkeypatch, link
+):
+    """Someone who can guess the next scratch name puts the source there: the restore would write through it."""
+    backup = backup_create(target=sqlite_source.target, actor=SYSTEM)
+    before = _sha256(sqlite_source.path)
+    planted = backup_dirs.partial / "verify_planted.sqlite3"
+    monkeypatch.setattr(engines, "scratch_name", lambda label: planted.stem)
+    if link == "hard link":
+        os.link(sqlite_source.path, planted)
+    elif link == "symlink":
+        planted.symlink_to(sqlite_source.path)
+    else:  # no path of the source in sight: only the inode tells
+        os.link(sqlite_source.path, sqlite_source.path.with_name("other-name"))
+        planted.symlink_to(sqlite_source.path.with_name("other-name"))
+
+    verification = backup_verify(backup=backup, actor=SYSTEM)
+
+    _assert_refused_before_any_scratch(verification, "refusing to verify: the scratch database would be the source")
+    assert _sha256(sqlite_source.path) == before
+    assert sqlite_source.rows()["orders"] == 1000
+    assert os.path.lexists(planted)  # not ours: left where it was
+
+
+def test_a_scratch_path_planted_as_a_link_to_another_file_is_neither_written_nor_removed(
+    sqlite_source, backup_dirs, tmp_path, monkeypatch
+):
+    backup = backup_create(target=sqlite_source.target, actor=SYSTEM)
+    other = tmp_path / "someone-elses.sqlite3"
+    other.write_bytes(b"not a scratch")
+    planted = backup_dirs.partial / "verify_planted.sqlite3"
+    planted.symlink_to(other)
+    monkeypatch.setattr(engines, "scratch_name", lambda label: planted.stem)
+
+    verification = backup_verify(backup=backup, actor=SYSTEM)
+
+    _assert_refused_before_any_scratch(
+        verification, "refusing to verify: the scratch file verify_planted.sqlite3 exists already"
+    )
+    assert other.read_bytes() == b"not a scratch" and planted.is_symlink()
+
+
+def test_a_scratch_that_would_be_the_control_planes_own_sqlite_database_is_refused(
+    sqlite_source, backup_dirs, settings, monkeypatch
+):
+    own = settings.DATABASES["default"]
+    if own["ENGINE"] != engines.SQLITE_ENGINE:
+        pytest.skip("the control plane runs on PostgreSQL here: see the PostgreSQL case")
+    backup = backup_create(target=sqlite_source.target, actor=SYSTEM)
+    planted = backup_dirs.partial / "verify_planted.sqlite3"
+    planted.symlink_to(own["NAME"])
+    monkeypatch.setattr(engines, "scratch_name", lambda label: planted.stem)
+
+    verification = backup_verify(backup=backup, actor=SYSTEM)
+
+    _assert_refused_before_any_scratch(
+        verification, "refusing to verify: the scratch database would be the control plane's own database"
+    )
+    assert BackupTarget.objects.filter(pk=sqlite_source.target.pk).exists()  # still the control plane's rows
+
+
+@pytest.mark.service("postgres")
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_a_scratch_that_is_the_postgresql_source_under_another_url_is_refused_and_the_source_kept(
+    pg_source, pg_other_user, settings, monkeypatch, spelling
+):
+    """The source's URL and the scratch server's URL differ as strings; the server says they are one."""
+    backup = backup_create(target=pg_source.target, actor=SYSTEM)
+    renamed = "verify_" + pg_source.name  # the name the next scratch gets
+    pg_source.server.created.append(renamed)
+    with pg_admin() as conn:
+        conn.execute(f'ALTER DATABASE "{pg_source.name}" RENAME TO "{renamed}"')
+    monkeypatch.setattr(engines, "scratch_name", lambda label: renamed)
+    settings.BACKUP_SCRATCH_DATABASE_URL = pg_url("postgres")
+    user, password = pg_other_user
+    monkeypatch.setenv(pg_source.env, spell(pg_url(renamed), spelling, user=user, password=password))
+
+    verification = backup_verify(backup=backup, actor=SYSTEM)
+
+    _assert_refused_before_any_scratch(verification, "refusing to verify: the scratch database would be the source")
+    with engines.from_url(pg_url(renamed), variable="source").connect() as conn:
+        assert engines.pg_row_counts(conn, engines._pg_tables(conn)) == PG_ROWS
+
+
+@pytest.mark.service("postgres")
+def test_a_scratch_that_would_be_the_control_planes_postgresql_database_is_refused(pg_source, backup_dirs, monkeypatch):
+    """As the service passes it: the control plane's database, here one named like the next scratch."""
+    backup = backup_create(target=pg_source.target, actor=SYSTEM)
+    own = pg_source.server.create("verify_own", "CREATE TABLE kept (x int); INSERT INTO kept VALUES (1), (2)")
+    monkeypatch.setattr(engines, "scratch_name", lambda label: own)
+    verifier = engines.Verifier(
+        engine="postgresql",
+        source=engines.from_url(pg_source.url, variable="source"),
+        scratch_server=None,
+        manifest=backup.manifest,
+        label="own",
+        timeout=60,
+        control_plane=engines.from_url(spell(pg_url(own), "query-parameter"), variable="DATABASE_URL"),
+    )
+
+    with pytest.raises(engines.ScratchIsSource, match="the scratch database would be the control plane's own database"):
+        verifier.run(backup_dirs.backups / backup.file, expected_sha256=backup.sha256, expected_size=backup.size_bytes)
+
+    with engines.from_url(pg_url(own), variable="own").connect() as conn:
+        assert conn.execute("SELECT count(*) FROM kept").fetchone() == (2,)
+
+
+def test_a_scratch_whose_server_does_not_answer_is_refused_before_anything_is_created(tmp_path):
+    source = engines.Database("postgresql", "app", "127.0.0.1", 1, "u", "secret")
+    verifier = engines.Verifier(
+        engine="postgresql", source=source, scratch_server=None, manifest={}, label="x", timeout=10
+    )
+    refusal = "^refusing to verify: cannot make sure the scratch database"
+    with pytest.raises(engines.ScratchIsSource, match=refusal) as refused:
+        verifier._verify_postgresql(tmp_path / "unused.pgdump")
+    assert "127.0.0.1:1" in str(refused.value) and "secret" not in str(refused.value)
+    assert verifier.outcome.checks == []  # no restore was tried
+
+
 def test_the_scratch_database_is_named_verify_and_is_never_the_source(tmp_path):
     source = engines.Database("postgresql", "app", "127.0.0.1", 5432, "u", "secret")
     verifier = engines.Verifier(
@@ -217,13 +351,17 @@ def test_same_database_compares_server_and_name(a, b, same):
     assert engines.Database("sqlite", first.name).same_database(first) is False
 
 
-def test_same_database_sees_one_sqlite_file_through_a_symlink(tmp_path):
+def test_same_database_sees_one_sqlite_file_through_a_symlink_or_a_hard_link(tmp_path):
     real = tmp_path / "db.sqlite3"
     real.touch()
     (tmp_path / "link.sqlite3").symlink_to(real)
-    assert engines.Database("sqlite", str(real)).same_database(
-        engines.Database("sqlite", str(tmp_path / "link.sqlite3"))
-    )
+    os.link(real, tmp_path / "hard.sqlite3")
+    (tmp_path / "other.sqlite3").touch()
+    first = engines.Database("sqlite", str(real))
+    for path, same in [("link.sqlite3", True), ("hard.sqlite3", True), ("other.sqlite3", False)]:
+        assert first.same_database(engines.Database("sqlite", str(tmp_path / path))) is same, path
+        assert (engines.identity(first) == engines.identity(engines.Database("sqlite", str(tmp_path / path)))) is same
+    assert engines.identity(engines.Database("sqlite", str(tmp_path / "not-yet.sqlite3"))) is None
 
 
 @pytest.mark.service("postgres")
