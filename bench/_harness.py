@@ -58,11 +58,22 @@ def bench_env(**overrides: str) -> dict[str, str]:
 
 @contextmanager
 def gunicorn(
-    settings_module: str, *, workers: int = 2, env: dict[str, str] | None = None, extra_args: list[str] | None = None
+    settings_module: str,
+    *,
+    workers: int = 2,
+    env: dict[str, str] | None = None,
+    extra_args: list[str] | None = None,
+    log_path: Path | None = None,
 ) -> Iterator[str]:
-    """A gunicorn with sync workers serving the control plane under ``settings_module``; yields its URL."""
+    """A gunicorn with sync workers serving the control plane under ``settings_module``; yields its URL.
+
+    Its output goes to ``log_path`` when given (kept, for the caller to read), else to a temporary file
+    removed at the end."""
     port = free_port()
-    log = tempfile.NamedTemporaryFile(prefix="bench-gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
+    if log_path is None:
+        log = tempfile.NamedTemporaryFile(prefix="bench-gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
+    else:
+        log = open(log_path, "wb")  # noqa: SIM115 - closed below, after the server stops
     process = subprocess.Popen(
         [
             sys.executable,
@@ -101,7 +112,9 @@ def gunicorn(
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
-        os.unlink(log.name)  # every request logs a line: these files grow to hundreds of MB
+        log.close()
+        if log_path is None:
+            os.unlink(log.name)  # every request logs a line: these files grow to hundreds of MB
 
 
 _REQUESTS = re.compile(r"(\d+) requests in")
@@ -110,15 +123,25 @@ _RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
 _UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def wrk(url: str, *, seconds: int = 10, headers: dict[str, str] | None = None, script: str | None = None) -> Load:
+def wrk_output(url: str, *, seconds: int = 10, headers: dict[str, str] | None = None, script: str | None = None) -> str:
+    """wrk's report of ``seconds`` of load on ``url``, whatever the server answered."""
     args = [require_wrk(), *WRK_ARGS, f"-d{seconds}s"]
     for name, value in (headers or {}).items():
         args += ["-H", f"{name}: {value}"]
     if script:
         args += ["-s", script]
-    output = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    return subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+
+
+def wrk(url: str, *, seconds: int = 10, headers: dict[str, str] | None = None, script: str | None = None) -> Load:
+    output = wrk_output(url, seconds=seconds, headers=headers, script=script)
     if "Non-2xx" in output:
         sys.exit(f"bench: {url} answered errors under load:\n{output}")
+    return parse_load(output)
+
+
+def parse_load(output: str) -> Load:
+    """The figures of a wrk report (run with --latency)."""
     latency = {p: float(v) * _UNIT[u] for p, v, u in _LATENCY.findall(output)}
     requests = int(_REQUESTS.search(output).group(1))
     return Load(float(_RPS.search(output).group(1)), latency["50"], latency["99"], requests)
@@ -202,6 +225,14 @@ def _processes() -> dict[int, tuple[int, float, str]]:
         fields = stat.rsplit(")", 1)[1].split()
         found[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick, command)
     return found
+
+
+def gunicorn_workers(url: str) -> list[int]:
+    """Process ids of the workers of the gunicorn serving ``url`` (its master's children)."""
+    bind = url.split("//", 1)[1]
+    processes = _processes()
+    masters = {pid for pid, (_, _, command) in processes.items() if "gunicorn" in command and bind in command}
+    return sorted(pid for pid, (parent, _, _) in processes.items() if parent in masters)
 
 
 def server_cpu_seconds(url: str) -> float | None:
