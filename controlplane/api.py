@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import DisallowedHost, RequestDataTooBig, TooManyFieldsSent
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
 from controlplane.localcopy import LocalCopyUnavailable
 from controlplane.services import api_token_authenticate
+
+logger = logging.getLogger(__name__)
 
 # Names a token might be passed under in a URL: refused, since URLs end up in logs and histories.
 _QUERY_TOKEN_NAMES = {"token", "access_token", "api_key", "apikey", "key", "auth", "bearer"}
@@ -121,6 +125,11 @@ def api_view(
                 error = _too_many_fields()
             except LocalCopyUnavailable:  # a fresh process, no database and no copy on disk (logged there)
                 error = ApiError(503, "unavailable", "the database cannot be read; try again shortly")
+            except (OperationalError, InterfaceError) as exc:
+                # The database refused, dropped or timed out (a write during an outage): a 503 that
+                # says so, which callers retry, rather than a 500 with a traceback.
+                logger.error("%s %s: the database does not answer: %s", request.method, request.path, exc)
+                error = ApiError(503, "database_unavailable", "the database does not answer; try again shortly")
             except ApiError as exc:
                 error = exc
             response = error.response(ofrep=request.path_info.startswith(OFREP_PREFIX))

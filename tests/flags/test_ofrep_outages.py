@@ -29,10 +29,10 @@ BULK = "/ofrep/v1/evaluate/flags"
 CONTEXT = json.dumps({"context": {"targetingKey": "u1"}}).encode()
 
 
-def post(base: str, path: str, token: str) -> tuple[int, dict, bytes]:
+def post(base: str, path: str, token: str, body: dict | None = None) -> tuple[int, dict, bytes]:
     request = urllib.request.Request(
         base + path,
-        data=CONTEXT,
+        data=CONTEXT if body is None else json.dumps(body).encode(),
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         method="POST",
     )
@@ -97,6 +97,7 @@ def test_a_process_started_with_no_database_and_no_copy_answers_503_json(gunicor
 )
 def test_a_restart_during_a_database_outage_serves_the_copy_kept_on_disk(gunicorn_server, flags, make_token, tmp_path):
     token = make_token("flags:read")
+    writer = make_token("flags:write", name="writer")
     database_url = urlsplit(test_database_url())
     with FaultProxy(database_url.hostname, database_url.port or 5432) as database:
         env = {"DATABASE_URL": through(test_database_url(), database), "CONTROLPLANE_VAR_DIR": str(tmp_path)}
@@ -116,6 +117,9 @@ def test_a_restart_during_a_database_outage_serves_the_copy_kept_on_disk(gunicor
             status, _, body = post(during, ONE + "off", token)
             assert (status, json.loads(body)["value"]) == (200, False)
         assert post(during, ONE + "on", "cpt_" + "x" * 43)[0] == 401  # an unknown token is still refused
+        # A change cannot be saved: 503 JSON that says so, never a 500 with a traceback.
+        status, headers, body = post(during, "/api/deployment/features/on/toggle", writer, {"enabled": False})
+        assert (status, json.loads(body)["error"], headers["Retry-After"]) == (503, "database_unavailable", "5")
 
         for path in copies.iterdir():
             path.unlink()
