@@ -7,3 +7,10 @@ class DeploymentsConfig(AppConfig):
     name = "deployments"
     verbose_name = "Deployments"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from controlplane.panels import register_panel
+        from deployments.selectors import latest_deployments
+
+        # The dashboard (monitoring) shows the newest deployments without importing this app.
+        register_panel("deployments", "deployments/_dashboard_panel.html", lambda now: latest_deployments(5))

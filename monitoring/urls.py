@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from django.urls import path
 
-from controlplane import dashboard
+from monitoring import views
 
 app_name = "monitoring"
 urlpatterns = [
-    path("", dashboard.dashboard, name="dashboard"),
-    path("dashboard/panels", dashboard.panels, name="dashboard-panels"),
-    path("alerts/<int:alert_id>/acknowledge", dashboard.acknowledge, name="alert-acknowledge"),
+    path("", views.dashboard, name="dashboard"),
+    path("dashboard/panels", views.panels, name="dashboard-panels"),
+    path("alerts/<int:alert_id>/acknowledge", views.acknowledge, name="alert-acknowledge"),
 ]

@@ -1,7 +1,7 @@
-"""The operator's dashboard at ``/``: one page over every app, read through each app's selectors.
-
-It lives in the project package because it shows every app (the apps themselves never import
-``deployments``). Its panels refresh in place every 10 seconds (htmx asks for ``/dashboard/panels``).
+"""The operator's dashboard at ``/``: health, alerts and request charts, with backups and flags read
+through their selectors and what other apps register as panels (``controlplane.panels``: deployments,
+which nothing but the composition root imports). Its panels refresh in place every 10 seconds (htmx
+asks for ``/dashboard/panels``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from django.views.decorators.http import require_POST
 from backups.selectors import all_readiness
 from controlplane.access import operator_page
 from controlplane.audit import Actor
-from deployments.selectors import latest_deployments
+from controlplane.panels import read_panels
 from flags.selectors import flags_summary
 from monitoring.alert_models import Alert
 from monitoring.alerting import InvalidAlertSetting, alert_acknowledge
@@ -65,7 +65,7 @@ def _context(request: HttpRequest) -> dict[str, Any]:
         "charts": charts,
         "charts_computed_at": computed_at,
         "alerts": alerts,
-        "deployments": latest_deployments(5),
+        "registered_panels": read_panels(now),
         "backups": all_readiness(now=now),
         "flags": flags_summary(),
         "heartbeat": Heartbeat.objects.filter(name="celery").first(),

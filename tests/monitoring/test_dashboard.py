@@ -347,6 +347,18 @@ def test_alerts_deployments_backups_and_flags(operator_client, seeded):
     assert "tests: flag.create dark_mode" in html
 
 
+def test_the_deployments_panel_comes_from_the_registry_and_keeps_its_place(operator_client, db):
+    """monitoring never imports deployments: deployments registers its panel (apps.py) and the dashboard
+    renders what is registered, first in the row it shares with backups and flags."""
+    from controlplane.panels import panels
+
+    assert [panel.name for panel in panels()] == ["deployments"]
+    html = get(operator_client)
+    assert "No deployments yet." in html
+    order = [html.index(f'id="{name}-title"') for name in ("deployments", "backups", "flags")]
+    assert order == sorted(order)
+
+
 def test_a_viewer_sees_the_alert_without_an_acknowledge_button(viewer_client, seeded):
     html = get(viewer_client)
     firing = alert_item(html, seeded["firing"])
