@@ -1,6 +1,7 @@
 """Retention: every table that grows without bound, its setting, and a daily prune in small batches.
 
-Backups have their own retention per target (``backups.services.backups_prune``).
+Each app registers a ``Rule`` per table it owns from its ``apps.py`` (``register_rules``); ``prune``
+applies what is registered. Backups have their own retention per target (``backups.services.backups_prune``).
 """
 
 from __future__ import annotations
@@ -27,57 +28,26 @@ class Rule:
     rows: Callable[[datetime], QuerySet]  # what is older than the cutoff and may go
 
 
-def _health_metrics(cutoff: datetime) -> QuerySet:
-    from monitoring.models import HealthMetric
-
-    return HealthMetric.objects.filter(time__lt=cutoff)
-
-
-def _request_rollups(cutoff: datetime) -> QuerySet:
-    from monitoring.models import RequestRollup
-
-    return RequestRollup.objects.filter(minute__lt=cutoff)
-
-
-def _deliveries(cutoff: datetime) -> QuerySet:
-    from monitoring.alert_models import Delivery, DeliveryStatus
-
-    return Delivery.objects.filter(created_at__lt=cutoff).exclude(status=DeliveryStatus.PENDING)
-
-
-def _resolved_alerts(cutoff: datetime) -> QuerySet:
-    from monitoring.alert_models import Alert, AlertState
-
-    return Alert.objects.filter(state=AlertState.RESOLVED, resolved_at__lt=cutoff)
-
-
-def _deployment_logs(cutoff: datetime) -> QuerySet:
-    from deployments.models import FINISHED, LogLine
-
-    return LogLine.objects.filter(time__lt=cutoff, deployment__status__in=FINISHED)
-
-
-def _step_runs(cutoff: datetime) -> QuerySet:
-    from deployments.models import FINISHED, StepRun
-
-    return StepRun.objects.filter(started_at__lt=cutoff, deployment__status__in=FINISHED)
-
-
 def _audit_events(cutoff: datetime) -> QuerySet:
     from controlplane.models import AuditEvent
 
     return AuditEvent.objects.filter(time__lt=cutoff)
 
 
-RULES = [
-    Rule("health metrics", "HEALTH_METRICS_RETENTION_DAYS", _health_metrics),
-    Rule("request rollups", "REQUEST_ROLLUPS_RETENTION_DAYS", _request_rollups),
-    Rule("alert deliveries", "DELIVERY_RETENTION_DAYS", _deliveries),
-    Rule("resolved alerts", "RESOLVED_ALERT_RETENTION_DAYS", _resolved_alerts),
-    Rule("deployment log lines", "DEPLOYMENT_LOG_RETENTION_DAYS", _deployment_logs),
-    Rule("deployment step runs", "DEPLOYMENT_LOG_RETENTION_DAYS", _step_runs),
-    Rule("audit events", "AUDIT_RETENTION_DAYS", _audit_events),
-]
+AUDIT = [Rule("audit events", "AUDIT_RETENTION_DAYS", _audit_events)]
+
+# (app label, rule) in the order the apps registered them; each app registers the tables it owns from
+# its apps.py (``register_rules``), so this module never reaches into an app.
+_REGISTRY: list[tuple[str, Rule]] = []
+
+
+def register_rules(app_label: str, *app_rules: Rule) -> None:
+    known = {rule.name for _, rule in _REGISTRY}
+    _REGISTRY.extend((app_label, rule) for rule in app_rules if rule.name not in known)
+
+
+def rules() -> list[Rule]:
+    return [rule for _, rule in _REGISTRY]
 
 
 def delete_in_batches(queryset: QuerySet, batch: int = BATCH) -> int:
@@ -96,7 +66,7 @@ def prune(*, now: datetime | None = None, batch: int = BATCH) -> dict[str, Any]:
     """Apply every rule; returns rows deleted per rule (None where the setting keeps everything)."""
     now = now or timezone.now()
     deleted: dict[str, Any] = {}
-    for rule in RULES:
+    for rule in rules():
         days = getattr(settings, rule.setting)
         if not days:
             deleted[rule.name] = None

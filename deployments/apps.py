@@ -10,7 +10,11 @@ class DeploymentsConfig(AppConfig):
 
     def ready(self) -> None:
         from controlplane.panels import register_panel
+        from controlplane.retention import register_rules
+        from deployments.retention import RULES
         from deployments.selectors import latest_deployments
+
+        register_rules(self.label, *RULES)
 
         # The dashboard (monitoring) shows the newest deployments without importing this app.
         register_panel("deployments", "deployments/_dashboard_panel.html", lambda now: latest_deployments(5))

@@ -10,9 +10,12 @@ class MonitoringConfig(AppConfig):
 
     def ready(self) -> None:
         from controlplane.readiness import register_items
+        from controlplane.retention import register_rules
         from monitoring.readiness import alert_channel
+        from monitoring.retention import RULES
 
         register_items(self.label, alert_channel)
+        register_rules(self.label, *RULES)
 
         from celery.signals import beat_init, worker_ready, worker_shutdown
 

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from controlplane.audit import Actor, audit_record
 from controlplane.models import AuditEvent
-from controlplane.retention import RULES, prune
+from controlplane.retention import prune, rules
 from controlplane.tasks import prune_old_rows
 from deployments.models import Deployment, Environment, LogLine, Pipeline, StepRun
 from monitoring.alert_models import Alert, AlertRule, AlertState, Delivery, DeliveryStatus, NotificationChannel
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db
 def test_every_rule_names_a_setting_in_env_example(settings):
     from tests.controlplane.test_env_example import documented
 
-    for rule in RULES:
+    for rule in rules():
         assert hasattr(settings, rule.setting) and rule.setting in documented()
 
 
@@ -80,3 +80,21 @@ def test_logs_of_an_active_deployment_are_never_pruned():
     LogLine.objects.create(deployment=running, time=now - timedelta(days=400), message="still running")
     prune(now=now)
     assert LogLine.objects.filter(deployment=running).count() == 1
+
+
+def test_each_app_registers_the_tables_it_owns_and_nothing_else():
+    """The ground runs what the apps register; no rule prunes another app's table."""
+    from controlplane.retention import _REGISTRY
+
+    now = timezone.now()
+    owners = {rule.name: (label, rule.rows(now).model._meta.app_label) for label, rule in _REGISTRY}
+    assert {name: registered_by for name, (registered_by, _) in owners.items()} == {
+        "audit events": "controlplane",
+        "health metrics": "monitoring",
+        "request rollups": "monitoring",
+        "alert deliveries": "monitoring",
+        "resolved alerts": "monitoring",
+        "deployment log lines": "deployments",
+        "deployment step runs": "deployments",
+    }
+    assert all(registered_by == owner for registered_by, owner in owners.values()), owners
