@@ -442,3 +442,11 @@ def private_redis_cache(private_redis, settings):
     }
     settings.CONTROLPLANE_RELOAD_INTERVAL = 0
     return server, url
+
+
+# `make run` always starts on the embedded defaults (its tests unset DATABASE_URL and friends), so the
+# tests that start it run once, in CI's embedded round, not again in the service round.
+EMBEDDED_ROUND_ONLY = pytest.mark.skipif(
+    bool(os.environ.get("DATABASE_URL")),
+    reason="starts make run on the embedded defaults: covered by the round without DATABASE_URL",
+)

@@ -22,7 +22,9 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.conftest import BASE_DIR, manage, subprocess_env
+from tests.conftest import BASE_DIR, EMBEDDED_ROUND_ONLY, manage, subprocess_env
+
+pytestmark = EMBEDDED_ROUND_ONLY
 
 
 def free_port() -> int:

@@ -15,8 +15,10 @@ import time
 import urllib.error
 import urllib.request
 
-from tests.conftest import BASE_DIR, free_port, manage, subprocess_env
+from tests.conftest import BASE_DIR, EMBEDDED_ROUND_ONLY, free_port, manage, subprocess_env
 from tests.controlplane.test_make_run import http_ok, wait_until
+
+pytestmark = EMBEDDED_ROUND_ONLY
 
 CHECK_INTERVAL_SECONDS = 10
 RUNS_NEEDED = 4  # more than the 3 failures running that raise an alert
