@@ -218,17 +218,12 @@ def _backup_failed(backup: Backup, message: str, actor: Actor) -> Backup:
 
 
 def _alert_soon() -> None:
-    """Evaluate the alert rules right after the failure commits, not at the next scheduled round."""
-    from monitoring.alert_tasks import evaluate_alert_rules
+    """Tell the listeners of ``backup_failed`` (monitoring evaluates its alert rules) right after the failure
+    commits, not at the next scheduled round. Robust: a listener that fails is logged, the failure stays
+    recorded."""
+    from backups.signals import backup_failed
 
-    transaction.on_commit(lambda: _send_quietly(evaluate_alert_rules))
-
-
-def _send_quietly(task: Any) -> None:
-    try:
-        task.delay()
-    except Exception as exc:  # noqa: BLE001 - the broker down: the scheduled evaluation still sees it
-        logger.warning("could not queue an alert evaluation: %s", exc)
+    transaction.on_commit(lambda: backup_failed.send(sender=Backup), robust=True)
 
 
 # --- Verification --------------------------------------------------------------------------------

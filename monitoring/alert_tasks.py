@@ -55,3 +55,11 @@ def evaluate_alert_rules() -> dict[str, Any]:
             len(summary.fired), len(summary.resolved), len(summary.errors),
         )  # fmt: skip
     return summary.as_dict()
+
+
+def evaluate_soon(sender: Any, **kwargs: Any) -> None:
+    """``backups.signals.backup_failed``: evaluate the rules now rather than at the next minute's round."""
+    try:
+        evaluate_alert_rules.delay()
+    except Exception as exc:  # noqa: BLE001 - the broker down: the scheduled evaluation still sees it
+        logger.warning("could not queue an alert evaluation: %s", exc)

@@ -17,6 +17,11 @@ class MonitoringConfig(AppConfig):
         register_items(self.label, alert_channel)
         register_rules(self.label, *RULES)
 
+        from backups.signals import backup_failed
+        from monitoring.alert_tasks import evaluate_soon
+
+        backup_failed.connect(evaluate_soon, dispatch_uid="monitoring-evaluate-on-backup-failure")
+
         from celery.signals import beat_init, worker_ready, worker_shutdown
 
         from monitoring import watchdog

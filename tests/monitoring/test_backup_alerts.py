@@ -82,6 +82,41 @@ def test_a_failed_backup_fires_an_alert_for_its_target_and_a_good_one_resolves_i
     assert texts(http_sink)[-1].startswith("[RESOLVED critical]")
 
 
+def test_a_failed_backup_alerts_once_it_commits_through_the_backup_failed_signal(
+    alerts_on, broken_target, django_capture_on_commit_callbacks
+):
+    """backups imports no monitoring: it sends backups.signals.backup_failed, which monitoring connects
+    (apps.py) to an evaluation of the rules, queued at once (run here in the test, as a worker would)."""
+    from backups.signals import backup_failed
+
+    assert any("evaluate_soon" in repr(receiver) for _, receiver, *_ in backup_failed.receivers)
+    with django_capture_on_commit_callbacks(execute=True):
+        backup = backup_create(target=broken_target, actor=SYSTEM)
+    assert backup.status == BackupStatus.FAILED
+    alert = Alert.objects.get(rule__name="backup or verification failed")
+    assert (alert.state, alert.component, alert.measurement) == (AlertState.FIRING, "backups", "crm")
+
+
+def test_a_listener_that_fails_leaves_the_failure_recorded(broken_target, django_capture_on_commit_callbacks, caplog):
+    from backups.signals import backup_failed
+
+    heard = []
+
+    def broken_listener(sender, **kwargs):
+        heard.append(sender)
+        raise RuntimeError("listener down")
+
+    backup_failed.connect(broken_listener)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            backup = backup_create(target=broken_target, actor=SYSTEM)
+    finally:
+        backup_failed.disconnect(broken_listener)
+    assert heard == [Backup]
+    assert Backup.objects.get(pk=backup.pk).status == BackupStatus.FAILED
+    assert "listener down" in caplog.text
+
+
 def test_a_target_without_a_verified_backup_alerts_once_it_is_older_than_the_threshold(alerts_on, slack, evaluate):
     target = BackupTarget.objects.get(name="default")
     now = timezone.now()
