@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PORT
 
-.PHONY: run test bench lint format install install-dev clean
+.PHONY: run test bench lint arrows format install install-dev clean
 
 # The venv is (re)built when a requirements file changes; a second `make run` reuses it and var/.
 $(BIN)/.installed-runtime: requirements.txt
@@ -52,9 +52,15 @@ bench: install-dev
 		echo "== $$script"; $(BIN)/python "$$script"; \
 	done; [ $$found -eq 1 ] || echo "no benchmarks in bench/ yet"
 
+## make lint: ruff, and the import contracts of pyproject.toml (the arrows between the packages).
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+## make arrows: which package imports which (docs/architecture.md says which may).
+arrows: install-dev
+	$(BIN)/python -m tests.test_architecture
 
 format: install-dev
 	$(BIN)/ruff format .

@@ -143,6 +143,11 @@ def last_failure(target: BackupTarget) -> str:
     return ""
 
 
+def failures_by_target() -> dict[str, str]:
+    """Per enabled target (by name): ``last_failure``, "" while its latest word is good (monitoring's alert rule)."""
+    return {target.name: last_failure(target) for target in BackupTarget.objects.filter(enabled=True)}
+
+
 def all_readiness(*, now: datetime | None = None) -> list[Readiness]:
     return [readiness(target, now=now) for target in BackupTarget.objects.filter(enabled=True)]
 

@@ -379,12 +379,11 @@ def backup_age_hours(now: datetime) -> float | None:
 
 def _backup_failures(rule: AlertRule) -> dict[Target, float | None]:
     """One target per enabled backup target: 1 while its latest backup or verification failed."""
-    from backups.models import BackupTarget
-    from backups.selectors import last_failure
+    from backups.selectors import failures_by_target
 
     return {
-        Target(f"rule:{rule.pk}:backups:{target.name}", "backups", target.name): 1.0 if last_failure(target) else 0.0
-        for target in BackupTarget.objects.filter(enabled=True)
+        Target(f"rule:{rule.pk}:backups:{name}", "backups", name): 1.0 if failure else 0.0
+        for name, failure in failures_by_target().items()
     }
 
 
