@@ -83,8 +83,8 @@ class BackupAdmin(StatusPillsAdmin, ReadOnlyAdminMixin, admin.ModelAdmin):
     ]  # fmt: skip
     list_filter = ["target", "status", "verification", "started_at"]
     readonly_fields = [
-        "target", "status", "engine", "started_at", "finished_at", "duration_ms", "file", "size_bytes", "sha256",
-        "tool_versions", "manifest", "error", "requested_by", "verification", "verified_at",
+        "target", "status", "engine", "started_at", "heartbeat_at", "finished_at", "duration_ms", "file", "size_bytes",
+        "sha256", "tool_versions", "manifest", "error", "requested_by", "verification", "verified_at",
     ]  # fmt: skip
     inlines = [VerificationInline]
     actions = ["verify_now"]

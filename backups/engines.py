@@ -34,6 +34,12 @@ logger = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
 PG_ENGINES = {"django.db.backends.postgresql", "django.db.backends.postgresql_psycopg2"}
 SQLITE_ENGINE = "django.db.backends.sqlite3"
+# What libpq says when an open connection breaks (a server restart, a network drop, a terminated backend).
+_CONNECTION_LOST = re.compile(
+    r"server closed the connection unexpectedly|terminating connection|connection to server .* lost"
+    r"|could not receive data from server|could not send data to server|SSL SYSCALL error|no connection to the server",
+    re.IGNORECASE,
+)
 # pg_dump 15.14+/16.10+/17.6+ write "\restrict <random key>" and "\unrestrict <key>"; the key differs per run.
 _RESTRICT_LINE = re.compile(r"^\\(un)?restrict\b")
 
@@ -354,6 +360,15 @@ def dump(source: Database, stem: str, *, timeout: float) -> tuple[Dump, Callable
 
 
 def _dump_postgresql(source: Database, path: Path, *, timeout: float) -> Dump:
+    try:
+        return _dump_postgresql_snapshot(source, path, timeout=timeout)
+    except psycopg.OperationalError as exc:
+        # The connection holding the snapshot (and counting rows) died: the source restarted or the
+        # network dropped. pg_dump's own failure, when it saw it first, is a BackupError instead.
+        raise SourceUnreachable(f"lost the connection to {source.label} during the dump: {_first_line(exc)}") from None
+
+
+def _dump_postgresql_snapshot(source: Database, path: Path, *, timeout: float) -> Dump:
     pg_dump = pg_tool("pg_dump")
     versions = {"pg_dump": tool_version(pg_dump)}
     with source.connect(autocommit=False) as conn:
@@ -392,7 +407,10 @@ def _dump_postgresql(source: Database, path: Path, *, timeout: float) -> Dump:
         if supervised.timed_out:
             raise BackupError(f"pg_dump did not finish within {timeout:g} s and was stopped")
         if returncode != 0:
-            raise BackupError(f"pg_dump failed (exit {returncode}): {_tail(supervised.stderr) or 'no message'}")
+            failure = f"pg_dump failed (exit {returncode}): {_tail(supervised.stderr) or 'no message'}"
+            if _CONNECTION_LOST.search(supervised.stderr):
+                raise SourceUnreachable(f"lost the connection to {source.label} during the dump: {failure}")
+            raise BackupError(failure)
         if supervised.error is not None:
             raise BackupError(f"counting rows failed: {supervised.error}")
         conn.rollback()
@@ -715,9 +733,14 @@ class Verifier:
             self._check("schema", lambda: _pg_schema(local, scratch, timeout=self.timeout))
             self._check("integrity", lambda: _pg_amcheck(scratch, timeout=self.timeout))
         finally:
-            if created:
-                drop_database(server, scratch.name)
             self.outcome.scratch_dropped = True
+            if created:
+                try:
+                    drop_database(server, scratch.name)
+                except (BackupError, psycopg.Error) as exc:
+                    # The failed check stays the verification's error; run_due drops the scratch later.
+                    logger.error("could not drop the scratch database %s: %s", scratch.name, _first_line(exc))
+                    self.outcome.scratch_dropped = False
 
     def _pg_rows(self, scratch: Database) -> str:
         expected: dict[str, int] = self.manifest.get("tables", {})

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
@@ -112,6 +113,8 @@ class Backup(models.Model):
     status = models.CharField(max_length=10, choices=BackupStatus.choices, default=BackupStatus.RUNNING)
     engine = models.CharField(max_length=20)  # "postgresql" or "sqlite"
     started_at = models.DateTimeField(default=timezone.now)  # the recovery point
+    # Stamped by the worker while it runs: a running row whose stamp is old has no worker any more.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     file = models.CharField(max_length=300, blank=True)
@@ -151,6 +154,10 @@ class Backup(models.Model):
     def get_absolute_url(self) -> str:
         return reverse("backups:target", args=[self.target.name]) + f"#backup-{self.pk}"
 
+    def lost_worker(self, *, now: datetime | None = None) -> str:
+        """Why this running backup has no worker any more, or "" while it may still have one."""
+        return _lost_worker(self.status == BackupStatus.RUNNING, self.started_at, self.heartbeat_at, now)
+
 
 class Verification(models.Model):
     """One restore of a backup into a scratch database, with each check's result."""
@@ -158,6 +165,7 @@ class Verification(models.Model):
     backup = models.ForeignKey(Backup, on_delete=models.CASCADE, related_name="verifications")
     status = models.CharField(max_length=10, choices=VerificationResult.choices, default=VerificationResult.RUNNING)
     started_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)  # as Backup.heartbeat_at
     finished_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     restore_ms = models.PositiveIntegerField(null=True, blank=True)  # the RTO estimate
@@ -180,7 +188,25 @@ class Verification(models.Model):
     def __str__(self) -> str:
         return f"verification #{self.pk} of backup #{self.backup_id}"
 
-    def is_stale(self, timeout_seconds: int) -> bool:
-        return self.status == VerificationResult.RUNNING and self.started_at < timezone.now() - timedelta(
-            seconds=timeout_seconds
+    def lost_worker(self, *, now: datetime | None = None) -> str:
+        """Why this running verification has no worker any more, or "" while it may still have one."""
+        return _lost_worker(self.status == VerificationResult.RUNNING, self.started_at, self.heartbeat_at, now)
+
+
+def _lost_worker(running: bool, started_at: datetime, heartbeat_at: datetime | None, now: datetime | None) -> str:
+    """A running row is lost when its heartbeat stopped (the worker was killed or cut from this database)
+    or, the heartbeat still going, when it outlived the timeout (a hung run). A row without a heartbeat
+    (claimed by a release before heartbeats) is judged by the timeout alone."""
+    if not running:
+        return ""
+    now = now or timezone.now()
+    silent = timedelta(seconds=settings.BACKUP_HEARTBEAT_TIMEOUT_SECONDS)
+    if heartbeat_at is not None and heartbeat_at < now - silent:
+        return (
+            f"worker stopped: no progress since {heartbeat_at:%Y-%m-%d %H:%M:%S} UTC "
+            f"(no heartbeat for {int((now - heartbeat_at).total_seconds())} s: the worker was killed "
+            "or lost its connection to the control plane's database)"
         )
+    if started_at < now - timedelta(seconds=settings.BACKUP_TIMEOUT_SECONDS + 60):
+        return "did not finish in time: the worker was lost or the run hung"
+    return ""

@@ -6,23 +6,29 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
-from datetime import timedelta
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.storage import storages
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from backups import engines
 from backups.models import Backup, BackupStatus, BackupTarget, Verification, VerificationResult
 from controlplane.audit import Actor, audit_record, snapshot
+from controlplane.redaction import redact_text
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+# Tries at recording an outcome on the control plane's database, a new connection each (about 7 s in all).
+RECORD_ATTEMPTS = 4
 TARGET_FIELDS = (
     "name",
     "url_env",
@@ -111,12 +117,23 @@ def control_plane_database() -> engines.Database | None:
 
 
 def backup_start(*, target: BackupTarget, actor: Actor) -> Backup:
-    """Claim the target: a running row, unique per target (a database constraint says so)."""
-    try:
-        with transaction.atomic():
-            return Backup.objects.create(target=target, engine="", requested_by=actor.label[:150])
-    except IntegrityError:
-        raise AlreadyRunning(f"a backup of {target.name} is already running") from None
+    """Claim the target: a running row, unique per target (a database constraint says so).
+
+    A running row whose worker is gone (no heartbeat for BACKUP_HEARTBEAT_TIMEOUT_SECONDS) is failed
+    first, with that reason: the next backup starts now, not when the run's whole timeout has passed.
+    """
+    for _ in range(2):
+        try:
+            with transaction.atomic():
+                now = timezone.now()
+                return Backup.objects.create(
+                    target=target, engine="", requested_by=actor.label[:150], started_at=now, heartbeat_at=now
+                )
+        except IntegrityError:
+            running = Backup.objects.filter(target=target, status=BackupStatus.RUNNING).first()
+            if running is not None and not _reap_backup(running, now=timezone.now()):
+                break
+    raise AlreadyRunning(f"a backup of {target.name} is already running")
 
 
 def backup_create(*, target: BackupTarget, actor: Actor) -> Backup:
@@ -126,8 +143,43 @@ def backup_create(*, target: BackupTarget, actor: Actor) -> Backup:
 
 
 def backup_run(*, backup: Backup, actor: Actor) -> Backup:
+    """Dump the claimed ``backup``'s target and record the outcome, whatever happened to the connections.
+
+    The outcome is recorded on a new connection when the one held died during the dump, and the real
+    error (pg_dump's message, the driver's) is what is recorded. The worker's own outcome wins over a
+    reaper's guess: a row failed as lost while this worker was cut off gets the real result.
+    """
+    with _heartbeat(Backup, backup.pk, BackupStatus.RUNNING):
+        outcome = _dump_and_store(backup)
+    if isinstance(outcome, str):
+        return _backup_failed(backup, outcome, actor)
+    name, result = outcome
+
+    def succeeded() -> Backup:
+        now = timezone.now()
+        with transaction.atomic():
+            backup.status = BackupStatus.SUCCEEDED
+            backup.finished_at = now
+            backup.duration_ms = int((now - backup.started_at).total_seconds() * 1000)
+            backup.file, backup.size_bytes, backup.sha256 = name, result.size_bytes, result.sha256
+            backup.tool_versions, backup.manifest = result.tool_versions, result.manifest
+            backup.error = ""
+            backup.save()
+            audit_record(actor=actor, action="backup.create", obj=backup, after=_backup_state(backup))
+        return backup
+
+    _on_live_connection(succeeded, what=f"backup {backup.pk}")
+    logger.info(
+        "backup %s of %s: %s bytes in %s ms", backup.pk, backup.target.name, backup.size_bytes, backup.duration_ms
+    )
+    return backup
+
+
+def _dump_and_store(backup: Backup) -> tuple[str, engines.Dump] | str:
+    """The stored file's name and the dump, or why there is none (redacted, ready to record)."""
     target = backup.target
     stem = f"{target.name}-{backup.started_at:%Y%m%dT%H%M%SZ}-{backup.pk}"
+    source: engines.Database | None = None
     try:
         _private_storage_dirs(target.name)
         source = target_source(target)
@@ -139,21 +191,79 @@ def backup_run(*, backup: Backup, actor: Actor) -> Backup:
         finally:
             cleanup()
     except engines.BackupError as exc:
-        return _backup_failed(backup, str(exc), actor)
+        return _redacted(str(exc), source)
     except Exception as exc:  # an unexpected fault: still recorded, never left running
         logger.exception("backup %s of %s failed unexpectedly", backup.pk, target.name)
-        return _backup_failed(backup, f"unexpected error: {type(exc).__name__}: {exc}", actor)
-    now = timezone.now()
-    with transaction.atomic():
-        backup.status = BackupStatus.SUCCEEDED
-        backup.finished_at = now
-        backup.duration_ms = int((now - backup.started_at).total_seconds() * 1000)
-        backup.file, backup.size_bytes, backup.sha256 = name, result.size_bytes, result.sha256
-        backup.tool_versions, backup.manifest = result.tool_versions, result.manifest
-        backup.save()
-        audit_record(actor=actor, action="backup.create", obj=backup, after=_backup_state(backup))
-    logger.info("backup %s of %s: %s bytes in %s ms", backup.pk, target.name, backup.size_bytes, backup.duration_ms)
-    return backup
+        return _redacted(f"unexpected error: {type(exc).__name__}: {exc}", source)
+    return name, result
+
+
+def _redacted(message: str, source: engines.Database | None) -> str:
+    """``message`` without secrets: the configured ones, URL passwords, and the source's own password."""
+    if source is not None and len(source.password) >= 4:
+        message = message.replace(source.password, "[redacted]")
+    return redact_text(message)
+
+
+# --- The control plane's own connection, and the heartbeat ---------------------------------------
+
+
+def _on_live_connection(write: Callable[[], T], *, what: str) -> T:
+    """Run ``write`` (a transaction of its own) on the control plane's database, on a new connection
+    when the one held died during a long dump or restore (a database restart, a network cut, an idle
+    timeout). Written on the dead connection, the outcome would be lost and the row left running.
+
+    Inside a caller's transaction nothing can be reconnected: ``write`` runs once, as part of it.
+    """
+    for attempt in range(1, RECORD_ATTEMPTS + 1):
+        if not connection.in_atomic_block and connection.connection is not None and not connection.is_usable():
+            connection.close()  # dead since its last use: a new one is opened by the write
+        try:
+            return write()
+        except (InterfaceError, OperationalError) as exc:
+            if connection.in_atomic_block or attempt == RECORD_ATTEMPTS:
+                raise
+            logger.warning(
+                "recording %s on the control plane's database failed (%s); trying again on a new connection",
+                what,
+                redact_text(str(exc).strip()),
+            )
+            connection.close()
+            time.sleep(attempt)
+    raise AssertionError("unreachable")  # the last attempt returned or raised
+
+
+@contextlib.contextmanager
+def _heartbeat(model: type[Backup] | type[Verification], pk: int, running: str) -> Iterator[None]:
+    """While the body runs, a thread stamps the row's ``heartbeat_at`` every BACKUP_HEARTBEAT_SECONDS, on a
+    connection of its own: a row whose stamp stops has lost its worker (see ``Backup.lost_worker``).
+
+    Not inside a caller's transaction: the claimed row is not committed, so no other process sees it
+    (nor reaps it), and a second connection would wait on this transaction's lock.
+    """
+    if connection.in_atomic_block:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(settings.BACKUP_HEARTBEAT_SECONDS):
+                try:
+                    model.objects.filter(pk=pk, status=running).update(heartbeat_at=timezone.now())
+                except DatabaseError as exc:  # cut off for now: the next beat tries on a new connection
+                    logger.warning("%s %s: heartbeat failed: %s", model._meta.model_name, pk, redact_text(str(exc)))
+                    connection.close()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, name=f"{model._meta.model_name}-{pk}-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=15)
 
 
 def _private_storage_dirs(folder: str) -> None:
@@ -203,18 +313,24 @@ def _backup_state(backup: Backup) -> dict[str, Any]:
 
 
 def _backup_failed(backup: Backup, message: str, actor: Actor) -> Backup:
-    now = timezone.now()
-    with transaction.atomic():
-        backup.status = BackupStatus.FAILED
-        backup.finished_at = now
-        backup.duration_ms = int((now - backup.started_at).total_seconds() * 1000)
-        backup.error = message[:5000]
-        backup.file = ""
-        backup.save()
-        audit_record(actor=actor, action="backup.failed", obj=backup, after=_backup_state(backup))
-        _alert_soon()
+    """Record ``backup`` as failed with ``message``; on a new connection if the held one died."""
+    # Logged first: should the control plane's database stay out of reach, the reason is not lost.
     logger.error("backup %s of %s failed: %s", backup.pk, backup.target.name, message)
-    return backup
+
+    def failed() -> Backup:
+        now = timezone.now()
+        with transaction.atomic():
+            backup.status = BackupStatus.FAILED
+            backup.finished_at = now
+            backup.duration_ms = int((now - backup.started_at).total_seconds() * 1000)
+            backup.error = message[:5000]
+            backup.file = ""
+            backup.save()
+            audit_record(actor=actor, action="backup.failed", obj=backup, after=_backup_state(backup))
+            _alert_soon()
+        return backup
+
+    return _on_live_connection(failed, what=f"the failure of backup {backup.pk}")
 
 
 def _alert_soon() -> None:
@@ -232,13 +348,20 @@ def _alert_soon() -> None:
 def verification_start(*, backup: Backup, actor: Actor) -> Verification:
     if backup.status != BackupStatus.SUCCEEDED:
         raise engines.BackupError(f"backup #{backup.pk} is {backup.status}: only a finished backup can be verified")
-    try:
-        with transaction.atomic():
-            verification = Verification.objects.create(backup=backup, requested_by=actor.label[:150])
-            Backup.objects.filter(pk=backup.pk).update(verification=VerificationResult.RUNNING)
-    except IntegrityError:
-        raise AlreadyRunning(f"backup #{backup.pk} is already being verified") from None
-    return verification
+    for _ in range(2):  # a running verification whose worker is gone is failed first, as in backup_start
+        try:
+            with transaction.atomic():
+                now = timezone.now()
+                verification = Verification.objects.create(
+                    backup=backup, requested_by=actor.label[:150], started_at=now, heartbeat_at=now
+                )
+                Backup.objects.filter(pk=backup.pk).update(verification=VerificationResult.RUNNING)
+                return verification
+        except IntegrityError:
+            running = Verification.objects.filter(backup=backup, status=VerificationResult.RUNNING).first()
+            if running is not None and not _reap_verification(running, now=timezone.now()):
+                break
+    raise AlreadyRunning(f"backup #{backup.pk} is already being verified")
 
 
 def backup_verify(*, backup: Backup, actor: Actor) -> Verification:
@@ -248,6 +371,13 @@ def backup_verify(*, backup: Backup, actor: Actor) -> Verification:
 
 
 def verification_run(*, verification: Verification, actor: Actor) -> Verification:
+    """Run the claimed ``verification``; its outcome is recorded as ``backup_run`` records a backup's."""
+    with _heartbeat(Verification, verification.pk, VerificationResult.RUNNING):
+        outcome = _verify(verification)
+    return _verification_finished(verification, outcome, actor)
+
+
+def _verify(verification: Verification) -> engines.VerifyOutcome:
     backup = verification.backup
     try:
         source = target_source(backup.target)
@@ -258,7 +388,10 @@ def verification_run(*, verification: Verification, actor: Actor) -> Verificatio
         )
 
         def on_scratch(name: str) -> None:
-            Verification.objects.filter(pk=verification.pk).update(scratch=name)
+            _on_live_connection(
+                lambda: Verification.objects.filter(pk=verification.pk).update(scratch=name),
+                what=f"the scratch database of verification {verification.pk}",
+            )
 
         verifier = engines.Verifier(
             engine=backup.engine,
@@ -279,7 +412,7 @@ def verification_run(*, verification: Verification, actor: Actor) -> Verificatio
         outcome = engines.VerifyOutcome(
             checks=[engines.CheckResult("setup", "fail", f"unexpected error: {type(exc).__name__}: {exc}", 0)]
         )
-    return _verification_finished(verification, outcome, actor)
+    return outcome
 
 
 @contextlib.contextmanager
@@ -302,64 +435,92 @@ def local_copy(backup: Backup) -> Iterator[Path]:
 
 
 def _verification_finished(verification: Verification, outcome: engines.VerifyOutcome, actor: Actor) -> Verification:
-    now = timezone.now()
+    """Record ``outcome`` (redacted), on a new connection if the held one died during the restore."""
     failed = outcome.failed
-    with transaction.atomic():
-        verification.refresh_from_db(fields=["scratch"])
-        verification.status = VerificationResult.FAILED if failed else VerificationResult.PASSED
-        verification.finished_at = now
-        verification.duration_ms = int((now - verification.started_at).total_seconds() * 1000)
-        verification.restore_ms = outcome.restore_ms
-        verification.checks = [check.as_dict() for check in outcome.checks]
-        verification.failed_check = failed.name if failed else ""
-        verification.error = failed.detail[:5000] if failed else ""
-        verification.scratch_dropped = outcome.scratch_dropped or not verification.scratch
-        verification.save()
-        Backup.objects.filter(pk=verification.backup_id).update(verification=verification.status, verified_at=now)
-        after = snapshot(verification, fields=["status", "failed_check", "error", "restore_ms", "duration_ms"])
-        audit_record(
-            actor=actor,
-            action="backup.verify" if not failed else "backup.verify_failed",
-            obj=verification.backup,
-            after=after,
-        )
-        if failed:
-            _alert_soon()
+    checks = [{**check.as_dict(), "detail": redact_text(check.detail)} for check in outcome.checks]
+    error = redact_text(failed.detail)[:5000] if failed else ""
     if failed:
-        logger.error("verification of backup %s failed at %s: %s", verification.backup_id, failed.name, failed.detail)
-    return verification
+        logger.error("verification of backup %s failed at %s: %s", verification.backup_id, failed.name, error)
+
+    def finished() -> Verification:
+        now = timezone.now()
+        with transaction.atomic():
+            verification.refresh_from_db(fields=["scratch"])
+            verification.status = VerificationResult.FAILED if failed else VerificationResult.PASSED
+            verification.finished_at = now
+            verification.duration_ms = int((now - verification.started_at).total_seconds() * 1000)
+            verification.restore_ms = outcome.restore_ms
+            verification.checks = checks
+            verification.failed_check = failed.name if failed else ""
+            verification.error = error
+            verification.scratch_dropped = outcome.scratch_dropped or not verification.scratch
+            verification.save()
+            Backup.objects.filter(pk=verification.backup_id).update(verification=verification.status, verified_at=now)
+            after = snapshot(verification, fields=["status", "failed_check", "error", "restore_ms", "duration_ms"])
+            audit_record(
+                actor=actor,
+                action="backup.verify" if not failed else "backup.verify_failed",
+                obj=verification.backup,
+                after=after,
+            )
+            if failed:
+                _alert_soon()
+        return verification
+
+    return _on_live_connection(finished, what=f"the outcome of verification {verification.pk}")
 
 
 # --- Faults: runs a dead worker left behind ------------------------------------------------------
 
 
 def reap_stale(*, now: Any = None) -> int:
-    """Mark backups and verifications that outlived the timeout as failed; drop scratch they left.
+    """Fail the backups and verifications whose worker is gone (``lost_worker``); drop scratch they left.
 
-    A worker killed mid-run leaves a running row (and maybe a scratch database); without this the
-    target could never be backed up again (one running backup per target).
+    A worker killed mid-run, or cut from this database for good, leaves a running row (and maybe a
+    scratch database); without this the target could not be backed up again (one running backup per
+    target). A scratch a finished verification could not drop then is dropped now.
     """
     now = now or timezone.now()
-    cutoff = now - timedelta(seconds=settings.BACKUP_TIMEOUT_SECONDS + 60)
     reaped = 0
-    actor = Actor.system("backups")
-    for backup in Backup.objects.filter(status=BackupStatus.RUNNING, started_at__lt=cutoff).select_related("target"):
+    for backup in Backup.objects.filter(status=BackupStatus.RUNNING).select_related("target"):
+        reaped += _reap_backup(backup, now=now)
+    for verification in Verification.objects.filter(status=VerificationResult.RUNNING).select_related("backup__target"):
+        reaped += _reap_verification(verification, now=now)
+    left = Verification.objects.exclude(status=VerificationResult.RUNNING).exclude(scratch="")
+    for verification in left.filter(scratch_dropped=False).select_related("backup__target"):
+        if _drop_scratch(verification):
+            Verification.objects.filter(pk=verification.pk).update(scratch_dropped=True)
+    return reaped
+
+
+def _reap_backup(backup: Backup, *, now: datetime) -> bool:
+    """Fail ``backup`` with the reason its worker is gone; False (nothing done) while it may still run."""
+    with transaction.atomic():
+        # Read again under the row's lock: its worker may have beaten or finished since it was listed.
+        current = Backup.objects.select_for_update().filter(pk=backup.pk).first()
+        reason = current.lost_worker(now=now) if current is not None else ""
+        if reason:
+            backup.refresh_from_db()
+            _backup_failed(backup, reason, Actor.system("backups"))
+    if reason:
         for leftover in engines.partial_dir().glob(f"{backup.target.name}-*-{backup.pk}.*"):
             leftover.unlink(missing_ok=True)  # a dump the lost worker was writing
-        _backup_failed(backup, "did not finish in time: the worker was lost or the run hung", actor)
-        reaped += 1
-    stale = Verification.objects.filter(status=VerificationResult.RUNNING, started_at__lt=cutoff)
-    for verification in stale.select_related("backup__target"):
-        dropped = _drop_scratch(verification)
-        outcome = engines.VerifyOutcome(
-            checks=[
-                engines.CheckResult("setup", "fail", "did not finish in time: the worker was lost or the run hung", 0)
-            ],
-            scratch_dropped=dropped,
-        )
-        _verification_finished(verification, outcome, actor)
-        reaped += 1
-    return reaped
+    return bool(reason)
+
+
+def _reap_verification(verification: Verification, *, now: datetime) -> bool:
+    """Fail ``verification`` as ``_reap_backup`` does a backup, dropping its scratch database first."""
+    reason = verification.lost_worker(now=now)
+    if not reason:
+        return False
+    dropped = _drop_scratch(verification)
+    outcome = engines.VerifyOutcome(checks=[engines.CheckResult("setup", "fail", reason, 0)], scratch_dropped=dropped)
+    with transaction.atomic():
+        current = Verification.objects.select_for_update().filter(pk=verification.pk).first()
+        if current is None or not current.lost_worker(now=now):
+            return False  # its worker beat or finished meanwhile
+        _verification_finished(verification, outcome, Actor.system("backups"))
+    return True
 
 
 def _drop_scratch(verification: Verification) -> bool:

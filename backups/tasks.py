@@ -1,8 +1,8 @@
 """Celery tasks of backups: take ids, call one service. Long runs get the backup timeout as their limit.
 
 Backup and verification tasks are acknowledged when they start (``acks_late=False``): a worker lost
-mid-dump must not start the dump again on redelivery; ``reap_stale`` marks the run failed and the
-schedule takes the next one.
+mid-dump must not start the dump again on redelivery; once the run's heartbeat is silent,
+``reap_stale`` (or the next request) marks it failed and the schedule takes the next one.
 """
 
 from __future__ import annotations

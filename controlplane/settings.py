@@ -373,6 +373,10 @@ if BACKUP_SCRATCH_DATABASE_URL and _url_parts(
 ).scheme not in {"postgres", "postgresql"}:
     raise config_error("BACKUP_SCRATCH_DATABASE_URL", "must start with postgres:// (a server to verify backups on)")
 BACKUP_TIMEOUT_SECONDS = _int("BACKUP_TIMEOUT_SECONDS", 3 * 3600, minimum=10)
+# A running backup or verification stamps its row this often; one silent for BACKUP_HEARTBEAT_TIMEOUT_SECONDS
+# lost its worker (killed, or cut from this database) and no longer holds the target.
+BACKUP_HEARTBEAT_SECONDS = _int("BACKUP_HEARTBEAT_SECONDS", 15, minimum=1)
+BACKUP_HEARTBEAT_TIMEOUT_SECONDS = _int("BACKUP_HEARTBEAT_TIMEOUT_SECONDS", 120, minimum=3)
 BACKUP_SCHEDULER_INTERVAL_SECONDS = _int("BACKUP_SCHEDULER_INTERVAL_SECONDS", 300, minimum=10)
 PG_BIN_DIR = env.str("PG_BIN_DIR", default="")
 # Parallel jobs of pg_restore and pg_amcheck when verifying (the RTO estimate is measured with them).
