@@ -122,7 +122,11 @@ def test_step_runs_and_log_lines_show_their_status_and_level(operator_client, en
     log(deployment, "migrate exited 1", level=LogLevel.ERROR, step="migrate")
 
     html = operator_client.get(f"/deployments/{deployment.pk}/").content.decode()
-    steps = dict(re.findall(r"<td>step (\w+)</td><td>command</td>\s*<td><span class=\"pill tone-(\w+)\"", html))
+    steps = dict(
+        re.findall(
+            r"<td>step (\w+)</td><td class=\"secondary\">command</td>\s*<td><span class=\"pill tone-(\w+)\"", html
+        )
+    )
     assert steps == {"running": "running", "succeeded": "ok", "failed": "bad", "skipped": "neutral"}
     lines = re.findall(
         r'<span class="log-line level-(\w+) tone-(\w+)">[\d:]+ <span class="level">\w+</span>(.*?)</span>', html

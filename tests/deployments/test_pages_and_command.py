@@ -117,7 +117,10 @@ def test_the_live_partial_renders_the_status_steps_and_log(viewer_client, queued
     html = response.content.decode()
     assert "<html" not in html  # a fragment, fetched by the page's script
     assert 'id="status"><span class="pill tone-running" data-status="queued">' in html
-    assert re.search(r"<td>one</td><td></td><td><span class=\"pill tone-running\"[^>]*>.*? pending</span></td>", html)
+    assert re.search(
+        r"<td>one</td><td class=\"secondary\"></td><td><span class=\"pill tone-running\"[^>]*>.*? pending</span></td>",
+        html,
+    )
     assert "<td>two</td>" in html
     assert "deploy v1 to test requested by tests" in html
     assert viewer_client.get("/deployments/999999/live").status_code == 404
