@@ -120,12 +120,14 @@ def test_metrics_sum_every_gunicorn_worker(gunicorn_server, make_token, tmp_path
     import time
     import urllib.request
 
+    # The token exists before the workers start and load their copy of the tokens (a token made later
+    # reaches them within CONTROLPLANE_RELOAD_INTERVAL, which is not this test's subject).
+    token = make_token("monitoring:read")
     base = gunicorn_server(
         workers=2, PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"), REQUEST_METRICS_FLUSH_SECONDS="1"
     )
     for _ in range(40):
         urllib.request.urlopen(base + "/accounts/login/", timeout=5).read()
-    token = make_token("monitoring:read")
     request = urllib.request.Request(base + "/metrics", headers={"Authorization": f"Bearer {token}"})
     pattern = r'controlplane_http_requests_total\{method="GET",status_class="2xx",view="login"\} (\S+)'
     deadline = time.monotonic() + 15
