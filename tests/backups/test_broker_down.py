@@ -19,8 +19,10 @@ from tests.faultproxy import FaultProxy
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.service("rabbitmq")]
 
 
-def _use_broker(url: str, queue: str) -> None:
-    celery_app.conf.broker_url = url
+def _use_broker(url: str | None, queue: str) -> None:
+    # Sends go to broker_write_url; broker_url itself yields to a CELERY_BROKER_URL in the environment
+    # (CI's service round sets one), so the write URL is what points this process at the proxy.
+    celery_app.conf.broker_write_url = url
     celery_app.conf.task_default_queue = queue
     # Celery keeps the pool (for the old URL) and the producers made from it; forgetting both makes
     # the next send connect to ``url``. No public call does only this.
@@ -31,7 +33,7 @@ def _use_broker(url: str, queue: str) -> None:
 @pytest.fixture
 def this_process_sends_to():
     """this_process_sends_to(url, queue): tasks this test process sends go there; restored after."""
-    before = (celery_app.conf.broker_url, celery_app.conf.task_default_queue)
+    before = (celery_app.conf.get("broker_write_url"), celery_app.conf.task_default_queue)
     yield _use_broker
     _use_broker(*before)
 
