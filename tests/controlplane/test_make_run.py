@@ -65,6 +65,23 @@ def processes_of(var_dir: Path) -> dict[int, str]:
     return found
 
 
+def make_run_env(port: int, var_dir: Path, **overrides: str | None) -> dict[str, str]:
+    """The environment of a fresh `make run`: embedded defaults (no server URLs), no preset operator,
+    not inside another make."""
+    return subprocess_env(
+        PORT=str(port),
+        CONTROLPLANE_VAR_DIR=str(var_dir),
+        DATABASE_URL=None,
+        REDIS_URL=None,
+        CELERY_BROKER_URL=None,
+        CONTROLPLANE_ADMIN_PASSWORD=None,
+        CONTROLPLANE_ADMIN_USER=None,
+        MAKEFLAGS=None,
+        MAKELEVEL=None,
+        **overrides,
+    )
+
+
 def start_make_run(env: dict[str, str], log: Path) -> subprocess.Popen:
     with log.open("w") as out:
         return subprocess.Popen(
@@ -94,17 +111,7 @@ def make_run(tmp_path_factory) -> Iterator[MakeRun]:
     tmp_path = tmp_path_factory.mktemp("make-run")
     port = free_port()
     var_dir = tmp_path / "var"
-    env = subprocess_env(
-        PORT=str(port),
-        CONTROLPLANE_VAR_DIR=str(var_dir),
-        DATABASE_URL=None,
-        REDIS_URL=None,
-        CELERY_BROKER_URL=None,
-        CONTROLPLANE_ADMIN_PASSWORD=None,
-        CONTROLPLANE_ADMIN_USER=None,
-        MAKEFLAGS=None,
-        MAKELEVEL=None,
-    )
+    env = make_run_env(port, var_dir)
     log = tmp_path / "make-run.log"
     make = start_make_run(env, log)
     run = MakeRun(env, var_dir, f"http://127.0.0.1:{port}", log, make, tmp_path)

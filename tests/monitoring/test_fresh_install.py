@@ -15,8 +15,8 @@ import time
 import urllib.error
 import urllib.request
 
-from tests.conftest import BASE_DIR, EMBEDDED_ROUND_ONLY, free_port, manage, subprocess_env
-from tests.controlplane.test_make_run import http_ok, wait_until
+from tests.conftest import EMBEDDED_ROUND_ONLY, free_port, manage
+from tests.controlplane.test_make_run import http_ok, make_run_env, start_make_run, wait_until
 
 pytestmark = EMBEDDED_ROUND_ONLY
 
@@ -50,16 +50,9 @@ def run_manage(env: dict[str, str], *args: str) -> str:
 
 def test_a_fresh_install_is_healthy_and_raises_no_alert(tmp_path, http_sink):
     port = free_port()
-    env = subprocess_env(
-        PORT=str(port),
-        CONTROLPLANE_VAR_DIR=str(tmp_path / "var"),
-        DATABASE_URL=None,
-        REDIS_URL=None,
-        CELERY_BROKER_URL=None,
-        CONTROLPLANE_ADMIN_PASSWORD=None,
-        CONTROLPLANE_ADMIN_USER=None,
-        MAKEFLAGS=None,
-        MAKELEVEL=None,
+    env = make_run_env(
+        port,
+        tmp_path / "var",
         REQUEST_METRICS_FLUSH_SECONDS=None,  # as installed: web processes store their request figures
         HEALTH_CHECK_INTERVAL_SECONDS=str(CHECK_INTERVAL_SECONDS),
         # No alert channel, as installed. Sentry points at a local sink only to catch any error reported.
@@ -69,11 +62,7 @@ def test_a_fresh_install_is_healthy_and_raises_no_alert(tmp_path, http_sink):
     token = run_manage(env, "create_api_token", "fresh-install", "--scopes", "monitoring:read").split()[-1]
 
     log = tmp_path / "make-run.log"
-    with log.open("w") as out:
-        make = subprocess.Popen(
-            ["make", "--no-print-directory", "run"],
-            cwd=BASE_DIR, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    make = start_make_run(env, log)
     started = time.monotonic()
     try:
         base = f"http://127.0.0.1:{port}"
