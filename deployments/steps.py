@@ -27,6 +27,8 @@ from typing import Any
 
 from django.conf import settings
 
+from controlplane import outbound
+
 KINDS = ("command", "http", "health_gate", "backup", "migrate", "flags", "wait")
 DEFAULT_TIMEOUT = {
     "command": 600,
@@ -422,16 +424,10 @@ def kill_group(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
 def _http(method: str, url: str, headers: dict[str, str], body: bytes | None, timeout: float) -> tuple[int, bytes]:
     request = urllib.request.Request(url, data=body, headers=headers, method=method)  # noqa: S310 - http(s) only
-    opener = urllib.request.build_opener(_NoRedirect)
     try:
-        with opener.open(request, timeout=timeout) as response:
+        with outbound.opener.open(request, timeout=timeout) as response:
             return response.status, response.read(65536)
     except urllib.error.HTTPError as error:
         return error.code, error.read(65536) if error.fp else b""

@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
+from controlplane import outbound
 from controlplane.redaction import redact_url, redact_urls
 
 logger = logging.getLogger(__name__)
@@ -243,15 +244,9 @@ def check_alert_channels() -> Outcome:
     return Outcome(PASS, channels, "channels", f"{channels} enabled alert channel(s)")
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A 3xx is the endpoint's answer: following it would probe (and send the endpoint's credentials
-    to) an address the operator never named, as webhooks and deployment steps do not follow either."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-_endpoint_opener = urllib.request.build_opener(_NoRedirects)
+# A 3xx is the endpoint's answer: following it would probe (and send the endpoint's credentials to)
+# an address the operator never named.
+_endpoint_opener = outbound.opener
 
 
 def _endpoint_request(url: str) -> urllib.request.Request:

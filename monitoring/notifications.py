@@ -16,6 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import send_mail
 
+from controlplane import outbound
 from controlplane.redaction import redact_text
 from monitoring.alert_models import Alert, ChannelKind, NotificationChannel
 
@@ -134,14 +135,8 @@ def text_body(payload: dict[str, Any]) -> str:
 # --- Transports ---------------------------------------------------------------------------------
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A webhook that redirects is misconfigured: report it rather than re-send the body elsewhere."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-_opener = urllib.request.build_opener(_NoRedirect)
+# A webhook that redirects is misconfigured: reported rather than the body re-sent elsewhere.
+_opener = outbound.opener
 
 
 def post_json(url: str, document: dict[str, Any], *, timeout: float = HTTP_TIMEOUT_SECONDS) -> SendResult:
