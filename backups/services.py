@@ -23,6 +23,7 @@ from django.utils import timezone
 from backups import engines
 from backups.models import Backup, BackupStatus, BackupTarget, Verification, VerificationResult
 from controlplane.audit import Actor, audit_record, snapshot
+from controlplane.errors import Conflict, InvalidInput
 from controlplane.redaction import redact_text
 
 logger = logging.getLogger(__name__)
@@ -41,15 +42,14 @@ TARGET_FIELDS = (
 )
 
 
-class InvalidBackupTarget(ValueError):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+class InvalidBackupTarget(InvalidInput):
+    """A backup target's settings break a rule; ``field`` names the setting (422)."""
 
 
-class AlreadyRunning(RuntimeError):
-    pass
+class AlreadyRunning(Conflict):
+    """A backup of the target, or a verification of the backup, is already under way (409)."""
+
+    code = "already_running"
 
 
 def storage() -> Any:

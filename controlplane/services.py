@@ -11,6 +11,7 @@ from django.db import DatabaseError, models, transaction
 from django.utils import timezone
 
 from controlplane.audit import Actor, audit_record, snapshot
+from controlplane.errors import InvalidInput
 from controlplane.localcopy import LocalCopy
 from controlplane.models import ApiToken, Scope
 
@@ -33,13 +34,8 @@ _last_used_written: dict[int, float] = {}
 _last_used_failed_at = float("-inf")
 
 
-class InvalidTokenRequest(ValueError):
-    """A token cannot be made as asked; the message names the field."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+class InvalidTokenRequest(InvalidInput):
+    """A token cannot be made as asked; ``field`` names the part that is wrong (422)."""
 
 
 def parse_scopes(raw: str | list[str]) -> list[str]:

@@ -17,6 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from controlplane.audit import Actor, audit_record, snapshot
+from controlplane.errors import Conflict, InvalidInput
 from controlplane.redaction import redact_text
 from deployments.models import (
     FINISHED,
@@ -44,25 +45,28 @@ VERSION_RULE = (
 )
 
 
-class InvalidDeployment(ValueError):
+class InvalidDeployment(InvalidInput):
     """Bad input to a deployment request; ``field`` names what is wrong (mapped to 422)."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
+class DeploymentLocked(Conflict):
+    """The environment has an active deployment (409); the answer points at it."""
 
-class DeploymentLocked(RuntimeError):
-    """The environment has an active deployment (mapped to 409)."""
+    code = "locked"
 
     def __init__(self, active: Deployment) -> None:
-        super().__init__(f"{active.environment.name} is locked by deployment #{active.pk} ({active.status})")
+        super().__init__(
+            f"{active.environment.name} is locked by deployment #{active.pk} ({active.status})",
+            active={"id": active.pk, "url": active.get_absolute_url()},
+        )
+        # The row itself, for the pages that open it (``extra["active"]`` is what the JSON answer shows).
         self.active = active
 
 
-class NotCancellable(RuntimeError):
-    pass
+class NotCancellable(Conflict):
+    """The deployment has finished, or is rolling back: there is nothing left to cancel (409)."""
+
+    code = "not_cancellable"
 
 
 def log(deployment: Deployment | int, message: str, *, level: str = LogLevel.INFO, step: str = "") -> None:
@@ -435,7 +439,7 @@ def notify_soon(deployment: Deployment) -> None:
     """Tell the alert channels (after commit) that a deployment started or ended."""
 
     def send() -> None:
-        from monitoring.alerting import event_notify
+        from alerting.services import event_notify
 
         fresh = Deployment.objects.select_related("environment").get(pk=deployment.pk)
         try:

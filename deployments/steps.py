@@ -28,6 +28,7 @@ from typing import Any
 from django.conf import settings
 
 from controlplane import outbound
+from controlplane.errors import InvalidInput
 
 KINDS = ("command", "http", "health_gate", "backup", "migrate", "flags", "wait")
 DEFAULT_TIMEOUT = {
@@ -49,13 +50,8 @@ _REFERENCE = re.compile(r"\$\{(?P<secret>[A-Z][A-Z0-9_]*)\}|\{(?P<variable>[A-Za
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,99}$")
 
 
-class InvalidStep(ValueError):
+class InvalidStep(InvalidInput):
     """A step definition that cannot run; ``field`` is its path, e.g. ``steps[2].argv``."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 class StepFailed(Exception):

@@ -9,6 +9,7 @@ from typing import Any
 from django.db import transaction
 
 from controlplane.audit import Actor, audit_record, snapshot
+from controlplane.errors import InvalidInput, NotFound
 from flags.models import Flag
 from flags.snapshot import snapshot as flags_snapshot
 
@@ -26,18 +27,19 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class InvalidFlagDefinition(ValueError):
+class InvalidFlagDefinition(InvalidInput):
     """A flag definition or change that cannot be applied; names the flag (if known) and the field."""
 
     def __init__(self, field: str, message: str, *, flag: str | None = None) -> None:
-        where = f"flag {flag!r}: " if flag else ""
-        super().__init__(f"{where}{field}: {message}")
-        self.field = field
-        self.message = message
+        super().__init__(field, message)
         self.flag = flag
 
+    def __str__(self) -> str:
+        where = f"flag {self.flag!r}: " if self.flag else ""
+        return f"{where}{super().__str__()}"
 
-class FlagNotFound(LookupError):
+
+class FlagNotFound(NotFound):
     def __init__(self, name: str) -> None:
         super().__init__(f"no flag named {name!r}")
         self.name = name

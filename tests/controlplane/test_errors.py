@@ -1,0 +1,114 @@
+"""The error vocabulary: every app's failure is an InvalidInput, NotFound or Conflict, raised by the real services."""
+
+import pytest
+
+from backups.services import AlreadyRunning, InvalidBackupTarget, backup_start, target_create
+from controlplane.audit import Actor
+from controlplane.errors import Conflict, ControlPlaneError, Forbidden, InvalidInput, NotFound
+from controlplane.services import InvalidTokenRequest, api_token_create
+from deployments.models import DeploymentStatus
+from deployments.services import (
+    DeploymentLocked,
+    InvalidDeployment,
+    NotCancellable,
+    deployment_cancel,
+    deployment_request,
+    environment_save,
+    pipeline_save,
+)
+from deployments.steps import InvalidStep, validate_steps
+from flags.models import Flag
+from flags.services import FlagNotFound, InvalidFlagDefinition, flag_create, flag_update
+
+SYSTEM = Actor.system("tests")
+WAIT = [{"name": "pause", "kind": "wait", "seconds": 0}]
+
+
+def test_each_kind_has_its_status_and_code_and_keeps_the_builtin_its_callers_catch():
+    cases = [
+        (InvalidInput("a.b", "wrong"), 422, "invalid", ValueError),
+        (NotFound("none"), 404, "not_found", LookupError),
+        (Conflict("busy"), 409, "conflict", RuntimeError),
+        (Forbidden("no"), 403, "forbidden", PermissionError),
+    ]
+    for error, status, code, builtin in cases:
+        assert isinstance(error, ControlPlaneError) and isinstance(error, builtin)
+        assert (error.status, error.code) == (status, code)
+    assert (str(cases[0][0]), cases[0][0].field, cases[0][0].message) == ("a.b: wrong", "a.b", "wrong")
+    assert (str(cases[1][0]), cases[1][0].field) == ("none", None)
+
+
+def test_a_bad_flag_is_invalid_input_naming_the_flag_and_the_field(db):
+    with pytest.raises(InvalidInput) as error:
+        flag_create(data={"name": "ok_name", "rollout_percent": 101}, actor=SYSTEM)
+    assert type(error.value) is InvalidFlagDefinition
+    assert (error.value.status, error.value.code) == (422, "invalid")
+    assert (error.value.field, error.value.flag) == ("rollout_percent", "ok_name")
+    assert str(error.value) == "flag 'ok_name': rollout_percent: must be a whole number from 0 to 100"
+    assert not Flag.objects.exists()
+
+
+def test_a_missing_flag_is_not_found(db):
+    with pytest.raises(NotFound) as error:
+        flag_update(name="ghost", changes={"enabled": True}, actor=SYSTEM)
+    assert type(error.value) is FlagNotFound
+    assert (error.value.status, error.value.code, error.value.name) == (404, "not_found", "ghost")
+    assert str(error.value) == "no flag named 'ghost'"
+
+
+def test_a_wrong_step_keeps_its_path_down_to_the_deployment(db):
+    steps = [*WAIT, {"name": "call", "kind": "http", "url": "ftp://x"}]
+    with pytest.raises(InvalidInput) as error:
+        validate_steps(steps)
+    assert type(error.value) is InvalidStep and error.value.field == "steps[1].url"
+
+    env = environment_save(name="prod", pipeline=pipeline_save(name="p", steps=WAIT, actor=SYSTEM), actor=SYSTEM)
+    with pytest.raises(InvalidInput) as error:
+        deployment_request(environment=env.name, version="v1", steps=steps, actor=SYSTEM)
+    assert type(error.value) is InvalidDeployment
+    assert error.value.field == "pipeline p: steps[1].url"
+    assert str(error.value).startswith("pipeline p: steps[1].url: ")
+    assert (error.value.status, error.value.code) == (422, "invalid")
+
+
+def test_a_held_lock_and_a_finished_deployment_are_conflicts_with_their_own_codes(db):
+    env = environment_save(name="prod", pipeline=pipeline_save(name="p", steps=WAIT, actor=SYSTEM), actor=SYSTEM)
+    first = deployment_request(environment="prod", version="v1", actor=SYSTEM)
+    with pytest.raises(Conflict) as error:
+        deployment_request(environment="prod", version="v2", actor=SYSTEM)
+    assert type(error.value) is DeploymentLocked
+    assert (error.value.status, error.value.code) == (409, "locked")
+    assert error.value.active == first
+    assert error.value.extra == {"active": {"id": first.pk, "url": first.get_absolute_url()}}
+    assert str(error.value) == f"prod is locked by deployment #{first.pk} (queued)"
+    assert env.deployments.count() == 1
+
+    assert deployment_cancel(deployment=first, actor=SYSTEM).status == DeploymentStatus.CANCELLED
+    with pytest.raises(Conflict) as error:
+        deployment_cancel(deployment=first, actor=SYSTEM)
+    assert type(error.value) is NotCancellable
+    assert (error.value.status, error.value.code) == (409, "not_cancellable")
+
+
+def test_backup_targets_and_running_backups(db, monkeypatch):
+    monkeypatch.setenv("ERRORS_TEST_DB", "sqlite:////nonexistent/app.sqlite3")
+    with pytest.raises(InvalidInput) as error:
+        target_create(data={"name": "shop", "url_env": "ERRORS_TEST_DB", "colour": "red"}, actor=SYSTEM)
+    assert type(error.value) is InvalidBackupTarget
+    assert (error.value.field, error.value.status) == ("colour", 422)
+
+    target = target_create(data={"name": "shop", "url_env": "ERRORS_TEST_DB"}, actor=SYSTEM)
+    backup_start(target=target, actor=SYSTEM)
+    with pytest.raises(Conflict) as error:
+        backup_start(target=target, actor=SYSTEM)
+    assert type(error.value) is AlreadyRunning
+    assert (error.value.status, error.value.code) == (409, "already_running")
+    assert target.backups.count() == 1
+
+
+def test_a_bad_token_request_is_invalid_input_naming_the_field(db):
+    with pytest.raises(InvalidInput) as error:
+        api_token_create(name="ci", scopes="flags:read", expires_in_days=0, actor=SYSTEM)
+    assert type(error.value) is InvalidTokenRequest
+    assert (error.value.field, error.value.status) == ("expires_in_days", 422)
+    assert str(error.value) == "expires_in_days: must be between 1 and 3650"
