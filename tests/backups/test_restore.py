@@ -129,7 +129,7 @@ def test_a_postgresql_backup_restores_into_another_database(pg_source):
     backup_restore(backup=backup, into_url=pg_url(into), overwrite_source=False, actor=SYSTEM)
 
     with engines.from_url(pg_url(into), variable="into").connect() as conn:
-        restored = engines.pg_row_counts(conn, engines._pg_tables(conn))
+        restored = engines.pg_row_counts(conn, engines.pg_tables(conn))
     assert restored == PG_ROWS
     assert AuditEvent.objects.get(action="backup.restore_started").after["overwrites_source"] is False
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from backups import engines
+from backups.engines import schema
+from backups.engines import verification as verifying
 from backups.models import Backup, BackupStatus, BackupTarget, Verification, VerificationResult
 from backups.services import backup_create, backup_verify
 from controlplane.models import AuditEvent
@@ -102,8 +104,8 @@ def test_the_postgresql_schema_check_tells_a_reprinted_definition_from_a_differe
     )
     other = engines.from_url(pg_url(pg_source.server.create("bk_other", other_schema)), variable="other")
 
-    assert engines._pg_schema(dump, restored, timeout=60)[0] == "pass"
-    status, detail = engines._pg_schema(dump, other, timeout=60)
+    assert schema.pg_schema(dump, restored, timeout=60)[0] == "pass"
+    status, detail = schema.pg_schema(dump, other, timeout=60)
 
     assert status == "fail" and detail.startswith("schema differs from the dump's: -CREATE UNIQUE INDEX jobs_one")
     assert "'paused'" in detail
@@ -156,7 +158,7 @@ def test_only_a_finished_backup_is_verified(sqlite_source):
 def test_a_scratch_name_that_would_be_the_source_is_refused_and_the_source_kept(pg_source, monkeypatch):
     backup = backup_create(target=pg_source.target, actor=SYSTEM)
     # The source is renamed to the name the next scratch would get; only the guard stands between.
-    monkeypatch.setattr(engines, "scratch_name", lambda label: "verify_" + pg_source.name)
+    monkeypatch.setattr(verifying, "scratch_name", lambda label: "verify_" + pg_source.name)
     pg_source.server.created.append("verify_" + pg_source.name)
     with engines.from_url(pg_url("postgres"), variable="admin").connect(autocommit=True) as conn:
         conn.execute(f'ALTER DATABASE "{pg_source.name}" RENAME TO "verify_{pg_source.name}"')
@@ -175,7 +177,7 @@ def test_a_sqlite_scratch_file_that_would_be_the_source_is_refused_and_the_sourc
 ):
     backup = backup_create(target=sqlite_source.target, actor=SYSTEM)
     settings.BACKUP_TMP_DIR = sqlite_source.path.parent  # scratch files go beside the source
-    monkeypatch.setattr(engines, "scratch_name", lambda label: sqlite_source.path.stem)
+    monkeypatch.setattr(verifying, "scratch_name", lambda label: sqlite_source.path.stem)
 
     verification = backup_verify(backup=backup, actor=SYSTEM)
 
@@ -204,7 +206,7 @@ def test_a_scratch_path_planted_as_a_link_to_the_sqlite_source_is_refused_and_th
     backup = backup_create(target=sqlite_source.target, actor=SYSTEM)
     before = _sha256(sqlite_source.path)
     planted = backup_dirs.partial / "verify_planted.sqlite3"
-    monkeypatch.setattr(engines, "scratch_name", lambda label: planted.stem)
+    monkeypatch.setattr(verifying, "scratch_name", lambda label: planted.stem)
     if link == "hard link":
         os.link(sqlite_source.path, planted)
     elif link == "symlink":
@@ -229,7 +231,7 @@ def test_a_scratch_path_planted_as_a_link_to_another_file_is_neither_written_nor
     other.write_bytes(b"not a scratch")
     planted = backup_dirs.partial / "verify_planted.sqlite3"
     planted.symlink_to(other)
-    monkeypatch.setattr(engines, "scratch_name", lambda label: planted.stem)
+    monkeypatch.setattr(verifying, "scratch_name", lambda label: planted.stem)
 
     verification = backup_verify(backup=backup, actor=SYSTEM)
 
@@ -248,7 +250,7 @@ def test_a_scratch_that_would_be_the_control_planes_own_sqlite_database_is_refus
     backup = backup_create(target=sqlite_source.target, actor=SYSTEM)
     planted = backup_dirs.partial / "verify_planted.sqlite3"
     planted.symlink_to(own["NAME"])
-    monkeypatch.setattr(engines, "scratch_name", lambda label: planted.stem)
+    monkeypatch.setattr(verifying, "scratch_name", lambda label: planted.stem)
 
     verification = backup_verify(backup=backup, actor=SYSTEM)
 
@@ -269,7 +271,7 @@ def test_a_scratch_that_is_the_postgresql_source_under_another_url_is_refused_an
     pg_source.server.created.append(renamed)
     with pg_admin() as conn:
         conn.execute(f'ALTER DATABASE "{pg_source.name}" RENAME TO "{renamed}"')
-    monkeypatch.setattr(engines, "scratch_name", lambda label: renamed)
+    monkeypatch.setattr(verifying, "scratch_name", lambda label: renamed)
     settings.BACKUP_SCRATCH_DATABASE_URL = pg_url("postgres")
     user, password = pg_other_user
     monkeypatch.setenv(pg_source.env, spell(pg_url(renamed), spelling, user=user, password=password))
@@ -278,7 +280,7 @@ def test_a_scratch_that_is_the_postgresql_source_under_another_url_is_refused_an
 
     _assert_refused_before_any_scratch(verification, "refusing to verify: the scratch database would be the source")
     with engines.from_url(pg_url(renamed), variable="source").connect() as conn:
-        assert engines.pg_row_counts(conn, engines._pg_tables(conn)) == PG_ROWS
+        assert engines.pg_row_counts(conn, engines.pg_tables(conn)) == PG_ROWS
 
 
 @pytest.mark.service("postgres")
@@ -286,7 +288,7 @@ def test_a_scratch_that_would_be_the_control_planes_postgresql_database_is_refus
     """As the service passes it: the control plane's database, here one named like the next scratch."""
     backup = backup_create(target=pg_source.target, actor=SYSTEM)
     own = pg_source.server.create("verify_own", "CREATE TABLE kept (x int); INSERT INTO kept VALUES (1), (2)")
-    monkeypatch.setattr(engines, "scratch_name", lambda label: own)
+    monkeypatch.setattr(verifying, "scratch_name", lambda label: own)
     verifier = engines.Verifier(
         engine="postgresql",
         source=engines.from_url(pg_source.url, variable="source"),

@@ -1,0 +1,140 @@
+"""PostgreSQL: a dump through pg_dump on an exported snapshot, with the rows counted in that same snapshot;
+scratch databases created and dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import threading
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from backups.engines.errors import BackupError, ScratchIsSource, SourceUnreachable, first_line
+from backups.engines.files import CHUNK, Dump, HashingWriter, disk_error
+from backups.engines.processes import Supervised, tail
+from backups.engines.sources import Database
+from backups.engines.tools import pg_tool, tool_version
+
+# What libpq says when an open connection breaks (a server restart, a network drop, a terminated backend).
+
+
+_CONNECTION_LOST = re.compile(
+    r"server closed the connection unexpectedly|terminating connection|connection to server .* lost"
+    r"|could not receive data from server|could not send data to server|SSL SYSCALL error|no connection to the server",
+    re.IGNORECASE,
+)
+
+
+def dump_postgresql(source: Database, path: Path, *, timeout: float) -> Dump:
+    try:
+        return _dump_postgresql_snapshot(source, path, timeout=timeout)
+    except psycopg.OperationalError as exc:
+        # The connection holding the snapshot (and counting rows) died: the source restarted or the
+        # network dropped. pg_dump's own failure, when it saw it first, is a BackupError instead.
+        raise SourceUnreachable(f"lost the connection to {source.label} during the dump: {first_line(exc)}") from None
+
+
+def _dump_postgresql_snapshot(source: Database, path: Path, *, timeout: float) -> Dump:
+    pg_dump = pg_tool("pg_dump")
+    versions = {"pg_dump": tool_version(pg_dump)}
+    with source.connect(autocommit=False) as conn:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        versions["server"] = conn.execute("SHOW server_version").fetchone()[0].split(" ")[0]
+        tables = pg_tables(conn)
+        # pg_dump reads the same snapshot while this transaction counts rows in it, side by side.
+        process = subprocess.Popen(  # noqa: S603 - fixed tool path, arguments are ours
+            [pg_dump, "--format=custom", f"--snapshot={snapshot}", "--no-sync", *source.pg_args()],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=source.pg_env(),
+            umask=0o077,  # whatever a tool writes on its own is private too
+        )
+        with Supervised(process, timeout) as supervised:
+            counts: dict[str, int] = {}
+            counter = threading.Thread(target=_count_into, args=(conn, tables, counts, supervised), daemon=True)
+            counter.start()
+            try:
+                with open(path, "wb") as handle:
+                    writer = HashingWriter(handle)
+                    assert process.stdout is not None
+                    while chunk := process.stdout.read(CHUNK):
+                        writer.write(chunk)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except OSError as exc:
+                supervised.kill()
+                _stop_counting(conn, counter)
+                raise disk_error(exc, "local file") from None
+            returncode = supervised.wait()
+            if returncode != 0:  # failed or stopped at the timeout: counts waiting on a lock would never end
+                _stop_counting(conn, counter)
+            counter.join()
+        if supervised.timed_out:
+            raise BackupError(f"pg_dump did not finish within {timeout:g} s and was stopped")
+        if returncode != 0:
+            failure = f"pg_dump failed (exit {returncode}): {tail(supervised.stderr) or 'no message'}"
+            if _CONNECTION_LOST.search(supervised.stderr):
+                raise SourceUnreachable(f"lost the connection to {source.label} during the dump: {failure}")
+            raise BackupError(failure)
+        if supervised.error is not None:
+            raise BackupError(f"counting rows failed: {supervised.error}")
+        conn.rollback()
+    return Dump(path, writer.size, writer.digest.hexdigest(), "postgresql", versions, {"tables": counts})
+
+
+def _stop_counting(conn: psycopg.Connection, counter: threading.Thread) -> None:
+    if counter.is_alive():
+        with contextlib.suppress(psycopg.Error):
+            conn.cancel_safe(timeout=10)
+    counter.join()
+
+
+def pg_tables(conn: psycopg.Connection) -> list[tuple[str, str]]:
+    rows = conn.execute(
+        """
+        SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+          AND n.nspname NOT LIKE 'pg\\_%'
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
+        ORDER BY 1, 2
+        """
+    ).fetchall()
+    return [(schema, name) for schema, name in rows]
+
+
+def _count_into(
+    conn: psycopg.Connection, tables: list[tuple[str, str]], counts: dict[str, int], supervised: Supervised
+) -> None:
+    try:
+        counts.update(pg_row_counts(conn, tables))
+    except Exception as exc:  # noqa: BLE001 - reported through the dump's result
+        supervised.error = first_line(exc)
+
+
+def pg_row_counts(conn: psycopg.Connection, tables: list[tuple[str, str]]) -> dict[str, int]:
+    counts = {}
+    for schema, name in tables:
+        query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+        counts[f"{schema}.{name}"] = conn.execute(query).fetchone()[0]
+    return counts
+
+
+def create_database(server: Database, name: str) -> None:
+    with server.connect(autocommit=True) as conn:
+        try:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+        except psycopg.Error as exc:
+            raise BackupError(f"cannot create the scratch database {name}: {first_line(exc)}") from None
+
+
+def drop_database(server: Database, name: str) -> None:
+    if not name.startswith("verify_"):  # the only databases this module ever drops
+        raise ScratchIsSource(f"refusing to drop {name!r}: not a scratch database")
+    with server.connect(autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
