@@ -14,11 +14,11 @@ from django.http import HttpRequest
 
 from controlplane.admin import AuditedAdminMixin, ReadOnlyAdminMixin, ReadOnlyInlineMixin
 from controlplane.audit import Actor
+from controlplane.errors import ControlPlaneError
+from controlplane.forms import as_validation_error, report
 from controlplane.status import StatusPillsAdmin, admin_status
 from deployments.models import Deployment, Environment, LogLine, Pipeline, RecoveryPlan, StepRun
 from deployments.services import (
-    DeploymentLocked,
-    InvalidDeployment,
     NotCancellable,
     deployment_cancel,
     deployment_request,
@@ -79,7 +79,7 @@ class StepsField(forms.JSONField):
         try:
             validate_steps(value)
         except InvalidStep as exc:
-            raise forms.ValidationError(str(exc)) from None
+            raise as_validation_error(exc) from None
 
 
 class PipelineForm(forms.ModelForm):
@@ -145,8 +145,8 @@ class EnvironmentAdmin(admin.ModelAdmin):
         for environment in queryset:
             try:
                 deployment = start(environment)
-            except (InvalidDeployment, DeploymentLocked) as exc:
-                self.message_user(request, f"{environment.name}: {exc}", messages.ERROR)
+            except ControlPlaneError as exc:  # bad version, locked, nothing to roll back to
+                report(request, exc, about=environment.name)
                 continue
             if deployment.dispatch_pending:
                 message = f"deployment #{deployment.pk} queued, not sent to a worker yet: {pending_detail()}."
@@ -199,7 +199,7 @@ class DeploymentAdmin(StatusPillsAdmin, ReadOnlyAdminMixin, admin.ModelAdmin):
             try:
                 deployment_cancel(deployment=deployment, actor=Actor.for_user(request.user))
             except NotCancellable as exc:
-                self.message_user(request, str(exc), messages.WARNING)
+                report(request, exc, level=messages.WARNING)
                 continue
             self.message_user(request, f"deployment #{deployment.pk}: cancel requested.", messages.SUCCESS)
 

@@ -11,6 +11,8 @@ from django.views.decorators.http import require_POST
 
 from controlplane.access import operator_page
 from controlplane.audit import Actor
+from controlplane.errors import ControlPlaneError
+from controlplane.forms import report
 from deployments.models import Deployment, DeploymentStatus, Environment, RecoveryPlan, StepStatus
 from deployments.selectors import environments_status
 from deployments.services import (
@@ -102,7 +104,7 @@ def deploy(request: HttpRequest) -> HttpResponse:
         form = {"environment": environment, "version": version, "field": exc.field, "error": exc.message}
         return _index_page(request, form=form, status=422)
     except DeploymentLocked as exc:
-        messages.error(request, str(exc))
+        report(request, exc)
         return redirect("deployments:detail", deployment_id=exc.active.pk)
     return redirect("deployments:detail", deployment_id=deployment.pk)
 
@@ -116,7 +118,7 @@ def roll_back(request: HttpRequest, name: str) -> HttpResponse:
         try:
             current, previous = rollback_versions(environment.name)
         except InvalidDeployment as exc:
-            messages.error(request, str(exc))
+            report(request, exc)
             return redirect("deployments:index")
         return _confirm_page(
             request,
@@ -127,8 +129,8 @@ def roll_back(request: HttpRequest, name: str) -> HttpResponse:
         )
     try:
         deployment = rollback_to_previous(environment=environment.name, actor=Actor.for_user(request.user))
-    except (InvalidDeployment, DeploymentLocked) as exc:
-        messages.error(request, str(exc))
+    except ControlPlaneError as exc:  # nothing to roll back to, or locked
+        report(request, exc)
         return redirect("deployments:index")
     return redirect("deployments:detail", deployment_id=deployment.pk)
 
@@ -153,7 +155,7 @@ def cancel(request: HttpRequest, deployment_id: int) -> HttpResponse:
     try:
         deployment_cancel(deployment=deployment, actor=Actor.for_user(request.user))
     except NotCancellable as exc:
-        messages.error(request, str(exc))
+        report(request, exc)
     else:
         messages.success(request, f"Cancel requested for deployment #{deployment.pk}.")
     return redirect("deployments:detail", deployment_id=deployment.pk)
@@ -176,8 +178,8 @@ def run_plan(request: HttpRequest, failure_type: str) -> HttpResponse:
         )
     try:
         deployment = recovery_run(failure_type=failure_type, actor=Actor.for_user(request.user), dry_run=dry_run)
-    except (InvalidDeployment, DeploymentLocked) as exc:
-        messages.error(request, str(exc))
+    except ControlPlaneError as exc:  # no such plan, steps that cannot run, or locked
+        report(request, exc)
         return redirect("deployments:index")
     return redirect("deployments:detail", deployment_id=deployment.pk)
 

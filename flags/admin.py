@@ -9,6 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from controlplane.audit import Actor
+from controlplane.forms import add_to_form
 from flags.evaluation import CompiledFlag, on_for
 from flags.models import Flag
 from flags.selectors import flag_history
@@ -50,7 +51,7 @@ class FlagForm(forms.ModelForm):
         try:
             clean_fields(values)
         except InvalidFlagDefinition as error:
-            self.add_error(error.field if error.field in self.fields else None, error.message)
+            add_to_form(self, error)
         return data
 
 

@@ -1,10 +1,15 @@
 """The error vocabulary: every app's failure is an InvalidInput, NotFound or Conflict, raised by the real services."""
 
 import pytest
+from django import forms
+from django.contrib import messages
+from django.contrib.messages import get_messages
+from django.contrib.messages.storage.fallback import FallbackStorage
 
 from backups.services import AlreadyRunning, InvalidBackupTarget, backup_start, target_create
 from controlplane.audit import Actor
 from controlplane.errors import Conflict, ControlPlaneError, Forbidden, InvalidInput, NotFound
+from controlplane.forms import add_to_form, as_validation_error, report
 from controlplane.services import InvalidTokenRequest, api_token_create
 from deployments.models import DeploymentStatus
 from deployments.services import (
@@ -112,3 +117,42 @@ def test_a_bad_token_request_is_invalid_input_naming_the_field(db):
     assert type(error.value) is InvalidTokenRequest
     assert (error.value.field, error.value.status) == ("expires_in_days", 422)
     assert str(error.value) == "expires_in_days: must be between 1 and 3650"
+
+
+# --- Shown on pages and admin screens ------------------------------------------------------------
+
+
+class StepsForm(forms.Form):
+    name = forms.CharField()
+    steps = forms.JSONField()
+
+
+def test_an_error_lands_on_the_form_field_its_path_starts_with():
+    form = StepsForm(data={"name": "p", "steps": '[{"name": "a"}]'})
+    assert form.is_valid()
+    add_to_form(form, InvalidStep("steps[2].argv", "required: a non-empty list of strings"))
+    add_to_form(form, InvalidInput("name", "is taken"))
+    add_to_form(form, InvalidInput("body", "must be a JSON object"))
+    assert form.errors == {
+        "steps": ["steps[2].argv: required: a non-empty list of strings"],
+        "name": ["is taken"],
+        "__all__": ["body: must be a JSON object"],
+    }
+    assert not form.is_valid()
+
+
+def test_a_field_check_refused_by_a_service_rule_keeps_the_path_and_code():
+    error = as_validation_error(InvalidStep("steps[0].kind", "unknown kind 'shell'"))
+    assert (error.messages, error.code) == (["steps[0].kind: unknown kind 'shell'"], "invalid")
+
+
+def test_a_report_names_the_object_and_keeps_the_level(rf):
+    request = rf.post("/")
+    request.session = {}
+    request._messages = FallbackStorage(request)
+    report(request, Conflict("prod is locked by deployment #4 (running)"), about="prod")
+    report(request, NotFound("no flag named 'x'"), level=messages.WARNING)
+    assert [(m.level, m.message) for m in get_messages(request)] == [
+        (messages.ERROR, "prod: prod is locked by deployment #4 (running)"),
+        (messages.WARNING, "no flag named 'x'"),
+    ]
