@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+# Under systemd the socket is controlplane-web.socket's (handed over in LISTEN_FDS) and this is unused.
 bind = f"{os.environ.get('BIND_ADDRESS', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", str(2 * (os.cpu_count() or 1) + 1)))
 worker_class = "sync"  # requests are short; slow I/O (backups, deployments) runs in the workers
@@ -27,7 +28,7 @@ max_requests_jitter = 20_000
 # thread that a worker would share: Django connects on first use, the request-metrics flush thread
 # and Sentry's threads start again in each process, and prometheus-client files are per process id.
 # The price: a reload (SIGHUP) forks the new workers from the code already loaded, so an upgrade
-# restarts the service (DEPLOYMENT_GUIDE.md).
+# restarts the service, which refuses nothing while systemd holds the socket (DEPLOYMENT_GUIDE.md).
 preload_app = True
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")  # the proxy in front
 # The control plane logs every request it serves (request id, user, status, duration) and nginx logs
