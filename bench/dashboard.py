@@ -387,11 +387,11 @@ def _child_setup() -> dict[str, Any]:
     call_command("migrate", verbosity=0)
     call_command("import_flags", str(FIXTURE), stdout=io.StringIO())
 
+    from alerting.models import Alert, AlertRule, AlertState
     from backups.models import Backup, BackupStatus, BackupTarget, Verification, VerificationResult
     from controlplane.audit import Actor
     from deployments.models import Deployment, DeploymentStatus, StepRun, StepStatus
     from deployments.services import environment_save, pipeline_save
-    from monitoring.alert_models import Alert, AlertRule, AlertState
     from monitoring.models import Heartbeat
 
     now = timezone.now()

@@ -839,7 +839,7 @@ class Drill:
 def _alerts_code(rule: str | None = None) -> str:
     where = f".filter(rule__name={rule!r})" if rule else ""
     return (
-        "import json\nfrom monitoring.alert_models import Alert\n"
+        "import json\nfrom alerting.models import Alert\n"
         "ts = lambda t: t.timestamp() if t else None\n"
         "print(json.dumps([{'rule': a.rule.name, 'component': a.component, 'state': a.state, "
         "'started': ts(a.started_at), 'fired': ts(a.fired_at), 'resolved': ts(a.resolved_at)} "

@@ -159,6 +159,7 @@ INSTALLED_APPS = [
     "controlplane",
     "flags",
     "monitoring",
+    "alerting",
     "backups",
     "deployments",
 ]

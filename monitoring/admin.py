@@ -1,4 +1,1 @@
-from monitoring import (
-    admin_alerts,  # noqa: F401
-    admin_health,  # noqa: F401,E402
-)
+from monitoring import admin_health  # noqa: F401 - registers the health screens

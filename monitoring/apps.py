@@ -9,18 +9,10 @@ class MonitoringConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from controlplane.readiness import register_items
         from controlplane.retention import register_rules
-        from monitoring.readiness import alert_channel
         from monitoring.retention import RULES
 
-        register_items(self.label, alert_channel)
         register_rules(self.label, *RULES)
-
-        from backups.signals import backup_failed
-        from monitoring.alert_tasks import evaluate_soon
-
-        backup_failed.connect(evaluate_soon, dispatch_uid="monitoring-evaluate-on-backup-failure")
 
         from celery.signals import beat_init, worker_ready, worker_shutdown
 

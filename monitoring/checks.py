@@ -231,9 +231,9 @@ def check_sentry() -> Outcome:
 
 
 def check_alert_channels() -> Outcome:
-    from monitoring.alert_models import NotificationChannel
+    from alerting.selectors import enabled_channel_count
 
-    channels = NotificationChannel.objects.filter(enabled=True).count()
+    channels = enabled_channel_count()
     if not channels:
         if not settings.PRODUCTION:
             # make run's first minutes are healthy without a channel; production alerts must reach someone.

@@ -12,16 +12,19 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.cache import cache
 from django.db.models import Sum
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
-from monitoring.alert_models import Alert, AlertState
+from alerting.selectors import firing_unacknowledged
 from monitoring.models import BUCKET_FIELDS, HealthMetric, RequestRollup
 from monitoring.selectors import percentile_from_buckets
+
+if TYPE_CHECKING:
+    from alerting.models import Alert
 
 CHART_CACHE_KEY = "dashboard:charts:v1"
 CHART_CACHE_SECONDS = 300  # beat refreshes every minute; a stopped beat shows figures at most 5 min old
@@ -188,10 +191,9 @@ def health(now: datetime, firing: list[Alert]) -> tuple[int | None, list[Deducti
             deductions.append(
                 Deduction(f"{label} {measurement_words(measurement)}: {status} ({output[:120]})", STATUS_POINTS[status])
             )
-    for alert in firing:
-        if alert.state == AlertState.FIRING and alert.acknowledged_at is None:
-            points = ALERT_POINTS.get(alert.rule.severity, 5)
-            deductions.append(Deduction(f"alert firing: {alert.rule.name} ({alert.rule.severity})", points))
+    for alert in firing_unacknowledged(firing):
+        points = ALERT_POINTS.get(alert.rule.severity, 5)
+        deductions.append(Deduction(f"alert firing: {alert.rule.name} ({alert.rule.severity})", points))
     deductions.sort(key=lambda d: -d.points)
     score = max(0, 100 - sum(d.points for d in deductions)) if tiles else None
     reported = sorted(tiles.values(), key=lambda t: (-rank.get(t.status, 0), t.component))
@@ -199,10 +201,6 @@ def health(now: datetime, firing: list[Alert]) -> tuple[int | None, list[Deducti
         return score, deductions, []
     waiting = [Tile(c, status="waiting") for c in EXPECTED_COMPONENTS if c not in tiles]
     return score, deductions, reported + waiting
-
-
-def open_alerts() -> list[Alert]:
-    return list(Alert.objects.open().select_related("rule").order_by("-started_at")[:20])
 
 
 # --- Request charts ----------------------------------------------------------------------------------

@@ -116,6 +116,3 @@ class MonitoredEndpoint(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-
-from monitoring.alert_models import *  # noqa: E402,F401,F403

@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from monitoring.models import HealthMetric, Heartbeat
+from monitoring.signals import checks_recorded
 
 if TYPE_CHECKING:
     from monitoring.checks import Result
@@ -74,9 +75,8 @@ def checks_run_claim(*, min_gap_seconds: float) -> bool:
 
 
 def scheduled_checks_run(*, min_gap_seconds: float) -> list[HealthMetric] | None:
-    """Run every check, store one row per measurement, then evaluate the alert rules; None when the
-    checks ran less than ``min_gap_seconds`` ago (someone else has this minute)."""
-    from monitoring.alerting import alert_rules_evaluate
+    """Run every check, store one row per measurement, then tell alerting (``checks_recorded``); None
+    when the checks ran less than ``min_gap_seconds`` ago (someone else has this minute)."""
     from monitoring.checks import COMPREHENSIVE, registered_checks, run_checks
 
     if not checks_run_claim(min_gap_seconds=min_gap_seconds):
@@ -86,8 +86,9 @@ def scheduled_checks_run(*, min_gap_seconds: float) -> list[HealthMetric] | None
     longest = max((c.timeout_seconds for c in checks if c.timeout_seconds is not None), default=0.0)
     deadline = min(SCHEDULED_DEADLINE_SECONDS, max(settings.HEALTH_DEADLINE, longest + 0.5))
     rows = health_metrics_record(results=run_checks(checks, deadline_seconds=deadline))
-    # Right after the rows it reads are stored; a separate schedule would count a minute twice.
-    alert_rules_evaluate()
+    # Alerting listens and evaluates its rules right after the rows it reads are stored; a separate
+    # schedule would count a minute twice.
+    checks_recorded.send(sender=scheduled_checks_run, rows=rows)
     return rows
 
 

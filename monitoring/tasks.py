@@ -6,7 +6,6 @@ import socket
 from celery import shared_task
 from django.conf import settings
 
-from monitoring import alert_tasks  # noqa: F401 - registers the alerting tasks with the worker
 from monitoring.services import heartbeat_record, scheduled_checks_run
 
 logger = logging.getLogger(__name__)

@@ -10,24 +10,25 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from alerting.selectors import alert_get, open_alerts
+from alerting.services import InvalidAlertSetting, alert_acknowledge
 from backups.selectors import all_readiness
 from controlplane.access import operator_page
 from controlplane.audit import Actor
 from controlplane.panels import read_panels
 from flags.selectors import flags_summary
-from monitoring.alert_models import Alert
-from monitoring.alerting import InvalidAlertSetting, alert_acknowledge
-from monitoring.dashboard import chart_list, health, open_alerts
+from monitoring.dashboard import chart_list, health
 from monitoring.models import Heartbeat
 
 REFRESH_SECONDS = 10
 # The dashboard is a monitoring page first (health, alerts); reading alerts is what it takes to open it.
-VIEW_PERMISSION = "monitoring.view_alert"
+VIEW_PERMISSION = "alerting.view_alert"
+ACK_PERMISSION = "alerting.change_alert"
 
 
 def _is_htmx(request: HttpRequest) -> bool:
@@ -70,7 +71,7 @@ def _context(request: HttpRequest) -> dict[str, Any]:
         "flags": flags_summary(),
         "heartbeat": Heartbeat.objects.filter(name="celery").first(),
         "refresh_seconds": REFRESH_SECONDS,
-        "can_ack": request.user.has_perm("monitoring.change_alert"),
+        "can_ack": request.user.has_perm(ACK_PERMISSION),
         "htmx": _is_htmx(request),
     }
 
@@ -89,9 +90,11 @@ def panels(request: HttpRequest) -> HttpResponse:
 @operator_page(VIEW_PERMISSION)
 @require_POST
 def acknowledge(request: HttpRequest, alert_id: int) -> HttpResponse:
-    if not request.user.has_perm("monitoring.change_alert"):
-        raise PermissionDenied("acknowledging alerts needs the monitoring.change_alert permission")
-    alert = get_object_or_404(Alert.objects.select_related("rule"), pk=alert_id)
+    if not request.user.has_perm(ACK_PERMISSION):
+        raise PermissionDenied(f"acknowledging alerts needs the {ACK_PERMISSION} permission")
+    alert = alert_get(alert_id)
+    if alert is None:
+        raise Http404("no such alert")
     try:
         alert_acknowledge(alert=alert, actor=Actor.for_user(request.user))
     except InvalidAlertSetting as exc:

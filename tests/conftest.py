@@ -133,7 +133,7 @@ def operator(db):
 
 
 # What a viewer may read: each operator page's view permission (controlplane/access.py), nothing more.
-VIEWER_PERMISSIONS = ("flags.view_flag", "deployments.view_deployment", "backups.view_backup", "monitoring.view_alert")
+VIEWER_PERMISSIONS = ("flags.view_flag", "deployments.view_deployment", "backups.view_backup", "alerting.view_alert")
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
+from alerting.models import Alert, AlertState
+from alerting.services import rule_create
 from controlplane.audit import Actor
 from deployments.services import deployment_request
 from flags.services import flag_create
-from monitoring.alert_models import Alert, AlertState
-from monitoring.alerting import rule_create
 from monitoring.models import HealthMetric
 from tests.conftest import BASE_DIR
 from tests.deployments.conftest import cmd, environment, worker  # noqa: F401 - fixtures used below

@@ -20,6 +20,7 @@ def one_of_each(db):
     from django.contrib.auth.models import Group
     from waffle.models import Sample, Switch
 
+    from alerting.models import Alert, AlertRule, AlertState, Delivery, NotificationChannel, Silence
     from backups.models import Backup, BackupStatus, BackupTarget
     from controlplane.audit import Actor
     from controlplane.models import ApiToken
@@ -27,7 +28,6 @@ def one_of_each(db):
     from deployments.models import LogLine, RecoveryPlan
     from deployments.services import deployment_request, environment_save, pipeline_save
     from flags.services import flag_create
-    from monitoring.alert_models import Alert, AlertRule, AlertState, Delivery, NotificationChannel, Silence
     from monitoring.models import HealthMetric, MonitoredEndpoint
 
     actor = Actor.system("tests")

@@ -20,7 +20,7 @@ PERMISSION_BY_PREFIX = {
     "flags/": "flags.view_flag",
     "deployments/": "deployments.view_deployment",
     "backups/": "backups.view_backup",
-    "": "monitoring.view_alert",  # the dashboard, its panels and its acknowledge button
+    "": "alerting.view_alert",  # the dashboard, its panels and its acknowledge button
 }
 
 

@@ -52,9 +52,9 @@ def test_a_correct_production_environment_passes_everything(tmp_path):
     deploy = run("check", "--deploy", env=env)
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
     output = deploy.stdout + deploy.stderr
-    # Each app reports its own items: the configuration (controlplane) passes; monitoring's alert
+    # Each app reports its own items: the configuration (controlplane) passes; alerting's alert
     # channels and backups' targets live in the database this test's made-up host does not serve.
-    assert "identified 2 issues" in output and "monitoring.W001" in output and "backups.W001" in output
+    assert "identified 2 issues" in output and "alerting.W001" in output and "backups.W001" in output
     assert "manage.py migrate" in output  # the hint of an item whose rows could not be read
 
 

@@ -7,12 +7,12 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from alerting.models import Alert, AlertRule, AlertState, Delivery, DeliveryStatus, NotificationChannel
 from controlplane.audit import Actor, audit_record
 from controlplane.models import AuditEvent
 from controlplane.retention import prune, rules
 from controlplane.tasks import prune_old_rows
 from deployments.models import Deployment, Environment, LogLine, Pipeline, StepRun
-from monitoring.alert_models import Alert, AlertRule, AlertState, Delivery, DeliveryStatus, NotificationChannel
 from monitoring.models import HealthMetric, RequestRollup
 
 pytestmark = pytest.mark.django_db
@@ -92,8 +92,8 @@ def test_each_app_registers_the_tables_it_owns_and_nothing_else():
         "audit events": "controlplane",
         "health metrics": "monitoring",
         "request rollups": "monitoring",
-        "alert deliveries": "monitoring",
-        "resolved alerts": "monitoring",
+        "alert deliveries": "alerting",
+        "resolved alerts": "alerting",
         "deployment log lines": "deployments",
         "deployment step runs": "deployments",
     }

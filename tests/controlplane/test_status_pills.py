@@ -13,7 +13,7 @@ from django.template import Context, Template
 
 from controlplane.status import STATUSES, TONES, status_pill
 
-OUR_APPS = ("controlplane", "flags", "monitoring", "backups", "deployments")
+OUR_APPS = ("controlplane", "flags", "monitoring", "alerting", "backups", "deployments")
 # A choices class whose name ends so holds a status someone reads at a glance.
 STATUS_NAMES = re.compile(r"(Status|State|Result|Level|Severity)$")
 
@@ -23,11 +23,7 @@ def status_choices() -> list[type[models.TextChoices]]:
     is checked without anyone listing it here."""
     for label in OUR_APPS:
         config = apps.get_app_config(label)
-        for module in ("models", "alert_models"):
-            try:
-                importlib.import_module(f"{config.name}.{module}")
-            except ModuleNotFoundError:
-                continue
+        importlib.import_module(f"{config.name}.models")
     found = []
     pending = list(models.TextChoices.__subclasses__())
     while pending:
@@ -81,17 +77,17 @@ def test_the_words_are_escaped():
     [
         ("/admin/deployments/deployment/", 'class="pill tone-running" data-status="queued"'),
         ("/admin/deployments/logline/", 'class="pill tone-neutral" data-status="info"'),
-        ("/admin/monitoring/alert/", 'class="pill tone-bad" data-status="firing"'),
+        ("/admin/alerting/alert/", 'class="pill tone-bad" data-status="firing"'),
         ("/admin/monitoring/healthmetric/", 'class="pill tone-bad" data-status="fail"'),
         ("/admin/backups/backup/", 'class="pill tone-ok" data-status="succeeded"'),
     ],
 )
 def test_the_admin_lists_show_the_same_pills_with_their_stylesheet(operator_client, url, needle):
+    from alerting.models import Alert, AlertState
+    from alerting.services import rule_create
     from backups.models import Backup, BackupStatus, BackupTarget
     from controlplane.audit import Actor
     from deployments.services import deployment_request, environment_save, pipeline_save
-    from monitoring.alert_models import Alert, AlertState
-    from monitoring.alerting import rule_create
     from monitoring.models import HealthMetric
     from tests.deployments.conftest import echo
 

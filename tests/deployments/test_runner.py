@@ -147,9 +147,9 @@ def eager_tasks():
 
 
 def test_the_alert_channels_hear_that_a_deployment_started_and_rolled_back(environment, http_sink, request):
+    from alerting.models import Delivery
+    from alerting.services import channel_create
     from flags.services import flag_create
-    from monitoring.alert_models import Delivery
-    from monitoring.alerting import channel_create
 
     flag_create(data={"name": "external_alerts", "enabled": True, "rollout_percent": 100}, actor=SYSTEM)
     channel_create(
@@ -181,8 +181,8 @@ def test_the_alert_channels_hear_that_a_deployment_started_and_rolled_back(envir
 
 
 def test_with_external_alerts_off_nothing_is_sent(environment, http_sink, request):
-    from monitoring.alert_models import Delivery
-    from monitoring.alerting import channel_create
+    from alerting.models import Delivery
+    from alerting.services import channel_create
 
     channel_create(
         data={"name": "deploy-hook", "kind": "webhook", "url": f"http://127.0.0.1:{http_sink.port}/events"},
@@ -203,9 +203,9 @@ def test_a_deployment_no_worker_picked_up_is_cancelled_by_the_reaper_and_the_cha
 
     from django.utils import timezone
 
+    from alerting.services import channel_create
     from deployments.services import reap
     from flags.services import flag_create
-    from monitoring.alerting import channel_create
 
     flag_create(data={"name": "external_alerts", "enabled": True, "rollout_percent": 100}, actor=SYSTEM)
     channel_create(

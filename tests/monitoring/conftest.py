@@ -1,45 +1,4 @@
 from __future__ import annotations
 
-import importlib
-
-import pytest
-
-
-@pytest.fixture(autouse=True)
-def _default_alert_rules(request):
-    """The default alert rules come from a data migration; a transactional test elsewhere in the
-    session flushes every table, so put them back for the tests of this folder that use the database."""
-    if request.node.get_closest_marker("django_db") is None and "db" not in request.fixturenames:
-        return
-    transactional = "transactional_db" in request.fixturenames or any(
-        marker.kwargs.get("transaction") for marker in request.node.iter_markers("django_db")
-    )
-    request.getfixturevalue("transactional_db" if transactional else "db")
-    from django.apps import apps
-
-    importlib.import_module("monitoring.migrations.0003_alerting").create_default_rules(apps, None)
-    importlib.import_module("monitoring.migrations.0004_backup_failed_rule").add_backup_rules(apps, None)
-    importlib.import_module("monitoring.migrations.0007_default_rules_hold_five_minutes").hold_five(apps, None)
-    importlib.import_module("monitoring.migrations.0008_celery_beat_silent_rule").add_beat_rule(apps, None)
-    importlib.import_module("backups.migrations.0002_targets_backups_verifications").create_default_target(apps, None)
-
-
-@pytest.fixture
-def eager_tasks():
-    """Queued deliveries run at once, in the test (as a worker would run them, retries included)."""
-    from controlplane.celery import app as celery_app
-
-    before = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = before
-
-
-@pytest.fixture
-def alerts_on(db, django_capture_on_commit_callbacks):
-    """The external_alerts flag on, as the shipped flags have it."""
-    from controlplane.audit import Actor
-    from flags.services import flag_create
-
-    with django_capture_on_commit_callbacks(execute=True):
-        flag_create(data={"name": "external_alerts", "enabled": True, "rollout_percent": 100}, actor=Actor.system())
+# The scheduled checks evaluate the alert rules: these tests need the default rules as alerting's do.
+from tests.alerting.conftest import _default_alert_rules, alerts_on, eager_tasks  # noqa: F401

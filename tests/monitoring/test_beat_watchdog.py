@@ -11,10 +11,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from alerting.models import Alert, AlertRule, AlertState
+from alerting.services import channel_create, rule_update
 from controlplane.audit import Actor
 from flags.services import flag_create
-from monitoring.alert_models import Alert, AlertRule, AlertState
-from monitoring.alerting import channel_create, rule_update
 from monitoring.checks import FAIL, PASS, WARN, check_beat, check_workers
 from monitoring.models import HealthMetric, Heartbeat
 from monitoring.services import checks_run_claim, worker_heartbeat_delete, worker_heartbeat_record

@@ -12,6 +12,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from alerting.models import Alert, AlertState
+from alerting.services import rule_create
 from backups.models import Backup, BackupStatus, BackupTarget, VerificationResult
 from backups.services import target_create
 from controlplane.audit import Actor
@@ -21,8 +23,6 @@ from controlplane.status import STATUSES
 from deployments.models import Deployment, DeploymentStatus, StepRun
 from deployments.services import deployment_request, environment_save, pipeline_save
 from flags.services import flag_create, flag_toggle
-from monitoring.alert_models import Alert, AlertState
-from monitoring.alerting import rule_create
 from monitoring.dashboard import CHART_CACHE_KEY, charts_refresh
 from monitoring.models import HealthMetric, RequestRollup
 from monitoring.request_metrics import discard_pending

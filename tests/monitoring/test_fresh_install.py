@@ -27,8 +27,9 @@ RUNS_NEEDED = 4  # more than the 3 failures running that raise an alert
 STATE = """
 import json
 from django.utils import timezone
-from monitoring.alert_models import Alert
-from monitoring.dashboard import health, open_alerts
+from alerting.models import Alert
+from alerting.selectors import open_alerts
+from monitoring.dashboard import health
 from monitoring.models import HealthMetric
 score, deductions, _ = health(timezone.now(), open_alerts())
 print(json.dumps({

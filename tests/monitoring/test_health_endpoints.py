@@ -112,8 +112,8 @@ def test_failing_health_reports_and_metrics_scrapes_stay_out_of_the_request_aler
 
     from django.utils import timezone
 
-    from monitoring.alert_models import Alert
-    from monitoring.alerting import alert_rules_evaluate
+    from alerting.models import Alert
+    from alerting.services import alert_rules_evaluate
     from monitoring.request_metrics import flush
     from monitoring.selectors import request_figures, request_figures_by_view
 

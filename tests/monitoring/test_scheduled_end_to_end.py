@@ -9,10 +9,10 @@ import uuid
 
 import pytest
 
+from alerting.models import Alert, AlertRule
+from alerting.services import channel_create, rule_update
 from controlplane.audit import Actor
 from flags.services import flag_create
-from monitoring.alert_models import Alert, AlertRule
-from monitoring.alerting import channel_create, rule_update
 from monitoring.models import HealthMetric, MonitoredEndpoint
 from tests.conftest import BASE_DIR, subprocess_env, test_database_url
 

@@ -19,10 +19,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from controlplane.audit import Actor, audit_record, snapshot
-from flags.selectors import EXTERNAL_ALERTS, is_on
-from monitoring import notifications
-from monitoring.alert_models import (
+from alerting import notifications
+from alerting.models import (
     ANY_COMPONENT,
     Alert,
     AlertRule,
@@ -35,7 +33,10 @@ from monitoring.alert_models import (
     RuleKind,
     Silence,
 )
-from monitoring.alert_tasks import deliver_notification
+from alerting.tasks import deliver_notification
+from controlplane.audit import Actor, audit_record, snapshot
+from controlplane.errors import InvalidInput
+from flags.selectors import EXTERNAL_ALERTS, is_on
 from monitoring.selectors import latest_health, recent_statuses, request_figures
 
 logger = logging.getLogger(__name__)
@@ -47,13 +48,8 @@ RULE_FIELDS = (
 )  # fmt: skip
 
 
-class InvalidAlertSetting(ValueError):
-    """A channel, rule, silence or acknowledgement that cannot be applied; names the field."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+class InvalidAlertSetting(InvalidInput):
+    """A channel, rule, silence or acknowledgement that cannot be applied; names the field (422)."""
 
 
 def _first_error(exc: ValidationError) -> InvalidAlertSetting:

@@ -1,6 +1,6 @@
 """How a notification reaches a channel: the document, Slack's text, the HTTP POST and the e-mail.
 
-No database writes here: ``monitoring.alerting.delivery_attempt`` records each attempt's outcome.
+No database writes here: ``alerting.services.delivery_attempt`` records each attempt's outcome.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import send_mail
 
+from alerting.models import Alert, ChannelKind, NotificationChannel
 from controlplane import outbound
 from controlplane.redaction import redact_text
-from monitoring.alert_models import Alert, ChannelKind, NotificationChannel
 
 HTTP_TIMEOUT_SECONDS = 5.0
 USER_AGENT = "controlplane-alerts/1"

@@ -8,12 +8,12 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from alerting.models import Alert, AlertRule, AlertState
+from alerting.services import alert_rules_evaluate, channel_create, rule_update
 from backups.models import Backup, BackupStatus, BackupTarget, VerificationResult
 from backups.services import backup_create, target_create
 from controlplane.audit import Actor
 from controlplane.models import AuditEvent
-from monitoring.alert_models import Alert, AlertRule, AlertState
-from monitoring.alerting import alert_rules_evaluate, channel_create, rule_update
 from monitoring.checks import FAIL, PASS, WARN, check_backup_age
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_tasks")]
@@ -85,7 +85,7 @@ def test_a_failed_backup_fires_an_alert_for_its_target_and_a_good_one_resolves_i
 def test_a_failed_backup_alerts_once_it_commits_through_the_backup_failed_signal(
     alerts_on, broken_target, django_capture_on_commit_callbacks
 ):
-    """backups imports no monitoring: it sends backups.signals.backup_failed, which monitoring connects
+    """backups imports no alerting: it sends backups.signals.backup_failed, which alerting connects
     (apps.py) to an evaluation of the rules, queued at once (run here in the test, as a worker would)."""
     from backups.signals import backup_failed
 

@@ -1,4 +1,4 @@
-"""Operator screens for alerting. Every write goes through monitoring.alerting (validated, audited)."""
+"""Operator screens for alerting. Every write goes through alerting.services (validated, audited)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from controlplane.admin import ReadOnlyAdminMixin, ReadOnlyInlineMixin
-from controlplane.audit import Actor
-from controlplane.status import StatusPillsAdmin, admin_status
-from monitoring.alert_models import (
+from alerting.models import (
     Alert,
     AlertRule,
     AlertState,
@@ -23,7 +20,7 @@ from monitoring.alert_models import (
     NotificationChannel,
     Silence,
 )
-from monitoring.alerting import (
+from alerting.services import (
     CHANNEL_FIELDS,
     RULE_FIELDS,
     alert_acknowledge,
@@ -38,6 +35,9 @@ from monitoring.alerting import (
     silence_delete,
     silence_end,
 )
+from controlplane.admin import ReadOnlyAdminMixin, ReadOnlyInlineMixin
+from controlplane.audit import Actor
+from controlplane.status import StatusPillsAdmin, admin_status
 
 
 class RecipientsField(forms.CharField):
@@ -211,7 +211,7 @@ class AlertAdmin(StatusPillsAdmin, ReadOnlyAdminMixin, admin.ModelAdmin):
         return alert.rule.severity
 
     def has_acknowledge_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("monitoring.change_alert")
+        return request.user.has_perm("alerting.change_alert")
 
     @admin.action(description="Acknowledge the selected alerts", permissions=["acknowledge"])
     def acknowledge(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -251,7 +251,7 @@ class SilenceAdmin(admin.ModelAdmin):
         return obj is None and super().has_change_permission(request, obj)  # made, ended or deleted; not edited
 
     def has_end_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("monitoring.change_silence")
+        return request.user.has_perm("alerting.change_silence")
 
     def save_model(self, request: HttpRequest, obj: Silence, form: Any, change: bool) -> None:
         data = form.cleaned_data

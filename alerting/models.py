@@ -1,7 +1,7 @@
 """Alerting: where notifications go, the rules that raise alerts, the alerts, silences and the delivery log.
 
-Imported at the end of ``monitoring/models.py`` so that Django finds these models in the monitoring app.
-Every write goes through ``monitoring/alerting.py``.
+Every write goes through ``alerting/services.py``. The tables keep the names they had when these models
+lived in the monitoring app (``db_table``): the move changed Django's state, not the database.
 """
 
 from __future__ import annotations
@@ -15,9 +15,6 @@ from django.core.validators import MaxValueValidator, MinValueValidator, validat
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
-
-# Only the models: monitoring/models.py star-imports this module, and its own names must win.
-__all__ = ["Alert", "AlertRule", "Delivery", "NotificationChannel", "Silence"]
 
 ANY_COMPONENT = "*"
 
@@ -53,6 +50,7 @@ class NotificationChannel(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
+        db_table = "monitoring_notificationchannel"
         ordering = ["name"]
 
     def __str__(self) -> str:
@@ -185,10 +183,13 @@ class AlertRule(models.Model):
         help_text="Never notify twice for the same alert within this many minutes.",
     )
     enabled = models.BooleanField(default=True)
-    channels = models.ManyToManyField(NotificationChannel, blank=True, related_name="rules")
+    channels = models.ManyToManyField(
+        NotificationChannel, blank=True, related_name="rules", db_table="monitoring_alertrule_channels"
+    )
     description = models.CharField(max_length=500, blank=True)
 
     class Meta:
+        db_table = "monitoring_alertrule"
         ordering = ["name"]
 
     def __str__(self) -> str:
@@ -279,6 +280,7 @@ class Alert(models.Model):
     objects = AlertQuerySet.as_manager()
 
     class Meta:
+        db_table = "monitoring_alert"
         ordering = ["-started_at"]
         constraints = [
             # At most one open (pending or firing) alert per key, whatever evaluations run at once.
@@ -315,6 +317,7 @@ class Silence(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
+        db_table = "monitoring_silence"
         ordering = ["-starts_at"]
         indexes = [
             # Silences active now: ends_at > now (few rows; the starts_at test runs on those).
@@ -367,6 +370,7 @@ class Delivery(models.Model):
     response_status = models.PositiveSmallIntegerField(null=True, blank=True)
 
     class Meta:
+        db_table = "monitoring_delivery"
         ordering = ["-created_at"]
         verbose_name_plural = "deliveries"
         indexes = [

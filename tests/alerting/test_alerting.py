@@ -10,10 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from controlplane.audit import Actor
-from controlplane.models import AuditEvent
-from flags.services import flag_create, flag_update
-from monitoring.alert_models import (
+from alerting.models import (
     Alert,
     AlertRule,
     AlertState,
@@ -22,7 +19,7 @@ from monitoring.alert_models import (
     NotificationChannel,
     Silence,
 )
-from monitoring.alerting import (
+from alerting.services import (
     InvalidAlertSetting,
     alert_acknowledge,
     alert_rules_evaluate,
@@ -32,6 +29,9 @@ from monitoring.alerting import (
     rule_update,
     silence_create,
 )
+from controlplane.audit import Actor
+from controlplane.models import AuditEvent
+from flags.services import flag_create, flag_update
 from monitoring.models import BUCKET_FIELDS, HealthMetric, RequestRollup
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_tasks")]
@@ -367,7 +367,7 @@ def test_an_email_channel_needs_recipients():
 
 def test_the_webhook_url_never_reaches_the_audit_trail(slack, http_sink):
     channel_update(channel=slack, changes={"url": "https://hooks.slack.com/services/T1/B1/anotherSecret"}, actor=SYSTEM)
-    events = AuditEvent.objects.filter(object_type="monitoring.notificationchannel").order_by("time")
+    events = AuditEvent.objects.filter(object_type="alerting.notificationchannel").order_by("time")
     assert [e.action for e in events] == ["notificationchannel.create", "notificationchannel.update"]
     dumped = json.dumps([[e.before, e.after] for e in events])
     assert "XyZsecretWebhookPart" not in dumped and "anotherSecret" not in dumped
@@ -406,12 +406,18 @@ def test_a_silence_must_end_after_it_starts(check_rule):
     assert not Silence.objects.exists()
 
 
-def test_the_evaluation_task_is_registered_for_beat(alerts_on):
-    from monitoring.alert_tasks import deliver_notification, evaluate_alert_rules
+def test_the_tasks_are_registered_under_their_names_and_the_names_they_had_in_monitoring(alerts_on):
+    """A message queued before the upgrade names monitoring.*: a worker of this version still runs it."""
+    from alerting.tasks import deliver_notification, evaluate_alert_rules
+    from controlplane.celery import app
 
-    assert evaluate_alert_rules.name == "monitoring.evaluate_alert_rules"
-    assert deliver_notification.name == "monitoring.deliver_notification"
-    assert evaluate_alert_rules()["rules"] == 6
+    assert evaluate_alert_rules.name == "alerting.evaluate_alert_rules"
+    assert deliver_notification.name == "alerting.deliver_notification"
+    app.loader.import_default_modules()  # what a worker does at start: autodiscovery of the apps' tasks
+    for name in ("alerting.evaluate_alert_rules", "monitoring.evaluate_alert_rules"):
+        assert app.tasks[name]()["rules"] == 6
+    queued_before = app.tasks["monitoring.deliver_notification"]
+    assert (queued_before.max_retries, queued_before.soft_time_limit) == (deliver_notification.max_retries, 60)
 
 
 def test_a_check_latency_rule_compares_the_latest_stored_value(alerts_on, slack, evaluate, http_sink):

@@ -8,12 +8,12 @@ import socket
 import pytest
 from django.core import mail
 
+from alerting.models import Alert, AlertRule, AlertState, Delivery, DeliveryStatus
+from alerting.services import alert_rules_evaluate, channel_create, channel_send_test, delivery_attempt, rule_update
+from alerting.tasks import MAX_DELIVERY_RETRIES, backoff_seconds, deliver_notification
 from controlplane.audit import Actor
 from controlplane.models import AuditEvent
 from flags.services import flag_update
-from monitoring.alert_models import Alert, AlertRule, AlertState, Delivery, DeliveryStatus
-from monitoring.alert_tasks import MAX_DELIVERY_RETRIES, backoff_seconds, deliver_notification
-from monitoring.alerting import alert_rules_evaluate, channel_create, channel_send_test, delivery_attempt, rule_update
 from monitoring.models import HealthMetric
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_tasks")]

@@ -1,4 +1,4 @@
-"""Monitoring's production readiness item: an alert channel that someone reads."""
+"""Alerting's production readiness item: an alert channel that someone reads."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from controlplane.readiness import PASS, WARN, Item, unreadable
 def alert_channel() -> Item:
     from django.db import DatabaseError
 
-    from monitoring.alert_models import NotificationChannel
+    from alerting.models import NotificationChannel
 
     try:
         channels = NotificationChannel.objects.filter(enabled=True).count()

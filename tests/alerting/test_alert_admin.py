@@ -8,11 +8,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from alerting.models import Alert, AlertRule, AlertState, Delivery, NotificationChannel, Silence
+from alerting.services import channel_create
 from controlplane.audit import Actor
 from controlplane.models import AuditEvent
 from flags.services import flag_create
-from monitoring.alert_models import Alert, AlertRule, AlertState, Delivery, NotificationChannel, Silence
-from monitoring.alerting import channel_create
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_tasks")]
 SYSTEM = Actor.system("tests")
@@ -29,7 +29,7 @@ def slack(http_sink):
 
 def test_add_a_channel_refuses_a_non_http_url_and_saves_nothing(operator_client):
     response = operator_client.post(
-        "/admin/monitoring/notificationchannel/add/",
+        "/admin/alerting/notificationchannel/add/",
         {"name": "ops", "kind": "slack", "url": "ftp://hooks.example.com/x", "email_recipients": "", "enabled": "on"},
     )
     assert response.status_code == 200
@@ -40,7 +40,7 @@ def test_add_a_channel_refuses_a_non_http_url_and_saves_nothing(operator_client)
 def test_add_and_edit_a_channel_through_the_service_without_showing_the_url(operator_client):
     url = f"https://hooks.slack.com/services/{SECRET}"
     response = operator_client.post(
-        "/admin/monitoring/notificationchannel/add/",
+        "/admin/alerting/notificationchannel/add/",
         {"name": "ops", "kind": "slack", "url": url, "email_recipients": "", "enabled": "on"},
     )
     assert response.status_code == 302, response.content.decode()[:2000]
@@ -49,14 +49,14 @@ def test_add_and_edit_a_channel_through_the_service_without_showing_the_url(oper
     create = AuditEvent.objects.get(action="notificationchannel.create")
     assert create.actor_label == "operator" and SECRET not in json.dumps(create.after)
 
-    listing = operator_client.get("/admin/monitoring/notificationchannel/").content.decode()
+    listing = operator_client.get("/admin/alerting/notificationchannel/").content.decode()
     assert "ops" in listing and "hooks.slack.com" in listing and SECRET not in listing
-    form = operator_client.get(f"/admin/monitoring/notificationchannel/{channel.pk}/change/").content.decode()
+    form = operator_client.get(f"/admin/alerting/notificationchannel/{channel.pk}/change/").content.decode()
     assert SECRET not in form
 
     # Left empty on change, the URL is kept.
     response = operator_client.post(
-        f"/admin/monitoring/notificationchannel/{channel.pk}/change/",
+        f"/admin/alerting/notificationchannel/{channel.pk}/change/",
         {"name": "ops-renamed", "kind": "slack", "url": "", "email_recipients": "", "enabled": "on"},
     )
     assert response.status_code == 302
@@ -71,7 +71,7 @@ def test_send_a_test_notification_action(operator_client, slack, http_sink, djan
         flag_create(data={"name": "external_alerts", "enabled": True, "rollout_percent": 100}, actor=SYSTEM)
     with django_capture_on_commit_callbacks(execute=True):
         response = operator_client.post(
-            "/admin/monitoring/notificationchannel/",
+            "/admin/alerting/notificationchannel/",
             {"action": "send_test", "_selected_action": [slack.pk]},
             follow=True,
         )
@@ -87,11 +87,11 @@ def test_rule_add_through_the_service_with_channels_and_bad_values_refused(opera
         "threshold": "1500", "window_minutes": "5", "for_evaluations": "3", "severity": "warning",
         "repeat_interval_minutes": "30", "enabled": "on", "description": "", "channels": [slack.pk],
     }  # fmt: skip
-    refused = operator_client.post("/admin/monitoring/alertrule/add/", {**base, "component": ""})
+    refused = operator_client.post("/admin/alerting/alertrule/add/", {**base, "component": ""})
     assert refused.status_code == 200 and "a check rule needs a component" in refused.content.decode()
-    refused = operator_client.post("/admin/monitoring/alertrule/add/", {**base, "measurement": ""})
+    refused = operator_client.post("/admin/alerting/alertrule/add/", {**base, "measurement": ""})
     assert refused.status_code == 200 and "a latency rule needs the measurement" in refused.content.decode()
-    response = operator_client.post("/admin/monitoring/alertrule/add/", base)
+    response = operator_client.post("/admin/alerting/alertrule/add/", base)
     assert response.status_code == 302, response.content.decode()[:2000]
     rule = AlertRule.objects.get(name="slow search")
     assert list(rule.channels.all()) == [slack] and rule.for_evaluations == 3
@@ -102,25 +102,25 @@ def test_rule_add_through_the_service_with_channels_and_bad_values_refused(opera
 def test_acknowledge_action_is_audited(operator_client, operator):
     rule = AlertRule.objects.get(name="any check failing 3 times running")
     alert = Alert.objects.create(rule=rule, dedup_key="k", state=AlertState.FIRING, fired_at=timezone.now())
-    page = operator_client.get("/admin/monitoring/alert/").content.decode()
+    page = operator_client.get("/admin/alerting/alert/").content.decode()
     assert "Acknowledge the selected alerts" in page
     response = operator_client.post(
-        "/admin/monitoring/alert/", {"action": "acknowledge", "_selected_action": [alert.pk]}, follow=True
+        "/admin/alerting/alert/", {"action": "acknowledge", "_selected_action": [alert.pk]}, follow=True
     )
     assert "Acknowledged 1 alert(s)." in response.content.decode()
     alert.refresh_from_db()
     assert alert.acknowledged_by == operator
     assert AuditEvent.objects.filter(action="alert.acknowledge", actor_label="operator").count() == 1
     # Read-only otherwise.
-    assert operator_client.get("/admin/monitoring/alert/add/").status_code == 403
-    assert operator_client.post(f"/admin/monitoring/alert/{alert.pk}/delete/").status_code == 403
+    assert operator_client.get("/admin/alerting/alert/add/").status_code == 403
+    assert operator_client.post(f"/admin/alerting/alert/{alert.pk}/delete/").status_code == 403
 
 
 def test_silence_add_and_end_now(operator_client, operator):
     now = timezone.localtime()
     later = now + timedelta(hours=2)
     response = operator_client.post(
-        "/admin/monitoring/silence/add/",
+        "/admin/alerting/silence/add/",
         {
             "starts_at_0": now.strftime("%Y-%m-%d"), "starts_at_1": now.strftime("%H:%M:%S"),
             "ends_at_0": later.strftime("%Y-%m-%d"), "ends_at_1": later.strftime("%H:%M:%S"),
@@ -132,7 +132,7 @@ def test_silence_add_and_end_now(operator_client, operator):
     assert silence.created_by == operator and silence.component == "postgres"
     assert AuditEvent.objects.filter(action="silence.create", actor_label="operator").exists()
 
-    operator_client.post("/admin/monitoring/silence/", {"action": "end_now", "_selected_action": [silence.pk]})
+    operator_client.post("/admin/alerting/silence/", {"action": "end_now", "_selected_action": [silence.pk]})
     silence.refresh_from_db()
     assert silence.ends_at <= timezone.now()
     assert AuditEvent.objects.filter(action="silence.end").exists()
@@ -140,14 +140,14 @@ def test_silence_add_and_end_now(operator_client, operator):
 
 def test_delivery_log_is_read_only(operator_client, slack):
     Delivery.objects.create(channel=slack, event="test", status="sent", attempts=1, response_status=200)
-    listing = operator_client.get("/admin/monitoring/delivery/")
+    listing = operator_client.get("/admin/alerting/delivery/")
     assert listing.status_code == 200 and "ops-slack" in listing.content.decode()
-    assert operator_client.get("/admin/monitoring/delivery/add/").status_code == 403
+    assert operator_client.get("/admin/alerting/delivery/add/").status_code == 403
 
 
 def test_a_viewer_cannot_reach_alerting_admin(client, viewer):
     client.force_login(viewer)
-    assert client.get("/admin/monitoring/notificationchannel/").status_code in (302, 403)
+    assert client.get("/admin/alerting/notificationchannel/").status_code in (302, 403)
 
 
 def test_every_alerting_page_renders(operator_client, slack):
@@ -158,19 +158,19 @@ def test_every_alerting_page_renders(operator_client, slack):
     )
     silence = Silence.objects.create(ends_at=timezone.now() + timedelta(hours=1), reason="upgrade")
     for url in [
-        "/admin/monitoring/notificationchannel/add/",
-        f"/admin/monitoring/notificationchannel/{slack.pk}/change/",
-        "/admin/monitoring/alertrule/",
-        "/admin/monitoring/alertrule/add/",
-        f"/admin/monitoring/alertrule/{rule.pk}/change/",
-        f"/admin/monitoring/alert/{alert.pk}/change/",
-        "/admin/monitoring/silence/",
-        "/admin/monitoring/silence/add/",
-        f"/admin/monitoring/silence/{silence.pk}/change/",
-        f"/admin/monitoring/delivery/{delivery.pk}/change/",
+        "/admin/alerting/notificationchannel/add/",
+        f"/admin/alerting/notificationchannel/{slack.pk}/change/",
+        "/admin/alerting/alertrule/",
+        "/admin/alerting/alertrule/add/",
+        f"/admin/alerting/alertrule/{rule.pk}/change/",
+        f"/admin/alerting/alert/{alert.pk}/change/",
+        "/admin/alerting/silence/",
+        "/admin/alerting/silence/add/",
+        f"/admin/alerting/silence/{silence.pk}/change/",
+        f"/admin/alerting/delivery/{delivery.pk}/change/",
     ]:
         response = operator_client.get(url)
         assert response.status_code == 200, url
         assert SECRET not in response.content.decode(), url
-    detail = operator_client.get(f"/admin/monitoring/alert/{alert.pk}/change/").content.decode()
+    detail = operator_client.get(f"/admin/alerting/alert/{alert.pk}/change/").content.decode()
     assert "HTTP 500" in detail  # its deliveries, inline

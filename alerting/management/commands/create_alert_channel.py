@@ -8,9 +8,9 @@ import os
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from alerting.models import ChannelKind, NotificationChannel
+from alerting.services import InvalidAlertSetting, channel_create
 from controlplane.audit import Actor
-from monitoring.alert_models import ChannelKind, NotificationChannel
-from monitoring.alerting import InvalidAlertSetting, channel_create
 
 
 class Command(BaseCommand):
@@ -40,8 +40,8 @@ class Command(BaseCommand):
             channel = channel_create(data=data, actor=actor)
         except InvalidAlertSetting as exc:
             raise CommandError(str(exc)) from None
-        from monitoring.alert_models import AlertRule
-        from monitoring.alerting import rule_update
+        from alerting.models import AlertRule
+        from alerting.services import rule_update
 
         for rule in AlertRule.objects.all():
             rule_update(rule=rule, changes={"channels": [*rule.channels.all(), channel]}, actor=actor)

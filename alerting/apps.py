@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.apps import AppConfig
+
+logger = logging.getLogger(__name__)
+
+
+def evaluate_soon(sender: Any, **kwargs: Any) -> None:
+    """``backups.signals.backup_failed``: evaluate the rules now rather than at the next minute's round."""
+    from alerting.tasks import evaluate_alert_rules
+
+    try:
+        evaluate_alert_rules.delay()
+    except Exception as exc:  # noqa: BLE001 - the broker down: the scheduled evaluation still sees it
+        logger.warning("could not queue an alert evaluation: %s", exc)
+
+
+def evaluate_after_checks(sender: Any, **kwargs: Any) -> None:
+    """``monitoring.signals.checks_recorded``: evaluate the rules in the checks' task, on the rows just stored."""
+    from alerting.services import alert_rules_evaluate
+
+    alert_rules_evaluate()
+
+
+class AlertingConfig(AppConfig):
+    name = "alerting"
+    verbose_name = "Alerting"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from alerting.readiness import alert_channel
+        from alerting.retention import RULES
+        from controlplane.readiness import register_items
+        from controlplane.retention import register_rules
+
+        register_items(self.label, alert_channel)
+        register_rules(self.label, *RULES)
+
+        from backups.signals import backup_failed
+        from monitoring.signals import checks_recorded
+
+        # Told, never called: backups and monitoring do not import alerting.
+        backup_failed.connect(evaluate_soon, dispatch_uid="alerting-evaluate-on-backup-failure")
+        checks_recorded.connect(evaluate_after_checks, dispatch_uid="alerting-evaluate-after-checks")
