@@ -14,8 +14,18 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html
 
 from controlplane.audit import Actor, audit_record, describe_change, snapshot
+from controlplane.forms import add_to_form
 from controlplane.models import ApiToken, AuditEvent, Scope
-from controlplane.services import api_token_create, api_token_revoke
+from controlplane.services import (
+    MAX_EXPIRES_IN_DAYS,
+    MIN_EXPIRES_IN_DAYS,
+    InvalidTokenRequest,
+    api_token_create,
+    api_token_revoke,
+    clean_expires_in_days,
+    clean_token_name,
+    parse_scopes,
+)
 
 
 class ReadOnlyAdminMixin:
@@ -191,12 +201,31 @@ _audit_other_admins()
 class ApiTokenCreateForm(forms.ModelForm):
     scopes = forms.MultipleChoiceField(choices=Scope.choices, widget=forms.CheckboxSelectMultiple)
     expires_in_days = forms.IntegerField(
-        required=False, min_value=1, max_value=3650, help_text="Leave empty for a token that does not expire."
+        required=False,
+        min_value=MIN_EXPIRES_IN_DAYS,
+        max_value=MAX_EXPIRES_IN_DAYS,
+        help_text="Leave empty for a token that does not expire.",
     )
 
     class Meta:
         model = ApiToken
         fields = ["name"]
+
+    def clean(self) -> dict[str, Any]:
+        """The service's own rules, so that what the form lets through the service takes."""
+        data = super().clean()
+        checks = [
+            ("name", clean_token_name),
+            ("scopes", parse_scopes),
+            ("expires_in_days", clean_expires_in_days),
+        ]
+        for name, check in checks:
+            if name in data:
+                try:
+                    data[name] = check(data[name])
+                except InvalidTokenRequest as error:
+                    add_to_form(self, error)
+        return data
 
 
 @admin.register(ApiToken)
@@ -234,7 +263,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
         if change:
             return  # nothing of a token is edited after it is made
-        # The form already enforces what the service checks (name, known scopes, 1..3650 days).
+        # The form's clean already ran the service's checks (name, known scopes, days).
         token, raw = api_token_create(
             name=form.cleaned_data["name"],
             scopes=form.cleaned_data["scopes"],

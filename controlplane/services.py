@@ -20,6 +20,10 @@ TOKEN_PREFIX = "cpt_"  # noqa: S105 - a marker that lets redaction spot tokens, 
 # Recording every use would make each API call a write; a minute's precision is what operators need.
 LAST_USED_PRECISION = timedelta(minutes=1)
 TOKEN_AUDIT_FIELDS = ["name", "prefix", "scopes", "expires_at", "revoked_at"]
+# The rules of a token request, declared once: the service, the admin form, the command and the API schemas.
+MAX_TOKEN_NAME_LENGTH = 100
+MIN_EXPIRES_IN_DAYS = 1
+MAX_EXPIRES_IN_DAYS = 3650
 
 
 def _load_tokens() -> dict[str, ApiToken]:
@@ -52,16 +56,28 @@ def parse_scopes(raw: str | list[str]) -> list[str]:
     return scopes
 
 
+def clean_token_name(name: str) -> str:
+    """The name, stripped; 1 to MAX_TOKEN_NAME_LENGTH characters."""
+    name = name.strip()
+    if not name or len(name) > MAX_TOKEN_NAME_LENGTH:
+        raise InvalidTokenRequest("name", f"give a name of 1 to {MAX_TOKEN_NAME_LENGTH} characters")
+    return name
+
+
+def clean_expires_in_days(days: int | None) -> int | None:
+    """Days until the token expires, or None for a token that does not."""
+    if days is not None and not MIN_EXPIRES_IN_DAYS <= days <= MAX_EXPIRES_IN_DAYS:
+        raise InvalidTokenRequest("expires_in_days", f"must be between {MIN_EXPIRES_IN_DAYS} and {MAX_EXPIRES_IN_DAYS}")
+    return days
+
+
 def api_token_create(
     *, name: str, scopes: str | list[str], expires_in_days: int | None = None, actor: Actor
 ) -> tuple[ApiToken, str]:
     """Make a token. Returns the row and the token itself, which is never stored and shown once."""
-    name = name.strip()
-    if not name or len(name) > 100:
-        raise InvalidTokenRequest("name", "give a name of 1 to 100 characters")
+    name = clean_token_name(name)
     parsed = parse_scopes(scopes)
-    if expires_in_days is not None and not 1 <= expires_in_days <= 3650:
-        raise InvalidTokenRequest("expires_in_days", "must be between 1 and 3650")
+    expires_in_days = clean_expires_in_days(expires_in_days)
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with transaction.atomic():
         token = ApiToken.objects.create(

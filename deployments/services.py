@@ -36,9 +36,10 @@ from deployments.models import (
 from deployments.steps import InvalidStep, validate_steps
 
 logger = logging.getLogger(__name__)
+# The one rule for a version (clean_version), declared here for every caller and the API schemas.
 MAX_VERSION = 128
 # Used with fullmatch: "^...$" would let a final newline through.
-_VERSION = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._+-]{{0,{MAX_VERSION - 1}}}")
+VERSION_PATTERN = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._+-]{{0,{MAX_VERSION - 1}}}")
 VERSION_RULE = (
     f"at most {MAX_VERSION} characters: letters, digits, '.', '_', '+' and '-', starting with a letter or digit,"
     " no '..'"
@@ -114,7 +115,7 @@ def environment_save(*, name: str, pipeline: Pipeline, health_url: str = "", act
 # --- Requests ------------------------------------------------------------------------------------
 
 
-def _clean_version(version: Any) -> str:
+def clean_version(version: Any) -> str:
     """The one rule for a version, whoever asks (API, page, admin, command, rollback, recovery).
 
     A version ends up in argv, URLs, JSON bodies and paths of steps, so it is a plain release name:
@@ -123,7 +124,7 @@ def _clean_version(version: Any) -> str:
     """
     if not isinstance(version, str) or not version.strip():
         raise InvalidDeployment("version", "required: a non-empty string")
-    if _VERSION.fullmatch(version) is None or ".." in version:
+    if VERSION_PATTERN.fullmatch(version) is None or ".." in version:
         raise InvalidDeployment("version", VERSION_RULE)
     return version
 
@@ -154,7 +155,7 @@ def deployment_request(
     constraint decides, so two requests at once cannot both pass).
     """
     env = _environment(environment)
-    version = _clean_version(version)
+    version = clean_version(version)
     if type not in DeploymentType.values:
         raise InvalidDeployment("type", f"one of {', '.join(DeploymentType.values)}")
     steps = env.pipeline.steps if steps is None else steps

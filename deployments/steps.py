@@ -47,7 +47,12 @@ BASE_ENVIRONMENT = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTY
 # pipeline's own text: what replaces a reference is never scanned again, so a version (or any other
 # value) holding "${NAME}" or "{version}" stays literal text.
 _REFERENCE = re.compile(r"\$\{(?P<secret>[A-Z][A-Z0-9_]*)\}|\{(?P<variable>[A-Za-z_][A-Za-z0-9_]*)\}")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,99}$")
+# The rules of a pipeline, for the admin's steps box, the services and the API schemas alike.
+MAX_STEPS = 100
+MAX_STEP_NAME_LENGTH = 100
+# Used with fullmatch: "^...$" would let a final newline through.
+STEP_NAME_PATTERN = re.compile(rf"[A-Za-z0-9][A-Za-z0-9 _.:-]{{0,{MAX_STEP_NAME_LENGTH - 1}}}")
+STEP_NAME_RULE = f"required: 1 to {MAX_STEP_NAME_LENGTH} letters, digits, spaces or _ . : -"
 
 
 class InvalidStep(InvalidInput):
@@ -115,8 +120,8 @@ def validate_steps(steps: Any, *, prefix: str = "steps") -> list[dict[str, Any]]
     """Check a whole pipeline; raises InvalidStep naming the first wrong field. Returns the steps."""
     if not isinstance(steps, list):
         raise InvalidStep(prefix, "must be a JSON list of steps")
-    if len(steps) > 100:
-        raise InvalidStep(prefix, "at most 100 steps")
+    if len(steps) > MAX_STEPS:
+        raise InvalidStep(prefix, f"at most {MAX_STEPS} steps")
     names = set()
     for index, step in enumerate(steps):
         validate_step(step, f"{prefix}[{index}]")
@@ -130,8 +135,8 @@ def validate_step(step: Any, where: str, *, nested: bool = False) -> None:
     if not isinstance(step, dict):
         raise InvalidStep(where, "must be a JSON object")
     name = step.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise InvalidStep(f"{where}.name", "required: 1 to 100 letters, digits, spaces or _ . : -")
+    if not isinstance(name, str) or not STEP_NAME_PATTERN.fullmatch(name):
+        raise InvalidStep(f"{where}.name", STEP_NAME_RULE)
     kind = step.get("kind")
     if kind not in KINDS:
         guess = did_you_mean(kind, KINDS, _KIND_ALIASES) if isinstance(kind, str) else ""

@@ -15,8 +15,12 @@ from flags.models import Flag
 from flags.selectors import flag_history
 from flags.services import (
     FIELDS,
+    MAX_ROLLOUT_PERCENT,
+    MIN_ROLLOUT_PERCENT,
+    ROLLOUT_PERCENT_RULE,
     InvalidFlagDefinition,
     clean_fields,
+    clean_rollout_percent,
     flag_create,
     flag_delete,
     flag_update,
@@ -55,14 +59,17 @@ class FlagForm(forms.ModelForm):
         return data
 
 
-ROLLOUT_FIELD = forms.IntegerField(min_value=0, max_value=100, label="Rollout %")
+# Reads the typed text as a whole number; the range is the services' rule (clean_rollout_percent).
+WHOLE_NUMBER = forms.IntegerField()
 
 
 class RolloutActionForm(ActionForm):
     # Text, checked by the action: a number the action form refused would make Django answer
     # "No action selected." and drop the selection instead of saying what is wrong with the percent.
     rollout_percent = forms.CharField(
-        required=False, label="Rollout %", widget=forms.NumberInput(attrs={"min": 0, "max": 100, "step": 1})
+        required=False,
+        label="Rollout %",
+        widget=forms.NumberInput(attrs={"min": MIN_ROLLOUT_PERCENT, "max": MAX_ROLLOUT_PERCENT, "step": 1}),
     )
 
 
@@ -123,11 +130,11 @@ class FlagAdmin(admin.ModelAdmin):
     def set_rollout(self, request: HttpRequest, queryset: Any) -> HttpResponse | None:
         raw = request.POST.get("rollout_percent", "").strip()
         try:
-            percent = ROLLOUT_FIELD.clean(raw)
-        except forms.ValidationError:
+            percent = clean_rollout_percent(WHOLE_NUMBER.clean(raw))
+        except (forms.ValidationError, InvalidFlagDefinition):
             # The same flags, still selected, on a page that asks for the percent again.
             got = f" (got {raw!r})" if raw else ""
-            message = f"The rollout percent must be a whole number from 0 to 100{got}."
+            message = f"The rollout percent {ROLLOUT_PERCENT_RULE}{got}."
             self.message_user(request, message, messages.ERROR)
             context = {
                 **self.admin_site.each_context(request),

@@ -13,9 +13,18 @@ from controlplane.errors import InvalidInput, NotFound
 from flags.models import Flag
 from flags.snapshot import snapshot as flags_snapshot
 
-NAME_PATTERN = re.compile(r"[a-z0-9_.-]{1,100}")
-MAX_TARGETING_KEY = 256
+# The rules of a flag's fields, declared once: the services check them, the admin form and the API
+# schemas name them, and the messages below are what every caller shows when one is broken.
+MAX_NAME_LENGTH = 100
+NAME_PATTERN = re.compile(rf"[a-z0-9_.-]{{1,{MAX_NAME_LENGTH}}}")  # used with fullmatch
+NAME_RULE = f"1 to {MAX_NAME_LENGTH} of a-z, 0-9, '_', '.', '-'"
+MIN_ROLLOUT_PERCENT = 0
+MAX_ROLLOUT_PERCENT = 100
+ROLLOUT_PERCENT_RULE = f"must be a whole number from {MIN_ROLLOUT_PERCENT} to {MAX_ROLLOUT_PERCENT}"
+MAX_TARGETING_KEY = 256  # characters of one key (a user id), here and in OFREP's targetingKey
 MAX_TARGETING_KEYS = 10_000
+MAX_DESCRIPTION_LENGTH = 2000
+MAX_OWNER_LENGTH = 100
 FIELDS = ("name", "enabled", "rollout_percent", "targeting_keys", "description", "owner")
 AUDIT_FIELDS = list(FIELDS)
 DEFAULTS: dict[str, Any] = {
@@ -47,7 +56,13 @@ class FlagNotFound(NotFound):
 
 def clean_name(value: Any, *, flag: str | None = None) -> str:
     if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
-        raise InvalidFlagDefinition("name", "1 to 100 of a-z, 0-9, '_', '.', '-'", flag=flag)
+        raise InvalidFlagDefinition("name", NAME_RULE, flag=flag)
+    return value
+
+
+def clean_rollout_percent(value: Any, *, flag: str | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_ROLLOUT_PERCENT <= value <= MAX_ROLLOUT_PERCENT:
+        raise InvalidFlagDefinition("rollout_percent", ROLLOUT_PERCENT_RULE, flag=flag)
     return value
 
 
@@ -66,10 +81,7 @@ def clean_fields(data: Any, *, allowed: tuple[str, ...] = FIELDS, flag: str | No
             raise InvalidFlagDefinition("enabled", "must be true or false", flag=flag)
         clean["enabled"] = data["enabled"]
     if "rollout_percent" in data:
-        value = data["rollout_percent"]
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
-            raise InvalidFlagDefinition("rollout_percent", "must be a whole number from 0 to 100", flag=flag)
-        clean["rollout_percent"] = value
+        clean["rollout_percent"] = clean_rollout_percent(data["rollout_percent"], flag=flag)
     if "targeting_keys" in data:
         keys = data["targeting_keys"]
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
@@ -81,7 +93,7 @@ def clean_fields(data: Any, *, allowed: tuple[str, ...] = FIELDS, flag: str | No
         if len(keys) > MAX_TARGETING_KEYS:
             raise InvalidFlagDefinition("targeting_keys", f"at most {MAX_TARGETING_KEYS} keys", flag=flag)
         clean["targeting_keys"] = sorted(set(keys))
-    for name, limit in (("description", 2000), ("owner", 100)):
+    for name, limit in (("description", MAX_DESCRIPTION_LENGTH), ("owner", MAX_OWNER_LENGTH)):
         if name in data:
             if not isinstance(data[name], str) or len(data[name]) > limit:
                 raise InvalidFlagDefinition(name, f"must be text of at most {limit} characters", flag=flag)

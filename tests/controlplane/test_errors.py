@@ -7,6 +7,7 @@ from django.contrib.messages import get_messages
 from django.contrib.messages.storage.fallback import FallbackStorage
 
 from backups.services import AlreadyRunning, InvalidBackupTarget, backup_start, target_create
+from controlplane.admin import ApiTokenCreateForm
 from controlplane.audit import Actor
 from controlplane.errors import Conflict, ControlPlaneError, Forbidden, InvalidInput, NotFound
 from controlplane.forms import add_to_form, as_validation_error, report
@@ -156,3 +157,28 @@ def test_a_report_names_the_object_and_keeps_the_level(rf):
         (messages.ERROR, "prod: prod is locked by deployment #4 (running)"),
         (messages.WARNING, "no flag named 'x'"),
     ]
+
+
+# --- Rules declared once, used by the admin forms ------------------------------------------------
+
+
+def test_the_admin_rollout_action_states_the_services_rule(operator_client):
+    flag = flag_create(data={"name": "checkout", "rollout_percent": 10}, actor=SYSTEM)
+    for typed in ("101", "-1", "ten"):
+        response = operator_client.post(
+            "/admin/flags/flag/",
+            {"action": "set_rollout", "_selected_action": [flag.pk], "rollout_percent": typed},
+        )
+        assert f"The rollout percent must be a whole number from 0 to 100 (got &#x27;{typed}&#x27;)." in (
+            response.content.decode()
+        ), typed
+    flag.refresh_from_db()
+    assert flag.rollout_percent == 10
+
+
+def test_the_token_form_applies_the_services_rules(operator):
+    form = ApiTokenCreateForm(data={"name": "ci", "scopes": ["flags:read"], "expires_in_days": "3651"})
+    assert form.errors == {"expires_in_days": ["Ensure this value is less than or equal to 3650."]}
+    form = ApiTokenCreateForm(data={"name": "ci", "scopes": ["flags:read", "deploy"], "expires_in_days": "30"})
+    assert form.is_valid(), form.errors
+    assert form.cleaned_data["scopes"] == ["deploy", "flags:read"]  # as the service stores them

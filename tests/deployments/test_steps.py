@@ -51,6 +51,8 @@ def command(name="step", argv=("/bin/true",), **extra):
         ([command("a", rollback={"name": "undo a", "kind": "command"})], "steps[0].rollback.argv", "non-empty"),
         ([command("same"), command("other"), command("same")], "steps[2].name", "'same' is used twice"),
         ([{"kind": "command", "argv": ["x"]}], "steps[0].name", "required"),
+        ([command("migrate\n")], "steps[0].name", "letters, digits"),  # "$" would let the newline through
+        ([command(f"s{i}") for i in range(101)], "steps", "at most 100 steps"),
         (
             [{"name": "f", "kind": "flags", "set": {"new_checkout": {"enabled": "yes"}}}],
             "steps[0].set.new_checkout.enabled",

@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from controlplane.audit import Actor
 from controlplane.models import Scope
-from controlplane.services import InvalidTokenRequest, api_token_create
+from controlplane.services import MAX_EXPIRES_IN_DAYS, MIN_EXPIRES_IN_DAYS, InvalidTokenRequest, api_token_create
 
 
 @contextmanager
@@ -42,7 +42,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name", help="What the token is for, e.g. ci or wingmanmatch-backend.")
         parser.add_argument("--scopes", required=True, help=f"Comma-separated: {','.join(Scope.values)}")
-        parser.add_argument("--expires-in-days", type=int, default=None, help="Days until it expires (1-3650).")
+        parser.add_argument(
+            "--expires-in-days",
+            type=int,
+            default=None,
+            help=f"Days until it expires ({MIN_EXPIRES_IN_DAYS}-{MAX_EXPIRES_IN_DAYS}).",
+        )
 
     def handle(self, *args: object, **options: object) -> None:
         with _logs_on_stderr():

@@ -7,10 +7,9 @@ import time
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from controlplane.audit import Actor
+from controlplane.errors import ControlPlaneError
 from deployments.models import FINISHED, Deployment, DeploymentStatus
 from deployments.services import (
-    DeploymentLocked,
-    InvalidDeployment,
     deployment_request,
     pending_detail,
     rollback_to_previous,
@@ -41,9 +40,7 @@ class Command(BaseCommand):
                 deployment = deployment_request(
                     environment=options["environment"], version=options["version"], actor=actor
                 )
-        except InvalidDeployment as exc:
-            raise CommandError(str(exc)) from None
-        except DeploymentLocked as exc:
+        except ControlPlaneError as exc:  # bad input, locked, nothing to roll back to
             raise CommandError(str(exc)) from None
         self.stdout.write(
             f"deployment #{deployment.pk}: {deployment.type} {deployment.version} to {options['environment']}"
