@@ -24,7 +24,7 @@ from monitoring.models import BUCKET_FIELDS, HealthMetric, RequestRollup
 from monitoring.selectors import percentile_from_buckets
 
 if TYPE_CHECKING:
-    from alerting.models import Alert
+    from alerting.selectors import Alert
 
 CHART_CACHE_KEY = "dashboard:charts:v1"
 CHART_CACHE_SECONDS = 300  # beat refreshes every minute; a stopped beat shows figures at most 5 min old

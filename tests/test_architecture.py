@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-PACKAGES = ("controlplane", "flags", "monitoring", "deployments", "backups")
+PACKAGES = ("controlplane", "flags", "monitoring", "alerting", "deployments", "backups")
 # controlplane holds the ground and the composition root: its root modules count apart, as "root".
 ROOT_MODULES = ("settings", "urls", "celery", "wsgi", "asgi")
 
@@ -24,9 +24,10 @@ ALLOWED = {
     "root": set(PACKAGES) - {"controlplane"},
     "controlplane": set(),
     "flags": {"controlplane"},
-    "monitoring": {"controlplane", "flags", "backups"},
+    "monitoring": {"controlplane", "flags", "backups", "alerting"},
+    "alerting": {"controlplane", "flags", "backups", "monitoring"},
     "backups": {"controlplane", "flags"},
-    "deployments": {"controlplane", "flags", "monitoring", "backups"},
+    "deployments": {"controlplane", "flags", "monitoring", "alerting", "backups"},
 }
 
 
@@ -76,10 +77,17 @@ WRONG_ARROWS = [
     ("controlplane/audit.py", "from flags import models", "The ground imports no app"),
     ("controlplane/pages.py", "import deployments.selectors", "Nothing but the composition root imports deployments"),
     ("flags/services.py", "from backups.selectors import all_readiness", "flags imports only the ground"),
-    ("backups/services.py", "from monitoring.alert_tasks import evaluate_alert_rules", "backups imports neither"),
+    ("backups/services.py", "from alerting.tasks import evaluate_alert_rules", "backups imports neither"),
     ("backups/api.py", "from flags.models import Flag", "backups imports neither"),
     ("monitoring/views.py", "from deployments.selectors import latest_deployments", "monitoring does not import"),
-    ("monitoring/alerting.py", "from backups.models import BackupTarget", "monitoring reads flags and backups only"),
+    ("monitoring/dashboard.py", "from backups.models import BackupTarget", "monitoring reads flags and backups only"),
+    ("monitoring/services.py", "from alerting.services import alert_rules_evaluate", "monitoring reads alerting only"),
+    ("monitoring/dashboard.py", "from alerting.models import Alert", "monitoring reads alerting only"),
+    ("alerting/services.py", "from backups.models import BackupTarget", "alerting does not import deployments"),
+    ("alerting/services.py", "from monitoring.models import HealthMetric", "alerting does not import deployments"),
+    ("alerting/tasks.py", "from deployments.services import log", "alerting does not import deployments"),
+    ("flags/services.py", "from alerting.selectors import open_alerts", "flags imports only the ground"),
+    ("backups/services.py", "from alerting.selectors import open_alerts", "Only the composition root, deployments and"),
 ]
 
 
