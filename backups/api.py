@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
+from ninja import Router, Schema
 
 from backups.selectors import all_readiness, status
-from controlplane.api import api_view
 from controlplane.models import Scope
+from controlplane.openapi import Error, token_auth
 from flags.selectors import BACKUP_VERIFICATION, is_on
 
+router = Router(tags=["backups"], auth=token_auth(Scope.BACKUPS))
 
-@api_view(scope=Scope.BACKUPS)
+_ERRORS: dict[int, Any] = {400: Error, 401: Error, 403: Error, 503: Error}
+
+
+class BackupStatus(Schema):
+    generated_at: str
+    status: str
+    failing: list[str]
+    verificationScheduled: bool
+    targets: list[dict[str, Any]]
+
+
+class RecoveryReadiness(Schema):
+    generated_at: str
+    ready: bool
+    targets: list[dict[str, Any]]
+
+
+@router.get("/backup/status", url_name="api-backup-status", response={200: BackupStatus, **_ERRORS})
 def backup_status(request: HttpRequest) -> JsonResponse:
     """Per target: schedule, retention, the latest backup and the latest verification with its checks."""
     now = timezone.now()
@@ -33,7 +54,7 @@ def backup_status(request: HttpRequest) -> JsonResponse:
     )
 
 
-@api_view(scope=Scope.BACKUPS)
+@router.get("/backup/recovery-readiness", url_name="api-backup-readiness", response={200: RecoveryReadiness, **_ERRORS})
 def recovery_readiness(request: HttpRequest) -> JsonResponse:
     """Per enabled target: recovery point against the RPO, the RTO estimate, the verified recovery window."""
     now = timezone.now()

@@ -22,7 +22,9 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
+from controlplane.errors import ControlPlaneError
 from controlplane.localcopy import LocalCopyUnavailable
+from controlplane.models import ApiToken
 from controlplane.services import api_token_authenticate
 
 logger = logging.getLogger(__name__)
@@ -83,8 +85,12 @@ def _raw_token(request: HttpRequest, *, allow_api_key: bool) -> str | None:
     return None
 
 
-def authenticate(request: HttpRequest, scope: str, *, allow_api_key: bool = True) -> None:
-    """Set ``request.api_token`` or raise 400 (token in the URL), 401 (none, unknown) or 403 (scope)."""
+def authenticate(request: HttpRequest, scope: str | None, *, allow_api_key: bool = True) -> ApiToken:
+    """The request's token, or raise 400 (token in the URL), 401 (none, unknown) or 403 (scope).
+
+    ``scope`` None accepts a token of any scope. The token is also kept as ``request.auth`` (where
+    ninja keeps what its auth returned), which ``Actor.from_request`` reads for the audit trail.
+    """
     if _QUERY_TOKEN_NAMES & {name.lower() for name in request.GET}:
         raise ApiError(400, "token_in_query_string", "send the token in the Authorization header, never in the URL")
     raw = _raw_token(request, allow_api_key=allow_api_key)
@@ -93,9 +99,32 @@ def authenticate(request: HttpRequest, scope: str, *, allow_api_key: bool = True
     token = api_token_authenticate(raw)
     if token is None:
         raise ApiError(401, "unauthorized", "the token is unknown, expired or revoked")
-    if not token.has_scope(scope):
+    if scope is not None and not token.has_scope(scope):
         raise ApiError(403, "forbidden", f"the token lacks the scope {scope}", scope=scope)
-    request.api_token = token
+    request.auth = token  # type: ignore[attr-defined]
+    return token
+
+
+def error_for(request: HttpRequest, exc: BaseException) -> ApiError | None:
+    """The API's answer to ``exc``, or None for an exception that is a bug (Django's 500 handles it)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, ControlPlaneError):  # the services' vocabulary, mapped here once
+        return ApiError(exc.status, exc.code, exc.message, field=exc.field, **exc.extra)
+    if isinstance(exc, Http404):  # get_object_or_404 and friends: Django would answer with its HTML page
+        return ApiError(404, "not_found", str(exc) or "no such object")
+    if isinstance(exc, RequestDataTooBig):  # raised when the view first reads request.body
+        return _too_large()
+    if isinstance(exc, TooManyFieldsSent):
+        return _too_many_fields()
+    if isinstance(exc, LocalCopyUnavailable):  # a fresh process, no database and no copy on disk (logged there)
+        return ApiError(503, "unavailable", "the database cannot be read; try again shortly")
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        # The database refused, dropped or timed out (a write during an outage): a 503 that says so,
+        # which callers retry, rather than a 500 with a traceback.
+        logger.error("%s %s: the database does not answer: %s", request.method, request.path, exc)
+        return ApiError(503, "database_unavailable", "the database does not answer; try again shortly")
+    return None
 
 
 def api_view(
@@ -117,21 +146,11 @@ def api_view(
                     if isinstance(value, str) and not _is_text(value):
                         raise ApiError(400, "invalid_text", f"{name} is not valid Unicode text", field=name)
                 return view(request, *args, **kwargs)
-            except Http404 as exc:  # get_object_or_404 and friends: Django would answer with its HTML page
-                error = ApiError(404, "not_found", str(exc) or "no such object")
-            except RequestDataTooBig:  # raised when the view first reads request.body
-                error = _too_large()
-            except TooManyFieldsSent:
-                error = _too_many_fields()
-            except LocalCopyUnavailable:  # a fresh process, no database and no copy on disk (logged there)
-                error = ApiError(503, "unavailable", "the database cannot be read; try again shortly")
-            except (OperationalError, InterfaceError) as exc:
-                # The database refused, dropped or timed out (a write during an outage): a 503 that
-                # says so, which callers retry, rather than a 500 with a traceback.
-                logger.error("%s %s: the database does not answer: %s", request.method, request.path, exc)
-                error = ApiError(503, "database_unavailable", "the database does not answer; try again shortly")
-            except ApiError as exc:
-                error = exc
+            except Exception as exc:  # noqa: BLE001 - mapped to its answer, or raised again as a bug
+                mapped = error_for(request, exc)
+                if mapped is None:
+                    raise
+                error = mapped
             response = error.response(ofrep=request.path_info.startswith(OFREP_PREFIX))
             if error.status == 405:
                 response["Allow"] = ", ".join(methods)

@@ -11,7 +11,7 @@ from django.db import models
 from django.forms.models import model_to_dict
 
 from controlplane.context import current_request_id
-from controlplane.models import ActorType, AuditEvent
+from controlplane.models import ActorType, ApiToken, AuditEvent
 from controlplane.redaction import redact
 
 if TYPE_CHECKING:
@@ -44,8 +44,8 @@ class Actor:
 
     @classmethod
     def from_request(cls, request: HttpRequest) -> Actor:
-        token = getattr(request, "api_token", None)
-        if token is not None:
+        token = getattr(request, "auth", None)  # the ApiToken the API's authentication returned
+        if isinstance(token, ApiToken):
             return cls.for_token(token)
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:

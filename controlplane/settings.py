@@ -156,6 +156,7 @@ INSTALLED_APPS = [
     "waffle",
     "axes",
     "django_htmx",
+    "ninja",  # its Swagger UI page and static files, for /api/deployment/docs
     "controlplane",
     "flags",
     "monitoring",

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from django.http import HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
+from ninja import Field, Query, Router, Schema
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from controlplane.api import ApiError, api_view, json_body
+from controlplane.api import ApiError
 from controlplane.audit import Actor
 from controlplane.models import Scope
+from controlplane.openapi import Error, token_auth
 from controlplane.readiness import overall, readiness_items
 from deployments.models import Deployment
 from deployments.selectors import deployment_detail, deployment_summary, environments_status
@@ -24,6 +30,99 @@ from deployments.services import (
 )
 
 DEPLOY_FIELDS = ("environment", "version", "type")
+TYPE_RULE = "deploy or rollback (recovery plans: /api/deployment/recovery/rollback/{type})"
+
+router = Router(tags=["deployments"], auth=token_auth(Scope.DEPLOY))
+
+# The errors every operation here may answer: a token refused, the database out, a bad parameter.
+_AUTH_ERRORS: dict[int, Any] = {400: Error, 401: Error, 403: Error, 503: Error}
+
+
+# --- Schemas ---------------------------------------------------------------------------------------
+
+
+class DeployIn(BaseModel):
+    """``type`` is ``deploy`` (the default) or ``rollback`` (to the previous release; no version)."""
+
+    # Unknown fields are refused by the rule below, in the API's own words (not pydantic's).
+    model_config = ConfigDict(extra="allow")
+
+    environment: str | None = Field(None, description="The environment's name.", examples=["demo"])
+    version: str | None = Field(None, description="The release to deploy (not for a rollback).", examples=["v42"])
+    type: Literal["deploy", "rollback"] = "deploy"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(DEPLOY_FIELDS))
+            if unknown:
+                raise PydanticCustomError(
+                    "unknown_field",
+                    "unknown field; fields: {fields}",
+                    {"field": unknown[0], "fields": ", ".join(DEPLOY_FIELDS)},
+                )
+        return data
+
+    @field_validator("environment", "version", mode="before")
+    @classmethod
+    def _text_or_missing(cls, value: Any) -> Any:
+        # The service's rule decides: a value that is not text is as good as none ("required").
+        return value if isinstance(value, str) else None
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _known_type(cls, value: Any) -> Any:
+        if value not in ("deploy", "rollback"):
+            raise PydanticCustomError("invalid", TYPE_RULE.replace("{type}", "{{type}}"))
+        return value
+
+
+class Locked(Error):
+    """409 ``locked``: the environment's active deployment, which holds the lock."""
+
+    active: dict[str, Any] | None = None
+
+
+class DeploymentOut(Schema):
+    id: int
+    url: str
+    environment: str
+    version: str
+    type: str
+    recoveryType: str | None
+    dryRun: bool
+    status: str
+    requestedBy: str
+    createdAt: str
+    startedAt: str | None
+    finishedAt: str | None
+    heartbeatAt: str | None
+    error: str | None
+    dispatchedAt: str | None
+    dispatchError: str | None
+
+
+class Accepted(DeploymentOut):
+    """202: saved, holding the lock; ``dispatched`` is false when the broker could not take it yet."""
+
+    dispatched: bool
+    detail: str | None = None
+
+
+class DeploymentDetail(DeploymentOut):
+    steps: list[dict[str, Any]]
+    plannedSteps: list[str | None]
+    log: list[dict[str, Any]]
+
+
+class StatusOut(Schema):
+    generated_at: str
+    environments: list[dict[str, Any]]
+    readiness: dict[str, Any]
+
+
+# --- Operations ------------------------------------------------------------------------------------
 
 
 def _accepted(deployment: Deployment) -> JsonResponse:
@@ -42,29 +141,15 @@ def _locked(error: DeploymentLocked) -> ApiError:
     return ApiError(409, "locked", str(error), active={"id": error.active.pk, "url": error.active.get_absolute_url()})
 
 
-@api_view(scope=Scope.DEPLOY, methods=("POST",))
-def deploy(request: HttpRequest) -> JsonResponse:
-    """Queue a deployment: ``{"environment": "demo", "version": "v42", "type": "deploy"}``.
-
-    ``type`` is ``deploy`` (the default) or ``rollback`` (to the previous release; no version needed).
-    """
-    body = json_body(request)
-    unknown = sorted(set(body) - set(DEPLOY_FIELDS))
-    if unknown:
-        raise ApiError(422, "invalid", f"unknown field; fields: {', '.join(DEPLOY_FIELDS)}", field=unknown[0])
-    kind = body.get("type", "deploy")
+@router.post("/deploy", url_name="api-deploy", response={202: Accepted, 409: Locked, 422: Error, **_AUTH_ERRORS})
+def deploy(request: HttpRequest, payload: DeployIn) -> JsonResponse:
+    """Queue a deployment: ``{"environment": "demo", "version": "v42", "type": "deploy"}``."""
     actor = Actor.from_request(request)
     try:
-        if kind == "rollback":
-            deployment = rollback_to_previous(environment=body.get("environment"), actor=actor)
-        elif kind == "deploy":
-            deployment = deployment_request(
-                environment=body.get("environment"), version=body.get("version"), actor=actor
-            )
+        if payload.type == "rollback":
+            deployment = rollback_to_previous(environment=payload.environment, actor=actor)
         else:
-            raise InvalidDeployment(
-                "type", "deploy or rollback (recovery plans: /api/deployment/recovery/rollback/{type})"
-            )
+            deployment = deployment_request(environment=payload.environment, version=payload.version, actor=actor)
     except InvalidDeployment as error:
         raise ApiError(422, "invalid", error.message, field=error.field) from None
     except DeploymentLocked as error:
@@ -72,7 +157,7 @@ def deploy(request: HttpRequest) -> JsonResponse:
     return _accepted(deployment)
 
 
-@api_view(scope=Scope.DEPLOY)
+@router.get("/status", url_name="api-deployment-status", response={200: StatusOut, **_AUTH_ERRORS})
 def status(request: HttpRequest) -> JsonResponse:
     """Per environment: the active and the last deployment; and the control plane's readiness report."""
     items = readiness_items()
@@ -85,18 +170,30 @@ def status(request: HttpRequest) -> JsonResponse:
     )
 
 
-@api_view(scope=Scope.DEPLOY)
-def deployment(request: HttpRequest, deployment_id: int) -> JsonResponse:
+@router.get(
+    "/deployments/{int:deployment_id}",
+    url_name="api-deployment",
+    response={200: DeploymentDetail, 404: Error, **_AUTH_ERRORS},
+)
+def deployment(
+    request: HttpRequest,
+    deployment_id: int,
+    after: str = Query("0", description="Only log lines with a greater id (an integer)."),
+) -> JsonResponse:
     """One deployment with its step runs and log; ``?after=<log id>`` returns only newer log lines."""
     found = get_object_or_404(Deployment.objects.select_related("environment"), pk=deployment_id)
     try:
-        after = int(request.GET.get("after", "0"))
+        after_id = int(after)
     except ValueError:
         raise ApiError(400, "invalid", "after must be a log line id", field="after") from None
-    return JsonResponse(deployment_detail(found, after_log_id=after))
+    return JsonResponse(deployment_detail(found, after_log_id=after_id))
 
 
-@api_view(scope=Scope.DEPLOY, methods=("POST",))
+@router.post(
+    "/deployments/{int:deployment_id}/cancel",
+    url_name="api-deployment-cancel",
+    response={202: DeploymentOut, 404: Error, 409: Error, **_AUTH_ERRORS},
+)
 def cancel(request: HttpRequest, deployment_id: int) -> JsonResponse:
     found = get_object_or_404(Deployment.objects.select_related("environment"), pk=deployment_id)
     try:
@@ -106,10 +203,18 @@ def cancel(request: HttpRequest, deployment_id: int) -> JsonResponse:
     return JsonResponse(deployment_summary(updated), status=202)
 
 
-@api_view(scope=Scope.DEPLOY, methods=("POST",))
-def recovery_rollback(request: HttpRequest, failure_type: str) -> JsonResponse:
+@router.post(
+    "/recovery/rollback/{slug:failure_type}",
+    url_name="api-recovery-rollback",
+    response={202: Accepted, 404: Error, 409: Locked, 422: Error, **_AUTH_ERRORS},
+)
+def recovery_rollback(
+    request: HttpRequest,
+    failure_type: str,
+    dry_run: str = Query("false", description="true or false (1 or 0)."),
+) -> JsonResponse:
     """Run the recovery plan for ``failure_type``; ``?dry_run=true`` says what each step would do."""
-    dry_run = request.GET.get("dry_run", "false").lower()
+    dry_run = dry_run.lower()
     if dry_run not in ("true", "false", "1", "0"):
         raise ApiError(422, "invalid", "true or false", field="dry_run")
     try:

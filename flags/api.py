@@ -7,10 +7,14 @@ import json
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from ninja import Field, Router, Schema
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, model_validator
+from pydantic_core import PydanticCustomError
 
-from controlplane.api import ApiError, InvalidJson, InvalidText, api_view, json_body, load_json
+from controlplane.api import ApiError, InvalidJson, InvalidText, api_view, load_json
 from controlplane.audit import Actor
 from controlplane.models import Scope
+from controlplane.openapi import Error, token_auth
 from flags.evaluation import CompiledFlag, TargetingKeyMissing, evaluate, on_for, variant
 from flags.models import Flag
 from flags.services import MAX_TARGETING_KEY, FlagNotFound, InvalidFlagDefinition, clean_fields, flag_change
@@ -146,6 +150,68 @@ def ofrep_evaluate_flags(request: HttpRequest) -> HttpResponse:
 # --- Operations API -------------------------------------------------------------------------------
 
 
+router = Router(tags=["flags"])
+
+_ERRORS: dict[int, Any] = {400: Error, 401: Error, 403: Error, 503: Error}
+TOGGLE_FIELDS = ("enabled", "rollout_percent", "targeting_keys")
+
+
+class FlagOut(Schema):
+    name: str
+    enabled: bool
+    rollout_percent: int
+    targeting_keys: list[str]
+    description: str
+    owner: str
+    on_for: str
+    modified: str | None
+
+
+class FlagList(Schema):
+    flags: list[FlagOut]
+
+
+class ToggleOut(FlagOut):
+    flag: str
+    changed: bool
+
+
+class ToggleIn(BaseModel):
+    """The fields to set; no body flips ``enabled``. Other rules (key lengths, how many keys) are the
+    flag's own and answered by the same 422."""
+
+    # Unknown fields are refused by the rule below, in the API's own words (not pydantic's).
+    model_config = ConfigDict(extra="allow")
+
+    enabled: StrictBool = None  # type: ignore[assignment]
+    rollout_percent: StrictInt = Field(None, ge=0, le=100)  # type: ignore[assignment]
+    targeting_keys: list[StrictStr] = None  # type: ignore[assignment]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(TOGGLE_FIELDS))
+            if unknown:
+                raise PydanticCustomError(
+                    "unknown_field",
+                    "unknown field; known fields: {fields}",
+                    {"field": unknown[0], "fields": ", ".join(TOGGLE_FIELDS)},
+                )
+        return data
+
+
+class UserValue(Schema):
+    value: bool
+    variant: str
+    reason: str
+
+
+class UserFlags(Schema):
+    user_id: str
+    flags: dict[str, UserValue]
+
+
 def _flag_body(flag: Flag) -> dict[str, Any]:
     compiled = CompiledFlag.of(flag)
     return {
@@ -160,18 +226,26 @@ def _flag_body(flag: Flag) -> dict[str, Any]:
     }
 
 
-@api_view(scope=Scope.FLAGS_READ)
+@router.get(
+    "/features", url_name="api-features", auth=token_auth(Scope.FLAGS_READ), response={200: FlagList, **_ERRORS}
+)
 def features(request: HttpRequest) -> JsonResponse:
+    """Every flag with its rule and whom it is on for."""
     return JsonResponse({"flags": [_flag_body(flag) for flag in Flag.objects.order_by("name")]})
 
 
-@api_view(scope=Scope.FLAGS_WRITE, methods=("POST",))
-def feature_toggle(request: HttpRequest, flag: str) -> JsonResponse:
+@router.post(
+    "/features/{flag}/toggle",
+    url_name="api-feature-toggle",
+    auth=token_auth(Scope.FLAGS_WRITE),
+    response={200: ToggleOut, 404: Error, 422: Error, **_ERRORS},
+)
+def feature_toggle(request: HttpRequest, flag: str, payload: ToggleIn | None = None) -> JsonResponse:
     """No body flips ``enabled``; a body sets the fields it names (``{"enabled": true}``), so a retry
     is safe. The answer is the flag as saved, with ``changed`` saying whether this request changed it."""
-    changes = json_body(request, allow_empty=True)
+    changes = payload.model_dump(exclude_unset=True) if payload is not None else {}
     try:
-        clean_fields(changes, allowed=("enabled", "rollout_percent", "targeting_keys"), flag=flag)
+        clean_fields(changes, allowed=TOGGLE_FIELDS, flag=flag)
         result = flag_change(name=flag, changes=changes or None, actor=Actor.from_request(request))
     except InvalidFlagDefinition as error:
         raise ApiError(422, "invalid", error.message, field=error.field) from None
@@ -180,8 +254,14 @@ def feature_toggle(request: HttpRequest, flag: str) -> JsonResponse:
     return JsonResponse({"flag": result.flag.name, "changed": result.changed, **_flag_body(result.flag)})
 
 
-@api_view(scope=Scope.FLAGS_READ)
+@router.get(
+    "/features/{user_id}",
+    url_name="api-features-for-user",
+    auth=token_auth(Scope.FLAGS_READ),
+    response={200: UserFlags, **_ERRORS},
+)
 def features_for_user(request: HttpRequest, user_id: str) -> JsonResponse:
+    """Every flag's value for one user (the user id is the targeting key)."""
     if len(user_id) > MAX_TARGETING_KEY:
         raise ApiError(400, "invalid", f"user_id is longer than {MAX_TARGETING_KEY}", field="user_id")
     results = {}

@@ -10,9 +10,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from controlplane.api import api_view
-from controlplane.models import Scope
-from monitoring.checks import COMPREHENSIVE, ENHANCED, FAIL, READY, Result, run_group, worst
+from monitoring.checks import FAIL, READY, Result, run_group, worst
 
 MEDIA_TYPE = "application/health+json"
 
@@ -62,19 +60,10 @@ def ready(request: HttpRequest) -> HttpResponse:
     return _response(body, status)
 
 
-def _report(group: str) -> HttpResponse:
+def report(group: str) -> HttpResponse:
+    """The detailed report of a check group (the operations API's health/enhanced and comprehensive)."""
     body, status = _document(run_group(group), detailed=True)
     return _response(body, status)
-
-
-@api_view(scope=Scope.MONITORING_READ)
-def enhanced(request: HttpRequest) -> HttpResponse:
-    return _report(ENHANCED)
-
-
-@api_view(scope=Scope.MONITORING_READ)
-def comprehensive(request: HttpRequest) -> HttpResponse:
-    return _report(COMPREHENSIVE)
 
 
 class HealthEndpointsMiddleware:

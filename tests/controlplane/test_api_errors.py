@@ -41,6 +41,7 @@ def _routes(patterns, prefix: str = ""):
 def api_paths() -> list[str]:
     """Every route under the API prefixes, its parameters filled with values that name nothing."""
     routes = [route for route in _routes(get_resolver().url_patterns) if route.startswith(PREFIXES)]
+    routes.remove("api/deployment/docs")  # the API's documentation: an HTML page for logged-in operators
     fill = {"int": "987654321"}
     return ["/" + re.sub(r"<(?:(\w+):)?\w+>", lambda m: fill.get(m[1], "no-such-thing"), r) for r in routes]
 
