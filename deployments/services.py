@@ -17,7 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from controlplane.audit import Actor, audit_record, snapshot
-from controlplane.errors import Conflict, InvalidInput
+from controlplane.errors import Conflict, InvalidInput, NotFound
 from controlplane.redaction import redact_text
 from deployments.models import (
     FINISHED,
@@ -48,6 +48,14 @@ VERSION_RULE = (
 
 class InvalidDeployment(InvalidInput):
     """Bad input to a deployment request; ``field`` names what is wrong (mapped to 422)."""
+
+
+class NoRecoveryPlan(InvalidDeployment, NotFound):
+    """No recovery plan for the failure type asked for: a 404, since the type is in the URL. Still an
+    InvalidDeployment (field ``type``), so that callers catching bad deployment input keep catching it."""
+
+    status = 404
+    code = "not_found"
 
 
 class DeploymentLocked(Conflict):
@@ -293,7 +301,7 @@ def recovery_run(*, failure_type: str, actor: Actor, dry_run: bool = False) -> D
     plan = RecoveryPlan.objects.select_related("environment").filter(failure_type=failure_type).first()
     if plan is None:
         known = ", ".join(RecoveryPlan.objects.values_list("failure_type", flat=True)) or "none"
-        raise InvalidDeployment("type", f"no recovery plan for {failure_type!r} (plans: {known})")
+        raise NoRecoveryPlan("type", f"no recovery plan for {failure_type!r} (plans: {known})")
     try:
         validate_steps(plan.steps)
     except InvalidStep as exc:  # the plan's steps are wrong, not the environment's pipeline
@@ -471,6 +479,7 @@ def phase_runs(deployment: Deployment, phase: str) -> dict[int, StepRun]:
 __all__ = [
     "DeploymentLocked",
     "InvalidDeployment",
+    "NoRecoveryPlan",
     "NotCancellable",
     "Phase",
     "deployment_cancel",

@@ -16,11 +16,13 @@ from deployments.models import DeploymentStatus
 from deployments.services import (
     DeploymentLocked,
     InvalidDeployment,
+    NoRecoveryPlan,
     NotCancellable,
     deployment_cancel,
     deployment_request,
     environment_save,
     pipeline_save,
+    recovery_run,
 )
 from deployments.steps import InvalidStep, validate_steps
 from flags.models import Flag
@@ -75,6 +77,14 @@ def test_a_wrong_step_keeps_its_path_down_to_the_deployment(db):
     assert error.value.field == "pipeline p: steps[1].url"
     assert str(error.value).startswith("pipeline p: steps[1].url: ")
     assert (error.value.status, error.value.code) == (422, "invalid")
+
+
+def test_an_unknown_recovery_plan_is_not_found_and_still_bad_deployment_input(db):
+    with pytest.raises(NotFound) as error:
+        recovery_run(failure_type="meteor", actor=SYSTEM)
+    assert type(error.value) is NoRecoveryPlan and isinstance(error.value, InvalidDeployment)
+    assert (error.value.status, error.value.code, error.value.field) == (404, "not_found", "type")
+    assert str(error.value) == "type: no recovery plan for 'meteor' (plans: none)"
 
 
 def test_a_held_lock_and_a_finished_deployment_are_conflicts_with_their_own_codes(db):
