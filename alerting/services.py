@@ -19,7 +19,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from alerting import notifications
+from alerting import notifications, state
 from alerting.models import (
     ANY_COMPONENT,
     Alert,
@@ -429,24 +429,17 @@ def _observe(rule: AlertRule, now: datetime) -> dict[Target, float | None]:
     return values
 
 
-def _breaches(rule: AlertRule, value: float) -> bool:
-    if rule.kind == RuleKind.CHECK_STATUS:
-        return value >= rule.threshold
-    return value > rule.threshold
-
-
-def _active_silences(now: datetime) -> list[Silence]:
-    return list(Silence.objects.filter(ends_at__gt=now, starts_at__lte=now))
-
-
-def _suppression(alert: Alert, silences: list[Silence]) -> str:
-    """Why a notification about ``alert`` must not go out now, or ""."""
-    if not is_on(EXTERNAL_ALERTS):
-        return "external_alerts is off"
-    for silence in silences:
-        if silence.matches(alert):
-            return f"silenced until {silence.ends_at:%Y-%m-%d %H:%M %Z}: {silence.reason}"[:500]
-    return ""
+def _active_silences(now: datetime) -> tuple[state.SilenceSpec, ...]:
+    return tuple(
+        state.SilenceSpec(
+            starts_at=silence.starts_at,
+            ends_at=silence.ends_at,
+            reason=silence.reason,
+            rule_id=silence.rule_id,
+            component=silence.component,
+        )
+        for silence in Silence.objects.filter(ends_at__gt=now, starts_at__lte=now)
+    )
 
 
 def _record_deliveries(
@@ -477,113 +470,143 @@ def _record_deliveries(
     return rows
 
 
-class _Evaluation:
-    """One rule's evaluation at ``now``: state changes and the notifications they cause."""
-
-    def __init__(self, rule: AlertRule, now: datetime, silences: list[Silence], summary: EvaluationSummary) -> None:
-        self.rule = rule
-        self.now = now
-        self.silences = silences
-        self.summary = summary
-        self._channels: list[NotificationChannel] | None = None
-
-    @property
-    def channels(self) -> list[NotificationChannel]:
-        if self._channels is None:
-            self._channels = list(self.rule.channels.filter(enabled=True))
-        return self._channels
-
-    def run(self) -> None:
-        for target, value in _observe(self.rule, self.now).items():
-            alert = Alert.objects.select_for_update().filter(dedup_key=target.dedup_key).open().first()
-            if value is None:
-                # No data says nothing either way: an open alert stays as it is.
-                if alert is not None:
-                    alert.last_evaluated_at = self.now
-                    alert.save(update_fields=["last_evaluated_at"])
-                continue
-            if _breaches(self.rule, value):
-                self._breaching(alert, target, value)
-            elif alert is not None:
-                self._clear(alert, value)
-
-    def _breaching(self, alert: Alert | None, target: Target, value: float) -> None:
-        if alert is None:
-            alert = Alert(
-                rule=self.rule,
-                dedup_key=target.dedup_key,
-                component=target.component,
-                measurement=target.measurement,
-                state=AlertState.PENDING,
-                started_at=self.now,
-            )
-        alert.consecutive += 1
-        alert.last_value = value
-        alert.last_evaluated_at = self.now
-        fired = alert.state == AlertState.PENDING and alert.consecutive >= self.rule.for_evaluations
-        if fired:
-            alert.state = AlertState.FIRING
-            alert.fired_at = self.now
-        try:
-            with transaction.atomic():  # a savepoint: a concurrent evaluation may have opened it
-                alert.save()
-        except IntegrityError:
-            logger.info("alert %s opened by a concurrent evaluation; skipped", target.dedup_key)
-            return
-        if fired:
-            self.summary.fired.append(target.dedup_key)
-            self._notify(alert, DeliveryEvent.FIRING, transition=True)
-        elif alert.state == AlertState.FIRING and alert.acknowledged_at is None:
-            self._notify(alert, DeliveryEvent.FIRING, transition=False)  # a reminder, when due
-
-    def _clear(self, alert: Alert, value: float) -> None:
-        announced = alert.state == AlertState.FIRING and alert.last_notified_at is not None
-        alert.state = AlertState.RESOLVED
-        alert.resolved_at = self.now
-        alert.last_value = value
-        alert.last_evaluated_at = self.now
-        alert.consecutive = 0
-        alert.save()
-        if alert.fired_at is not None:
-            self.summary.resolved.append(alert.dedup_key)
-        # A pending alert never fired, and nobody heard of one that was never announced.
-        if announced:
-            self._notify(alert, DeliveryEvent.RESOLVED, transition=True)
-
-    def _notify(self, alert: Alert, event: str, *, transition: bool) -> None:
-        """Queue ``event`` to the rule's channels, honouring the cooldown, silences and external_alerts.
-
-        The cooldown is per dedup key: an alert that resolves and fires again within
-        ``repeat_interval_minutes`` of the last firing notification is not announced again until the
-        interval has passed. A resolution always follows an announced firing. While suppressed (silence,
-        flag off), state changes are recorded as skipped deliveries; reminders are not recorded.
-        """
-        if event == DeliveryEvent.FIRING:
-            last = Alert.objects.filter(dedup_key=alert.dedup_key).aggregate(last=Max("last_notified_at"))["last"]
-            if last is not None and self.now - last < timedelta(minutes=self.rule.repeat_interval_minutes):
-                return
-        reason = _suppression(alert, self.silences)
-        if reason and not transition:
-            return
-        if not self.channels:  # nobody was told: no cooldown starts, and a later channel hears of it
-            last = _no_channel_logged.get(self.rule.pk)
-            if last is None or time.monotonic() - last >= NO_CHANNEL_LOG_SECONDS:
-                _no_channel_logged[self.rule.pk] = time.monotonic()
-                logger.warning("alert rule %s has no enabled channel: %s not sent", self.rule.name, event)
-            return
-        if not reason:
-            alert.last_notified_at = self.now
-            alert.save(update_fields=["last_notified_at"])
-        payload = notifications.alert_payload(alert, event)
-        payload["repeat"] = not transition
-        rows = _record_deliveries(alert=alert, channels=self.channels, event=event, payload=payload, skip_reason=reason)
-        if not reason:
-            self.summary.deliveries += len(rows)
+def _rule_spec(rule: AlertRule) -> state.RuleSpec:
+    return state.RuleSpec(
+        id=rule.pk,
+        kind=rule.kind,
+        threshold=rule.threshold,
+        for_evaluations=rule.for_evaluations,
+        repeat_interval=timedelta(minutes=rule.repeat_interval_minutes),
+    )
 
 
-# A rule with no channel says so once an hour, not at every evaluation (once a minute).
-NO_CHANNEL_LOG_SECONDS = 3600.0
-_no_channel_logged: dict[int, float] = {}
+def _snapshot(alert: Alert) -> state.AlertSnapshot:
+    return state.AlertSnapshot(
+        state=alert.state,
+        consecutive=alert.consecutive,
+        fired_at=alert.fired_at,
+        acknowledged=alert.acknowledged_at is not None,
+        last_notified_at=alert.last_notified_at,
+    )
+
+
+class _NoChannelWarnings:
+    """A rule with no channel says so once an hour, not at every evaluation (once a minute)."""
+
+    interval_seconds = 3600.0
+
+    def __init__(self) -> None:
+        self._last: dict[int, float] = {}
+
+    def warn(self, rule: AlertRule, event: str) -> None:
+        last = self._last.get(rule.pk)
+        if last is None or time.monotonic() - last >= self.interval_seconds:
+            self._last[rule.pk] = time.monotonic()
+            logger.warning("alert rule %s has no enabled channel: %s not sent", rule.name, event)
+
+
+_no_channel = _NoChannelWarnings()
+
+
+def _apply(
+    transition: state.Transition,
+    *,
+    alert: Alert | None,
+    rule: AlertRule,
+    target: Target,
+    value: float | None,
+    now: datetime,
+    channels: list[NotificationChannel],
+    summary: EvaluationSummary,
+) -> None:
+    """Store what ``state.next_state`` decided: the alert row, then the deliveries (queued after commit)."""
+    if transition.action == state.NOTHING:
+        return
+    if transition.action == state.TOUCH:
+        assert alert is not None
+        alert.last_evaluated_at = now
+        alert.save(update_fields=["last_evaluated_at"])
+        return
+    if alert is None:
+        alert = Alert(
+            rule=rule,
+            dedup_key=target.dedup_key,
+            component=target.component,
+            measurement=target.measurement,
+            started_at=now,
+        )
+    alert.state = transition.state
+    alert.consecutive = transition.consecutive
+    alert.last_value = value
+    alert.last_evaluated_at = now
+    if transition.fired:
+        alert.fired_at = now
+    if transition.action == state.RESOLVE:
+        alert.resolved_at = now
+    if transition.notified:
+        alert.last_notified_at = now
+    try:
+        with transaction.atomic():  # a savepoint: a concurrent evaluation may have opened it
+            alert.save()
+    except IntegrityError:
+        logger.info("alert %s opened by a concurrent evaluation; skipped", target.dedup_key)
+        return
+    if transition.fired:
+        summary.fired.append(target.dedup_key)
+    if transition.ends_firing:
+        summary.resolved.append(target.dedup_key)
+    if transition.unheard:
+        _no_channel.warn(rule, transition.unheard)
+    notification = transition.notification
+    if notification is None:
+        return
+    payload = notifications.alert_payload(alert, notification.event)
+    payload["repeat"] = notification.repeat
+    rows = _record_deliveries(
+        alert=alert, channels=channels, event=notification.event, payload=payload, skip_reason=notification.skip_reason
+    )
+    if not notification.skip_reason:
+        summary.deliveries += len(rows)
+
+
+def _last_notified_at(dedup_key: str) -> datetime | None:
+    """The cooldown's start: the latest notification of any alert with this key, resolved ones included."""
+    return Alert.objects.filter(dedup_key=dedup_key).aggregate(last=Max("last_notified_at"))["last"]
+
+
+def _rule_evaluate(
+    rule: AlertRule,
+    now: datetime,
+    *,
+    silences: tuple[state.SilenceSpec, ...],
+    external_alerts: bool,
+    summary: EvaluationSummary,
+) -> None:
+    """One rule at ``now``: for each target, load the open alert, ask ``state.next_state``, apply it."""
+    spec = _rule_spec(rule)
+    channels = list(rule.channels.filter(enabled=True))
+    for target, value in _observe(rule, now).items():
+        alert = Alert.objects.select_for_update().filter(dedup_key=target.dedup_key).open().first()
+        breaching = value is not None and state.breaches(spec, value)
+        context = state.Context(
+            component=target.component,
+            # Only a firing notification looks at the cooldown: read it only when one may go out.
+            last_notified_at=_last_notified_at(target.dedup_key) if breaching else None,
+            silences=silences,
+            external_alerts=external_alerts,
+            has_channels=bool(channels),
+        )
+        transition = state.next_state(_snapshot(alert) if alert else None, spec, value, now, context)
+        _apply(
+            transition,
+            alert=alert,
+            rule=rule,
+            target=target,
+            value=value,
+            now=now,
+            channels=channels,
+            summary=summary,
+        )
 
 
 def alert_rules_evaluate(now: datetime | None = None) -> EvaluationSummary:
@@ -599,13 +622,14 @@ def alert_rules_evaluate(now: datetime | None = None) -> EvaluationSummary:
         state=AlertState.RESOLVED, resolved_at=now, last_evaluated_at=now
     )
     silences = _active_silences(now)
+    external_alerts = is_on(EXTERNAL_ALERTS)
     for rule_id in AlertRule.objects.filter(enabled=True).values_list("pk", flat=True):
         try:
             with transaction.atomic():
                 rule = AlertRule.objects.select_for_update().filter(pk=rule_id, enabled=True).first()
                 if rule is None:
                     continue
-                _Evaluation(rule, now, silences, summary).run()
+                _rule_evaluate(rule, now, silences=silences, external_alerts=external_alerts, summary=summary)
                 summary.rules += 1
         except Exception as exc:  # a broken rule must not stop the others
             logger.exception("alert rule %s could not be evaluated", rule_id)
@@ -633,7 +657,14 @@ def _late_suppression(delivery: Delivery) -> str:
     if not delivery.channel.enabled:
         return "the channel is disabled"
     if delivery.alert is not None:
-        return _suppression(delivery.alert, _active_silences(timezone.now()))
+        now = timezone.now()
+        return state.suppression_reason(
+            rule_id=delivery.alert.rule_id,
+            component=delivery.alert.component,
+            silences=_active_silences(now),
+            external_alerts=True,  # checked above
+            now=now,
+        )
     return ""
 
 
