@@ -2,7 +2,8 @@
 
 A deployment is run by whoever holds its ``claim``: the first worker takes it from ``queued`` with a
 conditional update; the reaper takes a stale one with another. A runner that finds its claim gone
-(the reaper decided it was lost) stops at once and leaves the rest to the new claimant.
+(the reaper decided it was lost) stops at once and leaves the rest to the new claimant. What a call came
+to is a ``RunOutcome``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import socket
 import threading
 import time
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from django.conf import settings
@@ -36,11 +38,23 @@ logger = logging.getLogger(__name__)
 ACTOR = Actor.system("deployment runner")
 
 
+class RunOutcome(StrEnum):
+    """What a call of the runner came to: the status it finished the deployment in, or why it stopped short."""
+
+    SUCCEEDED = DeploymentStatus.SUCCEEDED.value
+    FAILED = DeploymentStatus.FAILED.value
+    ROLLED_BACK = DeploymentStatus.ROLLED_BACK.value
+    ROLLBACK_FAILED = DeploymentStatus.ROLLBACK_FAILED.value
+    CANCELLED = DeploymentStatus.CANCELLED.value
+    NOT_CLAIMED = "not claimed"  # no longer queued (another worker took it), or no longer rolling back under this claim
+    CLAIM_LOST = "claim lost"  # the reaper took it over mid-run; the new claimant finishes it
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run(deployment_id: int) -> str:
+def run(deployment_id: int) -> RunOutcome:
     """Claim a queued deployment and run it. A second claim of the same deployment does nothing."""
     claim = random_tokens.token_hex(8)
     now = timezone.now()
@@ -48,7 +62,7 @@ def run(deployment_id: int) -> str:
         status=DeploymentStatus.RUNNING, started_at=now, heartbeat_at=now, worker=worker_name(), claim=claim
     )
     if not claimed:
-        return "not claimed"
+        return RunOutcome.NOT_CLAIMED
     deployment = Deployment.objects.select_related("environment").get(pk=deployment_id)
     with transaction.atomic():
         log(deployment, f"started on {deployment.worker}")
@@ -57,13 +71,13 @@ def run(deployment_id: int) -> str:
     return _Runner(deployment, claim).forward()
 
 
-def continue_rollback(deployment_id: int, claim: str) -> str:
+def continue_rollback(deployment_id: int, claim: str) -> RunOutcome:
     """Run the rollback of a deployment the reaper took over (its claim is ``claim``)."""
     claimed = Deployment.objects.filter(pk=deployment_id, status=DeploymentStatus.ROLLING_BACK, claim=claim).update(
         heartbeat_at=timezone.now(), worker=worker_name()
     )
     if not claimed:
-        return "not claimed"
+        return RunOutcome.NOT_CLAIMED
     deployment = Deployment.objects.select_related("environment").get(pk=deployment_id)
     return _Runner(deployment, claim).rollback(cancelled=deployment.cancel_requested)
 
@@ -216,7 +230,7 @@ class _Runner:
 
     # --- phases --------------------------------------------------------------------------------
 
-    def forward(self) -> str:
+    def forward(self) -> RunOutcome:
         steps = self.deployment.steps
         if self.deployment.dry_run:
             return self._dry_run(steps)
@@ -233,7 +247,7 @@ class _Runner:
         finally:
             self._stop_heartbeat(heartbeat)
         if self.lost.is_set():
-            return "claim lost"
+            return RunOutcome.CLAIM_LOST
         if failed_index is None and not self.cancelled.is_set():
             return self._finish(DeploymentStatus.SUCCEEDED, "")
         cancelled = self.cancelled.is_set()
@@ -242,7 +256,7 @@ class _Runner:
             error="cancelled by an operator" if cancelled else self._failure_text(failed_index),
         )
         if not moved:
-            return "claim lost"
+            return RunOutcome.CLAIM_LOST
         log(
             self.deployment,
             "cancelled: rolling back" if cancelled else "a step failed: rolling back",
@@ -254,7 +268,7 @@ class _Runner:
         run = self.deployment.step_runs.filter(phase=Phase.FORWARD, index=index).first() if index is not None else None
         return f"step {run.name} failed: {run.error}" if run else "a step failed"
 
-    def rollback(self, *, cancelled: bool) -> str:
+    def rollback(self, *, cancelled: bool) -> RunOutcome:
         """Run the rollback actions: the failed step's own first, then the completed steps' in reverse."""
         forward = {run.index: run for run in self.deployment.step_runs.filter(phase=Phase.FORWARD)}
         done = {
@@ -276,7 +290,7 @@ class _Runner:
         finally:
             self._stop_heartbeat(heartbeat)
         if self.lost.is_set():
-            return "claim lost"
+            return RunOutcome.CLAIM_LOST
         if cancelled:
             return self._finish(DeploymentStatus.CANCELLED if ok else DeploymentStatus.ROLLBACK_FAILED, None)
         if not actions:
@@ -284,7 +298,7 @@ class _Runner:
             return self._finish(DeploymentStatus.FAILED, None)
         return self._finish(DeploymentStatus.ROLLED_BACK if ok else DeploymentStatus.ROLLBACK_FAILED, None)
 
-    def _dry_run(self, steps: list[dict[str, Any]]) -> str:
+    def _dry_run(self, steps: list[dict[str, Any]]) -> RunOutcome:
         ctx = self._context(threading.Event())
         for index, step in enumerate(steps):
             run = self._begin(index, Phase.FORWARD, step)
@@ -297,14 +311,14 @@ class _Runner:
             log(self.deployment, text, step=step["name"])
         return self._finish(DeploymentStatus.SUCCEEDED, "")
 
-    def _finish(self, status: str, error: str | None) -> str:
+    def _finish(self, status: str, error: str | None) -> RunOutcome:
         now: datetime = timezone.now()
         with transaction.atomic():
             fields: dict[str, Any] = {"status": status, "finished_at": now, "heartbeat_at": now}
             if error is not None:
                 fields["error"] = error
             if not Deployment.objects.filter(pk=self.deployment.pk, claim=self.claim).update(**fields):
-                return "claim lost"
+                return RunOutcome.CLAIM_LOST
             self.deployment.refresh_from_db()
             log(
                 self.deployment,
@@ -316,4 +330,4 @@ class _Runner:
             audit_record(actor=ACTOR, action=f"deployment.{status}", obj=self.deployment)
             notify_soon(self.deployment)
         close_old_connections()
-        return status
+        return RunOutcome(status)

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from deployments.defaults import RECOVERY_PLANS, ensure_defaults
 from deployments.models import Deployment, DeploymentStatus, Pipeline, StepRun
-from deployments.runner import run
+from deployments.runner import RunOutcome, run
 from tests.deployments.conftest import echo
 
 DEPLOY = "/api/deployment/deploy"
@@ -162,7 +162,7 @@ def test_a_deployment_with_its_steps_and_only_the_newer_log_lines_after_an_id(ap
     [requested] = first["log"]
     assert requested["message"].startswith("deploy v5 to test requested by token:test")
 
-    assert run(deployment_id) == "succeeded"
+    assert run(deployment_id) is RunOutcome.SUCCEEDED
     newer = api.get(f"/api/deployment/deployments/{deployment_id}?after={requested['id']}").json()
     assert newer["status"] == "succeeded"
     assert requested["id"] not in [line["id"] for line in newer["log"]]
@@ -193,7 +193,7 @@ def test_each_shipped_recovery_plan_runs_dry_and_only_says_what_it_would_do(api_
         assert (body["type"], body["recoveryType"], body["dryRun"], body["environment"]) == (
             "recovery", failure_type, True, "demo",
         )  # fmt: skip
-        assert run(body["id"]) == "succeeded"
+        assert run(body["id"]) is RunOutcome.SUCCEEDED
         runs = list(StepRun.objects.filter(deployment_id=body["id"]).order_by("index"))
         assert [(r.name, r.status) for r in runs] == [(step["name"], "skipped") for step in plan["steps"]]
         assert all(r.output.startswith("would ") for r in runs)
@@ -273,7 +273,7 @@ def test_a_rollback_runs_the_pipeline_with_the_previous_version(api):
     finished("test", "v1", minutes_ago=50)
     finished("test", "v2", minutes_ago=40)
     body = post(api, {"environment": "test", "type": "rollback"}).json()
-    assert run(body["id"]) == "succeeded"
+    assert run(body["id"]) is RunOutcome.SUCCEEDED
     status = api.get("/api/deployment/status").json()
     [row] = status["environments"]
     assert row["currentVersion"] == "v1" and row["last"]["type"] == "rollback"

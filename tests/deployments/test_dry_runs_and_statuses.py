@@ -12,7 +12,7 @@ from django.utils import timezone
 from controlplane.audit import Actor
 from deployments.defaults import ensure_defaults
 from deployments.models import Deployment, DeploymentStatus, Environment, LogLevel, StepRun, StepStatus
-from deployments.runner import run
+from deployments.runner import RunOutcome, run
 from deployments.selectors import environments_status
 from deployments.services import deployment_request, log, recovery_run, rollback_versions
 from monitoring.request_metrics import discard_pending
@@ -38,7 +38,7 @@ def dry_run():
     demo = Environment.objects.get(name="demo")
     v1, v2 = release(demo, "v1", hours_ago=3), release(demo, "v2", hours_ago=2)
     dry = recovery_run(failure_type="database_failure", actor=SYSTEM, dry_run=True)
-    assert run(dry.pk) == DeploymentStatus.SUCCEEDED
+    assert run(dry.pk) is RunOutcome.SUCCEEDED
     dry.refresh_from_db()
     return {"v1": v1, "v2": v2, "dry": dry}
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from controlplane.audit import Actor
-from deployments.models import Deployment, DeploymentStatus
-from deployments.runner import run
+from deployments.models import Deployment
+from deployments.runner import RunOutcome, run
 from deployments.services import InvalidDeployment, deployment_request, rollback_to_previous
 from tests.deployments.conftest import cmd
 
@@ -28,7 +28,7 @@ def deploy(version: str) -> str:
 
 def roll_back() -> Deployment:
     deployment = rollback_to_previous(environment="test", actor=SYSTEM)
-    assert run(deployment.pk) == DeploymentStatus.SUCCEEDED
+    assert run(deployment.pk) is RunOutcome.SUCCEEDED
     return deployment
 
 

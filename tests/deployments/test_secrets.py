@@ -23,8 +23,8 @@ from controlplane.logging import JsonFormatter, TextFormatter
 from controlplane.redaction import REDACTED, _configured_secrets
 from controlplane.sentry import init_sentry
 from deployments.defaults import ensure_defaults
-from deployments.models import Deployment, DeploymentStatus, DeploymentType, Environment, LogLine, RecoveryPlan
-from deployments.runner import run
+from deployments.models import Deployment, DeploymentType, Environment, LogLine, RecoveryPlan
+from deployments.runner import RunOutcome, run
 from deployments.steps import Context, StepFailed, describe, run_step
 from tests.conftest import manage, subprocess_env, test_database_url
 from tests.deployments.conftest import echo
@@ -342,7 +342,7 @@ def test_a_recovery_plan_dry_run_is_redacted_in_the_step_output_the_log_the_api_
     response = api.post("/api/deployment/recovery/rollback/hook_failure?dry_run=true")
     assert response.status_code == 202, response.content
     deployment_id = response.json()["id"]
-    assert run(deployment_id) == DeploymentStatus.SUCCEEDED
+    assert run(deployment_id) is RunOutcome.SUCCEEDED
 
     outputs = list(
         Deployment.objects.get(pk=deployment_id).step_runs.order_by("index").values_list("output", flat=True)
@@ -381,7 +381,7 @@ def test_a_dry_run_of_a_version_stored_before_the_rule_shows_the_reference_not_t
         requested_by="old",
         steps=plan.steps,
     )
-    assert run(deployment.pk) == DeploymentStatus.SUCCEEDED
+    assert run(deployment.pk) is RunOutcome.SUCCEEDED
     detail = api_client("deploy").get(f"/api/deployment/deployments/{deployment.pk}").content.decode()
     page = operator_client.get(f"/deployments/{deployment.pk}/").content.decode()
     assert "backend-rollback" in detail and "${" + NAME + "}" in json.loads(detail)["steps"][0]["output"]
