@@ -88,6 +88,9 @@ WRONG_ARROWS = [
     ("alerting/tasks.py", "from deployments.services import log", "alerting does not import deployments"),
     ("flags/services.py", "from alerting.selectors import open_alerts", "flags imports only the ground"),
     ("backups/services.py", "from alerting.selectors import open_alerts", "Only the composition root, deployments and"),
+    ("backups/engines/errors.py", "from backups.engines.sources import Database", "backups.engines: each module"),
+    ("backups/engines/sqlite.py", "from backups.engines.schema import pg_schema", "backups.engines: each module"),
+    ("backups/engines/files.py", "from backups.engines.tools import pg_tool", "backups.engines: each module"),
 ]
 
 
