@@ -15,10 +15,8 @@ from controlplane.models import ActorType, ApiToken, AuditEvent
 from controlplane.redaction import redact
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import AnonymousUser, User
     from django.http import HttpRequest
-
-    from controlplane.models import ApiToken
 
 
 @dataclass(frozen=True)
@@ -27,11 +25,14 @@ class Actor:
 
     type: str
     label: str
-    user: AbstractBaseUser | None = None
+    user: User | None = None
     token: ApiToken | None = None
 
     @classmethod
-    def for_user(cls, user: AbstractBaseUser) -> Actor:
+    def for_user(cls, user: User | AnonymousUser) -> Actor:
+        """The person behind ``request.user``; one not logged in is nobody's change, as in ``from_request``."""
+        if not user.is_authenticated:
+            return cls.system("anonymous")
         return cls(ActorType.USER, user.get_username(), user=user)
 
     @classmethod
@@ -48,9 +49,9 @@ class Actor:
         if isinstance(token, ApiToken):
             return cls.for_token(token)
         user = getattr(request, "user", None)
-        if user is not None and user.is_authenticated:
-            return cls.for_user(user)
-        return cls.system("anonymous")
+        if user is None:
+            return cls.system("anonymous")
+        return cls.for_user(user)
 
 
 def snapshot(instance: models.Model, fields: list[str] | None = None, exclude: list[str] | None = None) -> dict:
