@@ -19,9 +19,6 @@ from controlplane.readiness import overall, readiness_items
 from deployments.models import Deployment
 from deployments.selectors import deployment_detail, deployment_summary, environments_status
 from deployments.services import (
-    DeploymentLocked,
-    InvalidDeployment,
-    NotCancellable,
     deployment_cancel,
     deployment_request,
     pending_detail,
@@ -137,23 +134,14 @@ def _accepted(deployment: Deployment) -> JsonResponse:
     return response
 
 
-def _locked(error: DeploymentLocked) -> ApiError:
-    return ApiError(409, "locked", str(error), active={"id": error.active.pk, "url": error.active.get_absolute_url()})
-
-
 @router.post("/deploy", url_name="api-deploy", response={202: Accepted, 409: Locked, 422: Error, **_AUTH_ERRORS})
 def deploy(request: HttpRequest, payload: DeployIn) -> JsonResponse:
     """Queue a deployment: ``{"environment": "demo", "version": "v42", "type": "deploy"}``."""
     actor = Actor.from_request(request)
-    try:
-        if payload.type == "rollback":
-            deployment = rollback_to_previous(environment=payload.environment, actor=actor)
-        else:
-            deployment = deployment_request(environment=payload.environment, version=payload.version, actor=actor)
-    except InvalidDeployment as error:
-        raise ApiError(422, "invalid", error.message, field=error.field) from None
-    except DeploymentLocked as error:
-        raise _locked(error) from None
+    if payload.type == "rollback":
+        deployment = rollback_to_previous(environment=payload.environment, actor=actor)
+    else:
+        deployment = deployment_request(environment=payload.environment, version=payload.version, actor=actor)
     return _accepted(deployment)
 
 
@@ -196,10 +184,7 @@ def deployment(
 )
 def cancel(request: HttpRequest, deployment_id: int) -> JsonResponse:
     found = get_object_or_404(Deployment.objects.select_related("environment"), pk=deployment_id)
-    try:
-        updated = deployment_cancel(deployment=found, actor=Actor.from_request(request))
-    except NotCancellable as error:
-        raise ApiError(409, "not_cancellable", str(error)) from None
+    updated = deployment_cancel(deployment=found, actor=Actor.from_request(request))
     return JsonResponse(deployment_summary(updated), status=202)
 
 
@@ -217,13 +202,7 @@ def recovery_rollback(
     dry_run = dry_run.lower()
     if dry_run not in ("true", "false", "1", "0"):
         raise ApiError(422, "invalid", "true or false", field="dry_run")
-    try:
-        deployment = recovery_run(
-            failure_type=failure_type, actor=Actor.from_request(request), dry_run=dry_run in ("true", "1")
-        )
-    except InvalidDeployment as error:
-        status = 404 if error.field == "type" else 422
-        raise ApiError(status, "not_found" if status == 404 else "invalid", error.message, field=error.field) from None
-    except DeploymentLocked as error:
-        raise _locked(error) from None
+    deployment = recovery_run(
+        failure_type=failure_type, actor=Actor.from_request(request), dry_run=dry_run in ("true", "1")
+    )
     return _accepted(deployment)

@@ -17,7 +17,7 @@ from controlplane.models import Scope
 from controlplane.openapi import Error, token_auth
 from flags.evaluation import CompiledFlag, TargetingKeyMissing, evaluate, on_for, variant
 from flags.models import Flag
-from flags.services import MAX_TARGETING_KEY, FlagNotFound, InvalidFlagDefinition, clean_fields, flag_change
+from flags.services import MAX_TARGETING_KEY, clean_fields, flag_change
 from flags.snapshot import Snapshot, current
 
 # --- OFREP ----------------------------------------------------------------------------------------
@@ -244,13 +244,8 @@ def feature_toggle(request: HttpRequest, flag: str, payload: ToggleIn | None = N
     """No body flips ``enabled``; a body sets the fields it names (``{"enabled": true}``), so a retry
     is safe. The answer is the flag as saved, with ``changed`` saying whether this request changed it."""
     changes = payload.model_dump(exclude_unset=True) if payload is not None else {}
-    try:
-        clean_fields(changes, allowed=TOGGLE_FIELDS, flag=flag)
-        result = flag_change(name=flag, changes=changes or None, actor=Actor.from_request(request))
-    except InvalidFlagDefinition as error:
-        raise ApiError(422, "invalid", error.message, field=error.field) from None
-    except FlagNotFound:
-        raise ApiError(404, "not_found", f"no flag named {flag}") from None
+    clean_fields(changes, allowed=TOGGLE_FIELDS, flag=flag)
+    result = flag_change(name=flag, changes=changes or None, actor=Actor.from_request(request))
     return JsonResponse({"flag": result.flag.name, "changed": result.changed, **_flag_body(result.flag)})
 
 
