@@ -73,7 +73,8 @@ def _request_record(args: tuple[Any, ...], **values: Any) -> logging.LogRecord:
     created = time.time()
     fields["created"] = created
     fields["msecs"] = int((created - int(created)) * 1000) + 0.0
-    fields["relativeCreated"] = (created - logging._startTime) * 1000
+    # typeshed leaves out the module's private start time, which LogRecord itself reads.
+    fields["relativeCreated"] = (created - logging._startTime) * 1000  # type: ignore[attr-defined]
     fields["args"] = args
     fields.update(values)
     return record
@@ -87,7 +88,6 @@ class RequestContextMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         request_id = accepted_request_id(request.META.get("HTTP_X_REQUEST_ID"))
-        request.request_id = request_id
         reset = request_id_var.set(request_id)
         started = time.perf_counter()
         try:

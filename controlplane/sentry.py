@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from controlplane.context import current_request_id
 from controlplane.redaction import redact
+
+if TYPE_CHECKING:
+    from sentry_sdk.types import Event, Hint
 
 # Events that are noise for operators: probes and hostile Host headers.
 _NOISE_LOGGERS = {"django.security.DisallowedHost"}
@@ -14,14 +17,14 @@ _NOISE_EXCEPTIONS = {"DisallowedHost"}
 _NOISE_PATH_PREFIXES = ("/health/",)
 
 
-def _path_of(event: dict[str, Any]) -> str:
-    url = (event.get("request") or {}).get("url") or ""
+def _path_of(event: Event) -> str:
+    url = str((event.get("request") or {}).get("url") or "")
     if "://" in url:
         return "/" + url.split("://", 1)[1].partition("/")[2]
     return url or str(event.get("transaction") or "")
 
 
-def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
+def before_send(event: Event, hint: Hint) -> Event | None:
     """Drop noise, tag the request id, and scrub secrets by key name and by value."""
     if event.get("logger") in _NOISE_LOGGERS:
         return None
@@ -36,7 +39,7 @@ def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] |
     return redact(event)
 
 
-def before_send_transaction(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
+def before_send_transaction(event: Event, hint: Hint) -> Event | None:
     return before_send(event, hint)
 
 
