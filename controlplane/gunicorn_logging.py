@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import MutableMapping
 from datetime import timedelta
 from typing import Any
 
@@ -34,7 +35,7 @@ class JsonAccessLogger(Logger):
                 if _with_process_id not in handler.filters:
                     handler.addFilter(_with_process_id)
 
-    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta) -> None:
+    def access(self, resp: Any, req: Any, environ: MutableMapping[str, Any], request_time: timedelta) -> None:
         if not (self.cfg.accesslog or self.cfg.logconfig or self.cfg.logconfig_dict or self.cfg.syslog):
             return
         headers = dict(resp.headers) if isinstance(resp.headers, list) else {}

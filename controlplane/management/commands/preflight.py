@@ -18,9 +18,11 @@ from controlplane.servers import database_address, unreachable
 def _database() -> str:
     try:
         if connection.vendor == "postgresql":
+            import psycopg  # the PostgreSQL driver requirements.txt pins, which Django's backend also uses
+
             # A connection of its own rather than one from the pool (DATABASE_POOL_SIZE): a pool answers a
             # refused connection only after its whole timeout, and without the reason.
-            with connection.Database.connect(**connection.get_connection_params()) as raw:
+            with psycopg.connect(**connection.get_connection_params()) as raw:
                 raw.execute("SELECT 1")
         else:
             with connection.cursor() as cursor:
