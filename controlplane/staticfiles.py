@@ -16,6 +16,8 @@ class ManifestStaticFilesStorage(CompressedManifestStaticFilesStorage):
     missing from it is still an error, as it would be in production."""
 
     _warned = False
+    hashed_files: dict[str, str]  # set by Django's manifest mixin, which whitenoise's storage extends
+    manifest_hash: str
 
     def stored_name(self, name: str) -> str:
         if not self.hashed_files:

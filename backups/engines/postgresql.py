@@ -17,7 +17,7 @@ from psycopg import sql
 from backups.engines.errors import BackupError, ScratchIsSource, SourceUnreachable, first_line
 from backups.engines.files import CHUNK, Dump, HashingWriter, disk_error
 from backups.engines.processes import Supervised, tail
-from backups.engines.sources import Database
+from backups.engines.sources import Database, one_row
 from backups.engines.tools import pg_tool, tool_version
 
 # What libpq says when an open connection breaks (a server restart, a network drop, a terminated backend).
@@ -44,8 +44,8 @@ def _dump_postgresql_snapshot(source: Database, path: Path, *, timeout: float) -
     versions = {"pg_dump": tool_version(pg_dump)}
     with source.connect(autocommit=False) as conn:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-        versions["server"] = conn.execute("SHOW server_version").fetchone()[0].split(" ")[0]
+        snapshot = one_row(conn.execute("SELECT pg_export_snapshot()"))[0]
+        versions["server"] = one_row(conn.execute("SHOW server_version"))[0].split(" ")[0]
         tables = pg_tables(conn)
         # pg_dump reads the same snapshot while this transaction counts rows in it, side by side.
         process = subprocess.Popen(  # noqa: S603 - fixed tool path, arguments are ours
@@ -121,7 +121,7 @@ def pg_row_counts(conn: psycopg.Connection, tables: list[tuple[str, str]]) -> di
     counts = {}
     for schema, name in tables:
         query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(name))
-        counts[f"{schema}.{name}"] = conn.execute(query).fetchone()[0]
+        counts[f"{schema}.{name}"] = one_row(conn.execute(query))[0]
     return counts
 
 

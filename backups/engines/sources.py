@@ -96,6 +96,14 @@ def _host_key(host: str) -> str:
 Identity = tuple[str, int, Any]
 
 
+def one_row(cursor: psycopg.Cursor[tuple[Any, ...]]) -> tuple[Any, ...]:
+    """The row of a query that always answers one (an aggregate, ``SHOW``, a function of the server)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise BackupError("the server answered no row to a query that always has one")
+    return row
+
+
 def identity(db: Database) -> Identity | None:
     """What makes ``db`` itself however its URL spells it; None for a SQLite file that does not exist yet.
 
@@ -106,16 +114,14 @@ def identity(db: Database) -> Identity | None:
     if db.engine == "sqlite":
         return file_identity(db.name)
     with db.connect(autocommit=True) as conn:
-        system_id, name = conn.execute(
-            "SELECT system_identifier, current_database() FROM pg_control_system()"
-        ).fetchone()
+        system_id, name = one_row(conn.execute("SELECT system_identifier, current_database() FROM pg_control_system()"))
     return ("postgresql", int(system_id), name)
 
 
 def identity_on_server(server: Database, name: str) -> Identity:
     """The identity database ``name`` has, or will have once created, on the server ``server`` lives on."""
     with server.connect(autocommit=True) as conn:
-        system_id = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0]
+        system_id = one_row(conn.execute("SELECT system_identifier FROM pg_control_system()"))[0]
     return ("postgresql", int(system_id), name)
 
 

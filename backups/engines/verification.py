@@ -187,7 +187,7 @@ class Verifier:
                     logger.error("could not drop the scratch database %s: %s", scratch.name, first_line(exc))
                     self.outcome.scratch_dropped = False
 
-    def _pg_rows(self, scratch: Database) -> str:
+    def _pg_rows(self, scratch: Database) -> tuple[str, str]:
         expected: dict[str, int] = self.manifest.get("tables", {})
         with scratch.connect(autocommit=True) as conn:
             restored = pg_row_counts(conn, pg_tables(conn))
