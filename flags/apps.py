@@ -17,4 +17,5 @@ class FlagsConfig(AppConfig):
         # flush itself, these two can only be wrapped.
         for model in (Switch, Sample):
             if not getattr(model.flush, "logs_faults", False):
-                model.flush = flush_logged(model.flush)
+                # A patch of waffle's classes, which mypy rightly refuses as an assignment to a method.
+                setattr(model, "flush", flush_logged(model.flush))  # noqa: B010

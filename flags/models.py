@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from django.core.validators import MaxValueValidator
 from django.db import models
@@ -64,7 +64,7 @@ class Flag(AbstractUserFlag):
     description = models.TextField(blank=True)
     owner = models.CharField(max_length=100, blank=True)
 
-    objects = FlagManager()
+    objects: ClassVar[FlagManager] = FlagManager()
 
     class Meta(AbstractUserFlag.Meta):
         constraints = [
