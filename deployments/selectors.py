@@ -76,13 +76,10 @@ def environments_status() -> list[dict[str, Any]]:
     for environment in Environment.objects.select_related("pipeline"):
         active = Deployment.objects.active().select_related("environment").filter(environment=environment).first()
         # A dry run ran nothing: it is never the environment's last deployment nor its release.
-        last = (
-            Deployment.objects.select_related("environment")
-            .filter(environment=environment, dry_run=False)
-            .exclude(pk=active.pk if active else None)
-            .order_by("-created_at")
-            .first()
-        )
+        finished = Deployment.objects.select_related("environment").filter(environment=environment, dry_run=False)
+        if active is not None:
+            finished = finished.exclude(pk=active.pk)
+        last = finished.order_by("-created_at").first()
         current = (
             Deployment.objects.filter(environment=environment, status="succeeded", dry_run=False)
             .exclude(type="recovery")

@@ -431,7 +431,7 @@ def _http(method: str, url: str, headers: dict[str, str], body: bytes | None, ti
         with outbound.opener.open(request, timeout=timeout) as response:
             return response.status, response.read(65536)
     except urllib.error.HTTPError as error:
-        return error.code, error.read(65536) if error.fp else b""
+        return error.code, error.read(65536)  # an HTTPError without a body reads as b""
     except (urllib.error.URLError, TimeoutError, OSError) as error:
         raise StepFailed(f"{method} {url}: {getattr(error, 'reason', error)}") from None
 
@@ -487,8 +487,8 @@ def _probe(url: str, step: dict[str, Any], timeout: float) -> tuple[bool, str]:
 
     results = run_group(step.get("checks", "ready"))
     failing = [f"{r.component}: {r.output}" for r in results if r.status == FAIL]
-    status = worst(r.status for r in results)
-    return status != FAIL, "; ".join(failing) if failing else f"{len(results)} checks, {status}"
+    overall = worst(r.status for r in results)
+    return overall != FAIL, "; ".join(failing) if failing else f"{len(results)} checks, {overall}"
 
 
 def _run_backup(step: dict[str, Any], ctx: Context) -> None:
