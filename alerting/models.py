@@ -334,11 +334,6 @@ class Silence(models.Model):
         if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
             raise ValidationError({"ends_at": "must be after the start"})
 
-    def matches(self, alert: Alert) -> bool:
-        return (self.rule_id is None or self.rule_id == alert.rule_id) and (
-            not self.component or self.component == alert.component
-        )
-
 
 class DeliveryEvent(models.TextChoices):
     FIRING = "firing", "firing"
