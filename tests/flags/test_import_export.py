@@ -91,6 +91,13 @@ def test_missing_file_is_one_line(tmp_path):
         run("import_flags", str(tmp_path / "missing.json"))
 
 
+def test_a_dash_reads_standard_input(monkeypatch):
+    document = {"flags": [{"name": "from_stdin", "enabled": True}]}
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(document)))
+    assert "applied: 1 created" in run("import_flags", "-")
+    assert Flag.objects.get(name="from_stdin").enabled is True
+
+
 def test_if_empty_imports_only_on_first_start():
     run("import_flags", "--if-empty", str(FIXTURE))
     Flag.objects.filter(name="buddy_chat").update(enabled=False)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -20,13 +22,13 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="Print what would change; change nothing.")
         parser.add_argument("--if-empty", action="store_true", help="Do nothing when any flag exists (first start).")
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         if options["if_empty"] and Flag.objects.exists():
             self.stdout.write("flags exist; nothing imported")
             return
         path = str(options["file"])
         try:
-            text = self.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+            text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise CommandError(f"{path}: {exc.strerror}") from None
         try:
