@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from backups.engines import BackupError
@@ -26,7 +28,7 @@ class Command(BaseCommand):
             help="Allow --into to be the backed-up database itself.",
         )
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         backup = Backup.objects.select_related("target").filter(pk=options["backup_id"]).first()
         if backup is None:
             raise CommandError(f"no backup #{options['backup_id']}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from backups.engines import BackupError
@@ -18,7 +20,7 @@ class Command(BaseCommand):
         which.add_argument("backup_id", nargs="?", type=int, help="The backup's id (see the Backups page).")
         which.add_argument("--latest", metavar="TARGET", help="Verify the newest finished backup of TARGET.")
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         if options["latest"]:
             name = options["latest"]
             if not BackupTarget.objects.filter(name=name).exists():
