@@ -144,7 +144,7 @@ def _field_path(loc: Iterable[Any], body_params: set[str]) -> str:
 
 def _validation_error(exc: ValidationError) -> ApiError:
     """The first problem pydantic found, in the API's shape: 422 ``invalid`` naming the field."""
-    first = exc.errors[0] if exc.errors else {"loc": (), "msg": "invalid input", "type": "value_error"}
+    first: dict[str, Any] = exc.errors[0] if exc.errors else {"loc": (), "msg": "invalid input", "type": "value_error"}
     context = first.get("ctx") or {}
     loc = list(first.get("loc", ()))
     if context.get("field"):  # a model-level rule that names the field it refused (unknown fields)
@@ -189,7 +189,8 @@ def operations_api(routers: Iterable[tuple[str, Router]]) -> NinjaAPI:
     )
     # ninja registers its own answers for these (in its shape); each must be replaced by name.
     for exc_class in (Exception, Http404, HttpError, ValidationError):
-        api.add_exception_handler(exc_class, _answer)
+        # ninja types a handler's argument as the class or an instance; it only ever passes the instance.
+        api.add_exception_handler(exc_class, _answer)  # type: ignore[arg-type]
     for prefix, router in routers:
         api.add_router(prefix, router)
     return api
