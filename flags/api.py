@@ -72,7 +72,7 @@ def _outcome(flag: CompiledFlag, key: str | None) -> tuple[bool | None, str]:
 
 
 def _result_of(name: str, value: bool | None, reason: str) -> dict[str, Any]:
-    if reason == _KEY_MISSING:
+    if reason == _KEY_MISSING or value is None:  # no value is only ever for a missing key
         return {
             "key": name,
             "errorCode": _KEY_MISSING,
@@ -222,7 +222,7 @@ def _flag_body(flag: Flag) -> dict[str, Any]:
         "description": flag.description,
         "owner": flag.owner,
         "on_for": on_for(compiled),
-        "modified": flag.modified.isoformat() if flag.modified else None,
+        "modified": flag.modified.isoformat(),
     }
 
 

@@ -105,8 +105,9 @@ def _state(flag: Flag) -> dict[str, Any]:
     return snapshot(flag, AUDIT_FIELDS)
 
 
-def flag_create(*, data: dict[str, Any], actor: Actor) -> Flag:
-    """Create a flag; ``name`` is required, other fields default to off."""
+def flag_create(*, data: object, actor: Actor) -> Flag:
+    """Create a flag; ``name`` is required, other fields default to off. ``data`` is checked whole: any
+    JSON value a caller was sent, a non-object refused as the body."""
     clean = clean_fields(data, flag=data.get("name") if isinstance(data, dict) else None)
     if "name" not in clean:
         raise InvalidFlagDefinition("name", "is required")
