@@ -7,7 +7,7 @@ from typing import Any, Literal
 from django.http import HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from ninja import Field, Query, Router, Schema
+from ninja import Field, Path, Query, Router, Schema
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
@@ -134,7 +134,11 @@ def _accepted(deployment: Deployment) -> JsonResponse:
     return response
 
 
-@router.post("/deploy", url_name="api-deploy", response={202: Accepted, 409: Locked, 422: Error, **_AUTH_ERRORS})
+@router.post(
+    "/deploy",
+    url_name="api-deploy",
+    response={202: Accepted, 409: Locked, 413: Error, 422: Error, **_AUTH_ERRORS},
+)
 def deploy(request: HttpRequest, payload: DeployIn) -> JsonResponse:
     """Queue a deployment: ``{"environment": "demo", "version": "v42", "type": "deploy"}``."""
     actor = Actor.from_request(request)
@@ -195,7 +199,7 @@ def cancel(request: HttpRequest, deployment_id: int) -> JsonResponse:
 )
 def recovery_rollback(
     request: HttpRequest,
-    failure_type: str,
+    failure_type: str = Path(..., pattern=r"^[-a-zA-Z0-9_]+$", description="A recovery plan's failure type."),
     dry_run: str = Query("false", description="true or false (1 or 0)."),
 ) -> JsonResponse:
     """Run the recovery plan for ``failure_type``; ``?dry_run=true`` says what each step would do."""

@@ -238,7 +238,7 @@ def features(request: HttpRequest) -> JsonResponse:
     "/features/{flag}/toggle",
     url_name="api-feature-toggle",
     auth=token_auth(Scope.FLAGS_WRITE),
-    response={200: ToggleOut, 404: Error, 422: Error, **_ERRORS},
+    response={200: ToggleOut, 404: Error, 413: Error, 422: Error, **_ERRORS},
 )
 def feature_toggle(request: HttpRequest, flag: str, payload: ToggleIn | None = None) -> JsonResponse:
     """No body flips ``enabled``; a body sets the fields it names (``{"enabled": true}``), so a retry
