@@ -40,8 +40,8 @@ from controlplane.audit import Actor
 from controlplane.status import StatusPillsAdmin, admin_status
 
 
-class RecipientsField(forms.CharField):
-    """E-mail addresses, one per line (commas work too)."""
+class RecipientsField(forms.Field):
+    """E-mail addresses, one per line (commas work too): text in the form, a list once cleaned."""
 
     widget = forms.Textarea(attrs={"rows": 3})
 
@@ -49,7 +49,7 @@ class RecipientsField(forms.CharField):
         return "\n".join(value) if isinstance(value, list) else value
 
     def to_python(self, value: Any) -> list[str]:
-        text = super().to_python(value) or ""
+        text = "" if value in self.empty_values else str(value)
         return [part.strip() for part in text.replace(",", "\n").splitlines() if part.strip()]
 
     def validate(self, value: Any) -> None:
@@ -80,7 +80,8 @@ class ChannelForm(forms.ModelForm):
             self.fields["url"].help_text = f"Now: {self.instance.masked_url}. " + self.fields["url"].help_text
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if not data.get("url") and self.instance.pk:
             data["url"] = self.instance.url  # kept: the field is never filled in on change
         return data
@@ -177,8 +178,7 @@ class AlertRuleAdmin(admin.ModelAdmin):
 
 class DeliveryInline(ReadOnlyInlineMixin, admin.TabularInline):
     model = Delivery
-    fields = ["created_at", "event", "channel", "status", "attempts", "response_status", "last_error"]
-    readonly_fields = fields
+    fields = readonly_fields = ("created_at", "event", "channel", "status", "attempts", "response_status", "last_error")
     show_change_link = True
 
 
@@ -196,11 +196,10 @@ class AlertAdmin(StatusPillsAdmin, ReadOnlyAdminMixin, admin.ModelAdmin):
     date_hierarchy = "started_at"
     actions = ["acknowledge"]
     inlines = [DeliveryInline]
-    fields = [
+    fields = readonly_fields = (
         "rule", "dedup_key", "component", "measurement", "state", "started_at", "fired_at", "resolved_at",
         "last_evaluated_at", "last_value", "consecutive", "acknowledged_by", "acknowledged_at", "last_notified_at",
-    ]  # fmt: skip
-    readonly_fields = fields
+    )  # fmt: skip
 
     @admin.display(description="target")
     def target(self, alert: Alert) -> str:
@@ -295,8 +294,7 @@ class DeliveryAdmin(StatusPillsAdmin, ReadOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ["alert__dedup_key", "channel__name", "last_error"]
     list_select_related = ["channel", "alert__rule"]
     date_hierarchy = "created_at"
-    fields = [
+    fields = readonly_fields = (
         "created_at", "event", "channel", "alert", "status", "attempts", "last_attempt_at", "sent_at",
         "response_status", "last_error", "payload",
-    ]  # fmt: skip
-    readonly_fields = fields
+    )  # fmt: skip

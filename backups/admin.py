@@ -71,8 +71,15 @@ class BackupTargetAdmin(admin.ModelAdmin):
 
 class VerificationInline(ReadOnlyInlineMixin, admin.TabularInline):
     model = Verification
-    fields = ["status", "started_at", "duration_ms", "restore_ms", "failed_check", "error", "scratch_dropped"]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "status",
+        "started_at",
+        "duration_ms",
+        "restore_ms",
+        "failed_check",
+        "error",
+        "scratch_dropped",
+    )
 
 
 @admin.register(Backup)

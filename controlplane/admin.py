@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from django import forms
 from django.contrib import admin, messages
@@ -55,7 +57,13 @@ class ReadOnlyInlineMixin:
         return False
 
 
-class AuditedAdminMixin:
+# Per request, not on the admin: one admin instance serves every thread. What save_model saw before
+# the save, for save_related to record with the many-to-many fields; the raw token for response_add.
+_pending_audit: WeakKeyDictionary[HttpRequest, tuple[dict[str, Any] | None, str]] = WeakKeyDictionary()
+_created_tokens: WeakKeyDictionary[HttpRequest, str] = WeakKeyDictionary()
+
+
+class AuditedAdminMixin(admin.ModelAdmin):
     """Records an audit event, with before and after, for each save and delete made in admin.
 
     For models that have no service of their own (users, groups); models with a service call it.
@@ -70,13 +78,12 @@ class AuditedAdminMixin:
         with transaction.atomic():
             before = self._snapshot(type(obj).objects.get(pk=obj.pk)) if change else None
             super().save_model(request, obj, form, change)
-        # On the request, not on self: one admin instance serves every thread.
-        request._audit_pending = (before, "change" if change else "create")
+        _pending_audit[request] = (before, "change" if change else "create")
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         # Many-to-many fields (groups, permissions) are saved here, after save_model.
         super().save_related(request, form, formsets, change)
-        before, verb = getattr(request, "_audit_pending", (None, "change"))
+        before, verb = _pending_audit.pop(request, (None, "change"))
         obj = form.instance
         audit_record(
             actor=Actor.for_user(request.user),
@@ -140,7 +147,8 @@ def _audited_own_password_change(view: Any) -> Any:
     return password_change
 
 
-admin.site.password_change = _audited_own_password_change(admin.site.password_change)
+# A patch of the default site's view, which mypy rightly refuses as an assignment to a method.
+setattr(admin.site, "password_change", _audited_own_password_change(admin.site.password_change))  # noqa: B010
 
 
 # --- Other apps' admins, audited ----------------------------------------------------------------
@@ -213,8 +221,9 @@ class ApiTokenCreateForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         """The service's own rules, so that what the form lets through the service takes."""
-        data = super().clean()
-        checks = [
+        super().clean()
+        data = self.cleaned_data
+        checks: list[tuple[str, Callable[[Any], Any]]] = [
             ("name", clean_token_name),
             ("scopes", parse_scopes),
             ("expires_in_days", clean_expires_in_days),
@@ -238,10 +247,12 @@ class ApiTokenAdmin(admin.ModelAdmin):
         "name", "prefix", "scopes", "created_at", "created_by", "expires_at", "last_used_at", "revoked_at",
     ]  # fmt: skip
 
-    def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> type[forms.ModelForm[Any]]:
         if obj is None:
             kwargs["form"] = ApiTokenCreateForm
-        return super().get_form(request, obj, **kwargs)
+        return super().get_form(request, obj, change, **kwargs)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return self.readonly_fields if obj is not None else []
@@ -272,10 +283,10 @@ class ApiTokenAdmin(admin.ModelAdmin):
         )
         obj.__dict__.update({f.attname: getattr(token, f.attname) for f in ApiToken._meta.concrete_fields})
         obj._state.adding = False
-        request._created_token = raw  # shown once by response_add, stored nowhere
+        _created_tokens[request] = raw  # shown once by response_add, stored nowhere
 
     def response_add(self, request: HttpRequest, obj: ApiToken, post_url_continue: Any = None) -> HttpResponse:
-        raw = getattr(request, "_created_token", None)
+        raw = _created_tokens.pop(request, None)
         if raw is None:
             return super().response_add(request, obj, post_url_continue)
         context = {**self.admin_site.each_context(request), "token": obj, "raw": raw, "opts": self.opts}
@@ -297,11 +308,10 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ["actor_label", "action", "object_type", "object_id", "object_label", "request_id"]
     date_hierarchy = "time"
     list_select_related = False
-    fields = [
+    fields = readonly_fields = (
         "time", "actor_type", "actor_label", "actor_user", "actor_token", "action", "object_type", "object_id",
         "object_label", "change_full", "before_json", "after_json", "request_id",
-    ]  # fmt: skip
-    readonly_fields = fields
+    )  # fmt: skip
     # The list's long cells wrap and its change column is cut (admin/controlplane/auditevent/change_list.html).
     CHANGE_LIST_LENGTH = 160
 

@@ -170,8 +170,17 @@ class EnvironmentAdmin(admin.ModelAdmin):
 
 class StepRunInline(ReadOnlyInlineMixin, admin.TabularInline):
     model = StepRun
-    fields = ["phase", "index", "name", "kind", "status", "started_at", "finished_at", "exit_code", "error"]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "phase",
+        "index",
+        "name",
+        "kind",
+        "status",
+        "started_at",
+        "finished_at",
+        "exit_code",
+        "error",
+    )
 
 
 @admin.register(Deployment)

@@ -27,8 +27,8 @@ from flags.services import (
 )
 
 
-class TargetingKeysField(forms.CharField):
-    """One targeting key per line."""
+class TargetingKeysField(forms.Field):
+    """One targeting key per line: text in the form, a list of keys once cleaned."""
 
     widget = forms.Textarea(attrs={"rows": 4})
 
@@ -36,7 +36,7 @@ class TargetingKeysField(forms.CharField):
         return "\n".join(value) if isinstance(value, list) else value
 
     def to_python(self, value: Any) -> list[str]:
-        text = super().to_python(value) or ""
+        text = "" if value in self.empty_values else str(value)
         return [line.strip() for line in text.splitlines() if line.strip()]
 
 
@@ -48,7 +48,8 @@ class FlagForm(forms.ModelForm):
         fields = list(FIELDS)
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         values = {key: data[key] for key in FIELDS if key in data}
         if self.instance.pk:
             values.pop("name", None)  # renaming would break every service that asks for it
