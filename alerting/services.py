@@ -255,14 +255,17 @@ def _silence_state(silence: Silence) -> dict[str, Any]:
 
 def silence_create(
     *,
-    ends_at: datetime,
-    reason: str,
+    ends_at: object,
+    reason: object,
     actor: Actor,
     starts_at: datetime | None = None,
     rule: AlertRule | None = None,
     component: str = "",
 ) -> Silence:
-    """A maintenance window: matching alerts are recorded but notify nobody until ``ends_at``."""
+    """A maintenance window: matching alerts are recorded but notify nobody until ``ends_at``.
+
+    ``ends_at`` and ``reason`` are checked here, whatever a caller was sent (a datetime, some text).
+    """
     now = timezone.now()
     starts_at = starts_at or now
     if not isinstance(reason, str) or not reason.strip():
@@ -535,6 +538,7 @@ def _apply(
             measurement=target.measurement,
             started_at=now,
         )
+    assert transition.state is not None  # only NOTHING, returned above, leaves no state
     alert.state = transition.state
     alert.consecutive = transition.consecutive
     alert.last_value = value

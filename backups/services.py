@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import tempfile
@@ -576,7 +577,7 @@ def backups_prune(*, target: BackupTarget, actor: Actor, now: Any = None) -> int
             name = backup.file
             backup.delete()
             if name:
-                transaction.on_commit(lambda name=name: _delete_file(store, name))
+                transaction.on_commit(functools.partial(_delete_file, store, name))
     return len(doomed)
 
 

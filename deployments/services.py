@@ -6,6 +6,7 @@ asks for comes through here, is validated, audited, and queued after commit.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from datetime import timedelta
@@ -381,7 +382,7 @@ def reap(*, now: Any = None) -> dict[str, list[int]]:
                 level=LogLevel.ERROR,
             )
             audit_record(actor=Actor.system("deployment reaper"), action="deployment.reaped", obj=deployment)
-            transaction.on_commit(lambda pk=deployment.pk, claim=claim: continue_rollback.delay(pk, claim))
+            transaction.on_commit(functools.partial(continue_rollback.delay, deployment.pk, claim))
         key = "rolled_back" if deployment.status == DeploymentStatus.RUNNING else "continued"
         summary[key].append(deployment.pk)
     never_started = now - timedelta(seconds=settings.DEPLOY_QUEUE_TIMEOUT_SECONDS)
