@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -209,21 +210,25 @@ def health(now: datetime, firing: list[Alert]) -> tuple[int | None, list[Deducti
 _SUMS = {name: Sum(name) for name in ("count", "errors", *BUCKET_FIELDS)}
 
 
-def _series(since: datetime, until: datetime, grain: str) -> list[dict[str, Any]]:
+def _sums(since: datetime, until: datetime, grain: str) -> Iterable[Mapping[str, Any]]:
+    """The rollups' sums per hour (``t``) or per minute (``minute``), keyed as in _SUMS: a mapping, since
+    the stubs' row types know only the names written out."""
     from monitoring.selectors import PROBE_VIEWS
 
     rows = RequestRollup.objects.filter(minute__gte=since, minute__lt=until).exclude(view__in=PROBE_VIEWS)
     if grain == "hour":
-        grouped = rows.annotate(t=TruncHour("minute")).values("t").annotate(**_SUMS).order_by("t")
-    else:
-        grouped = rows.values("minute").annotate(**_SUMS).order_by("minute")
+        return rows.annotate(t=TruncHour("minute")).values("t").annotate(**_SUMS).order_by("t")
+    return rows.values("minute").annotate(**_SUMS).order_by("minute")
+
+
+def _series(since: datetime, until: datetime, grain: str) -> list[dict[str, Any]]:
     points = []
-    for row in grouped:
+    for row in _sums(since, until, grain):
         buckets = [row[name] or 0 for name in BUCKET_FIELDS]
         count = row["count"] or 0
         points.append(
             {
-                "t": (row.get("t") or row.get("minute")).isoformat(),
+                "t": (row["t"] if "t" in row else row["minute"]).isoformat(),
                 "count": count,
                 "p50": percentile_from_buckets(buckets, 0.5),
                 "p95": percentile_from_buckets(buckets, 0.95),
@@ -237,7 +242,7 @@ def _series(since: datetime, until: datetime, grain: str) -> list[dict[str, Any]
 def charts_refresh(now: datetime | None = None) -> dict[str, Any]:
     """Compute the 24 h and 7 d charts and keep them in the shared cache (beat, every minute)."""
     now = now or timezone.now()
-    charts = {"computed_at": now.isoformat()}
+    charts: dict[str, Any] = {"computed_at": now.isoformat()}
     for name in ("24h", "7d"):
         span, grain = WINDOWS[name]
         charts[name] = _series(now - span, now, grain)

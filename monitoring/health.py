@@ -66,6 +66,11 @@ def report(group: str) -> HttpResponse:
     return _response(body, status)
 
 
+# The paths HealthEndpointsMiddleware answers, with the URL name request metrics count each under:
+# nothing is resolved for them.
+PROBE_VIEWS_BY_PATH = {"/health/live": "health-live", "/health/ready": "health-ready"}
+
+
 class HealthEndpointsMiddleware:
     """Answers /health/live and /health/ready before the rest of the stack.
 
@@ -80,9 +85,7 @@ class HealthEndpointsMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         path = request.path_info
         if path == "/health/live":
-            request.metrics_view = "health-live"  # the URL name, for request metrics (nothing is resolved)
             return live(request)
         if path == "/health/ready":
-            request.metrics_view = "health-ready"
             return ready(request)
         return self.get_response(request)

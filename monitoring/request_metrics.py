@@ -21,6 +21,7 @@ from django.db.backends.signals import connection_created
 from django.db.models import F
 from django.http import HttpRequest, HttpResponse
 
+from monitoring.health import PROBE_VIEWS_BY_PATH
 from monitoring.models import BUCKET_FIELDS, LATENCY_BUCKETS_MS, RequestRollup
 
 logger = logging.getLogger(__name__)
@@ -218,7 +219,7 @@ class RequestMetricsMiddleware:
         _record(
             (
                 int(time.time()) // 60 * 60,
-                match.view_name if match is not None else getattr(request, "metrics_view", "unresolved"),
+                match.view_name if match is not None else PROBE_VIEWS_BY_PATH.get(request.path_info, "unresolved"),
                 request.method or "",
                 _STATUS_CLASS[status // 100] if 0 <= status < 600 else f"{status // 100}xx",
             ),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db.models import Sum
 from django.utils import timezone
@@ -62,7 +64,7 @@ def percentile_from_buckets(buckets: list[int], quantile: float) -> float | None
     return float(LATENCY_BUCKETS_MS[-1])
 
 
-def _figures(rows: dict, minutes: float) -> RequestFigures:
+def _figures(rows: Mapping[str, Any], minutes: float) -> RequestFigures:
     buckets = [rows.get(field) or 0 for field in BUCKET_FIELDS]
     count = rows.get("count") or 0
     return RequestFigures(
