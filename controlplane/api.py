@@ -143,7 +143,7 @@ def api_view(
                     raise ApiError(405, "method_not_allowed", f"use {' or '.join(methods)}")
                 authenticate(request, scope, allow_api_key=allow_api_key)
                 for name, value in kwargs.items():
-                    if isinstance(value, str) and not _is_text(value):
+                    if isinstance(value, str) and not is_text(value):
                         raise ApiError(400, "invalid_text", f"{name} is not valid Unicode text", field=name)
                 return view(request, *args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - mapped to its answer, or raised again as a bug
@@ -177,7 +177,7 @@ class InvalidText(ValueError):
         self.field = field
 
 
-def _is_text(value: str) -> bool:
+def is_text(value: str) -> bool:
     try:
         value.encode()
     except UnicodeEncodeError:
@@ -186,7 +186,7 @@ def _is_text(value: str) -> bool:
 
 
 def _printable(name: str) -> str:
-    return name if _is_text(name) else name.encode("utf-8", "backslashreplace").decode()
+    return name if is_text(name) else name.encode("utf-8", "backslashreplace").decode()
 
 
 def _first_non_text(data: Any) -> str | None:
@@ -196,12 +196,12 @@ def _first_non_text(data: Any) -> str | None:
     while pending:
         value, path = pending.pop()
         if isinstance(value, str):
-            if not _is_text(value):
+            if not is_text(value):
                 return ".".join(path) or "body"
         elif isinstance(value, dict):
             for key, item in value.items():
                 child = (*path, _printable(key))
-                if not _is_text(key):
+                if not is_text(key):
                     return ".".join(child)
                 pending.append((item, child))
         elif isinstance(value, list):

@@ -28,7 +28,7 @@ from ninja.errors import HttpError, ValidationError
 from ninja.parser import Parser
 from ninja.security import APIKeyHeader, HttpBearer
 
-from controlplane.api import ApiError, InvalidJson, InvalidText, authenticate, error_for, load_json
+from controlplane.api import ApiError, InvalidJson, InvalidText, authenticate, error_for, is_text, load_json
 from controlplane.models import ApiToken
 
 PREFIX = "/api/deployment/"
@@ -91,14 +91,6 @@ def token_of(request: HttpRequest) -> ApiToken:
     return token
 
 
-def _is_text(value: str) -> bool:
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 # --- Bodies and errors ----------------------------------------------------------------------------
 
 
@@ -149,7 +141,7 @@ def _validation_error(exc: ValidationError) -> ApiError:
     loc = list(first.get("loc", ()))
     if context.get("field"):  # a model-level rule that names the field it refused (unknown fields)
         loc.append(context["field"])
-    field = _field_path(loc, {"payload", "body", "changes"})
+    field = _field_path(loc, {"payload"})
     if first.get("type") == "missing" and not field:
         return ApiError(400, "invalid_json", "the body must be a JSON object")
     message = str(first.get("msg", "invalid"))
@@ -204,7 +196,7 @@ def _json_answers(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespon
     @functools.wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         for name, value in kwargs.items():
-            if isinstance(value, str) and not _is_text(value):
+            if isinstance(value, str) and not is_text(value):
                 return ApiError(400, "invalid_text", f"{name} is not valid Unicode text", field=name).response()
         response = view(request, *args, **kwargs)
         if response.status_code == 405 and not response.get("Content-Type", "").startswith("application/json"):
@@ -231,7 +223,7 @@ def url_patterns(api: NinjaAPI) -> list[URLPattern | URLResolver]:
 
 
 def document(api: NinjaAPI) -> dict[str, Any]:
-    """The OpenAPI document, the error responses each operation may give declared with it."""
+    """The OpenAPI document, its paths under /api/deployment/ (JSON-ready: status codes as strings)."""
     schema = cast(dict[str, Any], api.get_openapi_schema(path_prefix=PREFIX.rstrip("/")))
     return json.loads(json.dumps(schema, default=str))
 

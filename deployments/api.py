@@ -14,7 +14,7 @@ from pydantic_core import PydanticCustomError
 from controlplane.api import ApiError
 from controlplane.audit import Actor
 from controlplane.models import Scope
-from controlplane.openapi import Error, token_auth
+from controlplane.openapi import Error, token_auth, token_of
 from controlplane.readiness import overall, readiness_items
 from deployments.models import Deployment
 from deployments.selectors import deployment_detail, deployment_summary, environments_status
@@ -141,7 +141,7 @@ def _accepted(deployment: Deployment) -> JsonResponse:
 )
 def deploy(request: HttpRequest, payload: DeployIn) -> JsonResponse:
     """Queue a deployment: ``{"environment": "demo", "version": "v42", "type": "deploy"}``."""
-    actor = Actor.from_request(request)
+    actor = Actor.for_token(token_of(request))
     if payload.type == "rollback":
         deployment = rollback_to_previous(environment=payload.environment, actor=actor)
     else:
@@ -188,7 +188,7 @@ def deployment(
 )
 def cancel(request: HttpRequest, deployment_id: int) -> JsonResponse:
     found = get_object_or_404(Deployment.objects.select_related("environment"), pk=deployment_id)
-    updated = deployment_cancel(deployment=found, actor=Actor.from_request(request))
+    updated = deployment_cancel(deployment=found, actor=Actor.for_token(token_of(request)))
     return JsonResponse(deployment_summary(updated), status=202)
 
 
@@ -207,6 +207,6 @@ def recovery_rollback(
     if dry_run not in ("true", "false", "1", "0"):
         raise ApiError(422, "invalid", "true or false", field="dry_run")
     deployment = recovery_run(
-        failure_type=failure_type, actor=Actor.from_request(request), dry_run=dry_run in ("true", "1")
+        failure_type=failure_type, actor=Actor.for_token(token_of(request)), dry_run=dry_run in ("true", "1")
     )
     return _accepted(deployment)

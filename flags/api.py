@@ -14,7 +14,7 @@ from pydantic_core import PydanticCustomError
 from controlplane.api import ApiError, InvalidJson, InvalidText, api_view, load_json
 from controlplane.audit import Actor
 from controlplane.models import Scope
-from controlplane.openapi import Error, token_auth
+from controlplane.openapi import Error, token_auth, token_of
 from flags.evaluation import CompiledFlag, TargetingKeyMissing, evaluate, on_for, variant
 from flags.models import Flag
 from flags.services import MAX_TARGETING_KEY, clean_fields, flag_change
@@ -245,7 +245,7 @@ def feature_toggle(request: HttpRequest, flag: str, payload: ToggleIn | None = N
     is safe. The answer is the flag as saved, with ``changed`` saying whether this request changed it."""
     changes = payload.model_dump(exclude_unset=True) if payload is not None else {}
     clean_fields(changes, allowed=TOGGLE_FIELDS, flag=flag)
-    result = flag_change(name=flag, changes=changes or None, actor=Actor.from_request(request))
+    result = flag_change(name=flag, changes=changes or None, actor=Actor.for_token(token_of(request)))
     return JsonResponse({"flag": result.flag.name, "changed": result.changed, **_flag_body(result.flag)})
 
 
