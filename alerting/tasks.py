@@ -11,21 +11,13 @@ import logging
 from typing import Any
 
 from celery import shared_task
+from celery.contrib.django.task import DjangoTask
 
 logger = logging.getLogger(__name__)
 
 MAX_DELIVERY_RETRIES = 5  # six attempts over about 15 minutes
 BACKOFF_BASE_SECONDS = 30
 BACKOFF_MAX_SECONDS = 600
-
-_DELIVERY = {
-    "bind": True,
-    "max_retries": MAX_DELIVERY_RETRIES,
-    "ignore_result": True,
-    "soft_time_limit": 60,
-    "time_limit": 90,
-}
-_EVALUATION = {"ignore_result": True, "soft_time_limit": 50, "time_limit": 60}
 
 
 def backoff_seconds(retries: int) -> int:
@@ -55,24 +47,41 @@ def _evaluate() -> dict[str, Any]:
     return summary.as_dict()
 
 
-@shared_task(name="alerting.deliver_notification", **_DELIVERY)
+@shared_task(
+    name="alerting.deliver_notification",
+    bind=True,
+    base=DjangoTask,  # the app's task class under Django, named for delay_on_commit's type
+    max_retries=MAX_DELIVERY_RETRIES,
+    ignore_result=True,
+    soft_time_limit=60,
+    time_limit=90,
+)
 def deliver_notification(self: Any, delivery_id: int) -> str:
     """Send one Delivery. Transient failures retry with exponential backoff; each attempt is recorded."""
     return _deliver(self, delivery_id)
 
 
-@shared_task(name="alerting.evaluate_alert_rules", **_EVALUATION)
+@shared_task(name="alerting.evaluate_alert_rules", ignore_result=True, soft_time_limit=50, time_limit=60)
 def evaluate_alert_rules() -> dict[str, Any]:
     """Evaluate every rule now (a failed backup asks for it; the scheduled checks evaluate in their task)."""
     return _evaluate()
 
 
-# The names these tasks had inside monitoring, for the messages queued under them before an upgrade.
-@shared_task(name="monitoring.deliver_notification", **_DELIVERY)
+# The names these tasks had inside monitoring, for the messages queued under them before an upgrade;
+# the same options.
+@shared_task(
+    name="monitoring.deliver_notification",
+    bind=True,
+    base=DjangoTask,  # the app's task class under Django, named for delay_on_commit's type
+    max_retries=MAX_DELIVERY_RETRIES,
+    ignore_result=True,
+    soft_time_limit=60,
+    time_limit=90,
+)
 def deliver_notification_as_before(self: Any, delivery_id: int) -> str:
     return _deliver(self, delivery_id)
 
 
-@shared_task(name="monitoring.evaluate_alert_rules", **_EVALUATION)
+@shared_task(name="monitoring.evaluate_alert_rules", ignore_result=True, soft_time_limit=50, time_limit=60)
 def evaluate_alert_rules_as_before() -> dict[str, Any]:
     return _evaluate()
