@@ -52,11 +52,12 @@ bench: install-dev
 		echo "== $$script"; $(BIN)/python "$$script"; \
 	done; [ $$found -eq 1 ] || echo "no benchmarks in bench/ yet"
 
-## make lint: ruff, and the import contracts of pyproject.toml (the arrows between the packages).
+## make lint: ruff, the import contracts of pyproject.toml (the arrows between the packages), and mypy.
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 ## make arrows: which package imports which (docs/architecture.md says which may).
 arrows: install-dev
