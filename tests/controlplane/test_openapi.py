@@ -22,6 +22,7 @@ from django.db import close_old_connections
 from django.test import Client
 from hypothesis import HealthCheck, given, seed, settings
 from schemathesis.checks import not_a_server_error
+from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
@@ -79,21 +80,24 @@ def test_every_operation_answers_as_the_document_says(wsgi_app, every_scope):
 
     started = time.monotonic()
     calls: dict[str, int] = {}
-    for operation in operations:
+    # Requests that fit the document, then requests that break it (wrong types, unknown fields,
+    # malformed path parameters): both must be answered as the document says.
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+        for operation in operations:
 
-        @seed(20261202)
-        @settings(
-            max_examples=EXAMPLES,
-            deadline=None,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        )
-        @given(case=operation.as_strategy())
-        def run(case):
-            case.call_and_validate(headers=every_scope, checks=CHECKS)
-            calls[case.operation.label] = calls.get(case.operation.label, 0) + 1
+            @seed(20261202)
+            @settings(
+                max_examples=EXAMPLES,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
+            @given(case=operation.as_strategy(generation_mode=mode))
+            def run(case):
+                case.call_and_validate(headers=every_scope, checks=CHECKS)
+                calls[case.operation.label] = calls.get(case.operation.label, 0) + 1
 
-        run()
+            run()
     assert time.monotonic() - started < 120
     assert set(calls) == {operation.label for operation in operations} and min(calls.values()) >= 5, calls
 
