@@ -138,7 +138,7 @@ def channel_delete(*, channel: NotificationChannel, actor: Actor) -> None:
 def channel_send_test(*, channel: NotificationChannel, actor: Actor) -> Delivery:
     """Queue a test notification to ``channel`` (after commit). Obeys ``external_alerts`` like any other."""
     reason = "" if is_on(EXTERNAL_ALERTS) else "external_alerts is off"
-    with transaction.atomic():
+    with transaction.atomic(durable=True):  # the delivery is queued after commit: never nested
         delivery = _record_deliveries(
             alert=None,
             channels=[channel],
@@ -296,7 +296,7 @@ def silence_create(
 def silence_end(*, silence: Silence, actor: Actor) -> Silence:
     """End a silence now (it stays in the list, as a record of the window)."""
     now = timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         locked = Silence.objects.select_for_update().get(pk=silence.pk)
         if locked.ends_at <= now:
             return locked
@@ -315,7 +315,7 @@ def silence_delete(*, silence: Silence, actor: Actor) -> None:
 
 def alert_acknowledge(*, alert: Alert, actor: Actor) -> Alert:
     """Someone is on it: the alert stops sending reminders (its resolution is still announced)."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         locked = Alert.objects.select_for_update().get(pk=alert.pk)
         if locked.state == AlertState.RESOLVED:
             raise InvalidAlertSetting("state", "the alert is resolved; nothing to acknowledge")

@@ -125,7 +125,9 @@ def backup_start(*, target: BackupTarget, actor: Actor) -> Backup:
     """
     for _ in range(2):
         try:
-            with transaction.atomic():
+            # Durable: the claim is committed before the dump, and a refused one (IntegrityError) is
+            # caught here, which only the outermost transaction can survive.
+            with transaction.atomic(durable=True):
                 now = timezone.now()
                 return Backup.objects.create(
                     target=target, engine="", requested_by=actor.label[:150], started_at=now, heartbeat_at=now
@@ -351,7 +353,7 @@ def verification_start(*, backup: Backup, actor: Actor) -> Verification:
         raise engines.BackupError(f"backup #{backup.pk} is {backup.status}: only a finished backup can be verified")
     for _ in range(2):  # a running verification whose worker is gone is failed first, as in backup_start
         try:
-            with transaction.atomic():
+            with transaction.atomic(durable=True):  # as in backup_start
                 now = timezone.now()
                 verification = Verification.objects.create(
                     backup=backup, requested_by=actor.label[:150], started_at=now, heartbeat_at=now
@@ -572,7 +574,7 @@ def backups_prune(*, target: BackupTarget, actor: Actor, now: Any = None) -> int
     doomed = prunable(target, now=now)
     store = storage()
     for backup in doomed:
-        with transaction.atomic():
+        with transaction.atomic(durable=True):  # the file goes after commit
             audit_record(actor=actor, action="backup.prune", obj=backup, before=_backup_state(backup))
             name = backup.file
             backup.delete()
@@ -675,7 +677,8 @@ def backup_request(*, target: BackupTarget, actor: Actor) -> bool:
     """
     from backups.tasks import queue_backup
 
-    with transaction.atomic():
+    # Durable: the task is sent after commit, and the answer below is read once it was.
+    with transaction.atomic(durable=True):
         audit_record(actor=actor, action="backup.requested", obj=target)
         queue_backup(target.pk, requested_by=actor.label)
     target.refresh_from_db(fields=["dispatch_error", "dispatch_requested_by"])
@@ -688,7 +691,7 @@ def verification_request(*, backup: Backup, actor: Actor) -> bool:
 
     if backup.status != BackupStatus.SUCCEEDED:
         raise engines.BackupError(f"backup #{backup.pk} is {backup.status}: only a finished backup can be verified")
-    with transaction.atomic():
+    with transaction.atomic(durable=True):  # as in backup_request
         audit_record(actor=actor, action="backup.verify_requested", obj=backup)
         queue_verification(backup.pk, requested_by=actor.label)
     backup.refresh_from_db(fields=["verify_dispatch_error", "verify_requested_by"])

@@ -95,7 +95,7 @@ def api_token_create(
 
 def api_token_revoke(*, token: ApiToken, actor: Actor) -> ApiToken:
     """Revoke a token at once; revoking twice changes nothing."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         token = ApiToken.objects.select_for_update().get(pk=token.pk)
         if token.revoked_at is not None:
             return token

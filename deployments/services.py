@@ -173,7 +173,9 @@ def deployment_request(
     except InvalidStep as exc:
         raise InvalidDeployment(f"pipeline {env.pipeline.name}: {exc.field}", exc.message) from None
     try:
-        with transaction.atomic():
+        # Durable: the environment's lock (a unique constraint) is caught as IntegrityError here, which
+        # only the outermost transaction survives, and the run is sent after commit.
+        with transaction.atomic(durable=True):
             deployment = Deployment.objects.create(
                 environment=env,
                 version=version,
@@ -327,7 +329,7 @@ def recovery_run(*, failure_type: str, actor: Actor, dry_run: bool = False) -> D
 
 def deployment_cancel(*, deployment: Deployment, actor: Actor) -> Deployment:
     """Cancel: a queued one ends at once; a running one has its step killed, then rolls back."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         deployment = Deployment.objects.select_for_update().get(pk=deployment.pk)
         if deployment.status == DeploymentStatus.QUEUED:
             deployment.status = DeploymentStatus.CANCELLED

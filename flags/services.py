@@ -153,9 +153,9 @@ def flag_update(*, name: str, changes: dict[str, Any], actor: Actor, action: str
     return _update(name, changes, actor, action).flag
 
 
-def _update(name: str, changes: dict[str, Any], actor: Actor, action: str) -> FlagChange:
+def _update(name: str, changes: dict[str, Any], actor: Actor, action: str, *, durable: bool = False) -> FlagChange:
     clean = clean_fields(changes, allowed=FIELDS[1:], flag=name)
-    with transaction.atomic():
+    with transaction.atomic(durable=durable):
         return _apply(_locked(name), clean, actor, action)
 
 
@@ -166,8 +166,8 @@ def flag_change(*, name: str, changes: dict[str, Any] | None, actor: Actor) -> F
     flipping is not, so callers that may retry send the state they want.
     """
     if changes:
-        return _update(name, changes, actor, "flag.toggle")
-    with transaction.atomic():
+        return _update(name, changes, actor, "flag.toggle", durable=True)
+    with transaction.atomic(durable=True):
         flag = _locked(name)
         return _apply(flag, {"enabled": not flag.enabled}, actor, "flag.toggle")
 
@@ -215,7 +215,7 @@ def flags_import(*, document: Any, actor: Actor, dry_run: bool = False) -> list[
     """
     definitions = parse_flag_file(document)
     plan: list[PlannedChange] = []
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         existing = {
             f.name: f for f in Flag.objects.select_for_update().filter(name__in=[d["name"] for d in definitions])
         }
