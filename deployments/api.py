@@ -71,7 +71,7 @@ class DeployIn(BaseModel):
     @classmethod
     def _known_type(cls, value: Any) -> Any:
         if value not in ("deploy", "rollback"):
-            raise PydanticCustomError("invalid", TYPE_RULE.replace("{type}", "{{type}}"))
+            raise PydanticCustomError("invalid", TYPE_RULE)
         return value
 
 

@@ -31,6 +31,7 @@ from schemathesis.specs.openapi.checks import (
 
 from controlplane.models import Scope
 from deployments.defaults import ensure_defaults
+from deployments.models import Deployment
 from flags.models import Flag
 from monitoring.health import MEDIA_TYPE
 
@@ -138,3 +139,35 @@ def test_the_docs_page_is_for_logged_in_operators_and_loads_nothing_from_elsewhe
 def test_the_docs_page_refuses_a_logged_in_user_who_is_not_staff(client, outsider):
     client.force_login(outsider)
     assert client.get(DOCS).status_code == 403
+
+
+def test_refused_bodies_keep_the_api_error_shape(api_client):
+    ensure_defaults()
+    Flag.objects.create(name="chat", enabled=True)
+    api = api_client(*Scope.values)
+
+    def post(url: str, body: str):
+        response = api.post(url, body, content_type="application/json")
+        return response.status_code, response.json()
+
+    deploy = "/api/deployment/deploy"
+    assert post(deploy, '{"environment": "demo", "type": "x"}') == (
+        422,
+        {
+            "error": "invalid",
+            "detail": "deploy or rollback (recovery plans: /api/deployment/recovery/rollback/{type})",
+            "field": "type",
+        },
+    )
+    assert post(deploy, '{"environment": "demo", "version": "v1", "zone": 1, "colour": 2}') == (
+        422,
+        {"error": "invalid", "detail": "unknown field; fields: environment, version, type", "field": "colour"},
+    )
+    assert post(deploy, "") == (400, {"error": "invalid_json", "detail": "the body must be a JSON object"})
+    assert post(deploy, "[1]") == (400, {"error": "invalid_json", "detail": "the body must be a JSON object"})
+    toggle = "/api/deployment/features/chat/toggle"
+    status, body = post(toggle, '{"targeting_keys": ["u1", 7]}')
+    assert (status, body["error"], body["field"]) == (422, "invalid", "targeting_keys.1")
+    status, body = post(toggle, '{"rollout_percent": null}')
+    assert (status, body["field"]) == (422, "rollout_percent")
+    assert not Deployment.objects.exists() and Flag.objects.get(name="chat").targeting_keys == []
