@@ -88,8 +88,8 @@ def _raw_token(request: HttpRequest, *, allow_api_key: bool) -> str | None:
 def authenticate(request: HttpRequest, scope: str | None, *, allow_api_key: bool = True) -> ApiToken:
     """The request's token, or raise 400 (token in the URL), 401 (none, unknown) or 403 (scope).
 
-    ``scope`` None accepts a token of any scope. The token is also kept as ``request.auth`` (where
-    ninja keeps what its auth returned), which ``Actor.from_request`` reads for the audit trail.
+    ``scope`` None accepts a token of any scope. The operations API's views read the token ninja kept
+    from its auth (``controlplane.openapi.token_of``); nothing is set on the request here.
     """
     if _QUERY_TOKEN_NAMES & {name.lower() for name in request.GET}:
         raise ApiError(400, "token_in_query_string", "send the token in the Authorization header, never in the URL")
@@ -101,7 +101,6 @@ def authenticate(request: HttpRequest, scope: str | None, *, allow_api_key: bool
         raise ApiError(401, "unauthorized", "the token is unknown, expired or revoked")
     if scope is not None and not token.has_scope(scope):
         raise ApiError(403, "forbidden", f"the token lacks the scope {scope}", scope=scope)
-    request.auth = token  # type: ignore[attr-defined]
     return token
 
 

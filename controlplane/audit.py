@@ -16,7 +16,6 @@ from controlplane.redaction import redact
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser, User
-    from django.http import HttpRequest
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,7 @@ class Actor:
 
     @classmethod
     def for_user(cls, user: User | AnonymousUser) -> Actor:
-        """The person behind ``request.user``; one not logged in is nobody's change, as in ``from_request``."""
+        """The person behind ``request.user``; one not logged in is nobody's change (a system actor)."""
         if not user.is_authenticated:
             return cls.system("anonymous")
         return cls(ActorType.USER, user.get_username(), user=user)
@@ -42,16 +41,6 @@ class Actor:
     @classmethod
     def system(cls, label: str = "system") -> Actor:
         return cls(ActorType.SYSTEM, label)
-
-    @classmethod
-    def from_request(cls, request: HttpRequest) -> Actor:
-        token = getattr(request, "auth", None)  # the ApiToken the API's authentication returned
-        if isinstance(token, ApiToken):
-            return cls.for_token(token)
-        user = getattr(request, "user", None)
-        if user is None:
-            return cls.system("anonymous")
-        return cls.for_user(user)
 
 
 def snapshot(instance: models.Model, fields: list[str] | None = None, exclude: list[str] | None = None) -> dict:
