@@ -40,9 +40,11 @@ run: install
 		$(BIN)/honcho start --no-colour --port $(PORT) --procfile Procfile; \
 		status=$$?; [ $$status -eq 130 ] && exit 0; exit $$status
 
-## make test: the whole suite. Set DATABASE_URL, REDIS_URL, CELERY_BROKER_URL to run it on real servers.
+## make test: the whole suite, in TEST_PROCESSES processes (default 2). Set DATABASE_URL, REDIS_URL,
+## CELERY_BROKER_URL to run it on real servers.
+TEST_PROCESSES ?= 2
 test: install-dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) $(PYTEST_ARGS)
 
 ## make bench: every benchmark in bench/.
 bench: install-dev

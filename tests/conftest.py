@@ -311,6 +311,8 @@ def celery_worker_process(tmp_path):
                 "solo",
                 "-Q",
                 queue,
+                "-n",  # a node name of its own: workers of concurrent runs on one broker do not collide
+                f"{queue}@%h",
                 "--loglevel",
                 "INFO",
                 "--without-heartbeat",

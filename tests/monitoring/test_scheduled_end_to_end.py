@@ -35,7 +35,7 @@ def test_beat_and_worker_store_metrics_and_fire_an_alert_to_slack(http_sink, tmp
     celery = [sys.executable, "-m", "celery", "-A", "controlplane"]
     worker_log, beat_log = tmp_path / "worker.log", tmp_path / "beat.log"
     worker = subprocess.Popen(
-        [*celery, "worker", "--pool", "solo", "-Q", queue, "--without-gossip", "--without-mingle"],
+        [*celery, "worker", "--pool", "solo", "-Q", queue, "-n", f"{queue}@%h", "--without-gossip", "--without-mingle"],
         cwd=BASE_DIR, env=env, stdout=worker_log.open("w"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     beat = subprocess.Popen(
