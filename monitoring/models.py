@@ -1,8 +1,14 @@
 from __future__ import annotations
 
+import uuid
+from datetime import timedelta
+
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, URLValidator
 from django.db import models
 from django.utils import timezone
+
+from monitoring.jobs import InvalidSchedule, Schedule, validate_cron, zone_of
 
 
 class Heartbeat(models.Model):
@@ -116,3 +122,85 @@ class MonitoredEndpoint(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class JobState(models.TextChoices):
+    NEW = "new", "new"
+    UP = "up", "up"
+    LATE = "late", "late"
+    DOWN = "down", "down"
+    PAUSED = "paused", "paused"
+
+
+class ScheduleKind(models.TextChoices):
+    PERIOD = "period", "every N seconds"
+    CRON = "cron", "cron expression"
+
+
+class JobMonitor(models.Model):
+    """One of the product's scheduled jobs, which pings its secret URL (``/ping/<ping_key>``) when it runs.
+
+    The ping key is the credential: whoever holds the URL can report for the job, and nothing else.
+    """
+
+    name = models.SlugField(max_length=100, unique=True)
+    ping_key = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    schedule_kind = models.CharField(max_length=6, choices=ScheduleKind.choices, default=ScheduleKind.PERIOD)
+    period_seconds = models.PositiveIntegerField(
+        default=86400,
+        validators=[MinValueValidator(60), MaxValueValidator(365 * 86400)],
+        help_text="For a period schedule: the seconds expected between two pings.",
+    )
+    cron = models.CharField(
+        max_length=100, blank=True, help_text='For a cron schedule: five fields, e.g. "30 2 * * *".'
+    )
+    tz = models.CharField(
+        "time zone", max_length=64, default="UTC", help_text="The zone the cron expression is read in."
+    )
+    grace_seconds = models.PositiveIntegerField(
+        default=3600,
+        validators=[MinValueValidator(60), MaxValueValidator(30 * 86400)],
+        help_text="How long past the expected time the monitor is late before it is down.",
+    )
+    state = models.CharField(max_length=6, choices=JobState.choices, default=JobState.NEW)
+    created = models.DateTimeField(default=timezone.now)
+    # The last ping that ended a run (success or failure): the schedule counts from it.
+    last_ping = models.DateTimeField(null=True, blank=True)
+    last_start = models.DateTimeField(null=True, blank=True)
+    last_ping_kind = models.CharField(max_length=7, blank=True)
+    last_exit_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_duration = models.DurationField(null=True, blank=True, help_text="From the start ping to the success ping.")
+    last_output = models.TextField(blank=True)
+    state_changed = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [
+            # Beat's minute pass reads the monitors that can turn late or down.
+            models.Index(fields=["state"], name="jobmonitor_state"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def ping_path(self) -> str:
+        return f"/ping/{self.ping_key}"
+
+    def schedule(self) -> Schedule:
+        if self.schedule_kind == ScheduleKind.CRON:
+            return Schedule(cron=self.cron, tz=self.tz, grace=timedelta(seconds=self.grace_seconds))
+        return Schedule(period=timedelta(seconds=self.period_seconds), grace=timedelta(seconds=self.grace_seconds))
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.schedule_kind == ScheduleKind.CRON:
+            try:
+                validate_cron(self.cron)
+            except InvalidSchedule as exc:
+                errors["cron"] = str(exc)
+            try:
+                zone_of(self.tz)
+            except InvalidSchedule as exc:
+                errors["tz"] = str(exc)
+        if errors:
+            raise ValidationError(errors)
