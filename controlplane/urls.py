@@ -9,7 +9,7 @@ from controlplane import api, api_views, openapi, pages
 from deployments import api as deployments_api
 from flags import api as flags_api
 from monitoring import api as monitoring_api
-from monitoring import health, prometheus
+from monitoring import health, ping, prometheus
 
 # The operations API: one NinjaAPI, each app's router at its place under /api/deployment/.
 operations = openapi.operations_api(
@@ -27,6 +27,9 @@ operations = openapi.operations_api(
 urlpatterns = [
     path("ofrep/v1/evaluate/flags", flags_api.ofrep_evaluate_flags, name="ofrep-evaluate-flags"),
     path("ofrep/v1/evaluate/flags/<str:key>", flags_api.ofrep_evaluate_flag, name="ofrep-evaluate-flag"),
+    # Job monitors' pings: the product's scheduled jobs report here, each with its secret URL.
+    path("ping/<str:key>", ping.ping, name="job-ping"),
+    path("ping/<str:key>/<str:action>", ping.ping, name="job-ping-action"),
     path("health/live", health.live, name="health-live"),
     path("health/ready", health.ready, name="health-ready"),
     path("api/deployment/openapi.json", openapi.openapi_view(operations), name="api-openapi"),

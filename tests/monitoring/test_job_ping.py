@@ -1,0 +1,131 @@
+"""The job monitors' ping URL through the test client: states, output, durations, limits, bad input."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+
+from monitoring.job_monitors import OUTPUT_LIMIT_BYTES
+from monitoring.models import JobMonitor, JobState
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def monitor() -> JobMonitor:
+    return JobMonitor.objects.create(name=f"digest-{uuid.uuid4().hex[:8]}", period_seconds=3600)
+
+
+def test_success_ping_by_get_moves_a_new_monitor_up(client: Client, monitor: JobMonitor) -> None:
+    response = client.get(monitor.ping_path())
+    assert response.status_code == 200 and response.content == b"OK\n"
+    assert response["Content-Type"].startswith("text/plain")
+    monitor.refresh_from_db()
+    assert monitor.state == JobState.UP and monitor.last_ping is not None and monitor.last_ping_kind == "success"
+
+
+def test_ping_needs_no_login_session_or_csrf_and_is_one_read_and_one_update(
+    monitor: JobMonitor, django_assert_num_queries
+) -> None:
+    strict = Client(enforce_csrf_checks=True)
+    with django_assert_num_queries(2):
+        response = strict.post(monitor.ping_path(), data=b"done", content_type="text/plain")
+    assert response.status_code == 200
+    assert "sessionid" not in response.cookies and "csrftoken" not in response.cookies
+    monitor.refresh_from_db()
+    assert monitor.last_output == "done"
+
+
+def test_start_then_success_records_the_duration(client: Client, monitor: JobMonitor) -> None:
+    assert client.get(monitor.ping_path() + "/start").status_code == 200
+    monitor.refresh_from_db()
+    assert monitor.state == JobState.NEW and monitor.last_start is not None and monitor.last_ping is None
+    # The job ran for 90 s: move its start back rather than wait.
+    JobMonitor.objects.filter(pk=monitor.pk).update(last_start=monitor.last_start - timedelta(seconds=90))
+    assert client.post(monitor.ping_path(), data=b"sent 120 mails", content_type="text/plain").status_code == 200
+    monitor.refresh_from_db()
+    assert monitor.state == JobState.UP
+    assert monitor.last_duration is not None and 90 <= monitor.last_duration.total_seconds() < 100
+    assert monitor.last_output == "sent 120 mails"
+    # A success with no start since the last ping has no duration.
+    client.get(monitor.ping_path())
+    monitor.refresh_from_db()
+    assert monitor.last_duration is None and monitor.last_output == "sent 120 mails"  # a GET keeps the output
+
+
+@pytest.mark.parametrize(
+    ("suffix", "state", "exit_status"),
+    [("/fail", "down", None), ("/1", "down", 1), ("/255", "down", 255), ("/0", "up", 0)],
+)
+def test_fail_and_exit_status(
+    client: Client, monitor: JobMonitor, suffix: str, state: str, exit_status: int | None
+) -> None:
+    client.get(monitor.ping_path())
+    response = client.post(monitor.ping_path() + suffix, data=b"Traceback ...", content_type="text/plain")
+    assert response.status_code == 200
+    monitor.refresh_from_db()
+    assert monitor.state == state and monitor.last_exit_status == exit_status
+    assert monitor.last_output == "Traceback ..."
+
+
+def test_a_paused_monitor_resumes_on_a_ping(client: Client, monitor: JobMonitor) -> None:
+    JobMonitor.objects.filter(pk=monitor.pk).update(state=JobState.PAUSED)
+    client.get(monitor.ping_path())
+    monitor.refresh_from_db()
+    assert monitor.state == JobState.UP
+
+
+def test_a_long_body_is_cut_and_says_so(client: Client, monitor: JobMonitor) -> None:
+    body = ("é" * 6000).encode()  # 12,000 bytes
+    assert client.post(monitor.ping_path(), data=body, content_type="text/plain").status_code == 200
+    monitor.refresh_from_db()
+    kept, note = monitor.last_output.rsplit("\n", 1)
+    assert len(kept.encode()) <= OUTPUT_LIMIT_BYTES and kept.startswith("éé")
+    assert note == f"[output cut: the first {OUTPUT_LIMIT_BYTES} of 12000 bytes are kept]"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/ping/{uuid.uuid4()}",
+        f"/ping/{uuid.uuid4()}/start",
+        "/ping/not-a-uuid",
+        "/ping/not-a-uuid/fail",
+        "/ping/12345678-1234-1234-1234-1234567890zz",
+    ],
+)
+def test_unknown_or_malformed_key_is_a_plain_404(client: Client, monitor: JobMonitor, path: str) -> None:
+    response = client.post(path, data=b"x", content_type="text/plain")
+    assert response.status_code == 404 and response.content == b"not found\n"
+    assert response["Content-Type"].startswith("text/plain")
+    assert JobMonitor.objects.get(pk=monitor.pk).state == JobState.NEW
+
+
+@pytest.mark.parametrize("action", ["256", "-1", "1000", "ok", "00000", "²"])
+def test_bad_exit_status_is_refused_and_changes_nothing(client: Client, monitor: JobMonitor, action: str) -> None:
+    response = client.get(f"{monitor.ping_path()}/{action}")
+    assert response.status_code == 400 and b"exit status from 0 to 255" in response.content
+    monitor.refresh_from_db()
+    assert monitor.state == JobState.NEW and monitor.last_ping is None
+
+
+def test_other_methods_are_refused(client: Client, monitor: JobMonitor) -> None:
+    response = client.delete(monitor.ping_path())
+    assert response.status_code == 405 and response["Allow"] == "GET, HEAD, POST"
+    assert JobMonitor.objects.get(pk=monitor.pk).state == JobState.NEW
+
+
+def test_pings_are_rate_limited_per_monitor(client: Client, monitor: JobMonitor, settings) -> None:
+    settings.JOB_PING_RATE_PER_SECOND = 3
+    other = JobMonitor.objects.create(name=f"other-{uuid.uuid4().hex[:8]}")
+    # Eight pings take well under two seconds: at most three are taken in each second they span.
+    responses = [client.get(monitor.ping_path()) for _ in range(8)]
+    codes = [r.status_code for r in responses]
+    assert codes[0] == 200 and 2 <= codes.count(429) and codes.count(200) <= 6
+    limited = [r for r in responses if r.status_code == 429]
+    assert all(r["Retry-After"] == "1" and r.content.startswith(b"rate limited") for r in limited)
+    # Another monitor has its own count.
+    assert client.get(other.ping_path()).status_code == 200
