@@ -428,6 +428,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "controlplane.tasks.prune_old_rows",
         "schedule": 24 * 3600.0,
     },
+    # Job monitors whose ping is overdue turn late, then down (their schedules are in the database).
+    "job-monitors": {
+        "task": "monitoring.tasks.sweep_job_monitors",
+        "schedule": 60.0,
+        "options": {"expires": 55.0},
+    },
     "dashboard-charts": {
         "task": "monitoring.tasks.refresh_dashboard_charts",
         "schedule": 60.0,

@@ -1,1 +1,4 @@
-from monitoring import admin_health  # noqa: F401 - registers the health screens
+from monitoring import (
+    admin_health,  # noqa: F401 - registers the health screens
+    admin_jobs,  # noqa: F401 - registers the job monitors' screen
+)

@@ -14,12 +14,16 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from controlplane.audit import Actor, audit_record
 from monitoring.jobs import (
     DOWN,
     LATE,
+    NEW,
+    PAUSED,
     PING_START,
     PING_SUCCESS,
     UP,
@@ -121,3 +125,27 @@ def job_monitors_sweep(*, now: datetime | None = None) -> int:
         if state == DOWN:
             logger.warning("job monitor %s is down: no ping since %s", monitor.name, monitor.last_ping)
     return moved
+
+
+def job_monitor_set_paused(*, monitor: JobMonitor, paused: bool, actor: Actor) -> bool:
+    """Pause a monitor (no late or down, so no alert) or resume it (new again: the next ping makes it up).
+
+    Audited; returns False when it was already in that state.
+    """
+    with transaction.atomic():
+        current = JobMonitor.objects.select_for_update().get(pk=monitor.pk)
+        if (current.state == PAUSED) == paused:
+            return False
+        before = {"state": current.state}
+        current.state = PAUSED if paused else NEW
+        current.state_changed = timezone.now()
+        current.save(update_fields=["state", "state_changed"])
+        audit_record(
+            actor=actor,
+            action="jobmonitor.pause" if paused else "jobmonitor.resume",
+            obj=current,
+            before=before,
+            after={"state": current.state},
+        )
+    monitor.state = current.state
+    return True

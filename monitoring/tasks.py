@@ -6,6 +6,7 @@ import socket
 from celery import shared_task
 from django.conf import settings
 
+from monitoring.job_monitors import job_monitors_sweep
 from monitoring.services import heartbeat_record, scheduled_checks_run
 
 logger = logging.getLogger(__name__)
@@ -40,3 +41,9 @@ def refresh_dashboard_charts() -> int:
 
     charts = charts_refresh()
     return len(charts["24h"]) + len(charts["7d"])
+
+
+@shared_task(name="monitoring.tasks.sweep_job_monitors", ignore_result=True, soft_time_limit=50, time_limit=55)
+def sweep_job_monitors() -> int:
+    """Every minute: job monitors whose ping is overdue turn late, and past their grace time down."""
+    return job_monitors_sweep()
