@@ -123,6 +123,10 @@ class Counters:
     def p99(self) -> float | None:
         return self.quantile(0.99)
 
+    def under(self, threshold: float) -> float | None:
+        """How many requests took at most `threshold` seconds (what a latency SLO counts as good)."""
+        return count_under(threshold, self.buckets)
+
 
 def _increase(previous: float | None, current: float) -> float:
     if previous is None or current < previous:
@@ -158,6 +162,39 @@ def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float | None
     start = bounds[index - 1] if index > 0 else 0.0
     below = counts[index - 1] if index > 0 else 0.0
     return start + (bounds[index] - start) * ((rank - below) / (counts[index] - below))
+
+
+def count_under(threshold: float, buckets: Mapping[float, float]) -> float | None:
+    """The count of observations at or under `threshold`, read from cumulative buckets.
+
+    Exact on a bucket's bound; between two bounds, interpolated linearly as histogram_quantile does;
+    above the highest finite bound, that bound's count (what lies beyond cannot be told from the +Inf
+    bucket, so it is not counted as under). None without buckets.
+    """
+    bounds = sorted(bound for bound in buckets if bound != math.inf)
+    if not bounds:
+        return None
+    previous_bound, previous_count = 0.0, 0.0
+    for bound in bounds:
+        count = max(buckets[bound], previous_count)
+        if threshold <= bound:
+            if threshold <= previous_bound:
+                return previous_count
+            share = (threshold - previous_bound) / (bound - previous_bound)
+            return previous_count + (count - previous_count) * share
+        previous_bound, previous_count = bound, count
+    return previous_count
+
+
+def combine(rollups: Iterable[Rollup]) -> Counters | None:
+    """The service's counts over consecutive rollups (a window), gaps left out; None if all were gaps."""
+    present = [item.service for item in rollups if item.service is not None]
+    if not present:
+        return None
+    result = Counters()
+    for counters in present:
+        result = result + counters
+    return result
 
 
 def route_counters(exposition: Exposition, metric_map: MetricMap) -> dict[str, Counters]:

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from monitoring import slo
 from monitoring.exposition import ExpositionError, read_families
 from monitoring.rollup import (
     DJANGO_PROMETHEUS,
@@ -14,6 +15,8 @@ from monitoring.rollup import (
     Counters,
     MetricMap,
     ReplicaScrape,
+    Rollup,
+    combine,
     histogram_quantile,
     read_scrape,
     recognise,
@@ -252,3 +255,43 @@ def test_which_statuses_are_errors_is_configurable() -> None:
     assert strict.is_error("503") and strict.is_error("5xx") and strict.is_error("429")
     assert not strict.is_error("4xx") and not strict.is_error("404") and not strict.is_error("")
     assert not INSTRUMENTATOR.is_error("429")
+
+
+@pytest.mark.parametrize(
+    ("threshold", "expected"),
+    [
+        (0.5, 60.0),  # on a bound: exact
+        (0.3, 35.0),  # half-way through (0.1, 0.5]: 10 + 50 / 2
+        (0.05, 5.0),  # half-way through the first bucket, which starts at 0
+        (0.0, 0.0),
+        (2.0, 90.0),  # beyond the highest finite bound: only what is known to be under
+    ],
+)
+def test_count_under_a_threshold(threshold: float, expected: float) -> None:
+    counters = Counters(requests=100, buckets={0.1: 10.0, 0.5: 60.0, 1.0: 90.0, INF: 100.0})
+    assert counters.under(threshold) == pytest.approx(expected)
+
+
+def test_count_under_without_buckets_is_none() -> None:
+    assert Counters(requests=3).under(0.5) is None
+
+
+def test_a_window_combines_rollups_leaving_gaps_out() -> None:
+    first = Counters(requests=100, errors=1, buckets={2.0: 95.0, INF: 100.0})
+    second = Counters(requests=50, errors=4, buckets={2.0: 40.0, INF: 50.0})
+    minutes = [
+        Rollup(START, END, {"/a": first}, first),
+        Rollup(END, END + timedelta(minutes=1), None, None, ("a",)),
+        Rollup(END + timedelta(minutes=1), END + timedelta(minutes=2), {"/a": second}, second),
+    ]
+
+    window = combine(minutes)
+
+    assert window == Counters(requests=150, errors=5, buckets={2.0: 135.0, INF: 150.0})
+    assert combine(minutes[1:2]) is None
+    assert combine([]) is None
+    # What the SLOs count from it: 145 of 150 succeeded, 135 of 150 were under 2 s.
+    assert slo.availability(window.requests, window.errors) == slo.Counts(145, 150)
+    under = window.under(2.0)
+    assert under is not None
+    assert slo.budget_left(slo.latency(window.requests, under), slo.Objective(0.95)) == pytest.approx(-1)
