@@ -123,6 +123,7 @@ class RuleKind(models.TextChoices):
     ERROR_RATE = "error_rate", "request error rate (%)"
     BACKUP_AGE_HOURS = "backup_age_hours", "latest verified backup age (hours)"
     BACKUP_FAILED = "backup_failed", "latest backup or verification of a target failed"
+    JOB_DOWN = "job_down", "a job monitor is down (its ping is overdue or its job failed)"
 
 
 CHECK_KINDS = (RuleKind.CHECK_STATUS, RuleKind.CHECK_LATENCY_MS)
@@ -134,6 +135,7 @@ UNITS: dict[str, str] = {
     RuleKind.ERROR_RATE: "%",
     RuleKind.BACKUP_AGE_HOURS: "h",
     RuleKind.BACKUP_FAILED: "targets failing",
+    RuleKind.JOB_DOWN: "monitors down",
 }
 
 
@@ -149,8 +151,9 @@ class AlertRule(models.Model):
     ``threshold`` means, per kind: check_status - how many of the latest stored results of the check
     must all be ``fail`` (a whole number); check_latency_ms and p95_latency_ms - milliseconds;
     error_rate - percent of requests answered 5xx; backup_age_hours - hours; backup_failed - 0 (one alert
-    per target whose latest backup or verification failed). The condition holds when the value is above
-    the threshold (check_status: when it reaches it).
+    per target whose latest backup or verification failed); job_down - 0 (one alert per job monitor that is
+    down: its ping is overdue past the grace time, or its job reported a failure). The condition holds when
+    the value is above the threshold (check_status: when it reaches it).
     ``component`` "*" means every check (one alert per component and measurement); an empty
     ``measurement`` means every measurement of the component.
     """
@@ -241,6 +244,8 @@ class AlertRule(models.Model):
             return f"error rate over {self.threshold:g} % for {self.window_minutes} min"
         if self.kind == RuleKind.BACKUP_FAILED:
             return "the latest backup or verification of a target failed"
+        if self.kind == RuleKind.JOB_DOWN:
+            return "a job monitor is down (its ping is overdue or its job failed)"
         return f"latest verified backup older than {self.threshold:g} h"
 
 

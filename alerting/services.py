@@ -37,7 +37,7 @@ from alerting.tasks import deliver_notification
 from controlplane.audit import Actor, audit_record, snapshot
 from controlplane.errors import InvalidInput
 from flags.selectors import EXTERNAL_ALERTS, is_on
-from monitoring.selectors import latest_health, recent_statuses, request_figures
+from monitoring.selectors import job_monitor_states, latest_health, recent_statuses, request_figures
 
 logger = logging.getLogger(__name__)
 
@@ -386,6 +386,14 @@ def _backup_failures(rule: AlertRule) -> dict[Target, float | None]:
     }
 
 
+def _jobs_down(rule: AlertRule) -> dict[Target, float | None]:
+    """One target per job monitor, 1 while it is down; a monitor deleted with an alert open reads 0."""
+    down = {name: 1.0 if state == "down" else 0.0 for name, state in job_monitor_states().items()}
+    for name in rule.alerts.open().values_list("measurement", flat=True):
+        down.setdefault(name, 0.0)
+    return {Target(f"rule:{rule.pk}:jobs:{name}", "jobs", name): value for name, value in down.items()}
+
+
 def _check_targets(rule: AlertRule) -> list[Target]:
     """The checks a check rule watches: those stored in the last hour, plus those it has alerts open for."""
     keys = set(latest_health())
@@ -413,6 +421,8 @@ def _observe(rule: AlertRule, now: datetime) -> dict[Target, float | None]:
         return {Target(f"rule:{rule.pk}"): backup_age_hours(now)}
     if rule.kind == RuleKind.BACKUP_FAILED:
         return _backup_failures(rule)
+    if rule.kind == RuleKind.JOB_DOWN:
+        return _jobs_down(rule)
     values: dict[Target, float | None] = {}
     if rule.kind == RuleKind.CHECK_STATUS:
         needed = int(rule.threshold)

@@ -10,7 +10,7 @@ from typing import Any
 from django.db.models import Sum
 from django.utils import timezone
 
-from monitoring.models import BUCKET_FIELDS, LATENCY_BUCKETS_MS, HealthMetric, RequestRollup
+from monitoring.models import BUCKET_FIELDS, LATENCY_BUCKETS_MS, HealthMetric, JobMonitor, RequestRollup
 
 
 @dataclass(frozen=True)
@@ -124,3 +124,8 @@ def recent_statuses(component: str, measurement: str, limit: int) -> list[str]:
         .order_by("-time")
         .values_list("status", flat=True)[:limit]
     )
+
+
+def job_monitor_states() -> dict[str, str]:
+    """Every job monitor's state by name (the job-down alert rule reads it)."""
+    return dict(JobMonitor.objects.values_list("name", "state"))
