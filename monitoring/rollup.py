@@ -161,6 +161,9 @@ def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float | None
         return bounds[0]
     start = bounds[index - 1] if index > 0 else 0.0
     below = counts[index - 1] if index > 0 else 0.0
+    if counts[index] == below:
+        # Only for q = 0 over empty first buckets, where Prometheus divides 0 by 0 and gives NaN.
+        return start
     return start + (bounds[index] - start) * ((rank - below) / (counts[index] - below))
 
 

@@ -4,6 +4,8 @@ import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from monitoring import slo
 from monitoring.exposition import ExpositionError, read_families
@@ -295,3 +297,51 @@ def test_a_window_combines_rollups_leaving_gaps_out() -> None:
     under = window.under(2.0)
     assert under is not None
     assert slo.budget_left(slo.latency(window.requests, under), slo.Objective(0.95)) == pytest.approx(-1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=st.lists(st.tuples(st.integers(min_value=0, max_value=1000), st.booleans()), min_size=1, max_size=20))
+def test_rollups_add_up_to_what_was_counted_across_restarts(steps: list[tuple[int, bool]]) -> None:
+    # Each step: requests counted between two scrapes, and whether the process restarted just after the
+    # earlier scrape (its counter then starts from zero; a reset is only visible if it lowers the value).
+    value = 5.0
+    scrapes = [ReplicaScrape("a", START, {"/r": Counters(requests=value)})]
+    counted = 0.0
+    for increment, restarted in steps:
+        value = increment if restarted and increment < value else value + increment
+        counted += increment
+        scrapes.append(ReplicaScrape("a", START, {"/r": Counters(requests=value)}))
+
+    minutes = [rollup([before], [after], START, END) for before, after in zip(scrapes, scrapes[1:], strict=False)]
+    window = combine(minutes)
+
+    assert window is not None
+    assert window.requests == counted
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    increments=st.lists(st.integers(min_value=0, max_value=50), min_size=2, max_size=6),
+    qs=st.lists(st.floats(min_value=0, max_value=1), min_size=2, max_size=5),
+)
+def test_quantiles_grow_with_q_and_stay_within_the_bounds(increments: list[int], qs: list[float]) -> None:
+    bounds = [0.1 * 2**index for index in range(len(increments) - 1)] + [INF]
+    cumulative = 0.0
+    buckets = {}
+    for bound, increment in zip(bounds, increments, strict=True):
+        cumulative += increment
+        buckets[bound] = cumulative
+
+    values = [histogram_quantile(q, buckets) for q in sorted(qs)]
+
+    if cumulative == 0:
+        assert values == [None] * len(values)
+        return
+    present = [value for value in values if value is not None]
+    assert present == values
+    assert present == sorted(present)
+    assert all(0 <= value <= bounds[-2] for value in present)
+
+
+def test_quantile_zero_over_an_empty_first_bucket_is_its_bottom() -> None:
+    assert histogram_quantile(0, {0.1: 0.0, 0.5: 4.0, INF: 4.0}) == 0.0
