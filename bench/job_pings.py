@@ -1,0 +1,80 @@
+"""Throughput of the job monitors' ping endpoint, as a ratio against the trivial view in the same run.
+
+Through gunicorn on loopback (2 sync workers) under wrk -t2 -c16: GET /ping/<uuid> of one monitor (one
+indexed read, one UPDATE, the per-monitor rate counter in the shared cache) against the trivial JSON view
+/bench/trivial served by the same settings, alternating rounds, median of each. The rate limit is raised
+for the run (JOB_PING_RATE_PER_SECOND) so that every ping is recorded rather than answered 429; the
+counter is still taken on every ping. Goal: pings req/s >= 0.8 of the trivial view's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench._harness import BASE_DIR, Load, bench_env, gunicorn, interleaved, median_load, migrate  # noqa: E402
+
+SETTINGS = "bench._settings"
+GOAL = 0.8
+MONITOR = "bench-job-pings"
+ENV = {"LOG_FORMAT": "json", "JOB_PING_RATE_PER_SECOND": "1000000"}
+
+
+def prepare_monitor() -> str:
+    """The benchmark's monitor in the benchmark database (made once); returns its ping path."""
+    migrate(SETTINGS)
+    code = (
+        "from monitoring.models import JobMonitor\n"
+        f"monitor, _ = JobMonitor.objects.get_or_create(name={MONITOR!r}, defaults={{'period_seconds': 3600}})\n"
+        "print(monitor.ping_path())\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
+        cwd=BASE_DIR,
+        env=bench_env(DJANGO_SETTINGS_MODULE=SETTINGS, LOG_LEVEL="WARNING"),
+        capture_output=True,
+        text=True,
+    )
+    if completed.returncode != 0:
+        sys.exit(f"bench: could not make the monitor:\n{completed.stderr}{completed.stdout}")
+    return completed.stdout.strip().splitlines()[-1]
+
+
+def check_ping(url: str) -> None:
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback
+        status, body = response.status, response.read()
+    if status != 200 or body != b"OK\n":
+        sys.exit(f"bench: the ping answered {status} {body!r}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="ping/trivial rounds through gunicorn")
+    parser.add_argument("--seconds", type=int, default=10, help="seconds of wrk load per round")
+    args = parser.parse_args()
+
+    path = prepare_monitor()
+    with gunicorn(SETTINGS, env=ENV) as url:
+        check_ping(url + path)
+        results = interleaved(
+            {"trivial": url + "/bench/trivial", "ping": url + path}, "", rounds=args.rounds, seconds=args.seconds
+        )
+    ping: Load = median_load(results["ping"])
+    trivial: Load = median_load(results["trivial"])
+    ratio = ping.requests_per_second / trivial.requests_per_second
+    cache = "Redis cache" if os.environ.get("REDIS_URL") else "file cache"
+    database = "PostgreSQL" if os.environ.get("DATABASE_URL", "").startswith("postgres") else "SQLite"
+    print(
+        f"job monitor ping (gunicorn, 2 sync workers, {database}, {cache}): p50 {ping.p50_ms:.2f} ms, "
+        f"p99 {ping.p99_ms:.2f} ms, {ping.requests_per_second:,.0f} req/s vs trivial view p50 {trivial.p50_ms:.2f} ms, "
+        f"{trivial.requests_per_second:,.0f} req/s: {ratio:.2f} of its throughput (goal >= {GOAL})"
+    )
+
+
+if __name__ == "__main__":
+    main()
