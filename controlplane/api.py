@@ -1,6 +1,7 @@
 """The JSON API's shared parts: token authentication with scopes, typed errors, JSON bodies.
 
-Every API view is wrapped by ``api_view``; it is the one place where a token is read and checked.
+``authenticate`` is the one place where a token is read and checked: OFREP's and /metrics' views call it
+through ``api_view``, the operations API through its ninja auth (``controlplane.openapi``).
 Under /api/ and /ofrep/ every error is JSON, including the ones Django answers itself (unknown path,
 bad Host, body over the limit, 500): ``bad_request``, ``page_not_found`` and ``server_error`` are the
 URL conf's error handlers.
@@ -22,6 +23,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
+from controlplane.context import note_token
 from controlplane.errors import ControlPlaneError
 from controlplane.localcopy import LocalCopyUnavailable
 from controlplane.models import ApiToken
@@ -89,7 +91,7 @@ def authenticate(request: HttpRequest, scope: str | None, *, allow_api_key: bool
     """The request's token, or raise 400 (token in the URL), 401 (none, unknown) or 403 (scope).
 
     ``scope`` None accepts a token of any scope. The operations API's views read the token ninja kept
-    from its auth (``controlplane.openapi.token_of``); nothing is set on the request here.
+    from its auth (``controlplane.openapi.token_of``); the request's log line names it (``note_token``).
     """
     if _QUERY_TOKEN_NAMES & {name.lower() for name in request.GET}:
         raise ApiError(400, "token_in_query_string", "send the token in the Authorization header, never in the URL")
@@ -101,6 +103,7 @@ def authenticate(request: HttpRequest, scope: str | None, *, allow_api_key: bool
         raise ApiError(401, "unauthorized", "the token is unknown, expired or revoked")
     if scope is not None and not token.has_scope(scope):
         raise ApiError(403, "forbidden", f"the token lacks the scope {scope}", scope=scope)
+    note_token(request, token.name)
     return token
 
 

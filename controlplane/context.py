@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from django.http import HttpRequest, HttpResponse
 
@@ -41,10 +42,20 @@ def current_request_id() -> str:
     return request_id_var.get()
 
 
+# The token each request in flight was authenticated by (controlplane.api.authenticate notes it), for its
+# log line; kept beside the request rather than as an attribute set on it.
+_token_labels: WeakKeyDictionary[HttpRequest, str] = WeakKeyDictionary()
+
+
+def note_token(request: HttpRequest, name: str) -> None:
+    """The request was authenticated by the API token ``name``: its log line names it."""
+    _token_labels[request] = f"token:{name}"
+
+
 def _actor_label(request: HttpRequest) -> str:
-    token = getattr(request, "api_token", None)
-    if token is not None:
-        return f"token:{token.name}"
+    label = _token_labels.get(request)
+    if label is not None:
+        return label
     # Only a user the request already loaded: logging must not cost a session or user query.
     user = getattr(request, "_cached_user", None)
     if user is not None and user.is_authenticated:

@@ -28,7 +28,7 @@ from ninja.errors import HttpError, ValidationError
 from ninja.parser import Parser
 from ninja.security import APIKeyHeader, HttpBearer
 
-from controlplane.api import ApiError, InvalidJson, InvalidText, authenticate, error_for, is_text, load_json
+from controlplane.api import ApiError, authenticate, error_for, is_text, json_body
 from controlplane.models import ApiToken
 
 PREFIX = "/api/deployment/"
@@ -102,15 +102,7 @@ class JsonObjectParser(Parser):
     def parse_body(self, request: HttpRequest) -> Any:
         if not request.body.strip():
             return None
-        try:
-            data = load_json(request.body)
-        except InvalidJson as exc:
-            raise ApiError(400, "invalid_json", str(exc)) from None
-        except InvalidText as exc:
-            raise ApiError(400, "invalid_text", str(exc), field=exc.field) from None
-        if not isinstance(data, dict):
-            raise ApiError(400, "invalid_json", "the body must be a JSON object")
-        return data
+        return json_body(request)
 
 
 class Error(Schema):

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Field, Router, Schema
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic_core import PydanticCustomError
 
 from controlplane.api import ApiError, InvalidJson, InvalidText, api_view, load_json
@@ -17,7 +17,7 @@ from controlplane.models import Scope
 from controlplane.openapi import Error, token_auth, token_of
 from flags.evaluation import CompiledFlag, TargetingKeyMissing, evaluate, on_for, variant
 from flags.models import Flag
-from flags.services import MAX_TARGETING_KEY, clean_fields, flag_change
+from flags.services import MAX_ROLLOUT_PERCENT, MAX_TARGETING_KEY, MIN_ROLLOUT_PERCENT, clean_fields, flag_change
 from flags.snapshot import Snapshot, current
 
 # --- OFREP ----------------------------------------------------------------------------------------
@@ -183,9 +183,13 @@ class ToggleIn(BaseModel):
     # Unknown fields are refused by the rule below, in the API's own words (not pydantic's).
     model_config = ConfigDict(extra="allow")
 
-    enabled: StrictBool = None  # type: ignore[assignment]
-    rollout_percent: StrictInt = Field(None, ge=0, le=100)  # type: ignore[assignment]
-    targeting_keys: list[StrictStr] = None  # type: ignore[assignment]
+    # Declared for the document; checked by the flag's own rules (clean_fields), so that a refusal reads
+    # as it does everywhere else ("must be true or false", ...), not in pydantic's words.
+    enabled: Any = Field(None, json_schema_extra={"type": "boolean"})
+    rollout_percent: Any = Field(
+        None, json_schema_extra={"type": "integer", "minimum": MIN_ROLLOUT_PERCENT, "maximum": MAX_ROLLOUT_PERCENT}
+    )
+    targeting_keys: Any = Field(None, json_schema_extra={"type": "array", "items": {"type": "string"}})
 
     @model_validator(mode="before")
     @classmethod

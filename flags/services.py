@@ -84,12 +84,15 @@ def clean_fields(data: Any, *, allowed: tuple[str, ...] = FIELDS, flag: str | No
         clean["rollout_percent"] = clean_rollout_percent(data["rollout_percent"], flag=flag)
     if "targeting_keys" in data:
         keys = data["targeting_keys"]
-        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        if not isinstance(keys, list):
             raise InvalidFlagDefinition("targeting_keys", "must be a list of strings", flag=flag)
-        if any(not k or len(k) > MAX_TARGETING_KEY for k in keys):
-            raise InvalidFlagDefinition(
-                "targeting_keys", f"each key must have 1 to {MAX_TARGETING_KEY} characters", flag=flag
-            )
+        for index, key in enumerate(keys):  # the path names the key at fault
+            if not isinstance(key, str):
+                raise InvalidFlagDefinition(f"targeting_keys.{index}", "must be a string", flag=flag)
+            if not key or len(key) > MAX_TARGETING_KEY:
+                raise InvalidFlagDefinition(
+                    f"targeting_keys.{index}", f"each key must have 1 to {MAX_TARGETING_KEY} characters", flag=flag
+                )
         if len(keys) > MAX_TARGETING_KEYS:
             raise InvalidFlagDefinition("targeting_keys", f"at most {MAX_TARGETING_KEYS} keys", flag=flag)
         clean["targeting_keys"] = sorted(set(keys))

@@ -45,6 +45,24 @@ def test_the_request_log_line_has_the_fields(operator_client, caplog):
     assert 0 < record.duration_ms < 10_000
 
 
+@pytest.mark.parametrize(
+    ("path", "scope"),
+    [
+        ("/api/deployment/status", "deploy"),  # the operations API (ninja's auth)
+        ("/ofrep/v1/evaluate/flags", "flags:read"),  # OFREP (api_view)
+        ("/metrics", "monitoring:read"),
+    ],
+)
+def test_the_request_log_line_names_the_token(client, make_token, caplog, path, scope):
+    token = make_token(scope, name=f"logged-{scope}")
+    method = client.post if path.startswith("/ofrep/") else client.get
+    with caplog.at_level(logging.INFO, logger="controlplane.request"):
+        response = method(path, HTTP_AUTHORIZATION=f"Bearer {token}", content_type="application/json")
+    assert response.status_code == 200
+    record = next(r for r in caplog.records if r.name == "controlplane.request")
+    assert record.user == f"token:logged-{scope}"
+
+
 def test_the_audit_event_carries_the_request_id(operator_client):
     from controlplane.models import AuditEvent
 

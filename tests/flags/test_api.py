@@ -58,7 +58,7 @@ def test_toggle_with_a_body_sets_those_fields(api_client, flags):
         ({"rollout_percent": 101}, None, 422, "rollout_percent"),
         ({"rollout_percent": "50"}, None, 422, "rollout_percent"),
         ({"enabled": 1}, None, 422, "enabled"),
-        ({"targeting_keys": ["x" * 257]}, None, 422, "targeting_keys"),
+        ({"targeting_keys": ["x" * 257]}, None, 422, "targeting_keys.0"),
         ({"name": "renamed"}, None, 422, "name"),
         ({"owner": "x"}, None, 422, "owner"),
         (None, "[true]", 400, None),
