@@ -11,13 +11,23 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench._harness import BASE_DIR, Load, bench_env, gunicorn, interleaved, median_load, migrate  # noqa: E402
+from bench._harness import (  # noqa: E402
+    BASE_DIR,
+    Load,
+    bench_env,
+    gunicorn,
+    median_load,
+    migrate,
+    server_cpu_seconds,
+    wrk,
+)
 
 SETTINGS = "bench._settings"
 GOAL = 0.8
@@ -52,6 +62,29 @@ def check_ping(url: str) -> None:
         sys.exit(f"bench: the ping answered {status} {body!r}")
 
 
+def measure(url: str, paths: dict[str, str], *, rounds: int, seconds: int) -> dict[str, list[Load]]:
+    """wrk on each path of one server in turn, the order reversed every other round, with the workers' CPU."""
+    results: dict[str, list[Load]] = {label: [] for label in paths}
+    labels = list(paths)
+    for label in labels:
+        wrk(url + paths[label], seconds=2)  # warm up
+    for index in range(rounds):
+        for label in labels if index % 2 == 0 else labels[::-1]:
+            cpu_before = server_cpu_seconds(url)
+            load = wrk(url + paths[label], seconds=seconds)
+            cpu_after = server_cpu_seconds(url)
+            if cpu_before is not None and cpu_after is not None and load.requests:
+                load.cpu_us_per_request = (cpu_after - cpu_before) / load.requests * 1e6
+            results[label].append(load)
+            print(f"  round {index + 1:2} {label:8} p50 {load.p50_ms:6.2f} ms  {load.requests_per_second:8,.0f} req/s")
+    return results
+
+
+def _cpu_us(loads: list[Load]) -> float | None:
+    figures = [load.cpu_us_per_request for load in loads if load.cpu_us_per_request is not None]
+    return statistics.median(figures) if figures else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="ping/trivial rounds through gunicorn")
@@ -61,12 +94,11 @@ def main() -> None:
     path = prepare_monitor()
     with gunicorn(SETTINGS, env=ENV) as url:
         check_ping(url + path)
-        results = interleaved(
-            {"trivial": url + "/bench/trivial", "ping": url + path}, "", rounds=args.rounds, seconds=args.seconds
-        )
+        results = measure(url, {"trivial": "/bench/trivial", "ping": path}, rounds=args.rounds, seconds=args.seconds)
     ping: Load = median_load(results["ping"])
     trivial: Load = median_load(results["trivial"])
     ratio = ping.requests_per_second / trivial.requests_per_second
+    cpu = {label: _cpu_us(loads) for label, loads in results.items()}
     cache = "Redis cache" if os.environ.get("REDIS_URL") else "file cache"
     database = "PostgreSQL" if os.environ.get("DATABASE_URL", "").startswith("postgres") else "SQLite"
     print(
@@ -74,6 +106,12 @@ def main() -> None:
         f"p99 {ping.p99_ms:.2f} ms, {ping.requests_per_second:,.0f} req/s vs trivial view p50 {trivial.p50_ms:.2f} ms, "
         f"{trivial.requests_per_second:,.0f} req/s: {ratio:.2f} of its throughput (goal >= {GOAL})"
     )
+    if cpu["ping"] and cpu["trivial"]:
+        # The workers' own CPU per request: what is left of a ping's time is waiting on the database and cache.
+        print(
+            f"  gunicorn workers' CPU per request: ping {cpu['ping']:,.0f} us, trivial {cpu['trivial']:,.0f} us "
+            f"({cpu['ping'] / cpu['trivial']:.2f}x)"
+        )
 
 
 if __name__ == "__main__":

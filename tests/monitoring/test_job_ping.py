@@ -129,3 +129,18 @@ def test_pings_are_rate_limited_per_monitor(client: Client, monitor: JobMonitor,
     assert all(r["Retry-After"] == "1" and r.content.startswith(b"rate limited") for r in limited)
     # Another monitor has its own count.
     assert client.get(other.ping_path()).status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_postgresql_the_ping_skips_only_its_own_commit_wait() -> None:
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("synchronous_commit is PostgreSQL's")
+    monitor = JobMonitor.objects.create(name=f"commit-{uuid.uuid4().hex[:8]}")
+    assert Client().post(monitor.ping_path(), data=b"ok", content_type="text/plain").status_code == 200
+    monitor.refresh_from_db()
+    assert monitor.state == JobState.UP and monitor.last_output == "ok"
+    with connection.cursor() as cursor:  # the same connection, in autocommit: the setting did not stay
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
