@@ -14,6 +14,7 @@ from typing import Any
 from gunicorn.glogging import Logger
 
 from controlplane.logging import escape_json
+from controlplane.redaction import redact_text
 
 
 def _with_process_id(record: logging.LogRecord) -> bool:
@@ -46,7 +47,7 @@ class JsonAccessLogger(Logger):
             "remote_addr": environ.get("REMOTE_ADDR", ""),
             "forwarded_for": environ.get("HTTP_X_FORWARDED_FOR", ""),
             "method": environ.get("REQUEST_METHOD", ""),
-            "path": environ.get("PATH_INFO", ""),
+            "path": redact_text(environ.get("PATH_INFO", "")),
             "status": getattr(resp, "status_code", None) or str(resp.status).split(" ", 1)[0],
             "bytes": getattr(resp, "sent", None),
             "duration_ms": round(request_time.total_seconds() * 1000, 3),

@@ -18,6 +18,9 @@ _SECRET_KEY_NAME = re.compile(
 # The control plane's own API tokens, and any user:password@ in a URL.
 _TOKEN_VALUE = re.compile(r"\bcpt_[A-Za-z0-9_-]{16,}")
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]+)@", re.I)
+# A job monitor's ping URL (mounted at /ping/<key> by the URL conf) is its credential: the key is hidden,
+# the rest of the path (/start, /fail, an exit status) kept.
+_PING_KEY = re.compile(r"(/ping/)[^/\s\"'?#]+")
 
 
 def is_secret_key(name: str) -> bool:
@@ -58,6 +61,8 @@ def redact_text(text: str) -> str:
         text = _URL_PASSWORD.sub(r"\g<scheme>\g<user>:***@", text)
     if "cpt_" in text:
         text = _TOKEN_VALUE.sub(REDACTED, text)
+    if "/ping/" in text:
+        text = _PING_KEY.sub(rf"\g<1>{REDACTED}", text)
     return text
 
 

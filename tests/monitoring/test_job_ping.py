@@ -144,3 +144,31 @@ def test_on_postgresql_the_ping_skips_only_its_own_commit_wait() -> None:
     with connection.cursor() as cursor:  # the same connection, in autocommit: the setting did not stay
         cursor.execute("SHOW synchronous_commit")
         assert cursor.fetchone()[0] == "on"
+
+
+def test_the_ping_key_never_reaches_the_logs(client: Client, monitor: JobMonitor, caplog, capsys) -> None:
+    import json
+    import logging
+    import sys
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+
+    from controlplane.gunicorn_logging import JsonAccessLogger
+    from controlplane.logging import JsonFormatter, TextFormatter
+
+    key = str(monitor.ping_key)
+    with caplog.at_level(logging.INFO, logger="controlplane.request"):
+        client.get(f"{monitor.ping_path()}/start")
+    [record] = [r for r in caplog.records if r.name == "controlplane.request"]
+    for formatter in (JsonFormatter(), TextFormatter()):
+        line = formatter.format(record)
+        assert key not in line and "/ping/[redacted]/start" in line
+
+    cfg = Config()
+    cfg.set("accesslog", "-")
+    response = SimpleNamespace(headers=[], status="200 OK", status_code=200, sent=3)
+    environ = {"REMOTE_ADDR": "127.0.0.1", "REQUEST_METHOD": "GET", "PATH_INFO": f"/ping/{key}/1"}
+    JsonAccessLogger(cfg).access(response, None, environ, timedelta(milliseconds=3))
+    sys.stdout.flush()
+    assert json.loads(capsys.readouterr().out)["path"] == "/ping/[redacted]/1"
