@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
 
 from backups import api as backups_api
 from controlplane import api, api_views, openapi, pages
@@ -30,6 +30,7 @@ urlpatterns = [
     # Job monitors' pings: the product's scheduled jobs report here, each with its secret URL.
     path("ping/<str:key>", ping.ping, name="job-ping"),
     path("ping/<str:key>/<str:action>", ping.ping, name="job-ping-action"),
+    re_path(r"^ping(?:/.*)?$", ping.not_found),  # any other path under /ping/: plain text, not the HTML page
     path("health/live", health.live, name="health-live"),
     path("health/ready", health.ready, name="health-ready"),
     path("api/deployment/openapi.json", openapi.openapi_view(operations), name="api-openapi"),

@@ -79,3 +79,10 @@ def ping(request: HttpRequest, key: str, action: str = "") -> HttpResponse:
     if result is None:
         return _text("not found", 404)
     return _text("OK", 200)
+
+
+@csrf_exempt
+@login_not_required
+def not_found(request: HttpRequest) -> HttpResponse:
+    """Any other path under /ping/ (no key, a key with more than one part after it)."""
+    return _text("not found", 404)

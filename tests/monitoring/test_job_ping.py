@@ -95,6 +95,9 @@ def test_a_long_body_is_cut_and_says_so(client: Client, monitor: JobMonitor) -> 
         "/ping/not-a-uuid",
         "/ping/not-a-uuid/fail",
         "/ping/12345678-1234-1234-1234-1234567890zz",
+        "/ping/",
+        "/ping",
+        f"/ping/{uuid.uuid4()}/start/again",
     ],
 )
 def test_unknown_or_malformed_key_is_a_plain_404(client: Client, monitor: JobMonitor, path: str) -> None:
