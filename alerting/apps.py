@@ -39,6 +39,11 @@ class AlertingConfig(AppConfig):
         register_items(self.label, alert_channel)
         register_rules(self.label, *RULES)
 
+        from alerting.state_metrics import alert_gauges
+        from controlplane.state_metrics import register_state_metrics
+
+        register_state_metrics(self.label, alert_gauges)
+
         from backups.signals import backup_failed
         from monitoring.signals import checks_recorded
 

@@ -13,3 +13,8 @@ class BackupsConfig(AppConfig):
         from controlplane.readiness import register_items
 
         register_items(self.label, backup_targets)
+
+        from backups.state_metrics import backup_gauges
+        from controlplane.state_metrics import register_state_metrics
+
+        register_state_metrics(self.label, backup_gauges)

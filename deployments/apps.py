@@ -18,3 +18,9 @@ class DeploymentsConfig(AppConfig):
 
         # The dashboard (monitoring) shows the newest deployments without importing this app.
         register_panel("deployments", "deployments/_dashboard_panel.html", lambda now: latest_deployments(5))
+
+        from controlplane.state_metrics import register_state_metrics
+        from deployments.state_metrics import deployment_gauges
+
+        # /metrics (monitoring) charts the deployments the same way.
+        register_state_metrics(self.label, deployment_gauges)

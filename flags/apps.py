@@ -9,6 +9,11 @@ class FlagsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from controlplane.state_metrics import register_state_metrics
+        from flags.state_metrics import flag_gauges
+
+        register_state_metrics(self.label, flag_gauges)
+
         from waffle.models import Sample, Switch
 
         from flags.models import flush_logged

@@ -14,6 +14,11 @@ class MonitoringConfig(AppConfig):
 
         register_rules(self.label, *RULES)
 
+        from controlplane.state_metrics import register_state_metrics
+        from monitoring.state_metrics import monitoring_gauges
+
+        register_state_metrics(self.label, monitoring_gauges)
+
         from celery.signals import beat_init, worker_ready, worker_shutdown
 
         from monitoring import watchdog
