@@ -92,13 +92,14 @@ def next_state(state: str, schedule: Schedule, last_ping: datetime | None, now: 
 def state_after_ping(state: str, kind: str) -> str:
     """The state a ping moves a monitor to: success is up, failure is down, a start changes nothing.
 
-    A ping to a paused monitor resumes it (healthchecks.io's default): the job runs again.
+    A ping to a paused monitor resumes it (healthchecks.io's default): the job runs again. A start alone
+    makes it new, not up: its last success may be long past, and beat would turn it down at once.
     """
     if kind == PING_SUCCESS:
         return UP
     if kind == PING_FAIL:
         return DOWN
-    return UP if state == PAUSED else state
+    return NEW if state == PAUSED else state
 
 
 def kind_of_exit_status(status: int) -> str:

@@ -84,7 +84,7 @@ def test_pings_move_the_state() -> None:
     assert state_after_ping(UP, PING_FAIL) == DOWN
     assert state_after_ping(LATE, PING_START) == LATE
     assert state_after_ping(NEW, PING_START) == NEW
-    assert state_after_ping(PAUSED, PING_START) == UP
+    assert state_after_ping(PAUSED, PING_START) == NEW  # resumed, waiting for the run's success
     assert state_after_ping(PAUSED, PING_SUCCESS) == UP
     assert kind_of_exit_status(0) == PING_SUCCESS
     assert kind_of_exit_status(1) == PING_FAIL
