@@ -175,3 +175,13 @@ def test_the_ping_key_never_reaches_the_logs(client: Client, monitor: JobMonitor
     JsonAccessLogger(cfg).access(response, None, environ, timedelta(milliseconds=3))
     sys.stdout.flush()
     assert json.loads(capsys.readouterr().out)["path"] == "/ping/[redacted]/1"
+
+
+def test_a_form_encoded_body_is_kept_as_sent(client: Client, monitor: JobMonitor) -> None:
+    # curl -d sends its data form-encoded: the output is the raw body all the same.
+    response = client.post(
+        monitor.ping_path(), data="rows=12&skipped=0", content_type="application/x-www-form-urlencoded"
+    )
+    assert response.status_code == 200
+    monitor.refresh_from_db()
+    assert monitor.last_output == "rows=12&skipped=0"
