@@ -187,3 +187,16 @@ def test_an_app_whose_read_raises_is_left_out_and_marked_down(reader, broken_app
 def test_metrics_still_need_the_scope(client, api_client):
     assert client.get("/metrics").status_code == 401
     assert api_client("flags:read").get("/metrics").status_code == 403
+
+
+def test_a_database_outage_leaves_every_app_down_and_raises_nothing():
+    from django.db import OperationalError, connection
+
+    def refuse(execute, sql, params, many, context):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    with connection.execute_wrapper(refuse):
+        families = {family.name: family for family in collect_state()}
+    up = values(families["controlplane_state_collector_up"])
+    assert up and up[("deployments",)] == 0 and up[("backups",)] == 0 and up[("alerting",)] == 0
+    assert "controlplane_deployments" not in families
