@@ -66,14 +66,14 @@ class JobMonitorAdmin(AuditedAdminMixin, admin.ModelAdmin):
         messages.info(request, f"Ping URL of {obj.name}: {request.build_absolute_uri(obj.ping_path())}")
         return HttpResponseRedirect(reverse("admin:monitoring_jobmonitor_change", args=[obj.pk]))
 
-    @admin.action(description="Pause the selected monitors (no late, down or alert)")
+    @admin.action(description="Pause the selected monitors (no late, down or alert)", permissions=["change"])
     def pause(self, request: HttpRequest, queryset: QuerySet[JobMonitor]) -> None:
         changed = sum(
             job_monitor_set_paused(monitor=m, paused=True, actor=Actor.for_user(request.user)) for m in queryset
         )
         self.message_user(request, f"{changed} monitor(s) paused.")
 
-    @admin.action(description="Resume the selected monitors (new until their next ping)")
+    @admin.action(description="Resume the selected monitors (new until their next ping)", permissions=["change"])
     def resume(self, request: HttpRequest, queryset: QuerySet[JobMonitor]) -> None:
         changed = sum(
             job_monitor_set_paused(monitor=m, paused=False, actor=Actor.for_user(request.user)) for m in queryset

@@ -28,7 +28,7 @@ def one_of_each(db):
     from deployments.models import LogLine, RecoveryPlan
     from deployments.services import deployment_request, environment_save, pipeline_save
     from flags.services import flag_create
-    from monitoring.models import HealthMetric, MonitoredEndpoint
+    from monitoring.models import HealthMetric, JobMonitor, MonitoredEndpoint
 
     actor = Actor.system("tests")
     now = timezone.now()
@@ -47,6 +47,7 @@ def one_of_each(db):
     Delivery.objects.create(channel=channel, alert=alert, event="firing", status="sent", attempts=1)
     Silence.objects.create(ends_at=now + timedelta(hours=1), reason="upgrade")
     MonitoredEndpoint.objects.create(name="site", url="https://example.test/")
+    JobMonitor.objects.create(name="weekly-digest", state="up", last_ping=now)
     HealthMetric.objects.create(component="database", measurement="responseTime", status="pass", value=3)
     target, _ = BackupTarget.objects.get_or_create(name="default", defaults={"url_env": ""})
     backup = Backup.objects.create(target=target, engine="sqlite", status=BackupStatus.SUCCEEDED, finished_at=now)

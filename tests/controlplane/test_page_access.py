@@ -14,6 +14,7 @@ from controlplane.models import AuditEvent
 # Not operator pages: each has its own access rule (admin's, tokens, probes, the login itself).
 NOT_PAGES = ("admin/", "api/", "ofrep/", "health/", "metrics", "ping/", "static/")
 NOT_PAGES += ("accounts/login/", "accounts/logout/", "favicon.ico")  # the icon is public, like static/
+NOT_PAGES += ("^ping",)  # the plain-text 404 for any other path under ping/ (a regular expression)
 
 # The view permission each part of the site needs (controlplane/access.py is what checks it).
 PERMISSION_BY_PREFIX = {
