@@ -31,6 +31,7 @@ STATUSES: dict[str, tuple[str, str]] = {
     "sent": (OK, "✓"),
     "resolved": (OK, "✓"),
     "ready": (OK, "✓"),
+    "up": (OK, "✓"),  # a job monitor pinged on time
     # under way
     "queued": (RUNNING, "…"),
     "running": (RUNNING, "↻"),
@@ -41,6 +42,7 @@ STATUSES: dict[str, tuple[str, str]] = {
     "pending": (WARN, "!"),
     "rolled_back": (WARN, "↶"),  # the release failed, the previous one runs again: not a success
     "at_risk": (WARN, "!"),
+    "late": (WARN, "!"),  # a job monitor past its schedule, within its grace time
     # broken
     "failed": (BAD, "✕"),
     "fail": (BAD, "✕"),
@@ -48,6 +50,7 @@ STATUSES: dict[str, tuple[str, str]] = {
     "firing": (BAD, "✕"),
     "error": (BAD, "✕"),
     "critical": (BAD, "✕"),
+    "down": (BAD, "✕"),  # a job monitor past its grace time, or its job failed
     # nothing to say yet, or on purpose
     "cancelled": (NEUTRAL, "⊘"),
     "skipped": (NEUTRAL, "»"),
@@ -55,6 +58,8 @@ STATUSES: dict[str, tuple[str, str]] = {
     "info": (NEUTRAL, "i"),
     "waiting": (NEUTRAL, "…"),
     "no_backup_yet": (NEUTRAL, "–"),
+    "new": (NEUTRAL, "–"),  # a job monitor not pinged yet
+    "paused": (NEUTRAL, "⏸"),
 }
 
 
