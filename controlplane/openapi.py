@@ -28,7 +28,8 @@ from ninja.errors import HttpError, ValidationError
 from ninja.parser import Parser
 from ninja.security import APIKeyHeader, HttpBearer
 
-from controlplane.api import ApiError, authenticate, error_for, is_text, json_body
+from controlplane.api import ApiError, error_for, is_text, json_body
+from controlplane.api import authenticate as check_token
 from controlplane.models import ApiToken
 
 PREFIX = "/api/deployment/"
@@ -40,42 +41,31 @@ TITLE = "Control plane operations API"
 
 class _TokenCheck:
     """Both schemes run the one check in ``controlplane.api.authenticate``: whichever header the token
-    came in, the first scheme answers (the token, or an ApiError with the status and code of today)."""
+    came in, the first scheme answers (the token, or an ApiError with the status and code of today).
 
-    scope: str
-
-    def __call__(self, request: HttpRequest) -> ApiToken:
-        return authenticate(request, self.scope)
-
-
-class BearerToken(_TokenCheck, HttpBearer):
-    """``Authorization: Bearer <token>``."""
+    ninja's own __call__ would parse its header and pass on (to the next scheme, then its own 401) when
+    the header is missing or malformed; the shared check reads the request itself instead: the query
+    string's refusal, both headers, and the error that says what is wrong."""
 
     def __init__(self, scope: str) -> None:
         self.scope = scope
         super().__init__()
 
-    def __call__(self, request: HttpRequest) -> ApiToken:  # the whole check, not ninja's header parsing
-        return _TokenCheck.__call__(self, request)
+    def __call__(self, request: HttpRequest) -> ApiToken:
+        return self.authenticate(request, None)
 
-    def authenticate(self, request: HttpRequest, token: str) -> ApiToken | None:  # pragma: no cover
-        raise NotImplementedError  # __call__ does it all
+    def authenticate(self, request: HttpRequest, token: str | None) -> ApiToken:
+        return check_token(request, self.scope)
+
+
+class BearerToken(_TokenCheck, HttpBearer):
+    """``Authorization: Bearer <token>``."""
 
 
 class ApiKey(_TokenCheck, APIKeyHeader):
     """``X-API-Key: <token>``, for clients that cannot set Authorization."""
 
     param_name = "X-API-Key"
-
-    def __init__(self, scope: str) -> None:
-        self.scope = scope
-        super().__init__()
-
-    def __call__(self, request: HttpRequest) -> ApiToken:
-        return _TokenCheck.__call__(self, request)
-
-    def authenticate(self, request: HttpRequest, key: str | None) -> ApiToken | None:  # pragma: no cover
-        raise NotImplementedError
 
 
 def token_auth(scope: str) -> list[Any]:
@@ -233,7 +223,7 @@ def openapi_view(api: NinjaAPI) -> Callable[..., HttpResponse]:
             if request.method != "GET":
                 raise ApiError(405, "method_not_allowed", "use GET")
             if not _staff(request):
-                authenticate(request, None)
+                check_token(request, None)
         except Exception as exc:  # noqa: BLE001 - mapped like every API error, or raised again
             error = error_for(request, exc)
             if error is None:
