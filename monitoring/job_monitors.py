@@ -53,12 +53,14 @@ def ping_rate_check(key: uuid.UUID) -> None:
     """Counts this ping in the shared cache (one counter per monitor and second); raises over the limit."""
     counter = f"jobping:{key.hex}:{int(time.time())}"
     try:
-        count = cache.incr(counter)
-    except ValueError:  # the second's first ping (or the counter expired)
-        if cache.add(counter, 1, timeout=2):
-            count = 1
-        else:
+        try:
             count = cache.incr(counter)
+        except ValueError:  # the second's first ping (or the counter expired)
+            count = 1 if cache.add(counter, 1, timeout=2) else cache.incr(counter)
+    except Exception as exc:  # noqa: BLE001 - the cache is down or hangs: the ping counts, unlimited
+        # A job's report matters more than the limit, which only guards against a runaway caller.
+        logger.warning("job ping rate not checked, the cache failed: %s", exc)
+        return
     if count > settings.JOB_PING_RATE_PER_SECOND:
         raise PingRateLimited(key)
 

@@ -185,3 +185,21 @@ def test_a_form_encoded_body_is_kept_as_sent(client: Client, monitor: JobMonitor
     assert response.status_code == 200
     monitor.refresh_from_db()
     assert monitor.last_output == "rows=12&skipped=0"
+
+
+def test_a_ping_is_recorded_when_the_cache_refuses(client: Client, monitor: JobMonitor, settings) -> None:
+    """The rate limit's counter lives in the shared cache; with the cache down the ping still counts."""
+    from tests.conftest import free_port
+
+    settings.CACHES = {
+        **settings.CACHES,
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+        },
+    }
+    response = client.get(f"/ping/{monitor.ping_key}")
+    assert (response.status_code, response.content) == (200, b"OK\n")
+    monitor.refresh_from_db()
+    assert monitor.state == JobState.UP
