@@ -204,3 +204,207 @@ class JobMonitor(models.Model):
                 errors["tz"] = str(exc)
         if errors:
             raise ValidationError(errors)
+
+
+class Service(models.Model):
+    """A service of the product (say ``wingmanmatch-backend``) whose golden signals the control plane reads."""
+
+    name = models.SlugField(max_length=100, unique=True)
+    description = models.CharField(max_length=200, blank=True)
+    enabled = models.BooleanField(default=True, help_text="A disabled service is neither scraped nor alerted on.")
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SourceKind(models.TextChoices):
+    SCRAPE = "scrape", "scrape its /metrics"
+    PROMETHEUS = "prometheus", "query a Prometheus-compatible server"
+
+
+class MetricSource(models.Model):
+    """Where a service's signals come from: its replicas' /metrics (scrape) or a Prometheus server's API.
+
+    For ``scrape``, ``urls`` holds one /metrics URL per replica, one per line; for ``prometheus``, the
+    server's base URL (``http://prometheus:9090``) on one line. The mapping fields are blank to recognise
+    prometheus-fastapi-instrumentator's, OpenTelemetry's and django-prometheus' names without configuration.
+    """
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="sources")
+    kind = models.CharField(max_length=10, choices=SourceKind.choices, default=SourceKind.SCRAPE)
+    urls = models.TextField(help_text="scrape: one /metrics URL per replica, one per line. prometheus: the base URL.")
+    bearer_token_env = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="The name of an environment variable holding a bearer token (the token itself is never stored).",
+    )
+    interval_seconds = models.PositiveIntegerField(
+        default=15, validators=[MinValueValidator(5), MaxValueValidator(3600)]
+    )
+    timeout_seconds = models.FloatField(default=5.0, validators=[MinValueValidator(0.1), MaxValueValidator(60)])
+    enabled = models.BooleanField(default=True)
+    # Mapping for names nobody recognises without configuration (blank: recognise).
+    histogram_metric = models.CharField(max_length=200, blank=True, help_text="Latency histogram family.")
+    requests_metric = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Request counter family with a status label (blank: the histogram's _count).",
+    )
+    route_label = models.CharField(max_length=100, blank=True)
+    status_label = models.CharField(max_length=100, blank=True)
+    error_statuses = models.CharField(
+        max_length=200, blank=True, help_text='Statuses that are errors, comma-separated ("5xx", "429").'
+    )
+    # prometheus: a label matcher selecting the service's series, and PromQL per signal (blank: the default).
+    selector = models.CharField(
+        max_length=300, blank=True, help_text='prometheus: label matchers for the service, e.g. job="backend".'
+    )
+    queries = models.JSONField(
+        default=dict, blank=True, help_text="prometheus: PromQL per signal name overriding the defaults."
+    )
+    # State the worker keeps.
+    state = models.JSONField(default=dict, blank=True, editable=False)
+    last_attempt = models.DateTimeField(null=True, blank=True, editable=False)
+    last_success = models.DateTimeField(null=True, blank=True, editable=False)
+    last_error = models.TextField(blank=True, editable=False)
+    up = models.BooleanField(null=True, editable=False)
+
+    class Meta:
+        ordering = ["service__name", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.service.name} ({self.kind})"
+
+    def url_list(self) -> list[str]:
+        return [line.strip() for line in self.urls.splitlines() if line.strip()]
+
+    def clean(self) -> None:
+        urls = self.url_list()
+        validate = URLValidator(schemes=["http", "https"])
+        errors: dict[str, str] = {}
+        if not urls:
+            errors["urls"] = "Give at least one URL."
+        for url in urls:
+            try:
+                validate(url)
+            except ValidationError:
+                errors["urls"] = f"Not an http(s) URL: {url[:100]}"
+                break
+        if self.kind == SourceKind.PROMETHEUS and len(urls) > 1:
+            errors["urls"] = "A Prometheus source has one base URL."
+        if self.timeout_seconds and self.interval_seconds and self.timeout_seconds > self.interval_seconds:
+            errors["timeout_seconds"] = "The timeout cannot be longer than the interval."
+        if self.histogram_metric and not (self.route_label and self.status_label):
+            errors["route_label"] = "A mapped histogram needs its route and status labels."
+        if errors:
+            raise ValidationError(errors)
+
+
+class ServiceMinute(models.Model):
+    """What a service's replicas counted in one minute, for one route or (route "") the whole service.
+
+    ``requests`` is None for a minute with no successful pair of scrapes: a gap, not a quiet minute.
+    ``buckets`` maps a histogram bound (as text, "+Inf" last) to the count at or under it. ``scrapes`` and
+    ``failed`` count the scrape rounds of the minute (the whole-service row only), from which ``up`` comes.
+    """
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="minutes")
+    minute = models.DateTimeField()
+    route = models.CharField(max_length=200, blank=True)
+    requests = models.FloatField(null=True)
+    errors = models.FloatField(null=True)
+    buckets = models.JSONField(default=dict)
+    scrapes = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["service", "minute", "route"], name="serviceminute_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["minute"], name="serviceminute_minute"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.service_id} {self.minute:%Y-%m-%d %H:%M} {self.route or '*'}: {self.requests}"
+
+
+class ServiceHour(models.Model):
+    """The whole service's minutes summed per hour: what 7- and 30-day uptime and 28-day SLOs read."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="hours")
+    hour = models.DateTimeField()
+    requests = models.FloatField(default=0)
+    errors = models.FloatField(default=0)
+    buckets = models.JSONField(default=dict)
+    scrapes = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["service", "hour"], name="servicehour_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["hour"], name="servicehour_hour"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.service_id} {self.hour:%Y-%m-%d %H}: {self.requests}"
+
+
+class SignalSample(models.Model):
+    """A value a Prometheus source evaluated for a service's signal (what it stores instead of rollups)."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="samples")
+    at = models.DateTimeField()
+    signal = models.CharField(max_length=20)
+    value = models.FloatField(null=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["service", "signal", "at"], name="signalsample_series"),
+            models.Index(fields=["at"], name="signalsample_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.service_id} {self.signal} at {self.at:%Y-%m-%d %H:%M:%S}: {self.value}"
+
+
+class ObjectiveKind(models.TextChoices):
+    AVAILABILITY = "availability", "availability (requests that did not fail)"
+    LATENCY = "latency", "latency (requests served under a threshold)"
+
+
+class ServiceLevelObjective(models.Model):
+    """An SLO of a service: a target share of good requests over a rolling window."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="objectives")
+    name = models.SlugField(max_length=100)
+    kind = models.CharField(max_length=12, choices=ObjectiveKind.choices, default=ObjectiveKind.AVAILABILITY)
+    target_percent = models.FloatField(
+        default=99.9,
+        validators=[MinValueValidator(50), MaxValueValidator(99.999)],
+        help_text="Share of good requests aimed at, in percent (99.9).",
+    )
+    threshold_ms = models.PositiveIntegerField(
+        null=True, blank=True, help_text="latency: a request is good when served within this many milliseconds."
+    )
+    window_days = models.PositiveSmallIntegerField(default=28, validators=[MinValueValidator(1), MaxValueValidator(90)])
+    alerting = models.BooleanField(default=True, help_text="Page and ticket on burn rates (the SRE workbook's).")
+
+    class Meta:
+        ordering = ["service__name", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["service", "name"], name="slo_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.service.name}/{self.name}"
+
+    def clean(self) -> None:
+        if self.kind == ObjectiveKind.LATENCY and not self.threshold_ms:
+            raise ValidationError({"threshold_ms": "A latency objective needs its threshold."})

@@ -12,6 +12,17 @@ from django.utils import timezone
 
 from monitoring.models import BUCKET_FIELDS, LATENCY_BUCKETS_MS, HealthMetric, JobMonitor, RequestRollup
 
+# A service's golden signals: the one way the dashboard, alert rules, API and deploy analysis ask.
+from monitoring.service_signals import (
+    Signal,
+    SignalValue,
+    UnknownService,
+    WindowCounts,
+    service_signal,
+    service_signals,
+    window_counts,
+)
+
 
 @dataclass(frozen=True)
 class RequestFigures:
@@ -129,3 +140,22 @@ def recent_statuses(component: str, measurement: str, limit: int) -> list[str]:
 def job_monitor_states() -> dict[str, str]:
     """Every job monitor's state by name (the job-down alert rule reads it)."""
     return dict(JobMonitor.objects.values_list("name", "state"))
+
+
+__all__ = [
+    "PROBE_VIEWS",
+    "RequestFigures",
+    "Signal",
+    "SignalValue",
+    "UnknownService",
+    "WindowCounts",
+    "job_monitor_states",
+    "latest_health",
+    "percentile_from_buckets",
+    "recent_statuses",
+    "request_figures",
+    "request_figures_by_view",
+    "service_signal",
+    "service_signals",
+    "window_counts",
+]

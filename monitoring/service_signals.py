@@ -1,0 +1,175 @@
+"""One way to ask for a service's signal over a window: request rate, error ratio, p50/p95/p99, up.
+
+The dashboard, the alert rules, the operations API and the deploy analysis all ask through
+``monitoring.selectors.service_signal`` / ``service_signals``, which land here. A scrape source's
+signals come from the stored per-minute rollups (``ServiceMinute``; ``ServiceHour`` for windows of days);
+a Prometheus source's are evaluated by its server (``monitoring.promql``).
+
+A value is None when there is nothing to judge: no request in the window (for the ratios and latencies),
+or no scrape at all (for up); ``error`` then says why when a source failed. ``requests`` is how many
+requests the window held, so a caller can tell "too little traffic to judge" from a good figure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from django.utils import timezone
+
+from monitoring.models import MetricSource, Service, ServiceHour, ServiceMinute, SourceKind
+from monitoring.rollup import Counters
+
+
+class Signal(StrEnum):
+    REQUEST_RATE = "request_rate"  # requests per second
+    ERROR_RATIO = "error_ratio"  # 0..1
+    P50 = "p50"  # seconds
+    P95 = "p95"
+    P99 = "p99"
+    UP = "up"  # share of successful scrapes (or Prometheus' avg of up), 0..1
+
+
+UNITS = {
+    Signal.REQUEST_RATE: "req/s",
+    Signal.ERROR_RATIO: "ratio",
+    Signal.P50: "s",
+    Signal.P95: "s",
+    Signal.P99: "s",
+    Signal.UP: "ratio",
+}
+
+# Windows longer than this read the hourly table (whole hours) rather than the minutes.
+HOURLY_FROM = timedelta(hours=6)
+
+
+class UnknownService(LookupError):
+    """No service of that name."""
+
+
+@dataclass(frozen=True)
+class SignalValue:
+    service: str
+    signal: Signal
+    window: timedelta
+    value: float | None
+    requests: float | None = None
+    error: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "signal": self.signal.value,
+            "unit": UNITS[self.signal],
+            "window_seconds": int(self.window.total_seconds()),
+            "value": self.value,
+            "requests": self.requests,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class WindowCounts:
+    """A scrape source's whole-service counts over a window, gaps left out."""
+
+    counters: Counters | None
+    scrapes: int
+    failed: int
+
+    @property
+    def up(self) -> float | None:
+        return (self.scrapes - self.failed) / self.scrapes if self.scrapes else None
+
+
+def decode_buckets(stored: Mapping[str, float]) -> dict[float, float]:
+    return {math.inf if key == "+Inf" else float(key): float(value) for key, value in stored.items()}
+
+
+def encode_buckets(buckets: Mapping[float, float]) -> dict[str, float]:
+    return {"+Inf" if bound == math.inf else repr(float(bound)): count for bound, count in buckets.items()}
+
+
+def _sum_rows(rows: Iterable[ServiceMinute | ServiceHour]) -> WindowCounts:
+    total: Counters | None = None
+    scrapes = failed = 0
+    for row in rows:
+        scrapes += row.scrapes
+        failed += row.failed
+        if row.requests is None:
+            continue
+        counters = Counters(row.requests, row.errors or 0.0, decode_buckets(row.buckets))
+        total = counters if total is None else total + counters
+    return WindowCounts(total, scrapes, failed)
+
+
+def window_counts(service: Service, since: datetime, until: datetime) -> WindowCounts:
+    """The service's counts over [since, until): minutes for short windows, hours (then minutes at the
+    edges) for long ones."""
+    if until - since < HOURLY_FROM:
+        return _sum_rows(ServiceMinute.objects.filter(service=service, route="", minute__gte=since, minute__lt=until))
+    first_hour = since.replace(minute=0, second=0, microsecond=0)
+    if first_hour < since:
+        first_hour += timedelta(hours=1)
+    last_hour = until.replace(minute=0, second=0, microsecond=0)
+    rows: list[ServiceMinute | ServiceHour] = list(
+        ServiceHour.objects.filter(service=service, hour__gte=first_hour, hour__lt=last_hour)
+    )
+    rows += ServiceMinute.objects.filter(service=service, route="", minute__gte=since, minute__lt=first_hour)
+    rows += ServiceMinute.objects.filter(service=service, route="", minute__gte=last_hour, minute__lt=until)
+    return _sum_rows(rows)
+
+
+def _from_counts(name: str, signal: Signal, window: timedelta, counts: WindowCounts, error: str) -> SignalValue:
+    counters = counts.counters
+    requests = counters.requests if counters is not None else None
+    value: float | None
+    if signal is Signal.UP:
+        value = counts.up
+    elif counters is None:
+        value = None
+    elif signal is Signal.REQUEST_RATE:
+        value = counters.requests / window.total_seconds()
+    elif signal is Signal.ERROR_RATIO:
+        value = counters.error_ratio
+    else:
+        value = counters.quantile({Signal.P50: 0.5, Signal.P95: 0.95, Signal.P99: 0.99}[signal])
+    return SignalValue(name, signal, window, value, requests, error if value is None or signal is Signal.UP else "")
+
+
+def _service(service: Service | str) -> Service:
+    if isinstance(service, Service):
+        return service
+    found = Service.objects.filter(name=service).first()
+    if found is None:
+        raise UnknownService(f"No service named {service!r}.")
+    return found
+
+
+def _source(service: Service) -> MetricSource | None:
+    return next((source for source in service.sources.all() if source.enabled), None)
+
+
+def service_signals(
+    service: Service | str, window: timedelta, now: datetime | None = None, signals: Iterable[Signal] = tuple(Signal)
+) -> dict[Signal, SignalValue]:
+    """The service's signals over the window ending at ``now``; UnknownService for a name not known."""
+    found = _service(service)
+    now = now or timezone.now()
+    wanted = tuple(signals)
+    source = _source(found)
+    if source is not None and source.kind == SourceKind.PROMETHEUS:
+        from monitoring import promql
+
+        return {signal: promql.signal_value(source, signal, window, now) for signal in wanted}
+    error = source.last_error if source is not None else "The service has no enabled metric source."
+    counts = window_counts(found, now - window, now)
+    return {signal: _from_counts(found.name, signal, window, counts, error) for signal in wanted}
+
+
+def service_signal(
+    service: Service | str, signal: Signal, window: timedelta, now: datetime | None = None
+) -> SignalValue:
+    return service_signals(service, window, now, (signal,))[signal]
