@@ -124,10 +124,16 @@ class RuleKind(models.TextChoices):
     BACKUP_AGE_HOURS = "backup_age_hours", "latest verified backup age (hours)"
     BACKUP_FAILED = "backup_failed", "latest backup or verification of a target failed"
     JOB_DOWN = "job_down", "a job monitor is down (its ping is overdue or its job failed)"
+    SERVICE_P95 = "service_p95", "service p95 latency (s)"
+    SERVICE_ERROR_RATIO = "service_error_ratio", "service error ratio (%)"
+    SERVICE_UP = "service_up", "service up (share of successful scrapes) at or below"
 
 
 CHECK_KINDS = (RuleKind.CHECK_STATUS, RuleKind.CHECK_LATENCY_MS)
 REQUEST_KINDS = (RuleKind.P95_LATENCY_MS, RuleKind.ERROR_RATE)
+SERVICE_KINDS = (RuleKind.SERVICE_P95, RuleKind.SERVICE_ERROR_RATIO, RuleKind.SERVICE_UP)
+# The latency and error rules, which the performance_alerts flag turns off together.
+PERFORMANCE_KINDS = (*REQUEST_KINDS, RuleKind.SERVICE_P95, RuleKind.SERVICE_ERROR_RATIO)
 UNITS: dict[str, str] = {
     RuleKind.CHECK_STATUS: "failures running",
     RuleKind.CHECK_LATENCY_MS: "ms",
@@ -136,6 +142,9 @@ UNITS: dict[str, str] = {
     RuleKind.BACKUP_AGE_HOURS: "h",
     RuleKind.BACKUP_FAILED: "targets failing",
     RuleKind.JOB_DOWN: "monitors down",
+    RuleKind.SERVICE_P95: "s",
+    RuleKind.SERVICE_ERROR_RATIO: "%",
+    RuleKind.SERVICE_UP: "up",
 }
 
 
@@ -166,8 +175,15 @@ class AlertRule(models.Model):
     measurement = models.CharField(
         max_length=50, blank=True, help_text="For check rules: the measurement; empty means every measurement."
     )
+    # A name, not a foreign key: alerting reads monitoring only through monitoring.selectors.
+    service = models.CharField(
+        max_length=100, blank=True, help_text="For service rules: the service's name (Monitoring > Services)."
+    )
     threshold = models.FloatField(
-        help_text="ms for latency, % for error rate, hours for backup age, consecutive failures for check status."
+        help_text=(
+            "ms for latency, % for error rate, hours for backup age, consecutive failures for check status; "
+            "for a service: seconds for its p95, % for its error ratio, 0 to 1 for its up."
+        )
     )
     window_minutes = models.PositiveIntegerField(
         default=5,
