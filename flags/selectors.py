@@ -14,6 +14,10 @@ logger = logging.getLogger(__name__)
 EXTERNAL_ALERTS = "external_alerts"  # gates outbound notifications
 BACKUP_VERIFICATION = "backup_verification"  # gates the scheduled verification
 ENHANCED_MONITORING = "enhanced_monitoring"  # gates the extra health checks
+# Gate the request rollups and the scraping of services (read with default=True: a missing flag
+# leaves them on, as they were before anything read it).
+PERFORMANCE_MONITORING = "performance_monitoring"
+PERFORMANCE_ALERTS = "performance_alerts"  # gates the latency and error-rate alert rules (same default)
 
 
 def is_on(name: str, key: str | None = None, *, default: bool = False) -> bool:
