@@ -434,6 +434,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"expires": 55.0},
     },
+    # Each service's scrape sources keep their own interval (in the database); this looks for what is due.
+    "scrape-sources": {
+        "task": "monitoring.tasks.scrape_sources",
+        "schedule": 5.0,
+        "options": {"expires": 4.0},
+    },
     "dashboard-charts": {
         "task": "monitoring.tasks.refresh_dashboard_charts",
         "schedule": 60.0,
@@ -506,6 +512,11 @@ DISK_FREE_FAIL_PERCENT = _int("DISK_FREE_FAIL_PERCENT", 5)
 # Retention in days of every table that grows (0 keeps everything); beat prunes daily in batches.
 HEALTH_METRICS_RETENTION_DAYS = _int("HEALTH_METRICS_RETENTION_DAYS", 30)
 REQUEST_ROLLUPS_RETENTION_DAYS = _int("REQUEST_ROLLUPS_RETENTION_DAYS", 30)
+# Services' per-minute rollups (per route) are kept a week and a day; their hourly sums, which 7- and
+# 30-day uptime and 28-day SLOs read, 400 days; the values Prometheus sources evaluated, 8 days.
+SERVICE_MINUTE_RETENTION_DAYS = _int("SERVICE_MINUTE_RETENTION_DAYS", 8)
+SERVICE_HOUR_RETENTION_DAYS = _int("SERVICE_HOUR_RETENTION_DAYS", 400)
+SIGNAL_SAMPLE_RETENTION_DAYS = _int("SIGNAL_SAMPLE_RETENTION_DAYS", 8)
 DELIVERY_RETENTION_DAYS = _int("DELIVERY_RETENTION_DAYS", 90)
 RESOLVED_ALERT_RETENTION_DAYS = _int("RESOLVED_ALERT_RETENTION_DAYS", 180)
 DEPLOYMENT_LOG_RETENTION_DAYS = _int("DEPLOYMENT_LOG_RETENTION_DAYS", 180)

@@ -47,3 +47,14 @@ def refresh_dashboard_charts() -> int:
 def sweep_job_monitors() -> int:
     """Every minute: job monitors whose ping is overdue turn late, and past their grace time down."""
     return job_monitors_sweep()
+
+
+@shared_task(name="monitoring.tasks.scrape_sources", ignore_result=True, soft_time_limit=75, time_limit=90)
+def scrape_sources() -> int:
+    """Every 5 s: scrape each source whose interval has passed (a source is claimed by one worker only).
+
+    The limits cover a round whose replicas all hang for the longest timeout a source may have (60 s).
+    """
+    from monitoring.scrape import scrape_due_sources
+
+    return len(scrape_due_sources())
