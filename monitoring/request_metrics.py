@@ -21,6 +21,7 @@ from django.db.backends.signals import connection_created
 from django.db.models import F
 from django.http import HttpRequest, HttpResponse
 
+from flags.selectors import PERFORMANCE_MONITORING, is_on
 from monitoring.health import PROBE_VIEWS_BY_PATH
 from monitoring.models import BUCKET_FIELDS, LATENCY_BUCKETS_MS, RequestRollup
 
@@ -51,9 +52,26 @@ def _record(key: _Key, duration_ms: float, db_ms: float, slow: int, error: bool)
 
 
 def discard_pending() -> None:
+    """Forget the pending sums, and record again until the flag is next read (tests start clean)."""
+    global _recording
     with _lock:
         _pending.clear()
         _unsaved.clear()
+        _recording = True
+
+
+# Whether requests are recorded: the ``performance_monitoring`` flag as the flush thread last read it.
+# The request path reads this boolean, not the flag: even the flags' local copy may look at the shared
+# cache or load from the database, which the liveness probe must never wait for. A change reaches each
+# process within one flush interval; a missing flag leaves recording on, as before anything read it.
+_recording = True
+
+
+def refresh_gate() -> bool:
+    """Read ``performance_monitoring`` (off: requests are no longer recorded) and return it."""
+    global _recording
+    _recording = is_on(PERFORMANCE_MONITORING, default=True)
+    return _recording
 
 
 def _merge(into: dict[_Key, list[float]], rows: dict[_Key, list[float]]) -> None:
@@ -124,7 +142,8 @@ def _flush_forever() -> None:
     while True:
         time.sleep(settings.REQUEST_METRICS_FLUSH_SECONDS)
         try:
-            flush()
+            refresh_gate()
+            flush()  # what was recorded while the flag was on still counts
             # The web process's one background thread also stands in for a silent beat when no worker
             # is alive (at most once per check interval); a request never waits for it.
             watchdog.web_look()
@@ -197,7 +216,8 @@ _STATUS_CLASS = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 
 
 class RequestMetricsMiddleware:
-    """Times every request by view name (not raw path), method and status class, with database time."""
+    """Times every request by view name (not raw path), method and status class, with database time,
+    while the ``performance_monitoring`` flag is on."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -214,6 +234,8 @@ class RequestMetricsMiddleware:
         start = time.perf_counter()
         response = self.get_response(request)
         duration_ms = (time.perf_counter() - start) * 1000
+        if not _recording:  # performance_monitoring off (as the flush thread last read it)
+            return response
         match = request.resolver_match
         status = response.status_code
         _record(
