@@ -23,6 +23,9 @@ from monitoring.service_signals import (
     window_counts,
 )
 
+# SLOs: budget left, burn rates and the workbook's alerts (the SLO page, the dashboard, the slo_burn rule).
+from monitoring.slo_status import SloStatus, budget_series, slo_budgets, slo_burn_levels, slo_status, slo_statuses
+
 
 @dataclass(frozen=True)
 class RequestFigures:
@@ -147,8 +150,10 @@ __all__ = [
     "RequestFigures",
     "Signal",
     "SignalValue",
+    "SloStatus",
     "UnknownService",
     "WindowCounts",
+    "budget_series",
     "job_monitor_states",
     "latest_health",
     "percentile_from_buckets",
@@ -157,5 +162,9 @@ __all__ = [
     "request_figures_by_view",
     "service_signal",
     "service_signals",
+    "slo_budgets",
+    "slo_burn_levels",
+    "slo_status",
+    "slo_statuses",
     "window_counts",
 ]
