@@ -10,7 +10,7 @@ from typing import Any
 from django.db.models import Sum
 from django.utils import timezone
 
-from monitoring.models import BUCKET_FIELDS, LATENCY_BUCKETS_MS, HealthMetric, JobMonitor, RequestRollup
+from monitoring.models import BUCKET_FIELDS, LATENCY_BUCKETS_MS, HealthMetric, JobMonitor, RequestRollup, Service
 
 # A service's golden signals: the one way the dashboard, alert rules, API and deploy analysis ask.
 from monitoring.service_signals import (
@@ -140,6 +140,11 @@ def recent_statuses(component: str, measurement: str, limit: int) -> list[str]:
     )
 
 
+def service_names() -> list[str]:
+    """Every service's name, enabled or not (alert rules name theirs; a disabled one just reads no data)."""
+    return list(Service.objects.order_by("name").values_list("name", flat=True))
+
+
 def job_monitor_states() -> dict[str, str]:
     """Every job monitor's state by name (the job-down alert rule reads it)."""
     return dict(JobMonitor.objects.values_list("name", "state"))
@@ -160,6 +165,7 @@ __all__ = [
     "recent_statuses",
     "request_figures",
     "request_figures_by_view",
+    "service_names",
     "service_signal",
     "service_signals",
     "slo_budgets",
