@@ -127,6 +127,7 @@ class RuleKind(models.TextChoices):
     SERVICE_P95 = "service_p95", "service p95 latency (s)"
     SERVICE_ERROR_RATIO = "service_error_ratio", "service error ratio (%)"
     SERVICE_UP = "service_up", "service up (share of successful scrapes) at or below"
+    SLO_BURN = "slo_burn", "an SLO's error budget burning fast (the SRE workbook's burn-rate alerts)"
 
 
 CHECK_KINDS = (RuleKind.CHECK_STATUS, RuleKind.CHECK_LATENCY_MS)
@@ -145,7 +146,11 @@ UNITS: dict[str, str] = {
     RuleKind.SERVICE_P95: "s",
     RuleKind.SERVICE_ERROR_RATIO: "%",
     RuleKind.SERVICE_UP: "up",
+    RuleKind.SLO_BURN: "x the workbook's burn rate",
 }
+# An slo_burn rule's severity picks which of the workbook's alerts it raises: a critical rule pages (14.4x
+# over 1 h and 5 min, 6x over 6 h and 30 min), any other makes a ticket (1x over 3 days and 6 h).
+SLO_PAGE_SEVERITIES = ("critical",)
 
 
 class Severity(models.TextChoices):
@@ -161,7 +166,11 @@ class AlertRule(models.Model):
     must all be ``fail`` (a whole number); check_latency_ms and p95_latency_ms - milliseconds;
     error_rate - percent of requests answered 5xx; backup_age_hours - hours; backup_failed - 0 (one alert
     per target whose latest backup or verification failed); job_down - 0 (one alert per job monitor that is
-    down: its ping is overdue past the grace time, or its job reported a failure). The condition holds when
+    down: its ping is overdue past the grace time, or its job reported a failure); slo_burn - a multiple of
+    the SRE workbook's burn-rate factors, 1 for the workbook's alerts (one alert per SLO with alerting on,
+    of ``service`` or of every service: its value is how far the faster-burning of the severity's window
+    pairs is past its factor, the smaller of the two windows' burn rates over the factor; a critical rule
+    raises the page alerts, any other the ticket ones). The condition holds when
     the value is above the threshold (check_status: when it reaches it).
     ``component`` "*" means every check (one alert per component and measurement); an empty
     ``measurement`` means every measurement of the component.
@@ -262,6 +271,10 @@ class AlertRule(models.Model):
             return "the latest backup or verification of a target failed"
         if self.kind == RuleKind.JOB_DOWN:
             return "a job monitor is down (its ping is overdue or its job failed)"
+        if self.kind == RuleKind.SLO_BURN:
+            which = "page" if self.severity in SLO_PAGE_SEVERITIES else "ticket"
+            times = "" if self.threshold == 1 else f" ({self.threshold:g} times their factors)"
+            return f"an SLO's error budget burning at the workbook's {which} rates{times}"
         return f"latest verified backup older than {self.threshold:g} h"
 
 

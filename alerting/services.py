@@ -22,6 +22,7 @@ from django.utils import timezone
 from alerting import notifications, state
 from alerting.models import (
     ANY_COMPONENT,
+    SLO_PAGE_SEVERITIES,
     Alert,
     AlertRule,
     AlertState,
@@ -37,7 +38,7 @@ from alerting.tasks import deliver_notification
 from controlplane.audit import Actor, audit_record, snapshot
 from controlplane.errors import InvalidInput
 from flags.selectors import EXTERNAL_ALERTS, is_on
-from monitoring.selectors import job_monitor_states, latest_health, recent_statuses, request_figures
+from monitoring.selectors import job_monitor_states, latest_health, recent_statuses, request_figures, slo_burn_levels
 
 logger = logging.getLogger(__name__)
 
@@ -394,6 +395,24 @@ def _jobs_down(rule: AlertRule) -> dict[Target, float | None]:
     return {Target(f"rule:{rule.pk}:jobs:{name}", "jobs", name): value for name, value in down.items()}
 
 
+def _slo_burns(rule: AlertRule, now: datetime) -> dict[Target, float | None]:
+    """One target per SLO with alerting on (of the rule's service, or of every service): how far the
+    workbook's page (a critical rule) or ticket alerts are past their burn-rate factors, None for no data.
+    An SLO gone (deleted, alerting off, its service disabled) with an alert open reads 0 and resolves."""
+    severity = "page" if rule.severity in SLO_PAGE_SEVERITIES else "ticket"
+    levels = {
+        key: level
+        for key, level in slo_burn_levels(severity, now).items()
+        if not rule.service or key[0] == rule.service
+    }
+    for service, name in rule.alerts.open().values_list("component", "measurement"):
+        levels.setdefault((service, name), 0.0)
+    return {
+        Target(f"rule:{rule.pk}:slo:{service}/{name}", service, name): value
+        for (service, name), value in levels.items()
+    }
+
+
 def _check_targets(rule: AlertRule) -> list[Target]:
     """The checks a check rule watches: those stored in the last hour, plus those it has alerts open for."""
     keys = set(latest_health())
@@ -423,6 +442,8 @@ def _observe(rule: AlertRule, now: datetime) -> dict[Target, float | None]:
         return _backup_failures(rule)
     if rule.kind == RuleKind.JOB_DOWN:
         return _jobs_down(rule)
+    if rule.kind == RuleKind.SLO_BURN:
+        return _slo_burns(rule, now)
     values: dict[Target, float | None] = {}
     if rule.kind == RuleKind.CHECK_STATUS:
         needed = int(rule.threshold)

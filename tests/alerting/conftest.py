@@ -37,6 +37,7 @@ def _default_alert_rules(request):
     importlib.import_module("monitoring.migrations.0007_default_rules_hold_five_minutes").hold_five(apps, None)
     importlib.import_module("monitoring.migrations.0008_celery_beat_silent_rule").add_beat_rule(apps, None)
     importlib.import_module("alerting.migrations.0003_job_down_rule").add_job_down_rule(installed, None)
+    importlib.import_module("alerting.migrations.0005_slo_burn_rules").add_slo_burn_rules(installed, None)
     importlib.import_module("backups.migrations.0002_targets_backups_verifications").create_default_target(
         installed, None
     )

@@ -311,7 +311,7 @@ def test_p95_and_error_rate_rules_fire_on_the_request_rollups(alerts_on, slack, 
 def test_no_request_data_and_a_new_backup_target_fire_nothing(alerts_on, evaluate):
     # The target "default" was made with the database: younger than 26 h, and nothing of it failed.
     summary = evaluate()
-    assert summary.rules == 7 and summary.errors == []  # the shipped rules, the job-down one included
+    assert summary.rules == 9 and summary.errors == []  # the shipped rules: job-down and the two SLO burn ones too
     assert not Alert.objects.exists()
 
 
@@ -415,7 +415,7 @@ def test_the_tasks_are_registered_under_their_names_and_the_names_they_had_in_mo
     assert deliver_notification.name == "alerting.deliver_notification"
     app.loader.import_default_modules()  # what a worker does at start: autodiscovery of the apps' tasks
     for name in ("alerting.evaluate_alert_rules", "monitoring.evaluate_alert_rules"):
-        assert app.tasks[name]()["rules"] == 7
+        assert app.tasks[name]()["rules"] == 9
     queued_before = app.tasks["monitoring.deliver_notification"]
     assert (queued_before.max_retries, queued_before.soft_time_limit) == (deliver_notification.max_retries, 60)
 
