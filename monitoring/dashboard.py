@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -21,8 +21,10 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from alerting.selectors import firing_unacknowledged
-from monitoring.models import BUCKET_FIELDS, HealthMetric, RequestRollup
+from monitoring.models import BUCKET_FIELDS, HealthMetric, JobMonitor, RequestRollup
 from monitoring.selectors import percentile_from_buckets
+from monitoring.service_signals import UPTIME_WINDOWS, Uptime
+from monitoring.services_panel import ServiceRow, endpoint_counts, endpoint_names
 
 if TYPE_CHECKING:
     from alerting.selectors import Alert
@@ -37,6 +39,9 @@ WINDOWS = {
 STATUS_POINTS = {"fail": 15, "warn": 5}
 ALERT_POINTS = {"critical": 20, "warning": 10, "info": 2}
 STATUS_ICON = {"pass": "✓", "warn": "!", "fail": "✕", "": "?"}
+SERVICE_POINTS = {"down": 15, "errors": 10, "slow": 5}
+JOB_POINTS = {"down": 10, "late": 5}
+JUDGED_JOB_STATES = ("up", "late", "down")  # new and paused monitors say nothing of the product yet
 
 
 # --- Health score and tiles -------------------------------------------------------------------------
@@ -161,11 +166,44 @@ class Deduction:
     points: int
 
 
-def health(now: datetime, firing: list[Alert]) -> tuple[int | None, list[Deduction], list[Tile]]:
-    """The score (0-100), what lowers it, and one tile per component, from one query of the last hour.
+def product_deductions(services: Sequence[ServiceRow], jobs: Sequence[JobMonitor]) -> list[Deduction]:
+    """What the product's services and scheduled jobs take off the score: a service down, over 1 % errors
+    or over 2 s p95 (the report's targets) over the panel's last minutes; a job monitor down or late."""
+    found: list[Deduction] = []
+    for service in services:
+        if service.status == "down":
+            found.append(
+                Deduction(
+                    f"service {service.name} down ({service.error[:120] or 'no scrape succeeded'})",
+                    SERVICE_POINTS["down"],
+                )
+            )
+        if service.too_many_errors:
+            found.append(
+                Deduction(
+                    f"service {service.name} error ratio {service.error_text} (over 1 %)", SERVICE_POINTS["errors"]
+                )
+            )
+        if service.too_slow:
+            found.append(Deduction(f"service {service.name} p95 {service.p95_text} (over 2 s)", SERVICE_POINTS["slow"]))
+    for job in jobs:
+        if job.state in JOB_POINTS:
+            found.append(Deduction(f"job {job.name} {job.state}", JOB_POINTS[job.state]))
+    return found
 
-    The score is None while no check has reported within the hour: a score of 100 before anything was
-    measured would say "all is well" beside components that say nothing is known yet.
+
+def health(
+    now: datetime,
+    firing: list[Alert],
+    services: Sequence[ServiceRow] = (),
+    jobs: Sequence[JobMonitor] = (),
+) -> tuple[int | None, list[Deduction], list[Tile]]:
+    """The score (0-100), what lowers it, and one tile per component, from one query of the last hour;
+    the product's services and job monitors (read by the Services panel) lower it too.
+
+    The score is None while nothing is known: no check has reported within the hour and no service or
+    job has a figure. A score of 100 before anything was measured would say "all is well" beside
+    components that say nothing is known yet.
     """
     since = now - timedelta(hours=1)
     rows = (
@@ -195,8 +233,10 @@ def health(now: datetime, firing: list[Alert]) -> tuple[int | None, list[Deducti
     for alert in firing_unacknowledged(firing):
         points = ALERT_POINTS.get(alert.rule.severity, 5)
         deductions.append(Deduction(f"alert firing: {alert.rule.name} ({alert.rule.severity})", points))
+    deductions += product_deductions(services, jobs)
     deductions.sort(key=lambda d: -d.points)
-    score = max(0, 100 - sum(d.points for d in deductions)) if tiles else None
+    known = bool(tiles) or any(s.up is not None for s in services) or any(j.state in JUDGED_JOB_STATES for j in jobs)
+    score = max(0, 100 - sum(d.points for d in deductions)) if known else None
     reported = sorted(tiles.values(), key=lambda t: (-rank.get(t.status, 0), t.component))
     if not tiles:
         return score, deductions, []
@@ -246,8 +286,43 @@ def charts_refresh(now: datetime | None = None) -> dict[str, Any]:
     for name in ("24h", "7d"):
         span, grain = WINDOWS[name]
         charts[name] = _series(now - span, now, grain)
+    # The monitored endpoints' probes over 30 days are too many to count on every refresh of the page:
+    # the hours before the current one are counted here, the current hour live (endpoint_uptime).
+    cut = _floor_hour(now)
+    counted = endpoint_counts(endpoint_names(), {w: now - span for w, span in UPTIME_WINDOWS.items()}, cut)
+    charts["endpoint_uptime"] = {
+        name: {w: [u.good, u.total] for w, u in windows.items()} for name, windows in counted.items()
+    }
     cache.set(CHART_CACHE_KEY, charts, CHART_CACHE_SECONDS)
     return charts
+
+
+def _stored_charts(now: datetime) -> dict[str, Any]:
+    try:
+        stored = cache.get(CHART_CACHE_KEY)
+    except Exception:  # noqa: BLE001 - the cache down: compute, slower but right
+        stored = None
+    if stored is None or "endpoint_uptime" not in stored:  # missing, or kept by an older release
+        stored = charts_refresh(now)
+    return dict(stored)
+
+
+def endpoint_uptime(names: Sequence[str], now: datetime) -> dict[str, dict[str, Uptime]]:
+    """The monitored endpoints' uptime per window: the full hours as beat last counted them, and the
+    probes since (one query over an hour or two of rows)."""
+    stored = _stored_charts(now)
+    cut = _floor_hour(min(datetime.fromisoformat(stored["computed_at"]), now))
+    live = endpoint_counts(names, dict.fromkeys(UPTIME_WINDOWS, cut), now)
+    found: dict[str, dict[str, Uptime]] = {}
+    for name in names:
+        kept = stored["endpoint_uptime"].get(name, {})
+        recent = live.get(name, {})
+        found[name] = {}
+        for window in UPTIME_WINDOWS:
+            good, total = kept.get(window, [0, 0])
+            tail = recent.get(window, Uptime(0, 0))
+            found[name][window] = Uptime(good + tail.good, total + tail.total)
+    return found
 
 
 def _floor_hour(moment: datetime) -> datetime:
@@ -261,12 +336,7 @@ def charts(now: datetime) -> dict[str, Any]:
     request made a minute ago shows on the 24 h and 7 d charts now, not after beat's next refresh, and
     a fresh install's first minute fills them. One query, over two hours at most of per-minute rows.
     """
-    try:
-        stored = cache.get(CHART_CACHE_KEY)
-    except Exception:  # noqa: BLE001 - the cache down: compute, slower but right
-        stored = None
-    if stored is None:
-        stored = charts_refresh(now)
+    stored = _stored_charts(now)
     cut = _floor_hour(min(datetime.fromisoformat(stored["computed_at"]), now))
     tail = _series(cut, now, "hour")
     windows = {}

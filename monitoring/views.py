@@ -1,4 +1,5 @@
-"""The operator's dashboard at ``/``: health, alerts and request charts, with backups and flags read
+"""The operator's dashboard at ``/``: the product's services and jobs first, then health, alerts and the
+control plane's own request charts, with backups and flags read
 through their selectors and what other apps register as panels (``controlplane.panels``: deployments,
 which nothing but the composition root imports). Its panels refresh in place every 10 seconds (htmx
 asks for ``/dashboard/panels``).
@@ -22,7 +23,8 @@ from controlplane.access import operator_page
 from controlplane.audit import Actor
 from controlplane.panels import read_panels
 from flags.selectors import flags_summary
-from monitoring.dashboard import chart_list, health
+from monitoring import services_panel
+from monitoring.dashboard import chart_list, endpoint_uptime, health
 from monitoring.models import Heartbeat
 
 REFRESH_SECONDS = 10
@@ -53,10 +55,12 @@ def _score_tone(score: int | None, deductions: list[Any], tiles: list[Any]) -> s
 def _context(request: HttpRequest) -> dict[str, Any]:
     now = timezone.now()
     alerts = open_alerts()
-    score, deductions, tiles = health(now, alerts)
     charts, computed_at = chart_list(now)
+    product = services_panel.read(now, endpoint_uptime)
+    score, deductions, tiles = health(now, alerts, product.services, product.jobs)
     return {
         "now": now,
+        "product": product,
         "score": score,
         "score_tone": _score_tone(score, deductions, tiles),
         "deductions": deductions,
