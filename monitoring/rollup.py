@@ -76,8 +76,16 @@ KNOWN_MAPS = (INSTRUMENTATOR, OPENTELEMETRY, DJANGO_PROMETHEUS)
 
 
 def recognise(exposition: Exposition, maps: Iterable[MetricMap] = KNOWN_MAPS) -> MetricMap | None:
-    """The first map whose histogram the exposition carries (read with all the maps' families)."""
-    return next((known for known in maps if exposition.family(known.histogram)), None)
+    """The first map whose histogram the exposition carries (read with all the maps' families).
+
+    A histogram declared by its TYPE line without a sample yet counts: a freshly started process that
+    has served no request exposes its families empty, and is a service with no traffic, not an
+    unrecognised one.
+    """
+    return next(
+        (known for known in maps if exposition.family(known.histogram) or known.histogram in exposition.types),
+        None,
+    )
 
 
 @dataclass(frozen=True)

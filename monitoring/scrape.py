@@ -178,6 +178,9 @@ def _download(url: str, timeout: float, token: str) -> str:
                 if time.monotonic() > deadline:
                     raise ScrapeFailed(f"did not finish its answer within {timeout:g} s")
                 chunks.append(chunk)
+            # http.client ends a body cut short of its Content-Length quietly, with what came.
+            if response.length:
+                raise ScrapeFailed("closed the connection in the middle of its answer")
     except ScrapeFailed:
         raise
     except Exception as error:  # every way a fetch fails is a failed scrape, said in words
