@@ -163,6 +163,14 @@ class SloStatus:
     def level(self, severity: Severity) -> float | None:
         return self.levels.get(severity)
 
+    @property
+    def level_page(self) -> float | None:
+        return self.level(Severity.PAGE)
+
+    @property
+    def level_ticket(self) -> float | None:
+        return self.level(Severity.TICKET)
+
 
 def _level(
     alerts: Iterable[BurnRateAlert], objective: Objective, counts: Callable[[timedelta], Counts | None]
@@ -184,7 +192,7 @@ def _status(slo: ServiceLevelObjective, reader: _Reader) -> SloStatus:
     objective = objective_of(slo)
     source = next((s for s in slo.service.sources.all() if s.enabled), None)
     if source is not None and source.kind == SourceKind.PROMETHEUS:
-        return SloStatus(slo, objective, unsupported=PROMETHEUS_UNSUPPORTED)
+        return SloStatus(slo, objective, burn_rates=dict.fromkeys(BURN_WINDOWS), unsupported=PROMETHEUS_UNSUPPORTED)
 
     def counts(window: timedelta) -> Counts | None:
         return slo_counts(slo, reader.counters(slo.service, window))

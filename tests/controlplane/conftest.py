@@ -28,7 +28,7 @@ def one_of_each(db):
     from deployments.models import LogLine, RecoveryPlan
     from deployments.services import deployment_request, environment_save, pipeline_save
     from flags.services import flag_create
-    from monitoring.models import HealthMetric, JobMonitor, MonitoredEndpoint
+    from monitoring.models import HealthMetric, JobMonitor, MonitoredEndpoint, Service, ServiceLevelObjective
 
     actor = Actor.system("tests")
     now = timezone.now()
@@ -49,6 +49,7 @@ def one_of_each(db):
     MonitoredEndpoint.objects.create(name="site", url="https://example.test/")
     JobMonitor.objects.create(name="weekly-digest", state="up", last_ping=now)
     HealthMetric.objects.create(component="database", measurement="responseTime", status="pass", value=3)
+    slo = ServiceLevelObjective.objects.create(service=Service.objects.create(name="backend"), name="availability")
     target, _ = BackupTarget.objects.get_or_create(name="default", defaults={"url_env": ""})
     backup = Backup.objects.create(target=target, engine="sqlite", status=BackupStatus.SUCCEEDED, finished_at=now)
     pipeline = pipeline_save(name="test-pipeline", steps=[echo("one", "step one")], actor=actor)
@@ -65,6 +66,7 @@ def one_of_each(db):
         environment=environment,
         deployment=deployment,
         plan=plan,
+        slo=slo,
     )
 
 

@@ -58,7 +58,7 @@ def path_of(route: str, rows) -> str:
             "failure_type": rows.plan.failure_type,
         },
         "backups/": {"name": rows.target.name, "backup_id": rows.backup.pk},
-        "": {"alert_id": rows.alert.pk},
+        "": {"alert_id": rows.alert.pk, "service": rows.slo.service.name, "name": rows.slo.name},
     }
     section = next(value for prefix, value in values.items() if route.startswith(prefix))
     return "/" + re.sub(r"<(?:\w+:)?(\w+)>", lambda match: str(section[match.group(1)]), route)
@@ -83,6 +83,7 @@ def test_the_walk_finds_every_part_of_the_site(pages):
     routes = {route for route, _, _ in pages}
     assert {"", "dashboard/panels", "flags/", "flags/<str:name>/", "deployments/<int:deployment_id>/live"} <= routes
     assert {"backups/", "backups/<slug:name>/", "alerts/<int:alert_id>/acknowledge"} <= routes
+    assert {"slo/", "slo/<slug:service>/<slug:name>/"} <= routes
     assert len(pages) >= 16
 
 
