@@ -4,6 +4,8 @@ import logging
 from typing import Any
 
 from django.apps import AppConfig
+from django.db import transaction
+from django.db.models.signals import post_save
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +25,31 @@ def evaluate_after_checks(sender: Any, **kwargs: Any) -> None:
     from alerting.services import alert_rules_evaluate
 
     alert_rules_evaluate()
+
+
+def follow_first_service(sender: Any, instance: Any, created: bool, raw: bool = False, **kwargs: Any) -> None:
+    """monitoring.Service's post_save: the first service configured becomes what the shipped p95 and
+    error-rate rules watch (``alerting.services.shipped_rules_follow_service``), after the commit."""
+    if not created or raw:  # raw: loaddata, which restores rules as they were
+        return
+    name = instance.name
+
+    def follow() -> None:
+        from alerting.services import InvalidAlertSetting, shipped_rules_follow_service
+        from controlplane.audit import Actor
+        from monitoring.selectors import service_names
+
+        if service_names() != [name]:  # not the first service, or gone since
+            return
+        try:
+            moved = shipped_rules_follow_service(service=name, actor=Actor.system("alerting: first service"))
+        except InvalidAlertSetting as exc:
+            logger.warning("the shipped rules could not follow the service %s: %s", name, exc)
+            return
+        for rule in moved:
+            logger.info("alert rule %s now watches the service %s", rule.name, name)
+
+    transaction.on_commit(follow)
 
 
 class AlertingConfig(AppConfig):
@@ -50,3 +77,5 @@ class AlertingConfig(AppConfig):
         # Told, never called: backups and monitoring do not import alerting.
         backup_failed.connect(evaluate_soon, dispatch_uid="alerting-evaluate-on-backup-failure")
         checks_recorded.connect(evaluate_after_checks, dispatch_uid="alerting-evaluate-after-checks")
+        # By the model's label: alerting reads monitoring only through monitoring.selectors.
+        post_save.connect(follow_first_service, sender="monitoring.Service", dispatch_uid="alerting-first-service")

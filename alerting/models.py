@@ -166,7 +166,10 @@ class AlertRule(models.Model):
     must all be ``fail`` (a whole number); check_latency_ms and p95_latency_ms - milliseconds;
     error_rate - percent of requests answered 5xx; backup_age_hours - hours; backup_failed - 0 (one alert
     per target whose latest backup or verification failed); job_down - 0 (one alert per job monitor that is
-    down: its ping is overdue past the grace time, or its job reported a failure); slo_burn - a multiple of
+    down: its ping is overdue past the grace time, or its job reported a failure); service_p95 - seconds,
+    service_error_ratio - percent of the service's requests that failed, service_up - a share of successful
+    scrapes from 0 to below 1, held when up is at or below it (all three over ``window_minutes`` of the
+    service named in ``service``; ``alerting.service_rules``); slo_burn - a multiple of
     the SRE workbook's burn-rate factors, 1 for the workbook's alerts (one alert per SLO with alerting on,
     of ``service`` or of every service: its value is how far the faster-burning of the severity's window
     pairs is past its factor, the smaller of the two windows' burn rates over the factor; a critical rule
@@ -245,6 +248,12 @@ class AlertRule(models.Model):
             errors["threshold"] = "must not be negative"
         if self.severity not in Severity.values:
             errors["severity"] = f"must be one of {', '.join(Severity.values)}"
+        if self.service and self.kind not in (*SERVICE_KINDS, RuleKind.SLO_BURN):
+            errors["service"] = "only service and SLO rules take a service"
+        from alerting.service_rules import service_problems  # it asks monitoring.selectors for the names
+
+        for name, problem in service_problems(self).items():
+            errors.setdefault(name, problem)
         if errors:
             raise ValidationError(errors)
 
@@ -271,6 +280,12 @@ class AlertRule(models.Model):
             return "the latest backup or verification of a target failed"
         if self.kind == RuleKind.JOB_DOWN:
             return "a job monitor is down (its ping is overdue or its job failed)"
+        if self.kind == RuleKind.SERVICE_P95:
+            return f"{self.service} p95 latency over {self.threshold:g} s for {self.window_minutes} min"
+        if self.kind == RuleKind.SERVICE_ERROR_RATIO:
+            return f"{self.service} error ratio over {self.threshold:g} % for {self.window_minutes} min"
+        if self.kind == RuleKind.SERVICE_UP:
+            return f"{self.service} up at or below {self.threshold:g} over {self.window_minutes} min"
         if self.kind == RuleKind.SLO_BURN:
             which = "page" if self.severity in SLO_PAGE_SEVERITIES else "ticket"
             times = "" if self.threshold == 1 else f" ({self.threshold:g} times their factors)"

@@ -19,9 +19,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from alerting import notifications, state
+from alerting import notifications, service_rules, state
 from alerting.models import (
     ANY_COMPONENT,
+    PERFORMANCE_KINDS,
+    SERVICE_KINDS,
     SLO_PAGE_SEVERITIES,
     Alert,
     AlertRule,
@@ -37,15 +39,15 @@ from alerting.models import (
 from alerting.tasks import deliver_notification
 from controlplane.audit import Actor, audit_record, snapshot
 from controlplane.errors import InvalidInput
-from flags.selectors import EXTERNAL_ALERTS, is_on
+from flags.selectors import EXTERNAL_ALERTS, PERFORMANCE_ALERTS, is_on
 from monitoring.selectors import job_monitor_states, latest_health, recent_statuses, request_figures, slo_burn_levels
 
 logger = logging.getLogger(__name__)
 
 CHANNEL_FIELDS = ("name", "kind", "url", "email_recipients", "enabled")
 RULE_FIELDS = (
-    "name", "kind", "component", "measurement", "threshold", "window_minutes", "for_evaluations", "severity",
-    "repeat_interval_minutes", "enabled", "description",
+    "name", "kind", "component", "measurement", "service", "threshold", "window_minutes", "for_evaluations",
+    "severity", "repeat_interval_minutes", "enabled", "description",
 )  # fmt: skip
 
 
@@ -247,6 +249,59 @@ def rule_delete(*, rule: AlertRule, actor: Actor) -> None:
         rule.delete()
 
 
+# The report's two shipped rules, by name: (their kind as shipped, their kind on a service, how the
+# threshold converts). As shipped they watch the control plane's own requests.
+SHIPPED_PERFORMANCE_RULES = {
+    "p95 latency over 2000 ms": (RuleKind.P95_LATENCY_MS, RuleKind.SERVICE_P95, 0.001),  # ms -> s
+    "error rate over 1 %": (RuleKind.ERROR_RATE, RuleKind.SERVICE_ERROR_RATIO, 1.0),  # percent either way
+}
+_SHIPPED_DESCRIPTIONS = {
+    RuleKind.SERVICE_P95: "p95 of {service}'s requests over the last {window} minutes (monitoring.selectors); "
+    "fires when it has stayed over the threshold for {hold} evaluations.",
+    RuleKind.SERVICE_ERROR_RATIO: "Share of {service}'s requests that failed over the last {window} minutes, in "
+    "percent (monitoring.selectors); fires when it has stayed over the threshold for {hold} evaluations.",
+}
+
+
+def shipped_rules_follow_service(*, service: str, actor: Actor) -> list[AlertRule]:
+    """Point the report's two shipped rules (p95 over 2 s, error rate over 1 %) at the product's backend.
+
+    The report's targets are about the product, not the control plane: once a service is configured, the
+    shipped ``p95 latency over 2000 ms`` becomes a ``service_p95`` rule on it (2 s) and ``error rate over
+    1 %`` a ``service_error_ratio`` rule (1 %); their window, hold, severity and channels stay. It runs
+
+    - by itself when the first service is created (``alerting.apps.follow_first_service``, on
+      monitoring.Service's post_save, connected by the model's label: alerting imports no monitoring model);
+    - as ``manage.py shipped_rules_follow_service <service>``, to choose another service.
+
+    Only a rule still watching the control plane's requests (its shipped kind, no service) moves, under its
+    row lock, so a rule an operator changed stays as they made it and a second call changes nothing; the
+    moved rule's open alerts, which were about the control plane's requests, close quietly. An operator who
+    wants those alerts too adds a rule of the old kind. Returns the rules moved.
+    """
+    moved = []
+    for name, (shipped_kind, kind, scale) in SHIPPED_PERFORMANCE_RULES.items():
+        with transaction.atomic():
+            rule = AlertRule.objects.select_for_update().filter(name=name, kind=shipped_kind, service="").first()
+            if rule is None:
+                continue
+            description = _SHIPPED_DESCRIPTIONS[kind].format(
+                service=service, window=rule.window_minutes, hold=rule.for_evaluations
+            )
+            changes = {
+                "kind": kind,
+                "service": service,
+                "threshold": rule.threshold * scale,
+                "description": description,
+            }
+            moved.append(rule_update(rule=rule, changes=changes, actor=actor))
+            now = timezone.now()
+            Alert.objects.open().filter(rule=rule).update(
+                state=AlertState.RESOLVED, resolved_at=now, last_evaluated_at=now
+            )
+    return moved
+
+
 # --- Silences and acknowledgements ----------------------------------------------------------------
 
 
@@ -444,6 +499,10 @@ def _observe(rule: AlertRule, now: datetime) -> dict[Target, float | None]:
         return _jobs_down(rule)
     if rule.kind == RuleKind.SLO_BURN:
         return _slo_burns(rule, now)
+    if rule.kind in SERVICE_KINDS:
+        signal = service_rules.SIGNALS[RuleKind(rule.kind)]
+        target = Target(f"rule:{rule.pk}:service:{rule.service}", rule.service, signal.value)
+        return {target: service_rules.service_value(rule, now)}
     values: dict[Target, float | None] = {}
     if rule.kind == RuleKind.CHECK_STATUS:
         needed = int(rule.threshold)
@@ -652,13 +711,21 @@ def alert_rules_evaluate(now: datetime | None = None) -> EvaluationSummary:
     """
     now = now or timezone.now()
     summary = EvaluationSummary()
+    rules = AlertRule.objects.filter(enabled=True)
     # A disabled rule watches nothing: its open alerts close, quietly.
     Alert.objects.open().filter(rule__enabled=False).update(
         state=AlertState.RESOLVED, resolved_at=now, last_evaluated_at=now
     )
+    # performance_alerts off: the latency and error rules (the control plane's requests' and the
+    # services') are as if disabled. A missing flag leaves them on, as before anything read it.
+    if not is_on(PERFORMANCE_ALERTS, default=True):
+        rules = rules.exclude(kind__in=PERFORMANCE_KINDS)
+        Alert.objects.open().filter(rule__kind__in=PERFORMANCE_KINDS).update(
+            state=AlertState.RESOLVED, resolved_at=now, last_evaluated_at=now
+        )
     silences = _active_silences(now)
     external_alerts = is_on(EXTERNAL_ALERTS)
-    for rule_id in AlertRule.objects.filter(enabled=True).values_list("pk", flat=True):
+    for rule_id in rules.values_list("pk", flat=True):
         try:
             with transaction.atomic():
                 rule = AlertRule.objects.select_for_update().filter(pk=rule_id, enabled=True).first()

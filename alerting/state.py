@@ -37,6 +37,7 @@ UPDATE = "update"  # the open alert goes on (pending, firing)
 RESOLVE = "resolve"  # the open alert resolves
 
 CHECK_STATUS = "check_status"  # the one kind whose threshold is reached rather than exceeded
+SERVICE_UP = "service_up"  # the one kind that holds at or below its threshold (up falls)
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,8 @@ class Transition:
 def breaches(rule: RuleSpec, value: float) -> bool:
     if rule.kind == CHECK_STATUS:
         return value >= rule.threshold
+    if rule.kind == SERVICE_UP:
+        return value <= rule.threshold
     return value > rule.threshold
 
 
