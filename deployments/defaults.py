@@ -14,6 +14,10 @@ def _demo(action: str) -> list[str]:
     return ["{python}", "-m", "deployments.demo", action, "{version}"]
 
 
+# Where the backend steps record the version the demo product (python -m demo_product) serves.
+_DEMO_PRODUCT_ENV = {"DEMO_PRODUCT_DIR": "{var_dir}/demo-product"}
+
+
 # The original report's seven steps, for WingmanMatch on Render (backend) and Vercel (frontend).
 # Hook URLs are secret settings: list them in DEPLOY_SECRETS and set them in the environment.
 PRODUCT_STEPS: list[dict[str, Any]] = [
@@ -83,8 +87,14 @@ DEMO_STEPS: list[dict[str, Any]] = [
         "name": "backend deploy",
         "kind": "command",
         "argv": _demo("backend"),
+        "env": _DEMO_PRODUCT_ENV,
         "timeout": 60,
-        "rollback": {"name": "backend rollback", "kind": "command", "argv": _demo("backend-rollback")},
+        "rollback": {
+            "name": "backend rollback",
+            "kind": "command",
+            "argv": _demo("backend-rollback"),
+            "env": _DEMO_PRODUCT_ENV,
+        },
     },
     {
         "name": "frontend deploy",
@@ -111,7 +121,12 @@ DEMO_STEPS: list[dict[str, Any]] = [
 RECOVERY_PLANS: dict[str, dict[str, Any]] = {
     "application_failure": {
         "steps": [
-            {"name": "backend rollback", "kind": "command", "argv": _demo("backend-rollback")},
+            {
+                "name": "backend rollback",
+                "kind": "command",
+                "argv": _demo("backend-rollback"),
+                "env": _DEMO_PRODUCT_ENV,
+            },
             {"name": "frontend rollback", "kind": "command", "argv": _demo("frontend-rollback")},
             {"name": "health validation", "kind": "health_gate", "checks": "ready", "interval": 1, "timeout": 30},
         ],
@@ -155,9 +170,16 @@ def ensure_defaults(*, actor: Actor | None = None) -> None:
         flag_create(
             data={"name": DEMO_FLAG, "description": "Set by the demo pipeline.", "owner": "platform"}, actor=actor
         )
-    demo = Pipeline.objects.filter(name=DEMO).first() or pipeline_save(
-        name=DEMO, steps=DEMO_STEPS, description="Local and harmless; versions starting with bad- fail", actor=actor
-    )
+    demo = Pipeline.objects.filter(name=DEMO).first()
+    if demo is None or demo.steps == _without_demo_product_env(DEMO_STEPS):
+        # New, or as an earlier release shipped it (before the demo product read its version): unchanged
+        # by an operator, so it may take the current steps.
+        demo = pipeline_save(
+            name=DEMO,
+            steps=DEMO_STEPS,
+            description=demo.description if demo else "Local and harmless; versions starting with bad- fail",
+            actor=actor,
+        )
     environment = Environment.objects.filter(name=DEMO).first() or environment_save(
         name=DEMO, pipeline=demo, actor=actor
     )
@@ -166,3 +188,16 @@ def ensure_defaults(*, actor: Actor | None = None) -> None:
             failure_type=failure_type,
             defaults={"environment": environment, "steps": plan["steps"], "runbook": plan["runbook"]},
         )
+
+
+def _without_demo_product_env(steps: Any) -> Any:
+    """The demo steps as shipped before their backend steps recorded the version for the demo product."""
+    if isinstance(steps, list):
+        return [_without_demo_product_env(step) for step in steps]
+    if isinstance(steps, dict):
+        return {
+            key: _without_demo_product_env(value)
+            for key, value in steps.items()
+            if not (key == "env" and value == _DEMO_PRODUCT_ENV)
+        }
+    return steps

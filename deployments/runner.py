@@ -95,6 +95,7 @@ class _Runner:
             "deployment": str(deployment.pk),
             "python": python(),
             "base_dir": str(settings.BASE_DIR),
+            "var_dir": str(settings.VAR_DIR),
         }
         self._lock = threading.Lock()
         self._run: StepRun | None = None

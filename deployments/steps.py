@@ -2,7 +2,8 @@
 
 A step is a JSON object: ``name``, ``kind``, the kind's fields, an optional ``timeout`` (seconds) and an
 optional ``rollback`` (another step, of any kind, run when a later step fails). Strings may use
-``{version}``, ``{environment}``, ``{deployment}``, ``{python}`` (this interpreter) and ``{base_dir}``;
+``{version}``, ``{environment}``, ``{deployment}``, ``{python}`` (this interpreter), ``{base_dir}`` and
+``{var_dir}`` (the control plane's data directory);
 ``${NAME}`` takes the value of the environment variable NAME, which must be listed in ``DEPLOY_SECRETS``
 (its value is then redacted from every output and log line).
 """

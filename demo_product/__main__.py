@@ -1,0 +1,7 @@
+from __future__ import annotations
+
+import sys
+
+from demo_product.server import main
+
+sys.exit(main())
