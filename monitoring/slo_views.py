@@ -129,11 +129,12 @@ class BudgetChart:
     def slots(self) -> list[dict[str, Any]]:
         """A hover area per point, with what the point says in words."""
         rows = []
-        previous = self.left
+        previous = float(self.left)
         for index, point in enumerate(self.points):
             x = self._x(point.at)
             following = self._x(self.points[index + 1].at) if index + 1 < len(self.points) else self.x_end
-            x0, x1 = (previous + x) / 2 if index else self.left, (x + following) / 2
+            x0 = (previous + x) / 2 if index else float(self.left)
+            x1 = (x + following) / 2
             previous = x
             when = timezone.localtime(point.at).strftime("%d %b %H:%M")
             if point.budget_left is None:
