@@ -193,6 +193,7 @@ def slo_detail(request: HttpRequest, service: str, name: str) -> HttpResponse:
             "now": now,
             "alerts": ALERT_WORDS,
             "exhaustion": _exhaustion_words(status),
+            "budget_percent": f"{status.objective.error_budget * 100:.4g}",
             "budget_time_minutes": round(status.objective.budget_time / timedelta(minutes=1), 1),
         },
     )

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 from django.conf import settings
 from django.test import Client
+from django.utils import timezone
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Request, Response, expect
 
 from backups.services import backup_create, backup_verify, target_create
@@ -25,6 +26,7 @@ from tests.backups.conftest import make_sqlite, point_backups_at
 from tests.browser.test_dashboard import ARTIFACTS
 from tests.browser.test_layout import buttons_off_screen
 from tests.deployments.conftest import cmd, echo
+from tests.monitoring.slo_data import DAY, HOUR, Traffic, make_service, make_slo
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 SYSTEM = Actor.system("tests")
@@ -39,6 +41,8 @@ PAGES = {
     "deployment": ("/deployments/{deployment}/", "Deployment #{deployment}: web v2"),
     "backups": ("/backups/", "Backups"),
     "backup-target": ("/backups/{target}/", "Backups: {target}"),
+    "slos": ("/slo/", "SLOs"),
+    "slo": ("/slo/{service}/availability/", "SLO {service} / availability"),
     "login": ("/accounts/login/", "Log in"),
     "admin": ("/admin/", "Operations"),
 }
@@ -127,7 +131,12 @@ def site(operator, settings, tmp_path, monkeypatch) -> dict[str, object]:
     backup = backup_create(target=target, actor=SYSTEM)
     assert backup.status == "succeeded", backup.error
     assert backup_verify(backup=backup, actor=SYSTEM).status == "passed"
-    return {"deployment": deployment.pk, "target": target.name}
+    service = make_service()  # an availability and a latency SLO, with a week of traffic and a burn now
+    make_slo(service, name="availability")
+    make_slo(service, name="fast", kind="latency", target_percent=99, threshold_ms=500, window_days=7)
+    now = timezone.now().replace(second=0, microsecond=0)
+    Traffic().add(now - 7 * DAY, now - HOUR, errors=0.0002).add(now - HOUR, now, errors=0.02).save(service, now + HOUR)
+    return {"deployment": deployment.pk, "target": target.name, "service": service.name}
 
 
 @pytest.fixture

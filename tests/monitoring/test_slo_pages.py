@@ -75,7 +75,7 @@ def test_one_slo_with_its_burn_chart(viewer_client):
     assert f"<h1>SLO {service.name} / availability</h1>" in html
     words = _words(html)
     assert "50.0 % left" in words and "over a rolling 7 days" in words
-    assert "10.1 minutes of complete outage" in words  # 0.1 % of 7 days
+    assert "0.1 % of requests may fail: as much as 10.1 minutes of complete outage" in words  # of 7 days
     assert "page: over 14.4x for 1 h and 5 min" in words
     chart = re.search(r'<svg class="budget".*?</svg>', html, re.S).group(0)
     [line] = re.findall(r'<polyline class="budget-line" points="([^"]+)"', chart)
