@@ -125,3 +125,20 @@ def test_the_operations_are_in_the_openapi_document(reader):
     detail = paths["/api/deployment/services/{name}"]["get"]
     assert {"200", "400", "401", "403", "404"} <= set(detail["responses"])
     assert any(parameter["name"] == "window" for parameter in detail["parameters"])
+
+
+def test_the_list_reads_do_not_grow_with_the_services(reader):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def count() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert reader.get("/api/deployment/services").status_code == 200
+        return len(queries)
+
+    add_minutes(make_service("svc-0"), minutes=4)
+    count()  # the token's first use is written once
+    with_one = count()
+    for i in range(1, 8):
+        add_minutes(make_service(f"svc-{i}"), minutes=4)
+    assert count() == with_one
