@@ -21,6 +21,7 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from alerting.selectors import firing_unacknowledged
+from monitoring import slo_status
 from monitoring.models import BUCKET_FIELDS, HealthMetric, JobMonitor, RequestRollup
 from monitoring.selectors import percentile_from_buckets
 from monitoring.service_signals import UPTIME_WINDOWS, Uptime
@@ -293,6 +294,8 @@ def charts_refresh(now: datetime | None = None) -> dict[str, Any]:
     charts["endpoint_uptime"] = {
         name: {w: [u.good, u.total] for w, u in windows.items()} for name, windows in counted.items()
     }
+    # Each SLO's budget reads its whole window (28 days) per SLO: once a minute here, not on every page.
+    charts["slo_budgets"] = slo_status.slo_budgets(now)
     cache.set(CHART_CACHE_KEY, charts, CHART_CACHE_SECONDS)
     return charts
 
@@ -302,9 +305,14 @@ def _stored_charts(now: datetime) -> dict[str, Any]:
         stored = cache.get(CHART_CACHE_KEY)
     except Exception:  # noqa: BLE001 - the cache down: compute, slower but right
         stored = None
-    if stored is None or "endpoint_uptime" not in stored:  # missing, or kept by an older release
+    if stored is None or not {"endpoint_uptime", "slo_budgets"} <= set(stored):  # missing, or an older release's
         stored = charts_refresh(now)
     return dict(stored)
+
+
+def slo_budgets(now: datetime) -> dict[str, float | None]:
+    """Per service with an SLO, its smallest budget left, as beat last computed it (at most a minute old)."""
+    return dict(_stored_charts(now)["slo_budgets"])
 
 
 def endpoint_uptime(names: Sequence[str], now: datetime) -> dict[str, dict[str, Uptime]]:

@@ -265,18 +265,22 @@ UPTIME_WINDOWS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": ti
 
 def services_uptime(services: Sequence[Service], now: datetime | None = None) -> dict[int, dict[str, Uptime]]:
     """Each service's share of successful scrapes over 24 h, 7 d and 30 d, summed by the database in two
-    queries whatever the number of services: 24 h from the minutes, 7 and 30 days from the hourly rows of
-    the hours before the current one plus the current hour's minutes (the hour not rolled up yet)."""
+    queries whatever the number of services: the whole hours from the hourly rows, the edges (the part
+    hour at the start of the 24 hours, the current hour not rolled up yet) from the minutes."""
     now = now or timezone.now()
     ids = [service.pk for service in services]
     hour = now.replace(minute=0, second=0, microsecond=0)
     day_since = now - UPTIME_WINDOWS["24h"]
+    day_hours = day_since.replace(minute=0, second=0, microsecond=0)
+    if day_hours < day_since:
+        day_hours += timedelta(hours=1)
     minutes = (
-        ServiceMinute.objects.filter(service__in=ids, route="", minute__gte=min(day_since, hour), minute__lt=now)
+        ServiceMinute.objects.filter(service__in=ids, route="", minute__lt=now)
+        .filter(Q(minute__gte=day_since, minute__lt=day_hours) | Q(minute__gte=hour))
         .values("service_id")
         .annotate(
-            day_scrapes=Sum("scrapes", filter=Q(minute__gte=day_since)),
-            day_failed=Sum("failed", filter=Q(minute__gte=day_since)),
+            head_scrapes=Sum("scrapes", filter=Q(minute__lt=day_hours)),
+            head_failed=Sum("failed", filter=Q(minute__lt=day_hours)),
             tail_scrapes=Sum("scrapes", filter=Q(minute__gte=hour)),
             tail_failed=Sum("failed", filter=Q(minute__gte=hour)),
         )
@@ -288,6 +292,8 @@ def services_uptime(services: Sequence[Service], now: datetime | None = None) ->
         ServiceHour.objects.filter(service__in=ids, hour__gte=month_since, hour__lt=hour)
         .values("service_id")
         .annotate(
+            day_scrapes=Sum("scrapes", filter=Q(hour__gte=day_hours)),
+            day_failed=Sum("failed", filter=Q(hour__gte=day_hours)),
             week_scrapes=Sum("scrapes", filter=Q(hour__gte=week_since)),
             week_failed=Sum("failed", filter=Q(hour__gte=week_since)),
             month_scrapes=Sum("scrapes"),
@@ -306,6 +312,10 @@ def services_uptime(services: Sequence[Service], now: datetime | None = None) ->
         return Uptime(scrapes - failed, scrapes)
 
     return {
-        pk: {"24h": uptime(found, "day"), "7d": uptime(found, "week", "tail"), "30d": uptime(found, "month", "tail")}
+        pk: {
+            "24h": uptime(found, "head", "day", "tail"),
+            "7d": uptime(found, "week", "tail"),
+            "30d": uptime(found, "month", "tail"),
+        }
         for pk, found in sums.items()
     }

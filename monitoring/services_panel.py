@@ -284,9 +284,13 @@ def endpoint_counts(
     }
 
 
-def slo_budgets(services: Sequence[Service], now: datetime) -> dict[int, tuple[str, str]]:
-    """Each service's SLO budget left in words and a pill value; a service missing says "no SLO"."""
-    return {}
+def budget_words(left: float | None) -> tuple[str, str]:
+    """An SLO budget left (1 untouched, below 0 overspent) in words, with a status pill's value."""
+    if left is None:
+        return "no data", "waiting"
+    if left < 0:
+        return "exhausted", "failed"
+    return f"{left * 100:.1f} % left", "at_risk" if left < 0.25 else "pass"
 
 
 def _prometheus_services(services: Sequence[Service]) -> set[int]:
@@ -305,9 +309,11 @@ def endpoint_names() -> list[str]:
 def read(
     now: datetime | None = None,
     endpoint_uptime: Callable[[Sequence[str], datetime], Mapping[str, Mapping[str, Uptime]]] | None = None,
+    budgets: Mapping[str, float | None] | None = None,
 ) -> ServicesPanel:
-    """The panel at ``now``. ``endpoint_uptime(names, now)`` gives the endpoints' uptime per window (the
-    dashboard keeps the long windows' full hours in its cache); summed here over the windows when not given."""
+    """The panel at ``now``. ``endpoint_uptime(names, now)`` gives the endpoints' uptime per window and
+    ``budgets`` each service's smallest SLO budget left (the dashboard keeps both in its cache, which
+    beat refreshes every minute: each reads days of rows); read here when not given."""
     now = now or timezone.now()
     services = list(Service.objects.filter(enabled=True))
     signals = services_signals(services, CURRENT, now) if services else {}
@@ -315,7 +321,10 @@ def read(
     prometheus = _prometheus_services(services) if services else set()
     points = _minute_points([s for s in services if s.pk not in prometheus], now)
     points.update(_sample_points([s for s in services if s.pk in prometheus], now))
-    slo = slo_budgets(services, now)
+    if budgets is None:
+        from monitoring.slo_status import slo_budgets
+
+        budgets = slo_budgets(now)
     rows = [
         ServiceRow(
             name=service.name,
@@ -323,8 +332,8 @@ def read(
             signals=signals[service.name],
             points=points.get(service.pk, []),
             uptime=uptime.get(service.pk, {}),
-            slo=slo.get(service.pk, ("no SLO", ""))[0],
-            slo_status=slo.get(service.pk, ("no SLO", ""))[1],
+            slo=budget_words(budgets[service.name])[0] if service.name in budgets else "no SLO",
+            slo_status=budget_words(budgets[service.name])[1] if service.name in budgets else "",
         )
         for service in services
     ]

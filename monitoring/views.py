@@ -24,7 +24,7 @@ from controlplane.audit import Actor
 from controlplane.panels import read_panels
 from flags.selectors import flags_summary
 from monitoring import services_panel
-from monitoring.dashboard import chart_list, endpoint_uptime, health
+from monitoring.dashboard import chart_list, endpoint_uptime, health, slo_budgets
 from monitoring.models import Heartbeat
 
 REFRESH_SECONDS = 10
@@ -56,7 +56,7 @@ def _context(request: HttpRequest) -> dict[str, Any]:
     now = timezone.now()
     alerts = open_alerts()
     charts, computed_at = chart_list(now)
-    product = services_panel.read(now, endpoint_uptime)
+    product = services_panel.read(now, endpoint_uptime, slo_budgets(now))
     score, deductions, tiles = health(now, alerts, product.services, product.jobs)
     return {
         "now": now,

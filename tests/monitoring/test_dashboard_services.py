@@ -22,6 +22,7 @@ from monitoring.models import (
     MonitoredEndpoint,
     Service,
     ServiceHour,
+    ServiceLevelObjective,
     ServiceMinute,
     SignalSample,
     SourceKind,
@@ -29,6 +30,16 @@ from monitoring.models import (
 from monitoring.services_panel import read
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _no_dashboard_cache():
+    """The dashboard's cache (charts, endpoint uptime, SLO budgets) as beat would leave it: not yet filled."""
+    cache.delete(CHART_CACHE_KEY)
+    yield
+    cache.delete(CHART_CACHE_KEY)
+
+
 BOUNDS = ("0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0", "+Inf")
 
 
@@ -122,11 +133,12 @@ def test_a_service_with_data_shows_its_signals_sparkline_and_uptime(operator_cli
         r'<svg class="spark"[^>]*aria-label="backend over the last hour: p95 per minute from 235 to 235 ms"', found
     )
     assert re.search(r'<path d="M[\d.]+,[\d.]+( L[\d.]+,[\d.]+){59}"/>', found)  # one unbroken line, 60 minutes
-    assert '<span data-window="24h" title="240 of 240 succeeded in the last 24 h">100 %</span>' in found
-    # No hour rolled up yet: 7 and 30 days are the current hour's minutes.
+    # No hour rolled up yet: each window is the current hour's minutes (the earlier ones wait for their hour).
     tail = 4 * sum(1 for m in range(1, 61) if this_minute(now) - timedelta(minutes=m) >= this_hour(now))
-    words = f'{tail} of {tail} succeeded in the last 30 d">100 %' if tail else 'nothing measured in the last 30 d">–'
-    assert f'<span data-window="30d" title="{words}</span>' in found
+    for window in ("24h", "7d", "30d"):
+        words = f'{tail} of {tail} succeeded in the last {window[:-1]} {window[-1]}">100 %'
+        words = words if tail else f'nothing measured in the last {window[:-1]} {window[-1]}">–'
+        assert f'<span data-window="{window}" title="{words}</span>' in found
     assert "no SLO" in found
     # Services come first; the control plane's own charts below, titled as its own.
     assert html.index('id="services-title"') < html.index('id="score-title"') < html.index('id="charts-title"')
@@ -140,6 +152,23 @@ def test_the_request_rate_is_per_second_over_the_last_five_minutes(operator_clie
     panel = read(now)
     assert panel.services[0].request_rate == pytest.approx(counted_minutes(now) * 300 / 300)
     assert panel.services[0].error_text == "0 %"
+
+
+def test_the_slo_budget_left_is_the_smallest_of_the_services_slos(operator_client):
+    now = timezone.now()
+    for name in ("backend", "worker"):
+        svc = service(name)
+        minutes(svc, now, errors=3.0)  # 0.5 % errors, as in the hours
+        hours(svc, now, count=48)
+    ServiceLevelObjective.objects.create(service=Service.objects.get(name="backend"), name="avail", target_percent=99)
+    worker = Service.objects.get(name="worker")
+    ServiceLevelObjective.objects.create(service=worker, name="loose", target_percent=99)
+    ServiceLevelObjective.objects.create(service=worker, name="strict", target_percent=99.9)
+    html = get(operator_client)
+
+    backend = re.search(r'<td class="slo">(.*?)</td>', row(html, "backend")).group(1)
+    assert 'data-status="pass"' in backend and "50.0 % left" in backend  # half of a 1 % budget spent
+    assert 'data-status="failed"' in row(html, "worker") and "exhausted" in row(html, "worker")
 
 
 def test_no_service_and_no_job_says_how_to_add_one(operator_client):
@@ -161,15 +190,16 @@ def test_gaps_break_the_sparkline_and_failed_scrapes_lower_uptime(operator_clien
     path = re.search(r'<path d="([^"]+)"/>', found).group(1)
     assert path.count("M") == 2, path  # the gap splits the line in two, it does not draw a zero
     assert "11 minutes without data" in found
-    # 24 h: 60 minutes of 4 scrapes, 11 of them all failed and 2 with one failed: 240 - 46 = 194 of 240.
-    assert '<span data-window="24h" title="194 of 240 succeeded in the last 24 h">80.833 %</span>' in found
-    # 7 d: 48 hours of 240 scrapes (4 of them with 24 failed) plus the current hour's minutes.
-    current_hour = now.replace(minute=0, second=0, microsecond=0)
-    tail = [m for m in range(1, 61) if now.replace(second=0, microsecond=0) - timedelta(minutes=m) >= current_hour]
+    # The whole hours from the hourly rows (240 scrapes each, every 12th with 24 failed), the current hour
+    # from its minutes (4 scrapes each; 11 all failed, 2 with one failed).
+    tail = [m for m in range(1, 61) if this_minute(now) - timedelta(minutes=m) >= this_hour(now)]
     tail_total = 4 * len(tail)
     tail_failed = sum(4 if m in range(20, 31) else 1 if m in (2, 3) else 0 for m in tail)
-    good, total = 48 * 240 - 4 * 24 + tail_total - tail_failed, 48 * 240 + tail_total
-    assert f'<span data-window="7d" title="{good} of {total} succeeded in the last 7 d">' in found
+    day_hours = 24 if now == this_hour(now) else 23  # the hour the 24 h begin in is only partly inside
+    for window, count in (("24h", day_hours), ("7d", 48)):
+        good = count * 240 - (count // 12) * 24 + tail_total - tail_failed
+        total = count * 240 + tail_total
+        assert f'<span data-window="{window}" title="{good} of {total} succeeded in the last' in found
 
 
 def test_a_service_never_scraped_waits_and_a_failing_one_is_down_with_its_error(operator_client):
@@ -315,5 +345,5 @@ def test_the_panel_reads_in_a_fixed_number_of_queries(django_assert_max_num_quer
     # services; the signals' sources and minutes; uptime's minutes and hours; the sources' kinds and the
     # sparklines' minutes; jobs; endpoints
     with django_assert_max_num_queries(9):
-        panel = read(now, lambda names, at: {})
+        panel = read(now, lambda names, at: {}, {})
     assert len(panel.services) == 20 and len(panel.endpoints) == 1
