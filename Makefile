@@ -6,6 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 export PORT
+# The demo product make run starts beside the control plane (development only).
+DEMO_PRODUCT_PORT ?= $(shell expr $(PORT) + 1)
 
 .PHONY: run test bench lint arrows format install install-dev clean
 
@@ -23,13 +25,18 @@ $(BIN)/.installed-dev: requirements.txt requirements-dev.txt
 install: $(BIN)/.installed-runtime
 install-dev: $(BIN)/.installed-dev
 
-## make run: web, worker and beat on http://127.0.0.1:$(PORT) with the embedded defaults (Ctrl-C stops all three).
+## make run: web, worker and beat on http://127.0.0.1:$(PORT) with the embedded defaults, and the demo product
+## on 127.0.0.1:$(DEMO_PRODUCT_PORT) (Ctrl-C stops them all).
 run: install
 	$(BIN)/python manage.py preflight
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	$(BIN)/python manage.py import_flags --if-empty flags/fixtures/wingmanmatch.json
 	$(BIN)/python manage.py ensure_demo_environment
+	@# Exit status 3: production, where the demo is refused; its line (Procfile.dev) then idles.
+	$(BIN)/python manage.py ensure_demo_product --port $(DEMO_PRODUCT_PORT) \
+		--control-plane-url http://127.0.0.1:$(PORT) || [ $$? -eq 3 ]
+	cat Procfile Procfile.dev > $${CONTROLPLANE_VAR_DIR:-var}/Procfile.run
 	rm -rf $${PROMETHEUS_MULTIPROC_DIR:-$${CONTROLPLANE_VAR_DIR:-var}/prometheus}  # counters of an earlier run
 	@# Last before the three start, so that its lines (the password and the file keeping it) are the
 	@# nearest to the prompt; the worker names the file again once it is ready.
@@ -37,7 +44,7 @@ run: install
 	@# Ctrl-C: honcho stops the three and exits 130, which is how a stop is asked for here, not an error.
 	@# CONTROLPLANE_RUN_PID: make; if it is killed, controlplane/attached.py stops the three.
 	@trap : INT; CONTROLPLANE_RUN_PID=$$PPID PATH="$(CURDIR)/$(BIN):$$PATH" \
-		$(BIN)/honcho start --no-colour --port $(PORT) --procfile Procfile; \
+		$(BIN)/honcho start --no-colour --port $(PORT) --procfile $${CONTROLPLANE_VAR_DIR:-var}/Procfile.run; \
 		status=$$?; [ $$status -eq 130 ] && exit 0; exit $$status
 
 ## make test: the whole suite, in TEST_PROCESSES processes (default 2). Set DATABASE_URL, REDIS_URL,

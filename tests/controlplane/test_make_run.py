@@ -1,6 +1,7 @@
-"""`make run` on the embedded defaults: web, worker and beat come up, a task from the shell is run by
-the worker, the printed password logs in, the README's deployment demo works as written, Ctrl-C stops
-all three quietly, and a killed make leaves none of them behind. One `make run` serves the module."""
+"""`make run` on the embedded defaults: web, worker and beat come up with the demo product beside them
+(registered and scraped), a task from the shell is run by the worker, the printed password logs in, the
+README's deployment demo works as written (and reaches the demo product), Ctrl-C stops all four quietly,
+and a killed make leaves none of them behind. One `make run` serves the module."""
 
 from __future__ import annotations
 
@@ -67,7 +68,8 @@ def processes_of(var_dir: Path) -> dict[int, str]:
 
 def make_run_env(port: int, var_dir: Path, **overrides: str | None) -> dict[str, str]:
     """The environment of a fresh `make run`: embedded defaults (no server URLs), no preset operator,
-    not inside another make."""
+    not inside another make, the demo product on a free port."""
+    overrides = {"DEMO_PRODUCT_PORT": str(free_port()), **overrides}
     return subprocess_env(
         PORT=str(port),
         CONTROLPLANE_VAR_DIR=str(var_dir),
@@ -170,6 +172,20 @@ def test_make_run_serves_runs_tasks_and_names_the_password_file(make_run):
         log,
     )
 
+    # The demo product answers beside them, registered as a service whose /metrics the worker scrapes.
+    demo = f"http://127.0.0.1:{env['DEMO_PRODUCT_PORT']}"
+    wait_until(lambda: http_ok(demo + "/api/health"), 30, "the demo product did not answer", log)
+    scraped = (
+        "SELECT m.urls FROM monitoring_metricsource m JOIN monitoring_service s ON s.id = m.service_id "
+        "WHERE s.name = 'wingmanmatch-demo' AND m.last_success IS NOT NULL"
+    )
+
+    def demo_scraped() -> bool:
+        with contextlib.closing(sqlite3.connect(make_run.var_dir / "controlplane.sqlite3")) as db:
+            return db.execute(scraped).fetchall() == [(demo + "/metrics",)]
+
+    wait_until(demo_scraped, 60, "the demo product's /metrics was not scraped", log)
+
 
 def readme_demo_commands() -> list[str]:
     """The command block(s) of the README's deployment demo, each line as written there."""
@@ -214,6 +230,9 @@ def test_the_readmes_deployment_demo_works_as_written(make_run):
         ("bad-3", "deploy", "rolled_back"),
         ("v1", "rollback", "succeeded"),
     ]
+    # The demo product serves what the pipeline deployed last.
+    releases = (make_run.var_dir / "demo-product" / "releases").read_text().split()
+    assert releases == ["v1", "v2", "v1"], releases
 
 
 def test_make_run_stops_on_ctrl_c_and_when_killed(make_run):
@@ -231,7 +250,7 @@ def test_make_run_stops_on_ctrl_c_and_when_killed(make_run):
     stopping = log.read_text()[stop_asked_at:]
     for noise in ("ERROR", "Traceback", "Logging error", "SIGKILL", "make: ***"):
         assert noise not in stopping, stopping
-    for name in ("web", "worker", "beat"):
+    for name in ("web", "worker", "beat", "demo"):
         assert f"{name}.1 stopped" in stopping, stopping
     # Nothing of the three is left behind: the port is free, the process group empty, no process remains.
     assert not http_ok(base + "/accounts/login/")
