@@ -407,8 +407,11 @@ DEPLOY_STEP_OUTPUT_LIMIT = _int("DEPLOY_STEP_OUTPUT_LIMIT", 1_000_000, minimum=1
 # Every periodic task, in one place.
 HEARTBEAT_INTERVAL_SECONDS = _int("HEARTBEAT_INTERVAL_SECONDS", 30, minimum=1)
 HEALTH_CHECK_INTERVAL_SECONDS = _int("HEALTH_CHECK_INTERVAL_SECONDS", 60, minimum=1)
-# Pings a job monitor's URL takes per second (the shared cache counts them); more are answered 429.
+# Pings a job monitor's URL takes per second (Redis counts them; without it, each web process); more are 429.
 JOB_PING_RATE_PER_SECOND = _int("JOB_PING_RATE_PER_SECOND", 5, minimum=1)
+# Pings are buffered and each web process applies them at most this often (a lone ping at once); 0: in
+# the request that brought them (monitoring/job_monitors.py).
+JOB_PING_FLUSH_SECONDS = _int("JOB_PING_FLUSH_SECONDS", 1)
 # Not beat's: each worker's own timer records that the worker is alive (the celery-workers check reads
 # it on every broker) and, while beat is silent, runs the scheduled checks itself (monitoring/watchdog.py).
 WORKER_HEARTBEAT_SECONDS = _int("WORKER_HEARTBEAT_SECONDS", 15, minimum=1)

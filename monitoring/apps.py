@@ -19,6 +19,15 @@ class MonitoringConfig(AppConfig):
 
         register_state_metrics(self.label, monitoring_gauges)
 
+        from django.db.models.signals import post_delete, post_save
+
+        from monitoring import job_monitors
+        from monitoring.models import JobMonitor
+
+        # The in-process copies of the ping keys reload when a monitor comes or goes.
+        post_save.connect(job_monitors.on_monitor_saved, sender=JobMonitor, dispatch_uid="monitoring-ping-keys")
+        post_delete.connect(job_monitors.on_monitor_deleted, sender=JobMonitor, dispatch_uid="monitoring-ping-keys")
+
         from celery.signals import beat_init, worker_ready, worker_shutdown
 
         from monitoring import watchdog

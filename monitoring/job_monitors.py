@@ -5,21 +5,25 @@ Operator changes (create, edit, pause, delete) go through the admin, audited by 
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
+import os
+import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
-from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
 from controlplane.audit import Actor, audit_record
+from controlplane.localcopy import LocalCopy, LocalCopyUnavailable
+from monitoring import ping_buffer
 from monitoring.jobs import (
     DOWN,
     LATE,
@@ -33,6 +37,7 @@ from monitoring.jobs import (
     state_after_ping,
 )
 from monitoring.models import JobMonitor
+from monitoring.ping_buffer import BufferedPing, BufferUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -43,28 +48,6 @@ class PingRateLimited(Exception):
     """More pings for one monitor in one second than JOB_PING_RATE_PER_SECOND."""
 
 
-@dataclass(frozen=True)
-class PingResult:
-    state: str
-    duration: timedelta | None
-
-
-def ping_rate_check(key: uuid.UUID) -> None:
-    """Counts this ping in the shared cache (one counter per monitor and second); raises over the limit."""
-    counter = f"jobping:{key.hex}:{int(time.time())}"
-    try:
-        try:
-            count = cache.incr(counter)
-        except ValueError:  # the second's first ping (or the counter expired)
-            count = 1 if cache.add(counter, 1, timeout=2) else cache.incr(counter)
-    except Exception as exc:  # noqa: BLE001 - the cache is down or hangs: the ping counts, unlimited
-        # A job's report matters more than the limit, which only guards against a runaway caller.
-        logger.warning("job ping rate not checked, the cache failed: %s", exc)
-        return
-    if count > settings.JOB_PING_RATE_PER_SECOND:
-        raise PingRateLimited(key)
-
-
 def output_text(body: bytes, total_length: int) -> str:
     """A job's output as kept: at most OUTPUT_LIMIT_BYTES, saying so when it was cut."""
     text = body[:OUTPUT_LIMIT_BYTES].decode("utf-8", errors="replace")
@@ -73,66 +56,215 @@ def output_text(body: bytes, total_length: int) -> str:
     return text
 
 
-def job_ping(
-    *, key: uuid.UUID, kind: str, exit_status: int | None = None, output: str | None = None
-) -> PingResult | None:
-    """Record a ping of the monitor whose key is ``key``; None when there is none.
+# --- The ping: known key, buffered, answered -----------------------------------------------------------
 
-    One indexed read and one UPDATE, with no transaction: two pings racing each write a consistent row
-    and the later one wins, as the later ping is the newer news. ``output`` (a POST's body) replaces
-    the last output; a GET leaves it as it was.
+
+def _load_ping_keys() -> frozenset[uuid.UUID]:
+    return frozenset(JobMonitor.objects.values_list("ping_key", flat=True))
+
+
+# Every monitor's key, so that a ping learns whether its key is known without the database. Bumped when a
+# monitor is created or deleted (monitoring/apps.py); a key created since this process's last look (at
+# most CONTROLPLANE_RELOAD_INTERVAL) is found in the database instead. A monitor deleted since then is
+# answered OK by the processes that have not looked yet, and its pings are dropped when applied.
+ping_keys: LocalCopy[frozenset[uuid.UUID]] = LocalCopy("job-ping-keys", _load_ping_keys)
+
+
+def on_monitor_saved(sender: type[JobMonitor], instance: JobMonitor, created: bool, **kwargs: object) -> None:
+    if created:  # a key never changes
+        ping_keys.bump()
+
+
+def on_monitor_deleted(sender: type[JobMonitor], instance: JobMonitor, **kwargs: object) -> None:
+    ping_keys.bump()
+
+
+def ping_key_known(key: uuid.UUID) -> bool:
+    try:
+        if key in ping_keys.get():
+            return True
+    except LocalCopyUnavailable:
+        pass
+    return JobMonitor.objects.filter(ping_key=key).exists()
+
+
+def job_ping(*, ping: BufferedPing) -> bool:
+    """Record a ping of the monitor whose key is ``ping.key``: False when there is none.
+
+    The ping goes to the buffer (``monitoring.ping_buffer``) and a flush applies it, at once when
+    ``JOB_PING_FLUSH_SECONDS`` is 0, else within that many seconds from this process's flush thread
+    (beat's sweep flushes too, before it decides anything). Raises PingRateLimited over the monitor's
+    limit. When the buffer cannot take the ping, it is applied here and now (the limit then fails open:
+    a job's report matters more than the limit, which only guards against a runaway caller).
     """
-    now = timezone.now()
-    row = JobMonitor.objects.filter(ping_key=key).values("pk", "state", "last_start", "last_ping").first()
-    if row is None:
-        return None
-    state = state_after_ping(row["state"], kind)
-    changes: dict[str, Any] = {"state": state, "last_ping_kind": kind}
-    duration: timedelta | None = None
-    if kind == PING_START:
-        changes["last_start"] = now
+    if not ping_key_known(ping.key):
+        return False
+    try:
+        taken = ping_buffer.buffer().append(ping, settings.JOB_PING_RATE_PER_SECOND)
+    except BufferUnavailable as exc:
+        logger.warning("job ping applied directly, the ping buffer failed: %s", exc)
+        apply_pings([ping])
+        return True
+    if not taken:
+        raise PingRateLimited(ping.key)
+    if settings.JOB_PING_FLUSH_SECONDS <= 0:
+        try:
+            flush_pings()
+        except (BufferUnavailable, DatabaseError) as exc:  # buffered: the next flush applies it
+            logger.warning("job ping buffered, not applied yet: %s", exc)
     else:
-        changes["last_ping"] = now
-        changes["last_exit_status"] = exit_status
-        started = row["last_start"]
-        if kind == PING_SUCCESS and started is not None and (row["last_ping"] is None or started > row["last_ping"]):
-            duration = now - started
-        changes["last_duration"] = duration
-    if output is not None:
-        changes["last_output"] = output
-    if state != row["state"]:
-        changes["state_changed"] = now
-    _ping_update(row["pk"], changes)
-    return PingResult(state=state, duration=duration)
+        _wake_flusher()
+    return True
 
 
-def _ping_update(pk: int, changes: dict[str, Any]) -> None:
-    """The ping's one UPDATE. On PostgreSQL its commit does not wait for the disk (``synchronous_commit``
-    off for this statement's transaction only): a crash of the database server may lose the last
-    fraction of a second of pings, which the jobs' next pings repeat, and the ping no longer spends most
-    of its time waiting on fsync. The SET and the UPDATE go in one query string, which PostgreSQL runs
-    as one transaction: one round trip, as before (inside a caller's transaction the setting lasts to its
-    end). Elsewhere (SQLite's WAL with synchronous=NORMAL does
-    not sync each commit), a plain UPDATE.
+# --- Applying pings ------------------------------------------------------------------------------------
+
+_ROW_FIELDS = ("pk", "ping_key", "state", "last_start", "last_ping")
+
+
+def apply_pings(pings: Sequence[BufferedPing]) -> int:
+    """Apply pings, in the order given, to their monitors; returns how many changed one.
+
+    One read of the monitors, then one conditional UPDATE per monitor with all its pings folded in (the
+    state, kind, exit status, start, duration and output they leave). The UPDATE matches only the row as
+    read, so a sweep or another flush that changed it meanwhile makes this one read it again. A ping no
+    newer than the monitor's last start or ping is skipped: it was applied already (a flush that died
+    before removing it from the buffer) or newer news came first; so applying the same pings twice
+    changes nothing. Pings of a key that no monitor has (deleted) are dropped.
     """
-    queryset = JobMonitor.objects.filter(pk=pk)
-    if connection.vendor != "postgresql" or connection.settings_dict["OPTIONS"].get("server_side_binding"):
-        queryset.update(**changes)
+    by_key: dict[uuid.UUID, list[BufferedPing]] = {}
+    for ping in pings:
+        by_key.setdefault(ping.key, []).append(ping)
+    if not by_key:
+        return 0
+    applied = 0
+    with transaction.atomic(savepoint=False):
+        rows = {row["ping_key"]: row for row in JobMonitor.objects.filter(ping_key__in=by_key).values(*_ROW_FIELDS)}
+        for key, mine in by_key.items():
+            row = rows.get(key)
+            for _attempt in range(5):
+                if row is None:
+                    logger.info("job pings dropped: no monitor has their key (deleted)")
+                    break
+                count, changes = _fold(row, mine)
+                if not changes:
+                    break
+                matched = JobMonitor.objects.filter(
+                    pk=row["pk"], state=row["state"], last_start=row["last_start"], last_ping=row["last_ping"]
+                ).update(**changes)
+                if matched:
+                    applied += count
+                    break
+                row = JobMonitor.objects.filter(pk=row["pk"]).values(*_ROW_FIELDS).first()
+    return applied
+
+
+def _fold(row: dict[str, Any], pings: Sequence[BufferedPing]) -> tuple[int, dict[str, Any]]:
+    """The changes ``pings`` make, in order, to a monitor as read; and how many of them count."""
+    state, last_start, last_ping = row["state"], row["last_start"], row["last_ping"]
+    changes: dict[str, Any] = {}
+    count = 0
+    for ping in pings:
+        newest = max((t for t in (last_start, last_ping) if t is not None), default=None)
+        if newest is not None and ping.at <= newest:
+            continue  # applied already, or older than what the monitor holds
+        count += 1
+        after = state_after_ping(state, ping.kind)
+        changes["last_ping_kind"] = ping.kind
+        if ping.kind == PING_START:
+            last_start = changes["last_start"] = ping.at
+        else:
+            duration: timedelta | None = None
+            if ping.kind == PING_SUCCESS and last_start is not None and (last_ping is None or last_start > last_ping):
+                duration = ping.at - last_start
+            last_ping = ping.at
+            changes.update(last_ping=ping.at, last_exit_status=ping.exit_status, last_duration=duration)
+        if ping.output is not None:
+            changes["last_output"] = ping.output
+        if after != state:
+            changes["state_changed"] = ping.at
+            state = after
+        changes["state"] = state
+    return count, changes
+
+
+def flush_pings(*, wait: float = 10.0) -> int:
+    """Apply every buffered ping, in order; returns how many changed a monitor.
+
+    Raises BufferUnavailable when the buffer cannot be read (or another flush held it past ``wait``
+    seconds), and the database's error when the pings cannot be applied: they stay buffered.
+    """
+    return ping_buffer.buffer().drain(apply_pings, wait=wait)
+
+
+# The web process's flush thread: started by the first buffered ping (a gunicorn master that loads the
+# application before forking serves none), woken by each, flushing at most once per JOB_PING_FLUSH_SECONDS:
+# a lone ping is applied at once, a stream of them in one batch a second.
+_flusher: threading.Thread | None = None
+_flusher_lock = threading.Lock()
+_wake = threading.Event()
+_fork_hook_registered = False
+
+
+def _wake_flusher() -> None:
+    global _flusher, _fork_hook_registered
+    _wake.set()
+    if _flusher is not None:
         return
-    query = cast(UpdateQuery, queryset.query.chain(UpdateQuery))
-    query.add_update_values(changes)
-    sql, params = query.get_compiler(connection=connection).as_sql()
-    with connection.cursor() as cursor:
-        cursor.execute(f"SET LOCAL synchronous_commit TO OFF; {sql}", params)
+    with _flusher_lock:
+        if _flusher is None:
+            if not _fork_hook_registered:
+                os.register_at_fork(after_in_child=_forget_parent)
+                atexit.register(_flush_at_exit)
+                _fork_hook_registered = True
+            _flusher = threading.Thread(target=_flush_forever, name="job-ping-flush", daemon=True)
+            _flusher.start()
+
+
+def _flush_forever() -> None:
+    while True:
+        _wake.wait()
+        _wake.clear()
+        try:
+            flush_pings()
+        except Exception as exc:  # noqa: BLE001 - the pings stay buffered: try again after the pause
+            logger.warning("job ping flush failed, retrying: %s", exc)
+            _wake.set()
+        finally:
+            connection.close()  # this thread's own connection: not kept between flushes
+        time.sleep(settings.JOB_PING_FLUSH_SECONDS)
+
+
+def _flush_at_exit() -> None:
+    if _wake.is_set():
+        with contextlib.suppress(Exception):
+            flush_pings(wait=1.0)
+
+
+def _forget_parent() -> None:
+    """In a forked child: the parent's thread did not come along and its lock may have been held."""
+    global _flusher, _flusher_lock, _wake
+    _flusher, _flusher_lock, _wake = None, threading.Lock(), threading.Event()
+    ping_buffer.SpoolBuffer.forget_after_fork()
+
+
+# --- Beat's sweep --------------------------------------------------------------------------------------
 
 
 def job_monitors_sweep(*, now: datetime | None = None) -> int:
     """Beat's minute pass: move up monitors to late and late ones to down by their schedules.
 
-    Each move is a conditional UPDATE on the state and last ping read, so a ping arriving meanwhile
-    wins. Returns the number of monitors moved.
+    Buffered pings are applied first: a monitor whose ping waits in the buffer is never turned late or
+    down, so when the buffer cannot be read this pass moves nothing (and says so). Each move is a
+    conditional UPDATE on the state and last ping read, so a ping applied meanwhile wins. Returns the
+    number of monitors moved.
     """
     now = now or timezone.now()
+    try:
+        flush_pings(wait=30.0)
+    except BufferUnavailable as exc:
+        logger.error("job monitors not swept: buffered pings cannot be read, and one may be theirs: %s", exc)
+        return 0
     moved = 0
     for monitor in JobMonitor.objects.filter(Q(state=UP) | Q(state=LATE)):
         try:

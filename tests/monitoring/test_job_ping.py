@@ -30,6 +30,11 @@ def test_success_ping_by_get_moves_a_new_monitor_up(client: Client, monitor: Job
 def test_ping_needs_no_login_session_or_csrf_and_is_one_read_and_one_update(
     monitor: JobMonitor, django_assert_num_queries
 ) -> None:
+    """The key is known from the in-process copy; applying the buffered ping (at once in tests) is one
+    read and one UPDATE."""
+    from monitoring.job_monitors import ping_keys
+
+    assert monitor.ping_key in ping_keys.get()
     strict = Client(enforce_csrf_checks=True)
     with django_assert_num_queries(2):
         response = strict.post(monitor.ping_path(), data=b"done", content_type="text/plain")
@@ -135,7 +140,8 @@ def test_pings_are_rate_limited_per_monitor(client: Client, monitor: JobMonitor,
 
 
 @pytest.mark.django_db(transaction=True)
-def test_on_postgresql_the_ping_skips_only_its_own_commit_wait() -> None:
+def test_on_postgresql_a_ping_is_applied_and_leaves_the_connection_as_it_was() -> None:
+    """Pings are applied in batches with an ordinary (durable) commit: no session setting is left behind."""
     from django.db import connection
 
     if connection.vendor != "postgresql":
