@@ -37,6 +37,7 @@ import logging
 import math
 import os
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
@@ -194,17 +195,23 @@ def _server_error(body: bytes) -> str:
     return f"{kind}: {answer['error']}" if kind else str(answer["error"])
 
 
-def query(source: MetricSource, expression: str, at: datetime) -> float | None:
-    """The one number ``expression`` gives at ``at`` (None for no data, NaN or an infinity).
+def _shown(source: MetricSource) -> str:
+    urls = source.url_list()
+    return redact_url(urls[0]) if urls else "the source"
+
+
+def query(source: MetricSource, expression: str, at: datetime, *, timeout: float | None = None) -> float | None:
+    """The one number ``expression`` gives at ``at`` (None for no data, NaN or an infinity), waiting at
+    most ``timeout`` seconds (the source's timeout when None).
 
     Raises SourceUnreachable when the server does not answer, QueryFailed for any other failure.
     """
-    shown = redact_url(source.url_list()[0]) if source.url_list() else "the source"
-    timeout = float(source.timeout_seconds)
-    params = {"query": expression, "time": f"{at.timestamp():.3f}", "timeout": f"{max(timeout, 0.001):g}s"}
+    shown = _shown(source)
+    wait = float(source.timeout_seconds) if timeout is None else timeout
+    params = {"query": expression, "time": f"{at.timestamp():.3f}", "timeout": f"{max(1, int(wait * 1000))}ms"}
     request = _request(source, params)
     try:
-        with outbound.opener.open(request, timeout=timeout) as response:
+        with outbound.opener.open(request, timeout=wait) as response:
             status, body = response.status, response.read(MAX_BODY)
     except urllib.error.HTTPError as error:
         body = error.read(MAX_BODY)  # an HTTPError without a body reads as b""
@@ -215,7 +222,7 @@ def query(source: MetricSource, expression: str, at: datetime) -> float | None:
     except (TimeoutError, urllib.error.URLError, OSError, ValueError) as error:
         reason = getattr(error, "reason", error)
         if isinstance(reason, TimeoutError) or isinstance(error, TimeoutError):
-            words = f"no answer within {timeout:g} s"
+            words = f"no answer within {float(source.timeout_seconds):g} s"
         elif isinstance(reason, ConnectionRefusedError):
             words = "connection refused"
         else:
@@ -284,13 +291,20 @@ def _evaluate(
     queries = queries_for(source)
     errors: list[str] = []
     unreachable = ""
+    # The source's timeout bounds all its queries together, so that a server answering each just in
+    # time does not hold the worker for seven timeouts.
+    deadline = time.monotonic() + float(source.timeout_seconds)
 
     def evaluate(key: str) -> tuple[float | None, str]:
         nonlocal unreachable
+        left = deadline - time.monotonic()
+        if not unreachable and left <= 0:
+            unreachable = f"{_shown(source)}: no answer within {float(source.timeout_seconds):g} s"
+            errors.append(unreachable)
         if unreachable:
             return None, unreachable
         try:
-            return query(source, render(queries[key], source.selector, window), now), ""
+            return query(source, render(queries[key], source.selector, window), now, timeout=left), ""
         except SourceUnreachable as error:
             unreachable = str(error)
             errors.append(unreachable)

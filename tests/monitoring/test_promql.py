@@ -388,6 +388,37 @@ def test_a_server_that_never_answers_costs_one_timeout_for_every_signal() -> Non
 
 
 @pytest.mark.django_db
+def test_the_timeout_bounds_all_the_queries_of_a_slow_server_together() -> None:
+    asked: list[str] = []
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            asked.append(self.path)
+            time.sleep(0.15)
+            body = _answer("scalar", [1, "1"])
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        source = _source(f"http://127.0.0.1:{server.server_address[1]}", timeout_seconds=0.4)
+        values = promql.signal_values(source, tuple(Signal), WINDOW, timezone.now())
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    # Each answer takes 0.15 s: the fourth query would start after the 0.4 s were spent.
+    assert len(asked) <= 3
+    assert values[Signal.UP].error == f"http://127.0.0.1:{server.server_address[1]}: no answer within 0.4 s"
+
+
+@pytest.mark.django_db
 def test_a_hung_proxy_in_front_of_prometheus_is_a_timeout(sink: HttpSink) -> None:
     sink.body = _answer("scalar", [1, "1"])
     with FaultProxy("127.0.0.1", sink.port) as proxy:
