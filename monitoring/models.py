@@ -308,8 +308,10 @@ class ServiceMinute(models.Model):
     """What a service's replicas counted in one minute, for one route or (route "") the whole service.
 
     ``requests`` is None for a minute with no successful pair of scrapes: a gap, not a quiet minute.
-    ``buckets`` maps a histogram bound (as text, "+Inf" last) to the count at or under it. ``scrapes`` and
-    ``failed`` count the scrape rounds of the minute (the whole-service row only), from which ``up`` comes.
+    ``buckets`` maps a histogram bound (as text, "+Inf" last) to the count at or under it. On the
+    whole-service row (route ""): ``seconds`` is the time the counted increases span (each round's, from
+    the previous scrape to its own), what a request rate divides by; ``scrapes`` and ``failed`` count the
+    replica scrapes of the minute (a round of two replicas counts two), from which ``up`` comes.
     """
 
     service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="minutes")
@@ -318,6 +320,7 @@ class ServiceMinute(models.Model):
     requests = models.FloatField(null=True)
     errors = models.FloatField(null=True)
     buckets = models.JSONField(default=dict)
+    seconds = models.FloatField(default=0)
     scrapes = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
 
@@ -341,6 +344,7 @@ class ServiceHour(models.Model):
     requests = models.FloatField(default=0)
     errors = models.FloatField(default=0)
     buckets = models.JSONField(default=dict)
+    seconds = models.FloatField(default=0)
     scrapes = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
 

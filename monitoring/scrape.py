@@ -382,13 +382,14 @@ def source_record_round(source: MetricSource, fetched: Sequence[Fetched], now: d
 # --- The rows ------------------------------------------------------------------------------------
 
 
-def _add(
-    requests: float | None, errors: float | None, buckets: Mapping[str, float], counters: Counters
-) -> tuple[float, float, dict[str, float]]:
-    merged = decode_buckets(buckets)
+def _add(row: ServiceMinute | ServiceHour, counters: Counters, seconds: float = 0.0) -> None:
+    merged = decode_buckets(row.buckets)
     for bound, count in counters.buckets.items():
         merged[bound] = merged.get(bound, 0.0) + count
-    return (requests or 0.0) + counters.requests, (errors or 0.0) + counters.errors, encode_buckets(merged)
+    row.requests = (row.requests or 0.0) + counters.requests
+    row.errors = (row.errors or 0.0) + counters.errors
+    row.buckets = encode_buckets(merged)
+    row.seconds += seconds
 
 
 def _busiest(routes: Mapping[str, Counters]) -> dict[str, Counters]:
@@ -412,6 +413,7 @@ def minute_add(service_id: int, now: datetime, result: Rollup, *, replicas: int,
     sources of one service writing the same minute add up rather than overwrite or collide.
     """
     minute = now.replace(second=0, microsecond=0)
+    seconds = (result.end - result.start).total_seconds()
     hour = minute.replace(minute=0)
     routes = _busiest(result.routes) if result.routes is not None else {}
     names = ["", *routes]
@@ -430,23 +432,20 @@ def minute_add(service_id: int, now: datetime, result: Rollup, *, replicas: int,
         whole.scrapes += replicas
         whole.failed += failed
         if result.service is not None:
-            whole.requests, whole.errors, whole.buckets = _add(
-                whole.requests, whole.errors, whole.buckets, result.service
-            )
+            _add(whole, result.service, seconds)
         for name, counters in routes.items():
-            row = rows[name]
-            row.requests, row.errors, row.buckets = _add(row.requests, row.errors, row.buckets, counters)
-        ServiceMinute.objects.bulk_update(list(rows.values()), ["requests", "errors", "buckets", "scrapes", "failed"])
+            _add(rows[name], counters)  # a route's rate divides by its service row's seconds
+        ServiceMinute.objects.bulk_update(
+            list(rows.values()), ["requests", "errors", "buckets", "seconds", "scrapes", "failed"]
+        )
 
         ServiceHour.objects.bulk_create([ServiceHour(service_id=service_id, hour=hour)], ignore_conflicts=True)
         hourly = ServiceHour.objects.select_for_update().get(service_id=service_id, hour=hour)
         hourly.scrapes += replicas
         hourly.failed += failed
         if result.service is not None:
-            hourly.requests, hourly.errors, hourly.buckets = _add(
-                hourly.requests, hourly.errors, hourly.buckets, result.service
-            )
-        hourly.save(update_fields=["requests", "errors", "buckets", "scrapes", "failed"])
+            _add(hourly, result.service, seconds)
+        hourly.save(update_fields=["requests", "errors", "buckets", "seconds", "scrapes", "failed"])
 
 
 # --- What beat and the command run ---------------------------------------------------------------

@@ -79,6 +79,8 @@ class WindowCounts:
     counters: Counters | None
     scrapes: int
     failed: int
+    # The time the counted increases span, gaps left out (0 for rows written without it).
+    seconds: float = 0.0
 
     @property
     def up(self) -> float | None:
@@ -96,14 +98,16 @@ def encode_buckets(buckets: Mapping[float, float]) -> dict[str, float]:
 def _sum_rows(rows: Iterable[ServiceMinute | ServiceHour]) -> WindowCounts:
     total: Counters | None = None
     scrapes = failed = 0
+    seconds = 0.0
     for row in rows:
         scrapes += row.scrapes
         failed += row.failed
         if row.requests is None:
             continue
+        seconds += row.seconds
         counters = Counters(row.requests, row.errors or 0.0, decode_buckets(row.buckets))
         total = counters if total is None else total + counters
-    return WindowCounts(total, scrapes, failed)
+    return WindowCounts(total, scrapes, failed, seconds)
 
 
 def window_counts(service: Service, since: datetime, until: datetime) -> WindowCounts:
@@ -132,7 +136,10 @@ def _from_counts(name: str, signal: Signal, window: timedelta, counts: WindowCou
     elif counters is None:
         value = None
     elif signal is Signal.REQUEST_RATE:
-        value = counters.requests / window.total_seconds()
+        # Over the time the counted increases span, not the window's length: the window's edges cut
+        # minutes (the current one is still filling) and a gap holds no requests, so dividing by the
+        # window under-counts; as Prometheus' rate() does, the rate is the one observed.
+        value = counters.requests / (counts.seconds or window.total_seconds())
     elif signal is Signal.ERROR_RATIO:
         value = counters.error_ratio
     else:

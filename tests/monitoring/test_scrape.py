@@ -268,13 +268,35 @@ def test_the_signals_read_back_what_was_scraped(exporter: Exporter, base: dateti
     _round(source, base + timedelta(seconds=75))
 
     signals = service_signals(source.service.name, timedelta(minutes=2), now=base + timedelta(minutes=2))
-    assert signals[Signal.REQUEST_RATE].value == pytest.approx(400 / 120)
+    # Over the 60 s the four counted rounds span (the first round and the failed one count none).
+    assert signals[Signal.REQUEST_RATE].value == pytest.approx(400 / 60)
     assert signals[Signal.REQUEST_RATE].requests == 400
     assert signals[Signal.ERROR_RATIO].value == pytest.approx(0.05)
     # 20 under 0.1 s, 380 between 0.1 and 0.5 s: rank 380 of 400 lies at 360 / 380 of that bucket.
     assert signals[Signal.P95].value == pytest.approx(0.1 + 0.4 * 360 / 380)
     assert signals[Signal.UP].value == pytest.approx(5 / 6)
     assert "not the Prometheus text format" in signals[Signal.UP].error
+
+
+def test_a_steady_rate_reads_the_same_whatever_the_window_and_the_time_in_the_minute(
+    exporter: Exporter, base: datetime
+) -> None:
+    """10 requests a second for six minutes, asked in the middle of a minute (the current minute half
+    filled, the window's first minute cut) and across a gap: 10 req/s every time."""
+    source = _source(exporter.url)
+    at = base
+    for _ in range(6 * 4 + 3):
+        if at == base + timedelta(minutes=2):
+            exporter.mode = "close"  # a minute of failed scrapes
+        if at == base + timedelta(minutes=3):
+            exporter.mode = "answer"
+        _round(source, at)
+        exporter.app.serve(150, seconds=0.2)
+        at += timedelta(seconds=15)
+    now = at - timedelta(seconds=15) + timedelta(seconds=1)  # just after the last round, 6:31
+    for window in (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=7)):
+        rate = service_signals(source.service, window, now=now, signals=[Signal.REQUEST_RATE])
+        assert rate[Signal.REQUEST_RATE].value == pytest.approx(10.0), window
 
 
 def test_two_workers_never_scrape_the_same_round(exporter: Exporter) -> None:
