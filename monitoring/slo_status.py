@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from django.utils import timezone
 
 from monitoring.models import (
+    MetricSource,
     ObjectiveKind,
     Service,
     ServiceHour,
@@ -33,7 +34,7 @@ from monitoring.models import (
     SourceKind,
 )
 from monitoring.rollup import Counters
-from monitoring.service_signals import decode_buckets, window_counts
+from monitoring.service_signals import HOURLY_FROM, decode_buckets
 from monitoring.slo import WORKBOOK_ALERTS, BurnRateAlert, Counts, Objective, Severity, budget_left, burn_rate
 
 # The windows whose burn rates the page shows and the workbook's alerts read.
@@ -81,17 +82,54 @@ def slo_counts(slo: ServiceLevelObjective, counters: Counters | None) -> Counts 
     return Counts(good=requests - errors, total=requests)
 
 
-class _Reader:
-    """Window counts of services, read once per (service, window) however many SLOs ask."""
+def _hour_edges(since: datetime, until: datetime) -> tuple[datetime, datetime]:
+    first_hour = since.replace(minute=0, second=0, microsecond=0)
+    if first_hour < since:
+        first_hour += timedelta(hours=1)
+    return first_hour, until.replace(minute=0, second=0, microsecond=0)
 
-    def __init__(self, now: datetime) -> None:
+
+def _sum_window(service: Service, since: datetime, until: datetime, buckets: bool) -> Counters | None:
+    """The rows ``window_counts`` reads for [since, until) (minutes under HOURLY_FROM, else whole hours and
+    the minutes at both edges), summed in place rather than as a Counters per row: a 28-day window is
+    hundreds of hourly rows per service. Buckets are decoded only when ``buckets`` (a latency SLO)."""
+    minutes = ServiceMinute.objects.filter(service=service, route="", requests__isnull=False)
+    fields = ("requests", "errors", "buckets") if buckets else ("requests", "errors")
+    if until - since < HOURLY_FROM:
+        rows = list(minutes.filter(minute__gte=since, minute__lt=until).values_list(*fields))
+    else:
+        first_hour, last_hour = _hour_edges(since, until)
+        hours = ServiceHour.objects.filter(service=service, hour__gte=first_hour, hour__lt=last_hour)
+        rows = list(hours.values_list(*fields))
+        rows += minutes.filter(minute__gte=since, minute__lt=first_hour).values_list(*fields)
+        rows += minutes.filter(minute__gte=last_hour, minute__lt=until).values_list(*fields)
+    if not rows:
+        return None
+    requests = errors = 0.0
+    summed: dict[str, float] = {}
+    for row in rows:
+        requests += row[0] or 0.0
+        errors += row[1] or 0.0
+        if buckets:
+            for bound, count in row[2].items():
+                summed[bound] = summed.get(bound, 0.0) + count
+    return Counters(requests, errors, decode_buckets(summed))
+
+
+class _Reader:
+    """Window counts of services, read once per (service, window) however many SLOs ask; the buckets only
+    for the services in ``latency`` (those with a latency SLO)."""
+
+    def __init__(self, now: datetime, latency: set[int] | None = None) -> None:
         self.now = now
+        self.latency = latency
         self._cache: dict[tuple[int, timedelta], Counters | None] = {}
 
     def counters(self, service: Service, window: timedelta) -> Counters | None:
         key = (service.pk, window)
         if key not in self._cache:
-            self._cache[key] = window_counts(service, self.now - window, self.now).counters
+            buckets = self.latency is None or service.pk in self.latency
+            self._cache[key] = _sum_window(service, self.now - window, self.now, buckets)
         return self._cache[key]
 
 
@@ -188,9 +226,18 @@ def _level(
     return max(found) if found else None
 
 
+def _source(slo: ServiceLevelObjective) -> MetricSource | None:
+    return next((s for s in slo.service.sources.all() if s.enabled), None)
+
+
+def _is_prometheus(slo: ServiceLevelObjective) -> bool:
+    source = _source(slo)
+    return source is not None and source.kind == SourceKind.PROMETHEUS
+
+
 def _status(slo: ServiceLevelObjective, reader: _Reader) -> SloStatus:
     objective = objective_of(slo)
-    source = next((s for s in slo.service.sources.all() if s.enabled), None)
+    source = _source(slo)
     if source is not None and source.kind == SourceKind.PROMETHEUS:
         return SloStatus(slo, objective, burn_rates=dict.fromkeys(BURN_WINDOWS), unsupported=PROMETHEUS_UNSUPPORTED)
 
@@ -229,10 +276,15 @@ def _objectives() -> list[ServiceLevelObjective]:
     return list(ServiceLevelObjective.objects.select_related("service").prefetch_related("service__sources"))
 
 
+def _latency_services(slos: Iterable[ServiceLevelObjective]) -> set[int]:
+    return {slo.service_id for slo in slos if slo.kind == ObjectiveKind.LATENCY}
+
+
 def slo_statuses(now: datetime | None = None) -> list[SloStatus]:
     """Every SLO's status, by service and name (the SLO page's list)."""
-    reader = _Reader(now or timezone.now())
-    return [_status(slo, reader) for slo in _objectives()]
+    slos = _objectives()
+    reader = _Reader(now or timezone.now(), _latency_services(slos))
+    return [_status(slo, reader) for slo in slos]
 
 
 def slo_status(service: str, name: str, now: datetime | None = None) -> SloStatus | None:
@@ -250,10 +302,17 @@ def slo_budgets(now: datetime | None = None) -> dict[str, float | None]:
     """Per service with an SLO: the smallest share of error budget left among its SLOs (1 untouched, 0
     spent, below 0 overspent), or None when none of them has data. What the dashboard's Services panel
     shows as "SLO budget left"."""
+    slos = _objectives()
+    reader = _Reader(now or timezone.now(), _latency_services(slos))
     budgets: dict[str, float | None] = {}
-    for status in slo_statuses(now):
-        known = [b for b in (budgets.get(status.service), status.budget_left) if b is not None]
-        budgets[status.service] = min(known) if known else None
+    for slo in slos:
+        left: float | None = None
+        if not _is_prometheus(slo):  # only the window's counts: no burn rates to read
+            objective = objective_of(slo)
+            counts = slo_counts(slo, reader.counters(slo.service, objective.window))
+            left = None if counts is None else budget_left(counts, objective)
+        known = [b for b in (budgets.get(slo.service.name), left) if b is not None]
+        budgets[slo.service.name] = min(known) if known else None
     return budgets
 
 
@@ -262,9 +321,10 @@ def slo_burn_levels(severity: str, now: datetime | None = None) -> dict[tuple[st
     services with a scrape source, how far the workbook's ``severity`` ("page" or "ticket") alerts are
     from firing (above 1: firing; see ``_level``), None for no data."""
     wanted = Severity(severity)
-    reader = _Reader(now or timezone.now())
+    slos = _objectives()
+    reader = _Reader(now or timezone.now(), _latency_services(slos))
     levels: dict[tuple[str, str], float | None] = {}
-    for slo in _objectives():
+    for slo in slos:
         if not slo.alerting or not slo.service.enabled:
             continue
         status = _status(slo, reader)

@@ -210,3 +210,13 @@ def test_window_arithmetic_matches_the_workbook_table(service):
     status = slo_status(service.name, "availability", now=NOW)
     assert 1 - status.budget_left == pytest.approx(0.02, abs=5e-4)
     assert timedelta(hours=1) in status.burn_rates
+
+
+def test_budgets_read_only_each_services_window(django_assert_max_num_queries):
+    for name in ("one", "two", "three"):
+        service = make_service(name)
+        make_slo(service, name="availability")
+        make_slo(service, name="latency", kind="latency", threshold_ms=250)
+    # The SLOs with their services, the sources, then per service its 30 days: hours, and minutes at both edges.
+    with django_assert_max_num_queries(2 + 3 * 3):
+        assert slo_budgets(now=NOW) == {"one": None, "two": None, "three": None}
