@@ -491,9 +491,11 @@ def scrape_sources(*, service: str | None = None) -> Any:
 def scrape_due_sources(*, now: datetime | None = None) -> list[RoundResult]:
     """Beat's pass: every source whose interval has passed, when the performance_monitoring flag is on."""
     from flags.selectors import PERFORMANCE_MONITORING, is_on
+    from monitoring.promql import evaluate_due_sources
 
     if not is_on(PERFORMANCE_MONITORING, default=True):
         return []
     now = now or timezone.now()
+    evaluate_due_sources(now=now)  # prometheus sources: their server evaluates, the samples are stored
     due = [source for source in scrape_sources() if _due(source, now)]
     return scrape_sources_run(due, now=now)
