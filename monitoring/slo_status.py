@@ -320,17 +320,16 @@ def slo_burn_levels(severity: str, now: datetime | None = None) -> dict[tuple[st
     """For the slo_burn alert rule: per (service, SLO name) of the SLOs with alerting on, of enabled
     services with a scrape source, how far the workbook's ``severity`` ("page" or "ticket") alerts are
     from firing (above 1: firing; see ``_level``), None for no data."""
-    wanted = Severity(severity)
-    slos = _objectives()
+    wanted = [alert for alert in WORKBOOK_ALERTS if alert.severity is Severity(severity)]
+    slos = [slo for slo in _objectives() if slo.alerting and slo.service.enabled and not _is_prometheus(slo)]
     reader = _Reader(now or timezone.now(), _latency_services(slos))
     levels: dict[tuple[str, str], float | None] = {}
     for slo in slos:
-        if not slo.alerting or not slo.service.enabled:
-            continue
-        status = _status(slo, reader)
-        if status.unsupported:
-            continue
-        levels[(status.service, status.name)] = status.level(wanted)
+        # Only the severity's windows are read (a minute's evaluation reads no 28-day window).
+        def counts(window: timedelta, slo: ServiceLevelObjective = slo) -> Counts | None:
+            return slo_counts(slo, reader.counters(slo.service, window))
+
+        levels[(slo.service.name, slo.name)] = _level(wanted, objective_of(slo), counts)
     return levels
 
 
