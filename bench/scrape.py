@@ -215,9 +215,10 @@ def bench_cpu(rounds: int, routes: int) -> float:
         from monitoring.models import MetricSource, Service, ServiceMinute
         from monitoring.scrape import scrape_sources_run
 
+        Service.objects.filter(name__startswith="bench-scrape-").delete()  # a database given again
         sources = []
         for index in range(SERVICES):
-            service = Service.objects.create(name=f"service-{index:02d}")
+            service = Service.objects.create(name=f"bench-scrape-{index:02d}")
             sources.append(
                 MetricSource.objects.create(service=service, urls=f"http://127.0.0.1:{port}/s{index}/metrics")
             )
