@@ -310,6 +310,18 @@ def test_beats_pass_evaluates_the_due_sources_once_per_interval(prometheus: str)
     assert len(promql.evaluate_due_sources(now=now + timedelta(seconds=15))) == 12
 
 
+@pytest.mark.django_db
+def test_the_scrape_workers_beat_pass_evaluates_prometheus_sources(prometheus: str) -> None:
+    from monitoring.scrape import scrape_due_sources
+
+    source = _source(prometheus)
+    now = timezone.now()
+
+    scrape_due_sources(now=now)
+
+    assert SignalSample.objects.get(service=source.service, signal="up", at=now).value == 1.0
+
+
 # --- Failures, without Prometheus --------------------------------------------------------------------
 
 
