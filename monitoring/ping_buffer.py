@@ -107,6 +107,10 @@ return 0
 class RedisBuffer:
     def __init__(self, cache: Any) -> None:
         self._client = cache.client.get_client(write=True)
+        # EVALSHA, with the script sent again only after a Redis restart forgot it.
+        self._push = self._client.register_script(_PUSH)
+        self._trim = self._client.register_script(_TRIM)
+        self._release = self._client.register_script(_RELEASE)
         self._make_key = cache.make_key
         self.list_key = cache.make_key("jobpings:pending")
         self.lock_key = cache.make_key("jobpings:flush-lock")
@@ -115,7 +119,7 @@ class RedisBuffer:
         """Count the ping and push it, unless it is over its monitor's limit (then False)."""
         counter = self._make_key(f"jobping:{ping.key.hex}:{int(time.time())}")
         try:
-            pushed = self._client.eval(_PUSH, 2, counter, self.list_key, limit, ping.encode())
+            pushed = self._push(keys=[counter, self.list_key], args=[limit, ping.encode()])
         except Exception as exc:  # redis-py's errors, socket timeouts
             raise BufferUnavailable(f"Redis: {exc}") from exc
         return bool(pushed)
@@ -149,7 +153,7 @@ class RedisBuffer:
                     break
                 applied += apply(_decoded(raws))
                 try:
-                    kept = self._client.eval(_TRIM, 2, self.lock_key, self.list_key, token, len(raws))
+                    kept = self._trim(keys=[self.lock_key, self.list_key], args=[token, len(raws)])
                 except Exception as exc:
                     raise BufferUnavailable(f"Redis: {exc}") from exc
                 if not kept:
@@ -159,7 +163,7 @@ class RedisBuffer:
                     break
         finally:
             with contextlib.suppress(Exception):  # an expired lock frees itself
-                self._client.eval(_RELEASE, 1, self.lock_key, token)
+                self._release(keys=[self.lock_key], args=[token])
         return applied
 
 
