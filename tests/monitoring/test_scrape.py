@@ -366,3 +366,12 @@ def test_scrape_once_command(exporter: Exporter, capsys: pytest.CaptureFixture[s
     exporter.status = 500
     call_command("scrape_once")
     assert "answered HTTP 500" in capsys.readouterr().out
+
+
+def test_beat_looks_for_due_sources_every_five_seconds(settings, exporter: Exporter) -> None:
+    entry = settings.CELERY_BEAT_SCHEDULE["scrape-sources"]
+    assert entry["task"] == "monitoring.tasks.scrape_sources" and entry["schedule"] == 5.0
+    assert entry["options"]["expires"] < 5.0
+    source = _source(exporter.url)
+    Service.objects.filter(pk=source.service_id).update(enabled=False)
+    assert scrape_due_sources() == [] and exporter.headers == []
