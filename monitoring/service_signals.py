@@ -171,7 +171,7 @@ def service_signals(
     if source is not None and source.kind == SourceKind.PROMETHEUS:
         from monitoring import promql
 
-        return {signal: promql.signal_value(source, signal, window, now) for signal in wanted}
+        return promql.signal_values(source, wanted, window, now)
     error = source.last_error if source is not None else "The service has no enabled metric source."
     counts = window_counts(found, now - window, now)
     return {signal: _from_counts(found.name, signal, window, counts, error) for signal in wanted}

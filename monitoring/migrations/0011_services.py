@@ -7,116 +7,260 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('monitoring', '0010_job_monitors'),
+        ("monitoring", "0010_job_monitors"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Service',
+            name="Service",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(max_length=100, unique=True)),
-                ('description', models.CharField(blank=True, max_length=200)),
-                ('enabled', models.BooleanField(default=True, help_text='A disabled service is neither scraped nor alerted on.')),
-                ('created', models.DateTimeField(default=django.utils.timezone.now)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.SlugField(max_length=100, unique=True)),
+                ("description", models.CharField(blank=True, max_length=200)),
+                (
+                    "enabled",
+                    models.BooleanField(
+                        default=True, help_text="A disabled service is neither scraped nor alerted on."
+                    ),
+                ),
+                ("created", models.DateTimeField(default=django.utils.timezone.now)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='MetricSource',
+            name="MetricSource",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('scrape', 'scrape its /metrics'), ('prometheus', 'query a Prometheus-compatible server')], default='scrape', max_length=10)),
-                ('urls', models.TextField(help_text='scrape: one /metrics URL per replica, one per line. prometheus: the base URL.')),
-                ('bearer_token_env', models.CharField(blank=True, help_text='The name of an environment variable holding a bearer token (the token itself is never stored).', max_length=100)),
-                ('interval_seconds', models.PositiveIntegerField(default=15, validators=[django.core.validators.MinValueValidator(5), django.core.validators.MaxValueValidator(3600)])),
-                ('timeout_seconds', models.FloatField(default=5.0, validators=[django.core.validators.MinValueValidator(0.1), django.core.validators.MaxValueValidator(60)])),
-                ('enabled', models.BooleanField(default=True)),
-                ('histogram_metric', models.CharField(blank=True, help_text='Latency histogram family.', max_length=200)),
-                ('requests_metric', models.CharField(blank=True, help_text="Request counter family with a status label (blank: the histogram's _count).", max_length=200)),
-                ('route_label', models.CharField(blank=True, max_length=100)),
-                ('status_label', models.CharField(blank=True, max_length=100)),
-                ('error_statuses', models.CharField(blank=True, help_text='Statuses that are errors, comma-separated ("5xx", "429").', max_length=200)),
-                ('selector', models.CharField(blank=True, help_text='prometheus: label matchers for the service, e.g. job="backend".', max_length=300)),
-                ('queries', models.JSONField(blank=True, default=dict, help_text='prometheus: PromQL per signal name overriding the defaults.')),
-                ('state', models.JSONField(blank=True, default=dict, editable=False)),
-                ('last_attempt', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('last_success', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('last_error', models.TextField(blank=True, editable=False)),
-                ('up', models.BooleanField(editable=False, null=True)),
-                ('service', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='sources', to='monitoring.service')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("scrape", "scrape its /metrics"),
+                            ("prometheus", "query a Prometheus-compatible server"),
+                        ],
+                        default="scrape",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "urls",
+                    models.TextField(
+                        help_text="scrape: one /metrics URL per replica, one per line. prometheus: the base URL."
+                    ),
+                ),
+                (
+                    "bearer_token_env",
+                    models.CharField(
+                        blank=True,
+                        help_text="The name of an environment variable holding a bearer token (the token itself is never stored).",
+                        max_length=100,
+                    ),
+                ),
+                (
+                    "interval_seconds",
+                    models.PositiveIntegerField(
+                        default=15,
+                        validators=[
+                            django.core.validators.MinValueValidator(5),
+                            django.core.validators.MaxValueValidator(3600),
+                        ],
+                    ),
+                ),
+                (
+                    "timeout_seconds",
+                    models.FloatField(
+                        default=5.0,
+                        validators=[
+                            django.core.validators.MinValueValidator(0.1),
+                            django.core.validators.MaxValueValidator(60),
+                        ],
+                    ),
+                ),
+                ("enabled", models.BooleanField(default=True)),
+                (
+                    "histogram_metric",
+                    models.CharField(blank=True, help_text="Latency histogram family.", max_length=200),
+                ),
+                (
+                    "requests_metric",
+                    models.CharField(
+                        blank=True,
+                        help_text="Request counter family with a status label (blank: the histogram's _count).",
+                        max_length=200,
+                    ),
+                ),
+                ("route_label", models.CharField(blank=True, max_length=100)),
+                ("status_label", models.CharField(blank=True, max_length=100)),
+                (
+                    "error_statuses",
+                    models.CharField(
+                        blank=True,
+                        help_text='Statuses that are errors, comma-separated ("5xx", "429").',
+                        max_length=200,
+                    ),
+                ),
+                (
+                    "selector",
+                    models.CharField(
+                        blank=True,
+                        help_text='prometheus: label matchers for the service, e.g. job="backend".',
+                        max_length=300,
+                    ),
+                ),
+                (
+                    "queries",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text="prometheus: PromQL per signal name overriding the defaults.",
+                    ),
+                ),
+                ("state", models.JSONField(blank=True, default=dict, editable=False)),
+                ("last_attempt", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("last_success", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("last_error", models.TextField(blank=True, editable=False)),
+                ("up", models.BooleanField(editable=False, null=True)),
+                (
+                    "service",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="sources", to="monitoring.service"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['service__name', 'id'],
+                "ordering": ["service__name", "id"],
             },
         ),
         migrations.CreateModel(
-            name='ServiceHour',
+            name="ServiceHour",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('hour', models.DateTimeField()),
-                ('requests', models.FloatField(default=0)),
-                ('errors', models.FloatField(default=0)),
-                ('buckets', models.JSONField(default=dict)),
-                ('scrapes', models.PositiveIntegerField(default=0)),
-                ('failed', models.PositiveIntegerField(default=0)),
-                ('service', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='hours', to='monitoring.service')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("hour", models.DateTimeField()),
+                ("requests", models.FloatField(default=0)),
+                ("errors", models.FloatField(default=0)),
+                ("buckets", models.JSONField(default=dict)),
+                ("scrapes", models.PositiveIntegerField(default=0)),
+                ("failed", models.PositiveIntegerField(default=0)),
+                (
+                    "service",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="hours", to="monitoring.service"
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['hour'], name='servicehour_hour')],
-                'constraints': [models.UniqueConstraint(fields=('service', 'hour'), name='servicehour_unique')],
+                "indexes": [models.Index(fields=["hour"], name="servicehour_hour")],
+                "constraints": [models.UniqueConstraint(fields=("service", "hour"), name="servicehour_unique")],
             },
         ),
         migrations.CreateModel(
-            name='ServiceLevelObjective',
+            name="ServiceLevelObjective",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(max_length=100)),
-                ('kind', models.CharField(choices=[('availability', 'availability (requests that did not fail)'), ('latency', 'latency (requests served under a threshold)')], default='availability', max_length=12)),
-                ('target_percent', models.FloatField(default=99.9, help_text='Share of good requests aimed at, in percent (99.9).', validators=[django.core.validators.MinValueValidator(50), django.core.validators.MaxValueValidator(99.999)])),
-                ('threshold_ms', models.PositiveIntegerField(blank=True, help_text='latency: a request is good when served within this many milliseconds.', null=True)),
-                ('window_days', models.PositiveSmallIntegerField(default=28, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(90)])),
-                ('alerting', models.BooleanField(default=True, help_text="Page and ticket on burn rates (the SRE workbook's).")),
-                ('service', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='objectives', to='monitoring.service')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.SlugField(max_length=100)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("availability", "availability (requests that did not fail)"),
+                            ("latency", "latency (requests served under a threshold)"),
+                        ],
+                        default="availability",
+                        max_length=12,
+                    ),
+                ),
+                (
+                    "target_percent",
+                    models.FloatField(
+                        default=99.9,
+                        help_text="Share of good requests aimed at, in percent (99.9).",
+                        validators=[
+                            django.core.validators.MinValueValidator(50),
+                            django.core.validators.MaxValueValidator(99.999),
+                        ],
+                    ),
+                ),
+                (
+                    "threshold_ms",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        help_text="latency: a request is good when served within this many milliseconds.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "window_days",
+                    models.PositiveSmallIntegerField(
+                        default=28,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(90),
+                        ],
+                    ),
+                ),
+                (
+                    "alerting",
+                    models.BooleanField(default=True, help_text="Page and ticket on burn rates (the SRE workbook's)."),
+                ),
+                (
+                    "service",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="objectives", to="monitoring.service"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['service__name', 'name'],
-                'constraints': [models.UniqueConstraint(fields=('service', 'name'), name='slo_unique_name')],
+                "ordering": ["service__name", "name"],
+                "constraints": [models.UniqueConstraint(fields=("service", "name"), name="slo_unique_name")],
             },
         ),
         migrations.CreateModel(
-            name='ServiceMinute',
+            name="ServiceMinute",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('minute', models.DateTimeField()),
-                ('route', models.CharField(blank=True, max_length=200)),
-                ('requests', models.FloatField(null=True)),
-                ('errors', models.FloatField(null=True)),
-                ('buckets', models.JSONField(default=dict)),
-                ('scrapes', models.PositiveIntegerField(default=0)),
-                ('failed', models.PositiveIntegerField(default=0)),
-                ('service', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='minutes', to='monitoring.service')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("minute", models.DateTimeField()),
+                ("route", models.CharField(blank=True, max_length=200)),
+                ("requests", models.FloatField(null=True)),
+                ("errors", models.FloatField(null=True)),
+                ("buckets", models.JSONField(default=dict)),
+                ("scrapes", models.PositiveIntegerField(default=0)),
+                ("failed", models.PositiveIntegerField(default=0)),
+                (
+                    "service",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="minutes", to="monitoring.service"
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['minute'], name='serviceminute_minute')],
-                'constraints': [models.UniqueConstraint(fields=('service', 'minute', 'route'), name='serviceminute_unique')],
+                "indexes": [models.Index(fields=["minute"], name="serviceminute_minute")],
+                "constraints": [
+                    models.UniqueConstraint(fields=("service", "minute", "route"), name="serviceminute_unique")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='SignalSample',
+            name="SignalSample",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('at', models.DateTimeField()),
-                ('signal', models.CharField(max_length=20)),
-                ('value', models.FloatField(null=True)),
-                ('service', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='samples', to='monitoring.service')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("at", models.DateTimeField()),
+                ("signal", models.CharField(max_length=20)),
+                ("value", models.FloatField(null=True)),
+                (
+                    "service",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="samples", to="monitoring.service"
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['service', 'signal', 'at'], name='signalsample_series'), models.Index(fields=['at'], name='signalsample_at')],
+                "indexes": [
+                    models.Index(fields=["service", "signal", "at"], name="signalsample_series"),
+                    models.Index(fields=["at"], name="signalsample_at"),
+                ],
             },
         ),
     ]
