@@ -30,7 +30,7 @@ def test_dashboard_has_the_navigation(operator_client):
     html = operator_client.get("/").content.decode()
     nav = re.search(r'<nav aria-label="Main">(.*?)</nav>', html, re.S).group(1)
     labels = re.findall(r">([^<]+)</a>", nav)
-    assert labels == ["Dashboard", "Flags", "Deployments", "Backups", "Admin"]
+    assert labels == ["Dashboard", "SLOs", "Flags", "Deployments", "Backups", "Admin"]
     assert 'aria-current="page">Dashboard' in nav
 
 

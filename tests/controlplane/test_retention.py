@@ -13,7 +13,7 @@ from controlplane.models import AuditEvent
 from controlplane.retention import prune, rules
 from controlplane.tasks import prune_old_rows
 from deployments.models import Deployment, Environment, LogLine, Pipeline, StepRun
-from monitoring.models import HealthMetric, RequestRollup
+from monitoring.models import HealthMetric, RequestRollup, Service, ServiceHour, ServiceMinute, SignalSample
 
 pytestmark = pytest.mark.django_db
 
@@ -50,6 +50,15 @@ def test_old_rows_go_in_batches_new_ones_and_unfinished_ones_stay(settings):
     StepRun.objects.create(deployment=done, index=0, name="s", kind="command", started_at=old, status="succeeded")
     audit_record(actor=Actor.system("t"), action="old.thing")
     AuditEvent.objects.update(time=old)
+    service = Service.objects.create(name="backend")
+    ServiceMinute.objects.bulk_create(
+        [ServiceMinute(service=service, minute=old - timedelta(minutes=i)) for i in range(2)]
+        + [ServiceMinute(service=service, minute=recent)]
+    )
+    ServiceHour.objects.bulk_create(
+        [ServiceHour(service=service, hour=now - timedelta(days=401)), ServiceHour(service=service, hour=recent)]
+    )
+    SignalSample.objects.create(service=service, at=old, signal="up", value=1)
 
     deleted = prune(now=now, batch=4)
     assert deleted == {
@@ -60,7 +69,11 @@ def test_old_rows_go_in_batches_new_ones_and_unfinished_ones_stay(settings):
         "deployment log lines": 1,
         "deployment step runs": 1,
         "audit events": None,  # AUDIT_RETENTION_DAYS=0 keeps them
+        "service minutes": 2,
+        "service hours": 1,
+        "signal samples": 1,
     }
+    assert ServiceMinute.objects.count() == 1 and ServiceHour.objects.count() == 1
     assert HealthMetric.objects.count() == 1 and RequestRollup.objects.count() == 1
     assert list(Alert.objects.values_list("dedup_key", flat=True)) == ["b"]
     assert Delivery.objects.get().status == DeliveryStatus.PENDING
@@ -96,5 +109,8 @@ def test_each_app_registers_the_tables_it_owns_and_nothing_else():
         "resolved alerts": "alerting",
         "deployment log lines": "deployments",
         "deployment step runs": "deployments",
+        "service minutes": "monitoring",
+        "service hours": "monitoring",
+        "signal samples": "monitoring",
     }
     assert all(registered_by == owner for registered_by, owner in owners.values()), owners
