@@ -51,7 +51,7 @@ run: install
 ## CELERY_BROKER_URL to run it on real servers.
 TEST_PROCESSES ?= 2
 test: install-dev
-	$(BIN)/python -m pytest -n $(TEST_PROCESSES) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadgroup $(PYTEST_ARGS)
 
 ## make bench: every benchmark in bench/.
 bench: install-dev

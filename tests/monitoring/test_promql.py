@@ -33,6 +33,9 @@ from monitoring.service_signals import Signal, service_signals
 from tests.faultproxy import FaultProxy
 from tests.httpsink import HttpSink
 
+# One real Prometheus for the module: its tests go to one pytest-xdist process (make test's --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("prometheus")
+
 PROMETHEUS = "/usr/bin/prometheus"
 WINDOW = timedelta(seconds=6)
 
