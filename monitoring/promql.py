@@ -40,10 +40,10 @@ import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
 from django.db import transaction
@@ -52,6 +52,7 @@ from django.utils import timezone
 from controlplane import outbound
 from controlplane.redaction import redact_url, redact_urls
 from monitoring.models import MetricSource, SignalSample, SourceKind
+from monitoring.rollup import Counters
 from monitoring.service_signals import Signal, SignalValue
 
 logger = logging.getLogger(__name__)
@@ -59,11 +60,14 @@ logger = logging.getLogger(__name__)
 # The window the worker evaluates every interval (what the dashboard's "now" figures read).
 EVALUATION_WINDOW = timedelta(minutes=5)
 REQUESTS = "requests"  # the extra query: requests counted in the window
+ERRORS = "errors"  # failed requests counted in the window (an availability SLO's bad events)
+BUCKETS = "buckets"  # the latency histogram's buckets counted in the window, one series per ``le``
 MAX_BODY = 5_000_000
 INSTRUMENTATOR_HISTOGRAM = "http_request_duration_seconds"
 INSTRUMENTATOR_REQUESTS = "http_requests_total"
 OTEL_HISTOGRAM = "http_server_request_duration_seconds"
 QUANTILES = {Signal.P50: 0.5, Signal.P95: 0.95, Signal.P99: 0.99}
+_T = TypeVar("_T")
 
 
 class QueryFailed(Exception):
@@ -130,6 +134,8 @@ def default_queries(source: MetricSource) -> dict[str, str]:
         Signal.ERROR_RATIO.value: f"(sum(rate({requests}{{$selector,{errors}}}[$window])) or vector(0)) / {all_rate}",
         Signal.UP.value: "avg(avg_over_time(up{$selector}[$window]))",
         REQUESTS: f"sum(increase({requests}{{$selector}}[$window]))",
+        ERRORS: f"sum(increase({requests}{{$selector,{errors}}}[$window]))",
+        BUCKETS: f"sum by (le) (increase({histogram}_bucket{{$selector}}[$window]))",
     }
     for signal, q in QUANTILES.items():
         queries[signal.value] = f"histogram_quantile({q}, sum by (le) (rate({histogram}_bucket{{$selector}}[$window])))"
@@ -162,7 +168,7 @@ def queries_for(source: MetricSource) -> dict[str, str]:
 # --- The HTTP API --------------------------------------------------------------------------------
 
 
-def _request(source: MetricSource, params: dict[str, str]) -> urllib.request.Request:
+def _request(source: MetricSource, params: dict[str, str], endpoint: str = "query") -> urllib.request.Request:
     urls = source.url_list()
     if not urls:
         raise QueryFailed("The source has no base URL.")
@@ -178,7 +184,7 @@ def _request(source: MetricSource, params: dict[str, str]) -> urllib.request.Req
         if not token:
             raise QueryFailed(f"The environment variable {source.bearer_token_env} (the bearer token) is not set")
         headers["Authorization"] = f"Bearer {token}"
-    path = parts.path.rstrip("/") + "/api/v1/query"
+    path = parts.path.rstrip("/") + f"/api/v1/{endpoint}"
     url = urlunsplit((parts.scheme, netloc, path, urlencode(params), ""))
     return urllib.request.Request(url, headers=headers)  # noqa: S310 - http(s) only (the model validates)
 
@@ -206,10 +212,72 @@ def query(source: MetricSource, expression: str, at: datetime, *, timeout: float
 
     Raises SourceUnreachable when the server does not answer, QueryFailed for any other failure.
     """
+    return _one_number(_shown(source), _call(source, "query", {"query": expression, "time": _time(at)}, timeout))
+
+
+def query_series(
+    source: MetricSource, expression: str, at: datetime, *, timeout: float | None = None
+) -> list[tuple[dict[str, str], float | None]]:
+    """Every series ``expression`` gives at ``at``: (labels, value), a value None for NaN or an infinity.
+    An instant vector (a scalar is one series without labels); errors as ``query``."""
+    shown = _shown(source)
+    data = _call(source, "query", {"query": expression, "time": _time(at)}, timeout)
+    kind, result = data.get("resultType"), data.get("result")
+    try:
+        if kind == "scalar":
+            return [({}, _number(result[1]))]  # type: ignore[index]
+        if kind == "vector" and isinstance(result, list):
+            return [(_labels(item["metric"]), _number(item["value"][1])) for item in result]
+    except (TypeError, KeyError, IndexError, ValueError):
+        raise QueryFailed(f"{shown} answered a {kind} result that could not be read") from None
+    raise QueryFailed(f"the query gave a {kind} result where an instant vector was expected")
+
+
+def query_range(
+    source: MetricSource,
+    expression: str,
+    start: datetime,
+    end: datetime,
+    step: timedelta,
+    *,
+    timeout: float | None = None,
+) -> list[tuple[dict[str, str], dict[datetime, float | None]]]:
+    """``expression`` evaluated every ``step`` from ``start`` to ``end`` (``/api/v1/query_range``): per
+    series, (labels, {moment: value}); a moment the series has no value at is left out. Errors as ``query``."""
+    shown = _shown(source)
+    params = {"query": expression, "start": _time(start), "end": _time(end), "step": f"{step.total_seconds():g}"}
+    data = _call(source, "query_range", params, timeout)
+    kind, result = data.get("resultType"), data.get("result")
+    if kind != "matrix" or not isinstance(result, list):
+        raise QueryFailed(f"the range query gave a {kind} result where a matrix was expected")
+    try:
+        return [
+            (
+                _labels(item["metric"]),
+                {datetime.fromtimestamp(float(at), tz=UTC): _number(value) for at, value in item["values"]},
+            )
+            for item in result
+        ]
+    except (TypeError, KeyError, IndexError, ValueError):
+        raise QueryFailed(f"{shown} answered a matrix result that could not be read") from None
+
+
+def _time(at: datetime) -> str:
+    return f"{at.timestamp():.3f}"
+
+
+def _labels(metric: Any) -> dict[str, str]:
+    if not isinstance(metric, dict):
+        raise TypeError("labels")
+    return {str(key): str(value) for key, value in metric.items()}
+
+
+def _call(source: MetricSource, endpoint: str, params: dict[str, str], timeout: float | None) -> dict[str, Any]:
+    """The ``data`` of the server's successful answer to ``/api/v1/<endpoint>``, or the failure in words:
+    SourceUnreachable when the server does not answer within ``timeout``, QueryFailed otherwise."""
     shown = _shown(source)
     wait = float(source.timeout_seconds) if timeout is None else timeout
-    params = {"query": expression, "time": f"{at.timestamp():.3f}", "timeout": f"{max(1, int(wait * 1000))}ms"}
-    request = _request(source, params)
+    request = _request(source, {**params, "timeout": f"{max(1, int(wait * 1000))}ms"}, endpoint)
     try:
         with outbound.opener.open(request, timeout=wait) as response:
             status, body = response.status, response.read(MAX_BODY)
@@ -230,10 +298,10 @@ def query(source: MetricSource, expression: str, at: datetime, *, timeout: float
         raise SourceUnreachable(redact_urls(f"{shown}: {words}")) from None
     except http.client.HTTPException as error:
         raise QueryFailed(f"{shown} answered something that is not HTTP ({type(error).__name__})") from None
-    return _value(shown, status, body)
+    return _data(shown, status, body)
 
 
-def _value(shown: str, status: int, body: bytes) -> float | None:
+def _data(shown: str, status: int, body: bytes) -> dict[str, Any]:
     try:
         answer = json.loads(body)
     except ValueError:
@@ -245,6 +313,10 @@ def _value(shown: str, status: int, body: bytes) -> float | None:
     data = answer.get("data")
     if not isinstance(data, dict):
         raise QueryFailed(f"{shown} answered without data")
+    return data
+
+
+def _one_number(shown: str, data: dict[str, Any]) -> float | None:
     kind, result = data.get("resultType"), data.get("result")
     try:
         if kind == "scalar":
@@ -284,33 +356,68 @@ def signal_values(
     return values
 
 
+class Evaluation:
+    """Queries of one source sharing one deadline (the source's timeout from the first query on), so that
+    a server answering each just in time does not hold the caller for many timeouts. Once the server
+    does not answer (or the time is spent), the rest are not tried: they fail with the same words. A
+    query the server refuses fails alone. ``errors`` lists the failures in words, for ``record_outcome``.
+    """
+
+    def __init__(self, source: MetricSource, timeout: float | None = None) -> None:
+        self.source = source
+        self.timeout = float(source.timeout_seconds) if timeout is None else timeout
+        self.deadline = time.monotonic() + self.timeout
+        self.queries = queries_for(source)
+        self.errors: list[str] = []
+        self.unreachable = ""
+
+    def expression(self, key: str, window: timedelta) -> str:
+        return render(self.queries[key], self.source.selector, window)
+
+    def left(self) -> float:
+        """Seconds left before the deadline; raises SourceUnreachable (recorded once) when none are."""
+        if not self.unreachable and self.deadline - time.monotonic() <= 0:
+            self.unreachable = f"{_shown(self.source)}: no answer within {float(self.source.timeout_seconds):g} s"
+            self.errors.append(self.unreachable)
+        if self.unreachable:
+            raise SourceUnreachable(self.unreachable)
+        return self.deadline - time.monotonic()
+
+    def run(self, key: str, ask: Callable[[float], _T]) -> _T:
+        """``ask(seconds left)`` under the deadline; a failure is recorded (prefixed with ``key``, unless
+        the server did not answer) and raised again."""
+        try:
+            return ask(self.left())
+        except SourceUnreachable as error:
+            if not self.unreachable:
+                self.unreachable = str(error)
+                self.errors.append(self.unreachable)
+            raise SourceUnreachable(self.unreachable) from None
+        except QueryFailed as error:
+            self.errors.append(f"{key}: {error}")
+            raise
+
+    def value(self, key: str, window: timedelta, at: datetime) -> float | None:
+        """The one number of query ``key`` over ``window`` at ``at``."""
+        expression = self.expression(key, window)
+        return self.run(key, lambda left: query(self.source, expression, at, timeout=left))
+
+    def series(self, key: str, window: timedelta, at: datetime) -> list[tuple[dict[str, str], float | None]]:
+        """Every series of query ``key`` over ``window`` at ``at``."""
+        expression = self.expression(key, window)
+        return self.run(key, lambda left: query_series(self.source, expression, at, timeout=left))
+
+
 def _evaluate(
     source: MetricSource, signals: tuple[Signal, ...], window: timedelta, now: datetime
 ) -> tuple[dict[Signal, SignalValue], list[str]]:
     name = source.service.name
-    queries = queries_for(source)
-    errors: list[str] = []
-    unreachable = ""
-    # The source's timeout bounds all its queries together, so that a server answering each just in
-    # time does not hold the worker for seven timeouts.
-    deadline = time.monotonic() + float(source.timeout_seconds)
+    evaluation = Evaluation(source)
 
     def evaluate(key: str) -> tuple[float | None, str]:
-        nonlocal unreachable
-        left = deadline - time.monotonic()
-        if not unreachable and left <= 0:
-            unreachable = f"{_shown(source)}: no answer within {float(source.timeout_seconds):g} s"
-            errors.append(unreachable)
-        if unreachable:
-            return None, unreachable
         try:
-            return query(source, render(queries[key], source.selector, window), now, timeout=left), ""
-        except SourceUnreachable as error:
-            unreachable = str(error)
-            errors.append(unreachable)
-            return None, unreachable
+            return evaluation.value(key, window, now), ""
         except QueryFailed as error:
-            errors.append(f"{key}: {error}")
             return None, str(error)
 
     requests, _ = evaluate(REQUESTS)
@@ -318,7 +425,75 @@ def _evaluate(
     for signal in signals:
         value, error = evaluate(signal.value)
         values[signal] = SignalValue(name, signal, window, value, requests, error)
-    return values, errors
+    return values, evaluation.errors
+
+
+# --- Counts for SLOs -----------------------------------------------------------------------------
+
+
+def window_counters(evaluation: Evaluation, window: timedelta, at: datetime, *, buckets: bool) -> Counters | None:
+    """What the server counted over ``window`` ending at ``at``, as the scrape path's rollups hold it:
+    without ``buckets``, the requests (query ``requests``) and the failed ones (``errors``); with, the
+    latency histogram's buckets (``buckets``: one series per ``le``, the bounds as the server has them),
+    their +Inf bucket as the requests. None when the server has no such series in the window (no data);
+    no error series with requests counted is 0 errors. Failures as ``Evaluation.run`` raises them."""
+    if buckets:
+        found = _buckets(evaluation.series(BUCKETS, window, at))
+        return None if found is None else Counters(found[math.inf], 0.0, found)
+    requests = evaluation.value(REQUESTS, window, at)
+    if requests is None:
+        return None
+    return Counters(requests, evaluation.value(ERRORS, window, at) or 0.0)
+
+
+def _buckets(series: Iterable[tuple[dict[str, str], float | None]]) -> dict[float, float] | None:
+    found: dict[float, float] = {}
+    for labels, value in series:
+        try:
+            bound = float(labels["le"])  # "+Inf" reads as inf
+        except (KeyError, ValueError):
+            raise QueryFailed(
+                "the buckets query must give one series per bucket bound, labelled le (sum by (le))"
+            ) from None
+        found[bound] = found.get(bound, 0.0) + (value or 0.0)
+    if not found:
+        return None
+    if math.inf not in found:
+        raise QueryFailed('the latency histogram has no +Inf bucket (le="+Inf")')
+    return found
+
+
+def counters_range(
+    source: MetricSource, start: datetime, end: datetime, step: timedelta, *, buckets: bool
+) -> dict[datetime, Counters]:
+    """What the server counted in each ``step`` ending at ``start``, ``start + step``... up to ``end``: the
+    queries of ``window_counters`` over ``step`` as range queries (``/api/v1/query_range``), all under the
+    source's timeout. A moment with nothing counted is left out. Failures as ``Evaluation.run`` raises."""
+    evaluation = Evaluation(source)
+
+    def ask(key: str) -> list[tuple[dict[str, str], dict[datetime, float | None]]]:
+        expression = evaluation.expression(key, step)
+        return evaluation.run(key, lambda left: query_range(source, expression, start, end, step, timeout=left))
+
+    found: dict[datetime, Counters] = {}
+    if buckets:
+        per_moment: dict[datetime, list[tuple[dict[str, str], float | None]]] = {}
+        for labels, values in ask(BUCKETS):
+            for at, value in values.items():
+                per_moment.setdefault(at, []).append((labels, value))
+        for at, series in per_moment.items():
+            counted = _buckets(series)
+            if counted is not None:
+                found[at] = Counters(counted[math.inf], 0.0, counted)
+        return found
+    for _, values in ask(REQUESTS):
+        for at, value in values.items():
+            found[at] = found.get(at, Counters()) + Counters(value or 0.0)
+    for _, values in ask(ERRORS):
+        for at, value in values.items():
+            if at in found:
+                found[at] = found[at] + Counters(0.0, value or 0.0)
+    return found
 
 
 def signal_value(source: MetricSource, signal: Signal, window: timedelta, now: datetime) -> SignalValue:
