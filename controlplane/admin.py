@@ -17,7 +17,7 @@ from django.utils.html import format_html
 
 from controlplane.audit import Actor, audit_record, describe_change, snapshot
 from controlplane.forms import add_to_form
-from controlplane.models import ApiToken, AuditEvent, Scope
+from controlplane.models import ApiToken, AuditEvent, Environment, Scope
 from controlplane.services import (
     MAX_EXPIRES_IN_DAYS,
     MIN_EXPIRES_IN_DAYS,
@@ -204,6 +204,22 @@ def _audit_other_admins() -> None:
 
 
 _audit_other_admins()
+
+
+@admin.register(Environment)
+class EnvironmentAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    """The one list of environments. Every save and delete is audited; an environment a token, a
+    deployment target or a recovery plan points at cannot be deleted (PROTECT: admin lists what holds it)."""
+
+    list_display = ["name", "description", "production", "position"]
+    list_editable = ["description", "production", "position"]
+    search_fields = ["name", "description"]
+    fields = ["name", "description", "production", "position"]
+    # Django's own delete action and page: both refuse, naming them, when protected rows point here.
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # Tokens, SDKs, pipelines and `manage.py deploy <env>` name it: a new name is a new environment.
+        return ["name"] if obj is not None else []
 
 
 class ApiTokenCreateForm(forms.ModelForm):

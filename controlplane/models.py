@@ -15,6 +15,32 @@ class Scope(models.TextChoices):
     MONITORING_READ = "monitoring:read", "Read health and metrics"
 
 
+class Environment(models.Model):
+    """Where the product runs (development, staging, production...): one list, shared by the apps.
+
+    The environment a pipeline deploys to and the one whose flag states a service reads are this same
+    row; the apps point at it, the ground knows none of them. The name is how tokens, SDKs, pipelines and
+    commands name it, so it is fixed once made (the admin shows it read-only on change).
+    """
+
+    name = models.SlugField(max_length=50, unique=True)
+    description = models.CharField(max_length=500, blank=True)
+    production = models.BooleanField(
+        default=False, help_text="Changes here ask for a confirmation first (flags, deployments)."
+    )
+    position = models.PositiveIntegerField(default=0, help_text="Where it is listed: lowest first.")
+
+    class Meta:
+        ordering = ["position", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+# The environment a flags:read token reads when none is named: the one existing tokens always read.
+DEFAULT_FLAGS_ENVIRONMENT = "production"
+
+
 class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
     def usable(self) -> ApiTokenQuerySet:
         now = timezone.now()
@@ -41,6 +67,10 @@ class ApiToken(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Which environment's flag states a flags:read token reads (OFREP answers for it); none for the others.
+    environment = models.ForeignKey(
+        Environment, null=True, blank=True, on_delete=models.PROTECT, related_name="api_tokens"
+    )
 
     objects = ApiTokenQuerySet.as_manager()
 

@@ -122,6 +122,8 @@ class DeployActionForm(ActionForm):
 @admin.register(Environment)
 class EnvironmentAdmin(admin.ModelAdmin):
     list_display = ["name", "pipeline", "health_url"]
+    # The environment is one of the ground's list (Control plane > Environments); here, how it is deployed.
+    fields = ["environment", "pipeline", "health_url"]
     action_form = DeployActionForm
     actions = ["deploy", "roll_back"]
 
@@ -129,11 +131,12 @@ class EnvironmentAdmin(admin.ModelAdmin):
         return False
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return ["name"] if obj is not None else []  # saved by name: a rename would save a second environment
+        # saved by name: another environment would save a second row
+        return ["environment"] if obj is not None else []
 
     def save_model(self, request: HttpRequest, obj: Environment, form: Any, change: bool) -> None:
         saved = environment_save(
-            name=obj.name,
+            name=obj.environment.name,
             pipeline=form.cleaned_data["pipeline"],
             health_url=form.cleaned_data.get("health_url", ""),
             actor=Actor.for_user(request.user),

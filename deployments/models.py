@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
+
+from controlplane.models import Environment as GroundEnvironment
 
 
 class Pipeline(models.Model):
@@ -24,6 +28,16 @@ class Pipeline(models.Model):
 
 
 class Environment(models.Model):
+    """What deployments keep about one of the ground's environments (``controlplane.Environment``):
+    the pipeline that deploys there, the product's health URL and, through its deployments, the lock.
+
+    The environment itself is the ground's row, shared with flags; ``name`` is its name, kept here too
+    so that every lookup, page, API answer and ``manage.py deploy <env>`` keeps naming it in one query.
+    ``save`` keeps the two the same: a row made by name joins (or makes) the ground environment of that
+    name, and the ground's names are fixed once made.
+    """
+
+    environment = models.OneToOneField(GroundEnvironment, on_delete=models.PROTECT, related_name="deployment_target")
     name = models.SlugField(max_length=50, unique=True)
     health_url = models.URLField(
         blank=True, help_text="The product's health URL here; health gates poll it unless a step names another."
@@ -35,6 +49,15 @@ class Environment(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.environment_id is None and self.name:
+            self.environment, _ = GroundEnvironment.objects.get_or_create(name=self.name)
+        elif not self.name:
+            self.name = self.environment.name
+        elif self.name != self.environment.name:
+            raise ValueError(f"deployments environment {self.name!r} must be named as its environment")
+        super().save(*args, **kwargs)
 
 
 class DeploymentType(models.TextChoices):

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from controlplane.audit import Actor, audit_record, snapshot
 from controlplane.errors import Conflict, InvalidInput, NotFound
+from controlplane.models import Environment as GroundEnvironment
 from controlplane.redaction import redact_text
 from deployments.models import (
     FINISHED,
@@ -118,7 +119,10 @@ def pipeline_save(*, name: str, steps: Any, description: str = "", actor: Actor)
 
 
 def environment_save(*, name: str, pipeline: Pipeline, health_url: str = "", actor: Actor) -> Environment:
-    return _save_by_name(Environment, name=name, values={"pipeline": pipeline, "health_url": health_url}, actor=actor)
+    """Set the pipeline and health URL of the environment ``name`` (the ground's, made if missing)."""
+    ground, _ = GroundEnvironment.objects.get_or_create(name=name)
+    values = {"environment": ground, "pipeline": pipeline, "health_url": health_url}
+    return _save_by_name(Environment, name=name, values=values, actor=actor)
 
 
 # --- Requests ------------------------------------------------------------------------------------
