@@ -1,0 +1,1222 @@
+"""The targeting engine: Unleash's activation model, compiled once and evaluated fast.
+
+Pure: no Django model, no query, no cache. A flag is described by frozen dataclasses
+(``FlagDefinition`` > ``Strategy`` > ``Constraint`` / ``Segment`` / ``Variant``); every check that can
+be done ahead of time (parsing numbers, dates, semvers, regexes, CIDRs, percentages) is done when
+they are built, so ``evaluate`` only compares. The semantics are those of Unleash's SDKs, checked
+against Unleash's client specification (tests/flags/test_unleash_conformance.py):
+
+- The flag is on when it is enabled, its dependencies hold, and any strategy matches (no strategy at
+  all means on for everyone). A strategy matches when every constraint of its segments and its own
+  constraints match and its rule does (``default``: everyone; ``userWithId``: the listed user ids;
+  ``flexibleRollout``: a bucket of the stickiness value; ``gradualRollout*``; ``remoteAddress``;
+  ``applicationHostname``). An unknown strategy name never matches (SDKs log and answer false).
+- Bucket: murmur3_32 (seed 0) of ``"{group id}:{stickiness value}"`` % 100 + 1, on when
+  ``rollout > 0 and bucket <= rollout``. The group id defaults to the flag name, so today's flags
+  (flags/evaluation.py) keep their buckets. Stickiness ``default`` is the user id, else the session
+  id, else a random value (Unleash's rule: an anonymous caller gets a coin toss; ``Result.by_chance``
+  says so, and OFREP may keep answering TARGETING_KEY_MISSING for it). A named stickiness field that
+  is missing does not match. ``gradualRolloutRandom`` is random by design and cannot be deterministic.
+- Variants: the matching strategy's variants if it has any (group id and stickiness of that
+  strategy), else the flag's. An override (context field in values) wins; otherwise
+  murmur3_32 (seed 86028157) of ``"{group id}:{stickiness value}"`` % total weight + 1 walks the
+  cumulative weights. Variant stickiness ``default`` is user id, session id, remote address, random.
+- Constraints: a missing field makes the operator false (``NOT_IN`` true: nothing is not in
+  anything), then ``inverted`` negates, as the SDKs do. ``case_insensitive`` applies to the string
+  operators, ``REGEX`` and (our addition, SDKs ignore it there) ``IN`` / ``NOT_IN``. ``IN`` values are
+  trimmed and empty ones dropped (the SDKs' ``cleanValues``). A constraint that cannot be evaluated
+  (unknown operator, bad regex, a semver that is not one) is refused by ``Constraint(...)``; the
+  lenient path used for Unleash documents (``Constraint.lenient``, ``from_unleash``) keeps it as a
+  constraint that never matches, inverted or not, which is what the specification expects.
+- Dependencies: a parent must exist and have no dependencies of its own (Unleash allows one level);
+  ``enabled`` true (the default) needs the parent on and, when variants are listed, the parent's
+  variant among them; ``enabled`` false needs the parent off.
+
+Regexes follow RE2 (what Unleash validates with): ``\\d \\w \\s \\b`` are ASCII, ``$`` is the end of
+the text unless ``(?m)``, POSIX classes (``[[:alpha:]]``) and mid-pattern flags (``^(?i)abc$``) are
+translated; look-around, back-references and ``\\p`` classes are refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import math
+import random
+import re
+import socket
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import mmh3
+
+from controlplane.errors import InvalidInput
+
+DISABLED, TARGETING_MATCH, STATIC, SPLIT, DEFAULT = "DISABLED", "TARGETING_MATCH", "STATIC", "SPLIT", "DEFAULT"
+VARIANT_SEED = 86028157
+
+IN, NOT_IN = "IN", "NOT_IN"
+STR_STARTS_WITH, STR_ENDS_WITH, STR_CONTAINS = "STR_STARTS_WITH", "STR_ENDS_WITH", "STR_CONTAINS"
+NUM_EQ, NUM_GT, NUM_GTE, NUM_LT, NUM_LTE = "NUM_EQ", "NUM_GT", "NUM_GTE", "NUM_LT", "NUM_LTE"
+SEMVER_EQ, SEMVER_GT, SEMVER_GTE, SEMVER_LT, SEMVER_LTE = (
+    "SEMVER_EQ",
+    "SEMVER_GT",
+    "SEMVER_GTE",
+    "SEMVER_LT",
+    "SEMVER_LTE",
+)
+DATE_AFTER, DATE_BEFORE = "DATE_AFTER", "DATE_BEFORE"
+REGEX, IN_CIDR = "REGEX", "IN_CIDR"
+
+LIST_OPERATORS = frozenset({IN, NOT_IN, STR_STARTS_WITH, STR_ENDS_WITH, STR_CONTAINS, IN_CIDR})
+NUM_OPERATORS = frozenset({NUM_EQ, NUM_GT, NUM_GTE, NUM_LT, NUM_LTE})
+SEMVER_OPERATORS = frozenset({SEMVER_EQ, SEMVER_GT, SEMVER_GTE, SEMVER_LT, SEMVER_LTE})
+DATE_OPERATORS = frozenset({DATE_AFTER, DATE_BEFORE})
+OPERATORS = LIST_OPERATORS | NUM_OPERATORS | SEMVER_OPERATORS | DATE_OPERATORS | {REGEX}
+CASE_OPERATORS = frozenset({IN, NOT_IN, STR_STARTS_WITH, STR_ENDS_WITH, STR_CONTAINS, REGEX})
+
+STRATEGIES = frozenset(
+    {
+        "default",
+        "userWithId",
+        "flexibleRollout",
+        "gradualRolloutUserId",
+        "gradualRolloutSessionId",
+        "gradualRolloutRandom",
+        "remoteAddress",
+        "applicationHostname",
+    }
+)
+FLAG_TYPES = frozenset({"boolean", "string", "number", "object"})
+
+# Context fields that are attributes of Context; any other name is read from its properties.
+_STANDARD_FIELDS = {
+    "userId": "user_id",
+    "targetingKey": "user_id",
+    "sessionId": "session_id",
+    "remoteAddress": "remote_address",
+    "environment": "environment",
+    "appName": "app_name",
+}
+
+
+class InvalidTargeting(InvalidInput):
+    """A constraint, strategy, variant or flag that cannot be evaluated; ``field`` names the part."""
+
+
+# --- Context -----------------------------------------------------------------------------------------
+
+
+def _text(value: object) -> str | None:
+    """A context value as the text the operators compare (JSON numbers and booleans as written)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Who is asking. ``user_id`` is the targeting key; ``current_time`` None means now."""
+
+    user_id: str | None = None
+    session_id: str | None = None
+    remote_address: str | None = None
+    environment: str | None = None
+    app_name: str | None = None
+    current_time: datetime | None = None
+    properties: Mapping[str, str] = field(default_factory=dict)
+
+    def get(self, name: str) -> str | None:
+        attr = _STANDARD_FIELDS.get(name)
+        if attr is not None:
+            value: str | None = getattr(self, attr)
+            if value is not None:
+                return value
+        if name == "currentTime":
+            return self.now().isoformat()
+        return self.properties.get(name)
+
+    def now(self) -> datetime:
+        return self.current_time if self.current_time is not None else datetime.now(UTC)
+
+    @classmethod
+    def of(cls, data: Mapping[str, Any]) -> Context:
+        """From an Unleash context (``userId``, ``properties``...) or an OFREP one (``targetingKey`` and
+        flat attributes). Non-string values become text; ``None`` is a missing field."""
+        props: dict[str, str] = {}
+        for source in (data, data.get("properties") or {}):
+            for key, value in source.items():
+                if key in ("properties", "currentTime") or key in _STANDARD_FIELDS:
+                    continue
+                text = _text(value)
+                if text is not None:
+                    props[key] = text
+        when = data.get("currentTime")
+        current: datetime | None = None
+        if isinstance(when, datetime):
+            current = when
+        elif when is not None:
+            current = _parse_date(str(when), "currentTime")
+        return cls(
+            user_id=_text(data.get("userId", data.get("targetingKey"))),
+            session_id=_text(data.get("sessionId")),
+            remote_address=_text(data.get("remoteAddress")),
+            environment=_text(data.get("environment")),
+            app_name=_text(data.get("appName")),
+            current_time=current,
+            properties=props,
+        )
+
+
+# --- Value parsers (shared by validation and evaluation) ---------------------------------------------
+
+_SEMVER = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$",
+    re.ASCII,
+)
+
+# A comparable key: (major, minor, patch, release flag, prerelease identifiers). A release sorts after
+# its prereleases; numeric identifiers sort before alphanumeric ones and numerically among themselves.
+SemverKey = tuple[int, int, int, int, tuple[tuple[int, int, str], ...]]
+
+
+def semver_key(text: str) -> SemverKey | None:
+    match = _SEMVER.match(text)
+    if match is None:
+        return None
+    pre = match.group(4)
+    idents: tuple[tuple[int, int, str], ...] = ()
+    if pre:
+        idents = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split("."))
+    return (int(match.group(1)), int(match.group(2)), int(match.group(3)), 0 if pre else 1, idents)
+
+
+def _parse_number(text: str, where: str) -> float:
+    try:
+        number = float(text)
+    except (TypeError, ValueError):
+        raise InvalidTargeting(where, f"{text!r} is not a number") from None
+    if not math.isfinite(number):
+        raise InvalidTargeting(where, f"{text!r} is not a finite number")
+    return number
+
+
+def _parse_date(text: str, where: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        raise InvalidTargeting(where, f"{text!r} is not an ISO 8601 date and time") from None
+    if when.tzinfo is None:
+        raise InvalidTargeting(where, f"{text!r} has no time zone (add Z or an offset)")
+    return when
+
+
+_POSIX = {
+    "alpha": "a-zA-Z",
+    "digit": "0-9",
+    "alnum": "0-9a-zA-Z",
+    "upper": "A-Z",
+    "lower": "a-z",
+    "space": r" \t\n\r\f\v",
+    "blank": r" \t",
+    "xdigit": "0-9A-Fa-f",
+    "word": "0-9A-Za-z_",
+    "punct": r"!-/:-@\[-`{-~",
+    "cntrl": r"\x00-\x1f\x7f",
+    "print": r" -~",
+    "graph": r"!-~",
+    "ascii": r"\x00-\x7f",
+}
+_FLAG_GROUP = re.compile(r"\(\?([imsU]*)(?:-([imsU]*))?\)")
+
+
+def _re2_to_python(pattern: str) -> str:
+    """RE2 syntax to Python's ``re``; raises ValueError for what RE2 itself refuses."""
+    out: list[str] = []
+    reopen: list[list[str]] = [[]]  # per group: the flag groups opened in it (closed at | and ")")
+    i, n = 0, len(pattern)
+    multiline = "m" in "".join(m.group(1) for m in _FLAG_GROUP.finditer(pattern))
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            if i + 1 >= n:
+                raise ValueError("trailing backslash")
+            nxt = pattern[i + 1]
+            if nxt.isdigit() and nxt != "0":
+                raise ValueError("back-references are not supported (RE2)")
+            if nxt in "pP":
+                raise ValueError(r"\p classes are not supported")
+            if nxt == "z":
+                out.append(r"\Z")
+            elif nxt == "Q":
+                end = pattern.find(r"\E", i + 2)
+                end = n if end < 0 else end
+                out.append(re.escape(pattern[i + 2 : end]))
+                i = end + 2
+                continue
+            else:
+                out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if c == "[":
+            j = i + 1
+            chunk = ["["]
+            if j < n and pattern[j] == "^":
+                chunk.append("^")
+                j += 1
+            if j < n and pattern[j] == "]":
+                chunk.append(r"\]")
+                j += 1
+            while j < n and pattern[j] != "]":
+                if pattern.startswith("[:", j):
+                    end = pattern.find(":]", j + 2)
+                    name = pattern[j + 2 : end] if end > 0 else ""
+                    if name not in _POSIX:
+                        raise ValueError(f"unknown character class [:{name}:]")
+                    chunk.append(_POSIX[name])
+                    j = end + 2
+                    continue
+                if pattern[j] == "\\" and j + 1 < n:
+                    chunk.append(pattern[j : j + 2])
+                    j += 2
+                    continue
+                chunk.append("\\[" if pattern[j] == "[" else pattern[j])
+                j += 1
+            if j >= n:
+                raise ValueError("missing ]")
+            chunk.append("]")
+            out.append("".join(chunk))
+            i = j + 1
+            continue
+        if c == "(":
+            flags = _FLAG_GROUP.match(pattern, i)
+            if flags is not None:
+                on, off = flags.group(1), flags.group(2) or ""
+                if "U" in on + off:
+                    raise ValueError("the U flag is not supported")
+                spec = on + (f"-{off}" if off else "")
+                if spec:
+                    out.append(f"(?{spec}:")
+                    reopen[-1].append(spec)
+                i = flags.end()
+                continue
+            if pattern.startswith("(?", i):
+                rest = pattern[i + 2 : i + 4]
+                if rest[:1] in ("=", "!") or rest in ("<=", "<!"):
+                    raise ValueError("look-around is not supported (RE2)")
+                if rest[:1] == "<":  # (?<name>...) as RE2 spells it
+                    out.append("(?P<")
+                    i += 3
+                    reopen.append([])
+                    continue
+                if rest[:1] == "P" and pattern[i + 3 : i + 4] == "=":
+                    raise ValueError("back-references are not supported (RE2)")
+            out.append("(")
+            reopen.append([])
+            i += 1
+            continue
+        if c == "|":
+            opened = reopen[-1]
+            out.append(")" * len(opened) + "|" + "".join(f"(?{s}:" for s in opened))
+            i += 1
+            continue
+        if c == ")":
+            if len(reopen) == 1:
+                raise ValueError("unbalanced )")
+            out.append(")" * len(reopen.pop()) + ")")
+            i += 1
+            continue
+        if c == "$" and not multiline:
+            out.append(r"\Z")
+            i += 1
+            continue
+        out.append(c)
+        i += 1
+    if len(reopen) != 1:
+        raise ValueError("missing )")
+    out.append(")" * len(reopen[0]))
+    return "".join(out)
+
+
+def compile_regex(pattern: str, case_insensitive: bool = False) -> re.Pattern[str]:
+    """An RE2 pattern compiled for Python (ASCII classes, like RE2); raises ValueError if invalid."""
+    try:
+        return re.compile(_re2_to_python(pattern), re.ASCII | (re.IGNORECASE if case_insensitive else 0))
+    except re.error as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _parse_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(text.strip(), strict=False)
+
+
+# --- Constraints -------------------------------------------------------------------------------------
+
+Test = Callable[[str], bool]
+
+
+def _never(_: str) -> bool:
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class Constraint:
+    """``field`` ``operator`` ``values`` (list operators) or ``value`` (the others).
+
+    Built strictly: a value the operator cannot use raises InvalidTargeting naming it. ``broken`` (set
+    only by ``lenient``) keeps an Unleash constraint that cannot be evaluated as one that never matches.
+    """
+
+    field: str
+    operator: str
+    values: tuple[str, ...] = ()
+    value: str | None = None
+    case_insensitive: bool = False
+    inverted: bool = False
+    broken: str = ""
+    _test: Test = dataclasses.field(default=_never, init=False, repr=False, compare=False)
+    _when: datetime | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "values", tuple(self.values))
+        if not self.broken:
+            object.__setattr__(self, "_test", self._compile(lenient=False))
+
+    @classmethod
+    def lenient(
+        cls,
+        field: str,
+        operator: str,
+        values: Iterable[str] = (),
+        value: str | None = None,
+        case_insensitive: bool = False,
+        inverted: bool = False,
+    ) -> Constraint:
+        """As Unleash's SDKs read a constraint: bad CIDR entries are skipped; anything else that
+        cannot be evaluated makes a constraint that never matches (its reason in ``broken``)."""
+        vals = tuple(str(v) for v in values)
+        args = (field, operator, vals, value, case_insensitive, inverted)
+        try:
+            made = cls(*args, broken="pending")
+            object.__setattr__(made, "_test", made._compile(lenient=True))
+            object.__setattr__(made, "broken", "")
+            return made
+        except InvalidTargeting as exc:
+            return cls(*args, broken=exc.message)
+
+    def _single(self) -> str:
+        if self.value is not None:
+            return self.value
+        if len(self.values) == 1:
+            return self.values[0]
+        raise InvalidTargeting("value", f"{self.operator} needs one value")
+
+    def _compile(self, *, lenient: bool) -> Test:
+        op, ci = self.operator, self.case_insensitive
+        if op not in OPERATORS:
+            raise InvalidTargeting("operator", f"unknown operator {op!r}")
+        if not self.field:
+            raise InvalidTargeting("field", "a constraint needs a context field")
+        if op in (IN, NOT_IN):
+            cleaned = [v.strip() for v in self.values if v and v.strip()]
+            members = frozenset(v.lower() for v in cleaned) if ci else frozenset(cleaned)
+            if op == NOT_IN:
+                return (lambda v: v.lower() not in members) if ci else (lambda v: v not in members)
+            return (lambda v: v.lower() in members) if ci else members.__contains__
+        if op in (STR_STARTS_WITH, STR_ENDS_WITH, STR_CONTAINS):
+            needles = tuple(v.lower() for v in self.values) if ci else self.values
+            if op == STR_STARTS_WITH:
+                return (lambda v: v.lower().startswith(needles)) if ci else (lambda v: v.startswith(needles))
+            if op == STR_ENDS_WITH:
+                return (lambda v: v.lower().endswith(needles)) if ci else (lambda v: v.endswith(needles))
+            if ci:
+                return lambda v: any(n in v.lower() for n in needles)
+            return lambda v: any(n in v for n in needles)
+        if op in NUM_OPERATORS:
+            target = _parse_number(self._single(), "value")
+            compare = _NUM_COMPARE[op]
+
+            def num_test(v: str) -> bool:
+                try:
+                    number = float(v)
+                except ValueError:
+                    return False
+                return compare(number, target)
+
+            return num_test
+        if op in SEMVER_OPERATORS:
+            text = self._single()
+            key = semver_key(text)
+            if key is None:
+                raise InvalidTargeting("value", f"{text!r} is not a semantic version (like 1.2.3 or 2.0.0-rc.1)")
+            semver_compare = _SEMVER_COMPARE[op]
+
+            def semver_test(v: str) -> bool:
+                other = semver_key(v)
+                return other is not None and semver_compare(other, key)
+
+            return semver_test
+        if op in DATE_OPERATORS:
+            when = _parse_date(self._single(), "value")
+            object.__setattr__(self, "_when", when)
+            after = op == DATE_AFTER
+
+            def date_test(v: str) -> bool:
+                try:
+                    moment = datetime.fromisoformat(v)
+                except ValueError:
+                    return False
+                if moment.tzinfo is None:
+                    moment = moment.replace(tzinfo=UTC)
+                return moment > when if after else moment < when
+
+            return date_test
+        if op == REGEX:
+            text = self._single()
+            try:
+                pattern = compile_regex(text, ci)
+            except ValueError as exc:
+                raise InvalidTargeting("value", f"{text!r} is not a valid regular expression: {exc}") from None
+            return lambda v: pattern.search(v) is not None
+        # IN_CIDR
+        networks = []
+        for text in self.values:
+            try:
+                networks.append(_parse_network(text))
+            except ValueError:
+                if not lenient:
+                    raise InvalidTargeting("values", f"{text!r} is not an IP address or CIDR range") from None
+        nets = tuple(networks)
+
+        def cidr_test(v: str) -> bool:
+            try:
+                address = ipaddress.ip_address(v.strip())
+            except ValueError:
+                return False
+            return any(address in net for net in nets)
+
+        return cidr_test
+
+    def matches(self, ctx: Context) -> bool:
+        if self.broken:
+            return False
+        if self._when is not None and self.field == "currentTime":
+            now = ctx.now()
+            hit = now > self._when if self.operator == DATE_AFTER else now < self._when
+            return hit != self.inverted
+        value = ctx.get(self.field)
+        if value is None:
+            return (self.operator == NOT_IN) != self.inverted
+        return self._test(value) != self.inverted
+
+    def describe(self) -> str:
+        shown = self.value if self.value is not None else ", ".join(self.values)
+        flags = "".join(
+            (" (inverted)" if self.inverted else "", " (case-insensitive)" if self.case_insensitive else "")
+        )
+        text = f"{self.field} {self.operator} [{shown}]{flags}"
+        return f"{text} — never matches: {self.broken}" if self.broken else text
+
+    def to_unleash(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"contextName": self.field, "operator": self.operator}
+        if self.value is not None:
+            out["value"] = self.value
+        if self.values or self.value is None:
+            out["values"] = list(self.values)
+        out["caseInsensitive"] = self.case_insensitive
+        out["inverted"] = self.inverted
+        return out
+
+
+_NUM_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    NUM_EQ: lambda a, b: a == b,
+    NUM_GT: lambda a, b: a > b,
+    NUM_GTE: lambda a, b: a >= b,
+    NUM_LT: lambda a, b: a < b,
+    NUM_LTE: lambda a, b: a <= b,
+}
+_SEMVER_COMPARE: dict[str, Callable[[SemverKey, SemverKey], bool]] = {
+    SEMVER_EQ: lambda a, b: a == b,
+    SEMVER_GT: lambda a, b: a > b,
+    SEMVER_GTE: lambda a, b: a >= b,
+    SEMVER_LT: lambda a, b: a < b,
+    SEMVER_LTE: lambda a, b: a <= b,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A named, reusable set of constraints that strategies refer to."""
+
+    id: int | str
+    name: str = ""
+    constraints: tuple[Constraint, ...] = ()
+
+
+# --- Variants ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    field: str
+    values: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """A named value with a weight. ``payload`` is Unleash's (type, text) kept for its APIs."""
+
+    name: str
+    value: Any = None
+    weight: int = 1
+    stickiness: str = "default"
+    overrides: tuple[Override, ...] = ()
+    payload: tuple[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise InvalidTargeting("name", "a variant needs a name")
+        if not isinstance(self.weight, int) or isinstance(self.weight, bool) or self.weight < 0:  # type: ignore[redundant-expr]
+            raise InvalidTargeting("weight", f"{self.weight!r} is not a weight (a whole number, 0 or more)")
+
+
+def _check_value(flag_type: str, value: Any, where: str) -> None:
+    ok = {
+        "boolean": isinstance(value, bool),
+        "string": isinstance(value, str),
+        "number": isinstance(value, int | float) and not isinstance(value, bool),
+        "object": isinstance(value, dict | list),
+    }[flag_type]
+    if not ok:
+        raise InvalidTargeting(where, f"{value!r} is not a {flag_type}")
+
+
+def _variant_value_from_payload(kind: str, raw: str) -> Any:
+    if kind == "number":
+        number = float(raw)
+        return int(number) if number.is_integer() and "." not in raw else number
+    if kind == "json":
+        return json.loads(raw)
+    return raw
+
+
+# --- Strategies --------------------------------------------------------------------------------------
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _percent(parameters: Mapping[str, str], key: str) -> int:
+    raw = parameters.get(key, "0")
+    try:
+        number = float(raw)
+    except (TypeError, ValueError):
+        raise InvalidTargeting(f"parameters.{key}", f"{raw!r} is not a percentage") from None
+    if not 0 <= number <= 100:
+        raise InvalidTargeting(f"parameters.{key}", f"{raw!r} is not between 0 and 100")
+    return int(number)
+
+
+@dataclass(frozen=True, slots=True)
+class Strategy:
+    """One way a flag turns on; ``parameters`` are Unleash's (strings), read once here."""
+
+    name: str
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    constraints: tuple[Constraint, ...] = ()
+    segments: tuple[Segment, ...] = ()
+    missing_segments: tuple[int | str, ...] = ()  # referenced, not defined: the strategy never matches
+    variants: tuple[Variant, ...] = ()
+    title: str = ""
+    # Read from parameters in __post_init__:
+    rollout: int | None = field(default=None, init=False)
+    stickiness: str = field(default="default", init=False)
+    group_id: str | None = field(default=None, init=False)
+    user_ids: frozenset[str] = field(default=frozenset(), init=False)
+    networks: tuple[Any, ...] = field(default=(), init=False, repr=False)
+    all_constraints: tuple[Constraint, ...] = field(default=(), init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        params = {str(k): str(v) for k, v in (self.parameters or {}).items()}
+        object.__setattr__(self, "parameters", params)
+        object.__setattr__(self, "constraints", tuple(self.constraints))
+        object.__setattr__(self, "segments", tuple(self.segments))
+        object.__setattr__(self, "variants", tuple(self.variants))
+        name = self.name
+        if name == "flexibleRollout":
+            object.__setattr__(self, "rollout", _percent(params, "rollout"))
+            object.__setattr__(self, "stickiness", params.get("stickiness") or "default")
+            object.__setattr__(self, "group_id", params.get("groupId") or None)
+        elif name in ("gradualRolloutUserId", "gradualRolloutSessionId", "gradualRolloutRandom"):
+            object.__setattr__(self, "rollout", _percent(params, "percentage"))
+            sticky = {"gradualRolloutUserId": "userId", "gradualRolloutSessionId": "sessionId"}.get(name, "random")
+            object.__setattr__(self, "stickiness", sticky)
+            object.__setattr__(self, "group_id", params.get("groupId") or None)
+        elif name == "userWithId":
+            object.__setattr__(self, "user_ids", frozenset(_split(params.get("userIds", ""))))
+        elif name == "remoteAddress":
+            nets = []
+            for text in _split(params.get("IPs", "")):
+                try:
+                    nets.append(_parse_network(text))
+                except ValueError:
+                    continue  # the SDKs skip an entry that is not an address
+            object.__setattr__(self, "networks", tuple(nets))
+        seg_constraints = tuple(c for s in self.segments for c in s.constraints)
+        object.__setattr__(self, "all_constraints", self.constraints + seg_constraints)
+
+    @classmethod
+    def user_with_id(cls, user_ids: Iterable[str]) -> Strategy:
+        return cls("userWithId", {"userIds": ",".join(sorted(user_ids))})
+
+    @classmethod
+    def flexible_rollout(
+        cls, rollout: int, *, stickiness: str = "default", group_id: str = "", **kwargs: Any
+    ) -> Strategy:
+        params = {"rollout": str(rollout), "stickiness": stickiness, "groupId": group_id}
+        return cls("flexibleRollout", params, **kwargs)
+
+    @property
+    def is_partial(self) -> bool:
+        return self.rollout is not None and 0 < self.rollout < 100
+
+    def describe(self, index: int) -> str:
+        label = self.title or self.name
+        if self.rollout is not None:
+            label += f" {self.rollout} % by {self.stickiness}"
+        elif self.name == "userWithId":
+            label += f" ({len(self.user_ids)} user ids)"
+        return f"strategy {index} ({label})"
+
+    def to_unleash(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "parameters": dict(self.parameters)}
+        out["constraints"] = [c.to_unleash() for c in self.constraints]
+        if self.segments or self.missing_segments:
+            out["segments"] = [s.id for s in self.segments] + list(self.missing_segments)
+        if self.variants:
+            out["variants"] = [_variant_to_unleash(v) for v in self.variants]
+        if self.title:
+            out["title"] = self.title
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Dependency:
+    feature: str
+    enabled: bool = True
+    variants: tuple[str, ...] = ()
+
+
+# --- Flags -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FlagDefinition:
+    """A flag's state in one environment, compiled. ``default_value`` is the value of a non-boolean
+    flag that is off or has no variant for the context (None: the caller's own default)."""
+
+    name: str
+    enabled: bool = True
+    strategies: tuple[Strategy, ...] = ()
+    variants: tuple[Variant, ...] = ()
+    dependencies: tuple[Dependency, ...] = ()
+    type: str = "boolean"
+    default_value: Any = None
+    description: str = ""
+    # Whether the answer is one value for everyone (no strategy can differ between contexts).
+    static: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "strategies", tuple(self.strategies))
+        object.__setattr__(self, "variants", tuple(self.variants))
+        object.__setattr__(self, "dependencies", tuple(self.dependencies))
+        if self.type not in FLAG_TYPES:
+            raise InvalidTargeting("type", f"{self.type!r} is not one of {', '.join(sorted(FLAG_TYPES))}")
+        if self.type != "boolean":
+            for where, variants in [("variants", self.variants)] + [
+                (f"strategies[{i}].variants", s.variants) for i, s in enumerate(self.strategies)
+            ]:
+                for j, v in enumerate(variants):
+                    _check_value(self.type, v.value, f"{where}[{j}].value")
+            if self.default_value is not None:
+                _check_value(self.type, self.default_value, "default_value")
+        static = not self.dependencies and all(
+            not s.all_constraints and (s.name == "default" or s.rollout in (0, 100)) and s.name in STRATEGIES
+            for s in self.strategies
+        )
+        object.__setattr__(self, "static", static)
+
+    @classmethod
+    def simple(cls, name: str, *, enabled: bool, rollout_percent: int, targeting_keys: Iterable[str]) -> FlagDefinition:
+        """Today's flag (flags/evaluation.py): named users, then a rollout with the flag name as
+        group id and the targeting key as stickiness, so every key keeps its bucket."""
+        keys = frozenset(targeting_keys)
+        strategies = [Strategy.user_with_id(keys)] if keys else []
+        strategies.append(Strategy.flexible_rollout(rollout_percent, group_id=name))
+        return cls(name=name, enabled=enabled, strategies=tuple(strategies))
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why: the deciding strategy (index, name) and constraint, and one line per strategy tried."""
+
+    summary: str
+    strategy_index: int | None = None
+    strategy_name: str | None = None
+    constraint: str | None = None
+    variant_source: str | None = None  # "strategy", "flag", "override" or None
+    steps: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "summary": self.summary,
+            "strategy_index": self.strategy_index,
+            "strategy": self.strategy_name,
+            "constraint": self.constraint,
+            "variant_source": self.variant_source,
+            "steps": list(self.steps),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """``enabled`` is Unleash's isEnabled; ``variant`` the chosen one (None: Unleash's "disabled");
+    ``value`` is ``enabled`` for a boolean flag, else the variant's value or the flag's default.
+    ``by_chance``: a random draw decided it (no stickiness value in the context)."""
+
+    enabled: bool
+    variant: Variant | None
+    value: Any
+    reason: str
+    by_chance: bool = False
+    explanation: Explanation | None = None
+
+    @property
+    def variant_name(self) -> str | None:
+        return self.variant.name if self.variant is not None else None
+
+
+Lookup = Callable[[str], "FlagDefinition | None"]
+
+
+def _no_lookup(_: str) -> FlagDefinition | None:
+    return None
+
+
+def _bucket(group: str, key: str) -> int:
+    # Bytes, not str: mmh3 encodes a str itself and crashes on a lone surrogate.
+    return mmh3.hash(f"{group}:{key}".encode(errors="surrogatepass"), 0, signed=False) % 100 + 1
+
+
+def _random_key() -> str:
+    return str(random.randint(1, 100_000))  # noqa: S311 (a coin toss for a rollout, not a secret)
+
+
+def _stickiness_value(ctx: Context, stickiness: str, *, variant: bool) -> tuple[str | None, bool]:
+    """(value, by chance). ``default``: user id, session id (and remote address for variants),
+    else random; ``random``: random; a named field: its value or None (no match)."""
+    if stickiness == "default":
+        value = ctx.user_id or ctx.session_id or (ctx.remote_address if variant else None)
+        return (value, False) if value else (_random_key(), True)
+    if stickiness == "random":
+        return _random_key(), True
+    value = ctx.get(stickiness)
+    if value is None and variant:
+        return _random_key(), True
+    return value, False
+
+
+def _rule(strategy: Strategy, flag_name: str, ctx: Context) -> tuple[bool, bool]:
+    """(the strategy's own rule matches, by chance), constraints aside."""
+    name = strategy.name
+    if name == "default":
+        return True, False
+    if strategy.rollout is not None:
+        rollout = strategy.rollout
+        if rollout == 0:
+            return False, False
+        key, chance = _stickiness_value(ctx, strategy.stickiness, variant=False)
+        if key is None:
+            return False, False
+        if rollout == 100:
+            return True, False
+        return _bucket(strategy.group_id or flag_name, key) <= rollout, chance
+    if name == "userWithId":
+        return ctx.user_id is not None and ctx.user_id in strategy.user_ids, False
+    if name == "remoteAddress":
+        address = ctx.remote_address
+        if address is None:
+            return False, False
+        try:
+            ip = ipaddress.ip_address(address.strip())
+        except ValueError:
+            return False, False
+        return any(ip in net for net in strategy.networks), False
+    if name == "applicationHostname":
+        host = ctx.properties.get("hostname") or socket.gethostname()
+        return host.lower() in {h.lower() for h in _split(strategy.parameters.get("hostNames", ""))}, False
+    return False, False
+
+
+def _pick_variant(
+    variants: tuple[Variant, ...], group: str, stickiness: str, ctx: Context
+) -> tuple[Variant | None, bool, bool]:
+    """(variant, by an override, by chance)."""
+    for v in variants:
+        for o in v.overrides:
+            value = ctx.get(o.field)
+            if value is not None and value in o.values:
+                return v, True, False
+    total = 0
+    for v in variants:
+        total += v.weight
+    if total <= 0:
+        return None, False, False
+    if len(variants) == 1:
+        return variants[0], False, False
+    key, chance = _stickiness_value(ctx, stickiness, variant=True)
+    assert key is not None  # variant stickiness falls back to a random value
+    target = mmh3.hash(f"{group}:{key}".encode(errors="surrogatepass"), VARIANT_SEED, signed=False) % total + 1
+    counter = 0
+    for v in variants:
+        counter += v.weight
+        if counter >= target:
+            return v, False, chance
+    return variants[-1], False, chance
+
+
+def _dependencies_hold(flag: FlagDefinition, ctx: Context, lookup: Lookup) -> str | None:
+    """None when every dependency holds, else why not."""
+    for dep in flag.dependencies:
+        parent = lookup(dep.feature)
+        if parent is None:
+            return f"parent {dep.feature!r} does not exist"
+        if parent.dependencies:
+            return f"parent {dep.feature!r} has dependencies of its own (one level only)"
+        result = evaluate(parent, ctx, _no_lookup)
+        if dep.enabled:
+            if not result.enabled:
+                return f"parent {dep.feature!r} is off"
+            name = result.variant_name or "disabled"
+            if dep.variants and name not in dep.variants:
+                return f"parent {dep.feature!r} has variant {name!r}, not one of {list(dep.variants)}"
+        elif result.enabled:
+            return f"parent {dep.feature!r} is on (needed off)"
+    return None
+
+
+def evaluate(flag: FlagDefinition, ctx: Context, lookup: Lookup = _no_lookup, *, explain: bool = False) -> Result:
+    """The flag's answer for ``ctx``; ``lookup`` finds parent flags by name (dependencies).
+    ``explain`` adds the Explanation (slower: it describes every strategy tried)."""
+    if not flag.enabled:
+        return _off(flag, DISABLED, explain and Explanation("the flag is disabled"))
+    if flag.dependencies:
+        unmet = _dependencies_hold(flag, ctx, lookup)
+        if unmet is not None:
+            return _off(flag, DEFAULT, explain and Explanation(f"a dependency is not met: {unmet}"))
+    strategies = flag.strategies
+    if not strategies:
+        return _on(flag, None, ctx, STATIC, False, explain, -1, "no strategies: on for everyone", ())
+    steps: list[str] = []
+    split_missed = False
+    chance_missed = False
+    first_failure: tuple[int, str, str | None] | None = None
+    for index, strategy in enumerate(strategies):
+        if strategy.missing_segments:
+            if explain:
+                steps.append(f"{strategy.describe(index)}: segment {strategy.missing_segments[0]} does not exist")
+            continue
+        failed: Constraint | None = None
+        for constraint in strategy.all_constraints:
+            if not constraint.matches(ctx):
+                failed = constraint
+                break
+        if failed is not None:
+            if explain:
+                text = failed.describe()
+                steps.append(f"{strategy.describe(index)}: constraint {text} does not match")
+                if first_failure is None:
+                    first_failure = (index, strategy.name, text)
+            continue
+        hit, chance = _rule(strategy, flag.name, ctx)
+        if hit:
+            if strategy.is_partial:
+                reason = SPLIT
+            elif strategy.all_constraints or strategy.name in ("userWithId", "remoteAddress", "applicationHostname"):
+                reason = TARGETING_MATCH
+            else:
+                reason = STATIC if flag.static else TARGETING_MATCH
+            summary = ""
+            if explain:
+                why = (
+                    f"{len(strategy.all_constraints)} constraint(s) matched"
+                    if strategy.all_constraints
+                    else "its rule matched"
+                )
+                summary = f"on by {strategy.describe(index)}: {why}"
+                steps.append(summary)
+            return _on(flag, strategy, ctx, reason, chance, explain, index, summary, tuple(steps))
+        split_missed = split_missed or strategy.is_partial
+        chance_missed = chance_missed or chance
+        if explain:
+            steps.append(f"{strategy.describe(index)}: its rule does not match")
+            if first_failure is None:
+                first_failure = (index, strategy.name, None)
+    reason = SPLIT if split_missed else (STATIC if flag.static else DEFAULT)
+    explanation = None
+    if explain:
+        idx, sname, ctext = first_failure if first_failure is not None else (None, None, None)
+        explanation = Explanation("off: no strategy matched", idx, sname, ctext, None, tuple(steps))
+    return Result(
+        False, None, False if flag.type == "boolean" else flag.default_value, reason, chance_missed, explanation
+    )
+
+
+def _off(flag: FlagDefinition, reason: str, explanation: Explanation | bool | None) -> Result:
+    value = False if flag.type == "boolean" else flag.default_value
+    return Result(False, None, value, reason, False, explanation if isinstance(explanation, Explanation) else None)
+
+
+def _on(
+    flag: FlagDefinition,
+    strategy: Strategy | None,
+    ctx: Context,
+    reason: str,
+    chance: bool,
+    explain: bool,
+    index: int,
+    summary: str,
+    steps: tuple[str, ...],
+) -> Result:
+    source: str | None = None
+    variant: Variant | None = None
+    if strategy is not None and strategy.variants:
+        stickiness = strategy.stickiness
+        if stickiness in ("default", "random") and strategy.variants[0].stickiness not in ("", "default"):
+            stickiness = strategy.variants[0].stickiness
+        variant, by_override, vchance = _pick_variant(
+            strategy.variants, strategy.group_id or flag.name, stickiness, ctx
+        )
+        source = "strategy"
+    elif flag.variants:
+        variant, by_override, vchance = _pick_variant(
+            flag.variants, flag.name, flag.variants[0].stickiness or "default", ctx
+        )
+        source = "flag"
+    else:
+        by_override = vchance = False
+    if variant is not None:
+        if by_override:
+            reason, source = TARGETING_MATCH, "override"
+        elif (
+            reason == STATIC
+            and sum(1 for v in (strategy.variants if source == "strategy" and strategy else flag.variants) if v.weight)
+            > 1
+        ):
+            reason = SPLIT
+    value: Any = True
+    if flag.type != "boolean":
+        value = variant.value if variant is not None else flag.default_value
+    explanation = None
+    if explain:
+        if variant is not None:
+            summary += f"; variant {variant.name!r} ({source})"
+        explanation = Explanation(
+            summary,
+            index if index >= 0 else None,
+            strategy.name if strategy is not None else None,
+            None,
+            source if variant is not None else None,
+            steps,
+        )
+    return Result(True, variant, value, reason, chance or vchance, explanation)
+
+
+# --- Unleash's features document ---------------------------------------------------------------------
+
+
+def _variant_to_unleash(v: Variant) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": v.name, "weight": v.weight, "stickiness": v.stickiness}
+    if v.payload is not None:
+        out["payload"] = {"type": v.payload[0], "value": v.payload[1]}
+    if v.overrides:
+        out["overrides"] = [{"contextName": o.field, "values": sorted(o.values)} for o in v.overrides]
+    return out
+
+
+def _parse_variant(data: Mapping[str, Any], where: str) -> Variant:
+    payload = data.get("payload")
+    value: Any = None
+    pair: tuple[str, str] | None = None
+    if payload:
+        kind, raw = str(payload.get("type", "string")), str(payload.get("value", ""))
+        pair = (kind, raw)
+        try:
+            value = _variant_value_from_payload(kind, raw)
+        except ValueError:
+            raise InvalidTargeting(f"{where}.payload", f"{raw!r} is not a valid {kind} payload") from None
+    overrides = tuple(
+        Override(str(o.get("contextName", "")), frozenset(str(x) for x in o.get("values") or ()))
+        for o in data.get("overrides") or ()
+    )
+    weight = data.get("weight", 0)
+    return Variant(
+        name=str(data.get("name", "")),
+        value=value,
+        weight=int(weight) if isinstance(weight, int | float | str) and str(weight).lstrip("-").isdigit() else weight,
+        stickiness=str(data.get("stickiness") or "default"),
+        overrides=overrides,
+        payload=pair,
+    )
+
+
+def _parse_constraint(data: Mapping[str, Any], strict: bool, where: str) -> Constraint:
+    args = dict(
+        field=str(data.get("contextName", "")),
+        operator=str(data.get("operator", "")),
+        values=tuple(str(v) for v in data.get("values") or () if v is not None),
+        value=None if data.get("value") is None else str(data.get("value")),
+        case_insensitive=bool(data.get("caseInsensitive", False)),
+        inverted=bool(data.get("inverted", False)),
+    )
+    if not strict:
+        return Constraint.lenient(**args)  # type: ignore[arg-type]
+    try:
+        return Constraint(**args)  # type: ignore[arg-type]
+    except InvalidTargeting as exc:
+        raise InvalidTargeting(f"{where}.{exc.field}", exc.message) from None
+
+
+def _infer_type(variants: list[Variant]) -> str:
+    kinds = {v.payload[0] for v in variants if v.payload is not None}
+    if not kinds:
+        return "boolean"
+    if kinds == {"number"}:
+        return "number"
+    if kinds == {"json"} and all(isinstance(v.value, dict | list) for v in variants if v.payload):
+        return "object"
+    return "string"
+
+
+def from_unleash(document: Mapping[str, Any], *, strict: bool = False) -> dict[str, FlagDefinition]:
+    """Unleash's features document (``/api/client/features`` or an export) as our definitions.
+
+    Strategy parameters are strings, as Unleash sends them. The flag's type is inferred from its
+    variants' payloads (none: boolean; all number: number; all json objects: object; else string,
+    where a number or json payload keeps its text). ``strict`` refuses a constraint that cannot be
+    evaluated (naming it); by default it is kept as one that never matches, as the SDKs do.
+    """
+    segments: dict[Any, Segment] = {}
+    for s_index, seg in enumerate(document.get("segments") or ()):
+        where = f"segments[{s_index}]"
+        constraints = tuple(
+            _parse_constraint(c, strict, f"{where}.constraints[{i}]")
+            for i, c in enumerate(seg.get("constraints") or ())
+        )
+        segments[seg.get("id")] = Segment(id=seg.get("id"), name=str(seg.get("name") or ""), constraints=constraints)
+    flags: dict[str, FlagDefinition] = {}
+    for f_index, feature in enumerate(document.get("features") or ()):
+        name = str(feature.get("name", ""))
+        where = f"features[{f_index}]"
+        if not name:
+            raise InvalidTargeting(f"{where}.name", "a feature needs a name")
+        strategies = []
+        all_variants: list[Variant] = []
+        for s_index, st in enumerate(feature.get("strategies") or ()):
+            sw = f"{where}.strategies[{s_index}]"
+            if st.get("disabled"):
+                continue  # Unleash does not send (nor evaluate) a disabled strategy
+            constraints = tuple(
+                _parse_constraint(c, strict, f"{sw}.constraints[{i}]")
+                for i, c in enumerate(st.get("constraints") or ())
+            )
+            refs = list(st.get("segments") or ())
+            found = tuple(segments[r] for r in refs if r in segments)
+            missing = tuple(r for r in refs if r not in segments)
+            if strict and missing:
+                raise InvalidTargeting(f"{sw}.segments", f"segment {missing[0]!r} does not exist")
+            variants = tuple(_parse_variant(v, f"{sw}.variants[{i}]") for i, v in enumerate(st.get("variants") or ()))
+            all_variants.extend(variants)
+            try:
+                strategies.append(
+                    Strategy(
+                        name=str(st.get("name", "")),
+                        parameters=st.get("parameters") or {},
+                        constraints=constraints,
+                        segments=found,
+                        missing_segments=missing,
+                        variants=variants,
+                        title=str(st.get("title") or ""),
+                    )
+                )
+            except InvalidTargeting as exc:
+                raise InvalidTargeting(f"{sw}.{exc.field}", exc.message) from None
+        variants = tuple(
+            _parse_variant(v, f"{where}.variants[{i}]") for i, v in enumerate(feature.get("variants") or ())
+        )
+        all_variants.extend(variants)
+        dependencies = tuple(
+            Dependency(
+                feature=str(d.get("feature", "")),
+                enabled=d.get("enabled", True) is not False,
+                variants=tuple(str(x) for x in d.get("variants") or ()),
+            )
+            for d in feature.get("dependencies") or ()
+        )
+        flag_type = _infer_type(all_variants)
+        if flag_type == "string":  # a number or json payload keeps its text in a string flag
+            strategies = [
+                _restring(s) if any(not isinstance(v.value, str) for v in s.variants) else s for s in strategies
+            ]
+            variants = tuple(_as_string(v) for v in variants)
+        flags[name] = FlagDefinition(
+            name=name,
+            enabled=bool(feature.get("enabled", False)),
+            strategies=tuple(strategies),
+            variants=variants,
+            dependencies=dependencies,
+            type=flag_type,
+            description=str(feature.get("description") or ""),
+        )
+    return flags
+
+
+def _as_string(v: Variant) -> Variant:
+    if isinstance(v.value, str) or v.payload is None:
+        return v if v.payload is not None else Variant(v.name, v.name, v.weight, v.stickiness, v.overrides, None)
+    return Variant(v.name, v.payload[1], v.weight, v.stickiness, v.overrides, v.payload)
+
+
+def _restring(s: Strategy) -> Strategy:
+    return Strategy(
+        name=s.name,
+        parameters=s.parameters,
+        constraints=s.constraints,
+        segments=s.segments,
+        missing_segments=s.missing_segments,
+        variants=tuple(_as_string(v) for v in s.variants),
+        title=s.title,
+    )
+
+
+def unleash_variant(result: Result) -> dict[str, Any]:
+    """The Unleash SDKs' getVariant answer for a result (what the specification's variantTests hold)."""
+    v = result.variant
+    if v is None:
+        return {"name": "disabled", "enabled": False, "feature_enabled": result.enabled}
+    out: dict[str, Any] = {"name": v.name, "enabled": True, "feature_enabled": result.enabled}
+    if v.payload is not None:
+        out["payload"] = {"type": v.payload[0], "value": v.payload[1]}
+    return out
