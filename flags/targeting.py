@@ -40,9 +40,11 @@ translated; look-around, back-references and ``\\p`` classes are refused.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import json
 import math
+import operator
 import random
 import re
 import socket
@@ -191,6 +193,7 @@ _SEMVER = re.compile(
 SemverKey = tuple[int, int, int, int, tuple[tuple[int, int, str], ...]]
 
 
+@functools.lru_cache(maxsize=4096)  # the same few app versions are compared again and again
 def semver_key(text: str) -> SemverKey | None:
     match = _SEMVER.match(text)
     if match is None:
@@ -366,7 +369,7 @@ def _parse_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 Test = Callable[[str], bool]
 
 
-def _never(_: str) -> bool:
+def _never(_: object) -> bool:
     return False
 
 
@@ -387,11 +390,41 @@ class Constraint:
     broken: str = ""
     _test: Test = dataclasses.field(default=_never, init=False, repr=False, compare=False)
     _when: datetime | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
+    # The whole check (field lookup, missing field, operator, inverted) as one call: ctx -> bool.
+    match: Callable[[Context], bool] = dataclasses.field(default=_never, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "values", tuple(self.values))
         if not self.broken:
             object.__setattr__(self, "_test", self._compile(lenient=False))
+        object.__setattr__(self, "match", self._matcher())
+
+    def _matcher(self) -> Callable[[Context], bool]:
+        if self.broken:
+            return _never
+        test, inverted = self._test, self.inverted
+        missing = (self.operator == NOT_IN) != inverted
+        when = self._when
+        if when is not None and self.field == "currentTime":
+            if self.operator == DATE_AFTER:
+                return lambda ctx: (ctx.now() > when) != inverted
+            return lambda ctx: (ctx.now() < when) != inverted
+        attr = _STANDARD_FIELDS.get(self.field)
+        if attr is None and self.field != "currentTime":
+            name = self.field
+
+            def by_property(ctx: Context) -> bool:
+                v = ctx.properties.get(name)
+                return missing if v is None else test(v) != inverted
+
+            return by_property
+        get = self.field
+
+        def by_field(ctx: Context) -> bool:
+            v = ctx.get(get)
+            return missing if v is None else test(v) != inverted
+
+        return by_field
 
     @classmethod
     def lenient(
@@ -411,6 +444,7 @@ class Constraint:
             made = cls(*args, broken="pending")
             object.__setattr__(made, "_test", made._compile(lenient=True))
             object.__setattr__(made, "broken", "")
+            object.__setattr__(made, "match", made._matcher())
             return made
         except InvalidTargeting as exc:
             return cls(*args, broken=exc.message)
@@ -509,16 +543,7 @@ class Constraint:
         return cidr_test
 
     def matches(self, ctx: Context) -> bool:
-        if self.broken:
-            return False
-        if self._when is not None and self.field == "currentTime":
-            now = ctx.now()
-            hit = now > self._when if self.operator == DATE_AFTER else now < self._when
-            return hit != self.inverted
-        value = ctx.get(self.field)
-        if value is None:
-            return (self.operator == NOT_IN) != self.inverted
-        return self._test(value) != self.inverted
+        return self.match(ctx)
 
     def describe(self) -> str:
         shown = self.value if self.value is not None else ", ".join(self.values)
@@ -723,52 +748,6 @@ class Dependency:
 
 
 @dataclass(frozen=True, slots=True)
-class FlagDefinition:
-    """A flag's state in one environment, compiled. ``default_value`` is the value of a non-boolean
-    flag that is off or has no variant for the context (None: the caller's own default)."""
-
-    name: str
-    enabled: bool = True
-    strategies: tuple[Strategy, ...] = ()
-    variants: tuple[Variant, ...] = ()
-    dependencies: tuple[Dependency, ...] = ()
-    type: str = "boolean"
-    default_value: Any = None
-    description: str = ""
-    # Whether the answer is one value for everyone (no strategy can differ between contexts).
-    static: bool = field(default=False, init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "strategies", tuple(self.strategies))
-        object.__setattr__(self, "variants", tuple(self.variants))
-        object.__setattr__(self, "dependencies", tuple(self.dependencies))
-        if self.type not in FLAG_TYPES:
-            raise InvalidTargeting("type", f"{self.type!r} is not one of {', '.join(sorted(FLAG_TYPES))}")
-        if self.type != "boolean":
-            for where, variants in [("variants", self.variants)] + [
-                (f"strategies[{i}].variants", s.variants) for i, s in enumerate(self.strategies)
-            ]:
-                for j, v in enumerate(variants):
-                    _check_value(self.type, v.value, f"{where}[{j}].value")
-            if self.default_value is not None:
-                _check_value(self.type, self.default_value, "default_value")
-        static = not self.dependencies and all(
-            not s.all_constraints and (s.name == "default" or s.rollout in (0, 100)) and s.name in STRATEGIES
-            for s in self.strategies
-        )
-        object.__setattr__(self, "static", static)
-
-    @classmethod
-    def simple(cls, name: str, *, enabled: bool, rollout_percent: int, targeting_keys: Iterable[str]) -> FlagDefinition:
-        """Today's flag (flags/evaluation.py): named users, then a rollout with the flag name as
-        group id and the targeting key as stickiness, so every key keeps its bucket."""
-        keys = frozenset(targeting_keys)
-        strategies = [Strategy.user_with_id(keys)] if keys else []
-        strategies.append(Strategy.flexible_rollout(rollout_percent, group_id=name))
-        return cls(name=name, enabled=enabled, strategies=tuple(strategies))
-
-
-@dataclass(frozen=True, slots=True)
 class Explanation:
     """Why: the deciding strategy (index, name) and constraint, and one line per strategy tried."""
 
@@ -793,13 +772,16 @@ class Explanation:
 @dataclass(frozen=True, slots=True)
 class Result:
     """``enabled`` is Unleash's isEnabled; ``variant`` the chosen one (None: Unleash's "disabled");
-    ``value`` is ``enabled`` for a boolean flag, else the variant's value or the flag's default.
-    ``by_chance``: a random draw decided it (no stickiness value in the context)."""
+    ``value`` is ``enabled`` for a boolean flag, else the variant's value or the flag's default;
+    ``strategy_index`` the strategy that turned it on; ``by_chance``: a random draw decided it (no
+    stickiness value in the context); ``variant_source``: "strategy", "flag" or "override"."""
 
     enabled: bool
     variant: Variant | None
     value: Any
     reason: str
+    strategy_index: int | None = None
+    variant_source: str | None = None
     by_chance: bool = False
     explanation: Explanation | None = None
 
@@ -809,92 +791,287 @@ class Result:
 
 
 Lookup = Callable[[str], "FlagDefinition | None"]
+Check = Callable[[Context], bool]
+Pick = Callable[[Context], Result]
+
+# How a strategy's answer can be a coin toss: never, when the context has no user or session id
+# (``default`` stickiness), always (``random``).
+_NO_CHANCE, _CHANCE_WITHOUT_ID, _CHANCE_ALWAYS = 0, 1, 2
+
+
+def _always(_: object) -> bool:
+    return True
 
 
 def _no_lookup(_: str) -> FlagDefinition | None:
     return None
 
 
-def _bucket(group: str, key: str) -> int:
-    # Bytes, not str: mmh3 encodes a str itself and crashes on a lone surrogate.
-    return mmh3.hash(f"{group}:{key}".encode(errors="surrogatepass"), 0, signed=False) % 100 + 1
-
-
 def _random_key() -> str:
     return str(random.randint(1, 100_000))  # noqa: S311 (a coin toss for a rollout, not a secret)
 
 
-def _stickiness_value(ctx: Context, stickiness: str, *, variant: bool) -> tuple[str | None, bool]:
-    """(value, by chance). ``default``: user id, session id (and remote address for variants),
-    else random; ``random``: random; a named field: its value or None (no match)."""
-    if stickiness == "default":
-        value = ctx.user_id or ctx.session_id or (ctx.remote_address if variant else None)
-        return (value, False) if value else (_random_key(), True)
-    if stickiness == "random":
-        return _random_key(), True
-    value = ctx.get(stickiness)
-    if value is None and variant:
-        return _random_key(), True
-    return value, False
+def _hash(prefix: str, key: str, seed: int) -> int:
+    # Bytes, not str: mmh3 encodes a str itself and crashes on a lone surrogate.
+    return mmh3.hash((prefix + key).encode("utf-8", "surrogatepass"), seed, signed=False)
 
 
-def _rule(strategy: Strategy, flag_name: str, ctx: Context) -> tuple[bool, bool]:
-    """(the strategy's own rule matches, by chance), constraints aside."""
+def _field_getter(name: str) -> Callable[[Context], str | None]:
+    attr = _STANDARD_FIELDS.get(name)
+    if attr is not None:
+        return operator.attrgetter(attr)
+    if name == "currentTime":
+        return lambda ctx: ctx.get(name)
+    return lambda ctx: ctx.properties.get(name)
+
+
+def _rollout_rule(strategy: Strategy, group: str) -> Check:
+    rollout, stickiness = strategy.rollout or 0, strategy.stickiness
+    prefix = f"{group}:"
+    if rollout == 0:
+        return _never
+    if stickiness in ("default", "random"):
+        if rollout == 100:
+            return _always
+        if stickiness == "random":
+            return lambda ctx: _hash(prefix, _random_key(), 0) % 100 + 1 <= rollout
+
+        def by_default(ctx: Context) -> bool:
+            key = ctx.user_id or ctx.session_id or _random_key()
+            return _hash(prefix, key, 0) % 100 + 1 <= rollout
+
+        return by_default
+    get = _field_getter(stickiness)
+    if rollout == 100:
+        return lambda ctx: get(ctx) is not None
+
+    def by_field(ctx: Context) -> bool:
+        key = get(ctx)
+        return key is not None and _hash(prefix, key, 0) % 100 + 1 <= rollout
+
+    return by_field
+
+
+def _rule(strategy: Strategy, group: str) -> Check:
+    """The strategy's own rule, constraints aside."""
     name = strategy.name
     if name == "default":
-        return True, False
+        return _always
     if strategy.rollout is not None:
-        rollout = strategy.rollout
-        if rollout == 0:
-            return False, False
-        key, chance = _stickiness_value(ctx, strategy.stickiness, variant=False)
-        if key is None:
-            return False, False
-        if rollout == 100:
-            return True, False
-        return _bucket(strategy.group_id or flag_name, key) <= rollout, chance
+        return _rollout_rule(strategy, group)
     if name == "userWithId":
-        return ctx.user_id is not None and ctx.user_id in strategy.user_ids, False
+        ids = strategy.user_ids
+        return lambda ctx: ctx.user_id in ids
     if name == "remoteAddress":
-        address = ctx.remote_address
-        if address is None:
-            return False, False
-        try:
-            ip = ipaddress.ip_address(address.strip())
-        except ValueError:
-            return False, False
-        return any(ip in net for net in strategy.networks), False
+        nets = strategy.networks
+
+        def by_address(ctx: Context) -> bool:
+            if ctx.remote_address is None:
+                return False
+            try:
+                ip = ipaddress.ip_address(ctx.remote_address.strip())
+            except ValueError:
+                return False
+            return any(ip in net for net in nets)
+
+        return by_address
     if name == "applicationHostname":
-        host = ctx.properties.get("hostname") or socket.gethostname()
-        return host.lower() in {h.lower() for h in _split(strategy.parameters.get("hostNames", ""))}, False
-    return False, False
+        hosts = frozenset(h.lower() for h in _split(strategy.parameters.get("hostNames", "")))
+        # The SDK's own host; a context may name one (``hostname``) when we evaluate for a client.
+        return lambda ctx: (ctx.properties.get("hostname") or socket.gethostname()).lower() in hosts
+    return _never  # an unknown strategy: the SDKs answer false
 
 
-def _pick_variant(
-    variants: tuple[Variant, ...], group: str, stickiness: str, ctx: Context
-) -> tuple[Variant | None, bool, bool]:
-    """(variant, by an override, by chance)."""
-    for v in variants:
-        for o in v.overrides:
+def _check(strategy: Strategy, group: str) -> Check:
+    if strategy.missing_segments:
+        return _never
+    rule = _rule(strategy, group)
+    matchers = tuple(c.match for c in strategy.all_constraints)
+    if not matchers:
+        return rule
+
+    def check(ctx: Context) -> bool:
+        for m in matchers:
+            if not m(ctx):
+                return False
+        return rule(ctx)
+
+    return check
+
+
+def _chance_kind(strategy: Strategy) -> int:
+    if strategy.name == "gradualRolloutRandom" or strategy.stickiness == "random":
+        return _CHANCE_ALWAYS if strategy.is_partial else _NO_CHANCE
+    if strategy.stickiness == "default" and strategy.is_partial:
+        return _CHANCE_WITHOUT_ID
+    return _NO_CHANCE
+
+
+def _by_chance(kind: int, ctx: Context) -> bool:
+    return kind == _CHANCE_ALWAYS or (kind == _CHANCE_WITHOUT_ID and not (ctx.user_id or ctx.session_id))
+
+
+def _picker(
+    variants: tuple[Variant, ...],
+    group: str,
+    stickiness: str,
+    results: tuple[Result, ...],
+    overridden: tuple[Result, ...],
+) -> Pick | None:
+    """ctx -> the Result of the chosen variant (precomputed), or None when no variant can be chosen."""
+    total = sum(v.weight for v in variants)
+    overrides = [(o, i) for i, v in enumerate(variants) for o in v.overrides]
+    if total <= 0 and not overrides:
+        return None
+    prefix = f"{group}:"
+    get = None if stickiness == "default" else _field_getter(stickiness)
+    weights = tuple(v.weight for v in variants)
+
+    def pick(ctx: Context) -> Result:
+        for o, index in overrides:
             value = ctx.get(o.field)
             if value is not None and value in o.values:
-                return v, True, False
-    total = 0
-    for v in variants:
-        total += v.weight
-    if total <= 0:
-        return None, False, False
-    if len(variants) == 1:
-        return variants[0], False, False
-    key, chance = _stickiness_value(ctx, stickiness, variant=True)
-    assert key is not None  # variant stickiness falls back to a random value
-    target = mmh3.hash(f"{group}:{key}".encode(errors="surrogatepass"), VARIANT_SEED, signed=False) % total + 1
-    counter = 0
-    for v in variants:
-        counter += v.weight
-        if counter >= target:
-            return v, False, chance
-    return variants[-1], False, chance
+                return overridden[index]
+        if len(variants) == 1:
+            return results[0]
+        chance = False
+        if get is None:
+            key = ctx.user_id or ctx.session_id or ctx.remote_address
+        else:
+            key = get(ctx)
+        if not key:
+            key, chance = _random_key(), True
+        target = _hash(prefix, key, VARIANT_SEED) % total + 1
+        counter = chosen = 0
+        for weight in weights:
+            counter += weight
+            if counter >= target:
+                break
+            chosen += 1
+        result = results[min(chosen, len(results) - 1)]
+        return dataclasses.replace(result, by_chance=True) if chance else result
+
+    if total <= 0:  # only overrides can choose (the SDKs pick nothing by weight then)
+
+        def pick_override(ctx: Context) -> Result:
+            for o, index in overrides:
+                value = ctx.get(o.field)
+                if value is not None and value in o.values:
+                    return overridden[index]
+            return _NO_VARIANT
+
+        return pick_override
+    return pick
+
+
+_NO_VARIANT = Result(True, None, None, "")  # a marker: fall back to the result without a variant
+
+
+@dataclass(frozen=True, slots=True)
+class FlagDefinition:
+    """A flag's state in one environment, compiled. ``default_value`` is the value of a non-boolean
+    flag that is off or has no variant for the context (None: the caller's own default).
+
+    Reasons: DISABLED (flag off); DEFAULT (a dependency unmet, or no strategy matched while some
+    strategy depends on the context); STATIC (no strategy matched and none could for anyone; or on by
+    a strategy that matches everyone: ``default`` or a 100 % rollout without constraints, or no
+    strategies at all); SPLIT (a partial rollout decided, or a variant was drawn among several);
+    TARGETING_MATCH (on by user ids, constraints, an address, a host, or a variant override).
+    """
+
+    name: str
+    enabled: bool = True
+    strategies: tuple[Strategy, ...] = ()
+    variants: tuple[Variant, ...] = ()
+    dependencies: tuple[Dependency, ...] = ()
+    type: str = "boolean"
+    default_value: Any = None
+    description: str = ""
+    static: bool = dataclasses.field(default=False, init=False)  # one answer for everyone
+    _checks: tuple[Check, ...] = dataclasses.field(default=(), init=False, repr=False, compare=False)
+    _hits: tuple[Result, ...] = dataclasses.field(default=(), init=False, repr=False, compare=False)
+    _picks: tuple[Pick | None, ...] = dataclasses.field(default=(), init=False, repr=False, compare=False)
+    _chances: tuple[int, ...] = dataclasses.field(default=(), init=False, repr=False, compare=False)
+    _chancy: bool = dataclasses.field(default=False, init=False, repr=False, compare=False)
+    _off: Result = dataclasses.field(default=_NO_VARIANT, init=False, repr=False, compare=False)
+    _unmet: Result = dataclasses.field(default=_NO_VARIANT, init=False, repr=False, compare=False)
+    _miss: Result = dataclasses.field(default=_NO_VARIANT, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "strategies", tuple(self.strategies))
+        set_(self, "variants", tuple(self.variants))
+        set_(self, "dependencies", tuple(self.dependencies))
+        if self.type not in FLAG_TYPES:
+            raise InvalidTargeting("type", f"{self.type!r} is not one of {', '.join(sorted(FLAG_TYPES))}")
+        if self.type != "boolean":
+            for where, variants in [("variants", self.variants)] + [
+                (f"strategies[{i}].variants", s.variants) for i, s in enumerate(self.strategies)
+            ]:
+                for j, v in enumerate(variants):
+                    _check_value(self.type, v.value, f"{where}[{j}].value")
+            if self.default_value is not None:
+                _check_value(self.type, self.default_value, "default_value")
+        static = not self.dependencies and all(
+            not s.all_constraints and not s.missing_segments and (s.name == "default" or s.rollout in (0, 100))
+            for s in self.strategies
+        )
+        set_(self, "static", static)
+        off_value = False if self.type == "boolean" else self.default_value
+        set_(self, "_off", Result(False, None, off_value, DISABLED))
+        set_(self, "_unmet", Result(False, None, off_value, DEFAULT))
+        partial = any(s.is_partial for s in self.strategies)
+        set_(self, "_miss", Result(False, None, off_value, SPLIT if partial else STATIC if static else DEFAULT))
+        checks, hits, picks = [], [], []
+        for index, s in enumerate(self.strategies):
+            group = s.group_id or self.name
+            checks.append(_check(s, group))
+            if s.is_partial:
+                reason = SPLIT
+            elif s.all_constraints or s.name in ("userWithId", "remoteAddress", "applicationHostname"):
+                reason = TARGETING_MATCH
+            else:
+                reason = STATIC
+            hits.append(self._result(None, reason, index, None))
+            if s.variants:
+                sticky = s.stickiness if s.rollout is not None else "default"
+                if sticky == "default" and s.variants[0].stickiness not in ("", "default"):
+                    sticky = s.variants[0].stickiness
+                picks.append(self._variant_picker(s.variants, group, sticky, reason, index, "strategy"))
+            elif self.variants:
+                sticky = self.variants[0].stickiness or "default"
+                picks.append(self._variant_picker(self.variants, self.name, sticky, reason, index, "flag"))
+            else:
+                picks.append(None)
+        set_(self, "_checks", tuple(checks))
+        set_(self, "_hits", tuple(hits))
+        set_(self, "_picks", tuple(picks))
+        set_(self, "_chances", tuple(_chance_kind(s) for s in self.strategies))
+        set_(self, "_chancy", any(self._chances))
+
+    def _result(self, variant: Variant | None, reason: str, index: int | None, source: str | None) -> Result:
+        if self.type == "boolean":
+            value: Any = True
+        else:
+            value = variant.value if variant is not None else self.default_value
+        return Result(True, variant, value, reason, index, source)
+
+    def _variant_picker(
+        self, variants: tuple[Variant, ...], group: str, sticky: str, reason: str, index: int, source: str
+    ) -> Pick | None:
+        drawn = reason if sum(1 for v in variants if v.weight) < 2 or reason == SPLIT else SPLIT
+        results = tuple(self._result(v, drawn, index, source) for v in variants)
+        overridden = tuple(self._result(v, TARGETING_MATCH, index, "override") for v in variants)
+        return _picker(variants, group, sticky, results, overridden)
+
+    @classmethod
+    def simple(cls, name: str, *, enabled: bool, rollout_percent: int, targeting_keys: Iterable[str]) -> FlagDefinition:
+        """Today's flag (flags/evaluation.py): named users, then a rollout with the flag name as
+        group id and the targeting key as stickiness, so every key keeps its bucket."""
+        keys = frozenset(targeting_keys)
+        strategies = [Strategy.user_with_id(keys)] if keys else []
+        strategies.append(Strategy.flexible_rollout(rollout_percent, group_id=name))
+        return cls(name=name, enabled=enabled, strategies=tuple(strategies))
 
 
 def _dependencies_hold(flag: FlagDefinition, ctx: Context, lookup: Lookup) -> str | None:
@@ -905,7 +1082,7 @@ def _dependencies_hold(flag: FlagDefinition, ctx: Context, lookup: Lookup) -> st
             return f"parent {dep.feature!r} does not exist"
         if parent.dependencies:
             return f"parent {dep.feature!r} has dependencies of its own (one level only)"
-        result = evaluate(parent, ctx, _no_lookup)
+        result = evaluate(parent, ctx)
         if dep.enabled:
             if not result.enabled:
                 return f"parent {dep.feature!r} is off"
@@ -920,128 +1097,92 @@ def _dependencies_hold(flag: FlagDefinition, ctx: Context, lookup: Lookup) -> st
 def evaluate(flag: FlagDefinition, ctx: Context, lookup: Lookup = _no_lookup, *, explain: bool = False) -> Result:
     """The flag's answer for ``ctx``; ``lookup`` finds parent flags by name (dependencies).
     ``explain`` adds the Explanation (slower: it describes every strategy tried)."""
+    if explain:
+        return _explained(flag, ctx, lookup)
     if not flag.enabled:
-        return _off(flag, DISABLED, explain and Explanation("the flag is disabled"))
-    if flag.dependencies:
-        unmet = _dependencies_hold(flag, ctx, lookup)
-        if unmet is not None:
-            return _off(flag, DEFAULT, explain and Explanation(f"a dependency is not met: {unmet}"))
-    strategies = flag.strategies
-    if not strategies:
-        return _on(flag, None, ctx, STATIC, False, explain, -1, "no strategies: on for everyone", ())
+        return flag._off
+    if flag.dependencies and _dependencies_hold(flag, ctx, lookup) is not None:
+        return flag._unmet
+    checks = flag._checks
+    if not checks:
+        return flag._result(None, STATIC, None, None) if not flag.variants else _no_strategy_variant(flag, ctx)
+    index = 0
+    for check in checks:
+        if check(ctx):
+            pick = flag._picks[index]
+            result = flag._hits[index] if pick is None else pick(ctx)
+            if result is _NO_VARIANT:
+                result = flag._hits[index]
+            kind = flag._chances[index]
+            if kind and (kind == _CHANCE_ALWAYS or not (ctx.user_id or ctx.session_id)) and not result.by_chance:
+                result = dataclasses.replace(result, by_chance=True)
+            return result
+        index += 1
+    if flag._chancy and any(_by_chance(kind, ctx) for kind in flag._chances):
+        return dataclasses.replace(flag._miss, by_chance=True)
+    return flag._miss
+
+
+def _no_strategy_variant(flag: FlagDefinition, ctx: Context) -> Result:
+    """No strategies (on for everyone) with flag variants: rare, so built per call."""
+    sticky = flag.variants[0].stickiness or "default"
+    pick = flag._variant_picker(flag.variants, flag.name, sticky, STATIC, -1, "flag")
+    result = pick(ctx) if pick is not None else _NO_VARIANT
+    if result is _NO_VARIANT:
+        return flag._result(None, STATIC, None, None)
+    return dataclasses.replace(result, strategy_index=None)
+
+
+def _explained(flag: FlagDefinition, ctx: Context, lookup: Lookup) -> Result:
+    """The same answer as ``evaluate`` with the story: each strategy tried, and what decided."""
+    if not flag.enabled:
+        return dataclasses.replace(flag._off, explanation=Explanation("off: the flag is disabled"))
+    unmet = _dependencies_hold(flag, ctx, lookup) if flag.dependencies else None
+    if unmet is not None:
+        return dataclasses.replace(flag._unmet, explanation=Explanation(f"off: a dependency is not met: {unmet}"))
+    result = evaluate(flag, ctx, lookup)
+    decided = result.strategy_index if result.enabled else None
     steps: list[str] = []
-    split_missed = False
-    chance_missed = False
-    first_failure: tuple[int, str, str | None] | None = None
-    for index, strategy in enumerate(strategies):
+    first: tuple[int, str, str | None] | None = None
+    for index, strategy in enumerate(flag.strategies):
+        label = strategy.describe(index)
+        if index == decided:
+            count = len(strategy.all_constraints)
+            why = f"{count} constraint(s) matched" if count else "its rule matched"
+            if strategy.rollout is not None:
+                why += f" and the {strategy.rollout} % rollout included this {strategy.stickiness} value"
+            steps.append(f"{label}: on ({why})")
+            break
         if strategy.missing_segments:
-            if explain:
-                steps.append(f"{strategy.describe(index)}: segment {strategy.missing_segments[0]} does not exist")
+            steps.append(f"{label}: segment {strategy.missing_segments[0]!r} does not exist")
+            first = first or (index, strategy.name, None)
             continue
-        failed: Constraint | None = None
-        for constraint in strategy.all_constraints:
-            if not constraint.matches(ctx):
-                failed = constraint
-                break
+        failed = next((c for c in strategy.all_constraints if not c.match(ctx)), None)
         if failed is not None:
-            if explain:
-                text = failed.describe()
-                steps.append(f"{strategy.describe(index)}: constraint {text} does not match")
-                if first_failure is None:
-                    first_failure = (index, strategy.name, text)
-            continue
-        hit, chance = _rule(strategy, flag.name, ctx)
-        if hit:
-            if strategy.is_partial:
-                reason = SPLIT
-            elif strategy.all_constraints or strategy.name in ("userWithId", "remoteAddress", "applicationHostname"):
-                reason = TARGETING_MATCH
-            else:
-                reason = STATIC if flag.static else TARGETING_MATCH
-            summary = ""
-            if explain:
-                why = (
-                    f"{len(strategy.all_constraints)} constraint(s) matched"
-                    if strategy.all_constraints
-                    else "its rule matched"
-                )
-                summary = f"on by {strategy.describe(index)}: {why}"
-                steps.append(summary)
-            return _on(flag, strategy, ctx, reason, chance, explain, index, summary, tuple(steps))
-        split_missed = split_missed or strategy.is_partial
-        chance_missed = chance_missed or chance
-        if explain:
-            steps.append(f"{strategy.describe(index)}: its rule does not match")
-            if first_failure is None:
-                first_failure = (index, strategy.name, None)
-    reason = SPLIT if split_missed else (STATIC if flag.static else DEFAULT)
-    explanation = None
-    if explain:
-        idx, sname, ctext = first_failure if first_failure is not None else (None, None, None)
-        explanation = Explanation("off: no strategy matched", idx, sname, ctext, None, tuple(steps))
-    return Result(
-        False, None, False if flag.type == "boolean" else flag.default_value, reason, chance_missed, explanation
-    )
-
-
-def _off(flag: FlagDefinition, reason: str, explanation: Explanation | bool | None) -> Result:
-    value = False if flag.type == "boolean" else flag.default_value
-    return Result(False, None, value, reason, False, explanation if isinstance(explanation, Explanation) else None)
-
-
-def _on(
-    flag: FlagDefinition,
-    strategy: Strategy | None,
-    ctx: Context,
-    reason: str,
-    chance: bool,
-    explain: bool,
-    index: int,
-    summary: str,
-    steps: tuple[str, ...],
-) -> Result:
-    source: str | None = None
-    variant: Variant | None = None
-    if strategy is not None and strategy.variants:
-        stickiness = strategy.stickiness
-        if stickiness in ("default", "random") and strategy.variants[0].stickiness not in ("", "default"):
-            stickiness = strategy.variants[0].stickiness
-        variant, by_override, vchance = _pick_variant(
-            strategy.variants, strategy.group_id or flag.name, stickiness, ctx
-        )
-        source = "strategy"
-    elif flag.variants:
-        variant, by_override, vchance = _pick_variant(
-            flag.variants, flag.name, flag.variants[0].stickiness or "default", ctx
-        )
-        source = "flag"
-    else:
-        by_override = vchance = False
-    if variant is not None:
-        if by_override:
-            reason, source = TARGETING_MATCH, "override"
-        elif (
-            reason == STATIC
-            and sum(1 for v in (strategy.variants if source == "strategy" and strategy else flag.variants) if v.weight)
-            > 1
-        ):
-            reason = SPLIT
-    value: Any = True
-    if flag.type != "boolean":
-        value = variant.value if variant is not None else flag.default_value
-    explanation = None
-    if explain:
-        if variant is not None:
-            summary += f"; variant {variant.name!r} ({source})"
+            steps.append(f"{label}: constraint {failed.describe()} does not match")
+            first = first or (index, strategy.name, failed.describe())
+        else:
+            steps.append(f"{label}: its rule does not match")
+            first = first or (index, strategy.name, None)
+    if result.enabled:
+        if decided is None:
+            summary = "on: the flag has no strategies (on for everyone)"
+        else:
+            summary = f"on: {steps[-1]}"
+        if result.variant is not None:
+            summary += f"; variant {result.variant.name!r} ({result.variant_source})"
         explanation = Explanation(
             summary,
-            index if index >= 0 else None,
-            strategy.name if strategy is not None else None,
+            decided,
+            flag.strategies[decided].name if decided is not None else None,
             None,
-            source if variant is not None else None,
-            steps,
+            result.variant_source,
+            tuple(steps),
         )
-    return Result(True, variant, value, reason, chance or vchance, explanation)
+    else:
+        idx, name, text = first if first is not None else (None, None, None)
+        explanation = Explanation("off: no strategy matched", idx, name, text, None, tuple(steps))
+    return dataclasses.replace(result, explanation=explanation)
 
 
 # --- Unleash's features document ---------------------------------------------------------------------
