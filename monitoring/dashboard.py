@@ -280,8 +280,10 @@ def _series(since: datetime, until: datetime, grain: str) -> list[dict[str, Any]
     return points
 
 
-def charts_refresh(now: datetime | None = None) -> dict[str, Any]:
-    """Compute the 24 h and 7 d charts and keep them in the shared cache (beat, every minute)."""
+def charts_refresh(now: datetime | None = None, *, evaluate_prometheus: bool = True) -> dict[str, Any]:
+    """Compute the 24 h and 7 d charts and keep them in the shared cache (beat, every minute). Beat's
+    refresh also asks the Prometheus sources' servers for their SLOs' budgets; a page refreshing the
+    charts itself (the cache was empty) passes ``evaluate_prometheus=False`` and reads beat's last ones."""
     now = now or timezone.now()
     charts: dict[str, Any] = {"computed_at": now.isoformat()}
     for name in ("24h", "7d"):
@@ -295,7 +297,7 @@ def charts_refresh(now: datetime | None = None) -> dict[str, Any]:
         name: {w: [u.good, u.total] for w, u in windows.items()} for name, windows in counted.items()
     }
     # Each SLO's budget reads its whole window (28 days) per SLO: once a minute here, not on every page.
-    charts["slo_budgets"] = slo_status.slo_budgets(now)
+    charts["slo_budgets"] = slo_status.slo_budgets(now, evaluate_prometheus=evaluate_prometheus)
     cache.set(CHART_CACHE_KEY, charts, CHART_CACHE_SECONDS)
     return charts
 
@@ -306,7 +308,7 @@ def _stored_charts(now: datetime) -> dict[str, Any]:
     except Exception:  # noqa: BLE001 - the cache down: compute, slower but right
         stored = None
     if stored is None or not {"endpoint_uptime", "slo_budgets"} <= set(stored):  # missing, or an older release's
-        stored = charts_refresh(now)
+        stored = charts_refresh(now, evaluate_prometheus=False)  # a page never waits on a Prometheus server
     return dict(stored)
 
 

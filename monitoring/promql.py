@@ -245,7 +245,7 @@ def query_range(
     """``expression`` evaluated every ``step`` from ``start`` to ``end`` (``/api/v1/query_range``): per
     series, (labels, {moment: value}); a moment the series has no value at is left out. Errors as ``query``."""
     shown = _shown(source)
-    params = {"query": expression, "start": _time(start), "end": _time(end), "step": f"{step.total_seconds():g}"}
+    params = {"query": expression, "start": _time(start), "end": _time(end), "step": f"{step.total_seconds():.3f}"}
     data = _call(source, "query_range", params, timeout)
     kind, result = data.get("resultType"), data.get("result")
     if kind != "matrix" or not isinstance(result, list):
@@ -377,7 +377,7 @@ class Evaluation:
     def left(self) -> float:
         """Seconds left before the deadline; raises SourceUnreachable (recorded once) when none are."""
         if not self.unreachable and self.deadline - time.monotonic() <= 0:
-            self.unreachable = f"{_shown(self.source)}: no answer within {float(self.source.timeout_seconds):g} s"
+            self.unreachable = f"{_shown(self.source)}: no answer within {self.timeout:g} s"
             self.errors.append(self.unreachable)
         if self.unreachable:
             raise SourceUnreachable(self.unreachable)
@@ -464,12 +464,19 @@ def _buckets(series: Iterable[tuple[dict[str, str], float | None]]) -> dict[floa
 
 
 def counters_range(
-    source: MetricSource, start: datetime, end: datetime, step: timedelta, *, buckets: bool
+    source: MetricSource,
+    start: datetime,
+    end: datetime,
+    step: timedelta,
+    *,
+    buckets: bool,
+    timeout: float | None = None,
 ) -> dict[datetime, Counters]:
     """What the server counted in each ``step`` ending at ``start``, ``start + step``... up to ``end``: the
     queries of ``window_counters`` over ``step`` as range queries (``/api/v1/query_range``), all under the
-    source's timeout. A moment with nothing counted is left out. Failures as ``Evaluation.run`` raises."""
-    evaluation = Evaluation(source)
+    source's timeout (or ``timeout``). A moment with nothing counted is left out. Failures as
+    ``Evaluation.run`` raises them."""
+    evaluation = Evaluation(source, timeout)
 
     def ask(key: str) -> list[tuple[dict[str, str], dict[datetime, float | None]]]:
         expression = evaluation.expression(key, step)

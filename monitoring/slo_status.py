@@ -1,29 +1,42 @@
 """Where each SLO stands: its error budget left, its burn rates and which of the workbook's alerts fire.
 
-The arithmetic is ``monitoring.slo``'s; this module feeds it the counts a service's scrape source stored
-(``ServiceMinute``, ``ServiceHour``, read by ``window_counts``): for an availability objective a request is
-good unless it failed (good = requests - errors); for a latency one it is good when served within the
-threshold (good = requests at or under it, read from the latency histogram with ``Counters.under``).
+The arithmetic is ``monitoring.slo``'s; this module feeds it good and total counts over each window: for
+an availability objective a request is good unless it failed (good = requests - errors); for a latency
+one it is good when served within the threshold (good = requests at or under it, read from the latency
+histogram with ``Counters.under``: exact on a bucket bound, interpolated linearly between the two bounds
+around a threshold that is not one, as Prometheus' ``histogram_quantile`` does).
 
-A window with no successful scrape at all is a gap: its counts are None ("no data"), which neither
-fires nor resolves an alert. A window whose scrapes succeeded but saw no request has counts of 0 and
-burns nothing.
+Where the counts come from depends on the service's source:
 
-SLOs of a service whose source is a Prometheus server are not computed yet: that source stores only the
-signal values it evaluates (``SignalSample``: error ratio, p95...), from which neither the good/total
-counts of a 28-day window nor the share of requests under a threshold can be told. Their status says so
-(``SloStatus.unsupported``), the SLO page shows it, and the burn-rate alerts skip them.
+- ``scrape``: the rollups the worker stored (``ServiceMinute``, ``ServiceHour``, read as ``window_counts``
+  reads them). A window with no successful scrape at all is a gap: its counts are None ("no data").
+- ``prometheus``: the source's server, asked for each window (``promql.window_counters``):
+  ``sum(increase(<requests>{sel}[w]))`` and its error-status variant, or for a latency objective
+  ``sum by (le) (increase(<histogram>_bucket{sel}[w]))`` - every bucket with the bounds the server has, in
+  one query, from which the share under the threshold is read as for a scrape source. The source's
+  overrides of ``requests``, ``errors`` and ``buckets`` apply. An SLO's queries share the source's timeout
+  (at most PROMETHEUS_TIMEOUT_CAP); a server that does not answer stops the rest, and any failure makes
+  the whole SLO "no data" with the error in words (``SloStatus.error``), which neither fires nor resolves
+  an alert. The SLO pages and the alert rules ask the server when they run; the dashboard's Services
+  panel never does: ``slo_budgets`` reads the budgets beat's chart refresh last evaluated.
+
+A window whose source answered but counted no request has counts of 0 and burns nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Callable, Iterable
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.core.cache import cache
 from django.utils import timezone
 
+from monitoring import promql
 from monitoring.models import (
     MetricSource,
     ObjectiveKind,
@@ -36,6 +49,8 @@ from monitoring.models import (
 from monitoring.rollup import Counters
 from monitoring.service_signals import HOURLY_FROM, decode_buckets
 from monitoring.slo import WORKBOOK_ALERTS, BurnRateAlert, Counts, Objective, Severity, budget_left, burn_rate
+
+logger = logging.getLogger(__name__)
 
 # The windows whose burn rates the page shows and the workbook's alerts read.
 BURN_WINDOWS = (
@@ -52,10 +67,12 @@ WINDOW_WORDS = {
     timedelta(hours=6): "6 h",
     timedelta(days=3): "3 d",
 }
-PROMETHEUS_UNSUPPORTED = (
-    "Not computed yet: this service's source is a Prometheus server, and the control plane keeps only the "
-    "signal values it evaluates there, not the request counts an error budget needs."
-)
+# The longest a Prometheus SLO's queries may take together (its source's timeout, if shorter): the two
+# slo_burn rules and the chart refresh each run in a task with a 50 s limit.
+PROMETHEUS_TIMEOUT_CAP = 15.0
+# The Prometheus SLOs' budgets as beat's chart refresh last evaluated them, for the dashboard.
+PROMETHEUS_BUDGETS_KEY = "monitoring:slo:prometheus-budgets:v1"
+PROMETHEUS_BUDGETS_SECONDS = 300  # beat refreshes every minute; a stopped beat shows "no data" after 5 min
 NO_SOURCE = "The service has no enabled metric source."
 
 
@@ -145,7 +162,7 @@ class SloStatus:
     burn_rates: dict[timedelta, float | None] = field(default_factory=dict)
     firing: tuple[BurnRateAlert, ...] = ()
     levels: dict[Severity, float | None] = field(default_factory=dict)
-    unsupported: str = ""  # why it is not computed (a Prometheus source)
+    error: str = ""  # why there are no counts: the Prometheus server's failure in words
     note: str = ""  # what else the page should say (no source)
 
     @property
@@ -184,8 +201,6 @@ class SloStatus:
     @property
     def budget_words(self) -> str:
         left = self.budget_left
-        if self.unsupported:
-            return "not computed"
         if left is None:
             return "no data"
         return "exhausted" if left < 0 else f"{left * 100:.1f} % left"
@@ -235,13 +250,84 @@ def _is_prometheus(slo: ServiceLevelObjective) -> bool:
     return source is not None and source.kind == SourceKind.PROMETHEUS
 
 
-def _status(slo: ServiceLevelObjective, reader: _Reader) -> SloStatus:
+@dataclass(frozen=True)
+class _Asked:
+    """What a Prometheus server counted for one SLO, per window asked; or why it could not tell."""
+
+    counters: dict[timedelta, Counters | None] = field(default_factory=dict)
+    error: str = ""
+
+
+def _timeout(source: MetricSource) -> float:
+    return min(float(source.timeout_seconds), PROMETHEUS_TIMEOUT_CAP)
+
+
+def _ask_prometheus(
+    slos: Iterable[ServiceLevelObjective],
+    windows: Callable[[ServiceLevelObjective], Iterable[timedelta]],
+    now: datetime,
+) -> dict[int, _Asked]:
+    """Per SLO (by pk) whose source is a Prometheus server: its counts over each of ``windows(slo)``.
+
+    Each SLO's queries share its source's timeout (capped); a window asked by two SLOs of a service is
+    asked once; a server that did not answer is not asked again for the service's other SLOs. The servers
+    are asked at once (a thread per source, touching no database), so a hung one costs its own timeout."""
+    groups: dict[int, list[tuple[MetricSource, ServiceLevelObjective]]] = defaultdict(list)
+    for slo in slos:
+        source = _source(slo)
+        if source is not None and source.kind == SourceKind.PROMETHEUS:
+            groups[source.pk].append((source, slo))
+
+    def ask(group: list[tuple[MetricSource, ServiceLevelObjective]]) -> list[tuple[int, _Asked]]:
+        asked: dict[tuple[bool, timedelta], Counters | None] = {}
+        unreachable = ""
+        found: list[tuple[int, _Asked]] = []
+        for source, slo in group:
+            if unreachable:
+                found.append((slo.pk, _Asked(error=unreachable)))
+                continue
+            evaluation = promql.Evaluation(source, _timeout(source))
+            latency = slo.kind == ObjectiveKind.LATENCY
+            counters: dict[timedelta, Counters | None] = {}
+            try:
+                for window in windows(slo):
+                    if (latency, window) not in asked:
+                        asked[(latency, window)] = promql.window_counters(evaluation, window, now, buckets=latency)
+                    counters[window] = asked[(latency, window)]
+            except promql.QueryFailed as error:
+                if isinstance(error, promql.SourceUnreachable):
+                    unreachable = str(error)
+                logger.warning("SLO %s/%s: its Prometheus server failed: %s", slo.service.name, slo.name, error)
+                found.append((slo.pk, _Asked(error=str(error))))
+            except Exception as error:  # one SLO's surprise must not cost the others (or the page) theirs
+                logger.exception("SLO %s/%s: asking its Prometheus server failed", slo.service.name, slo.name)
+                found.append((slo.pk, _Asked(error=f"the evaluation failed ({type(error).__name__})")))
+            else:
+                found.append((slo.pk, _Asked(counters)))
+        return found
+
+    if not groups:
+        return {}
+    if len(groups) == 1:
+        return dict(ask(next(iter(groups.values()))))
+    with ThreadPoolExecutor(max_workers=min(8, len(groups)), thread_name_prefix="promql-slo") as pool:
+        return {pk: asked for found in pool.map(ask, groups.values()) for pk, asked in found}
+
+
+def _all_windows(slo: ServiceLevelObjective) -> tuple[timedelta, ...]:
+    return (objective_of(slo).window, *BURN_WINDOWS)
+
+
+def _status(slo: ServiceLevelObjective, reader: _Reader, asked: _Asked | None = None) -> SloStatus:
+    """The SLO's status from ``asked`` (its Prometheus server's counts) or else from ``reader``."""
     objective = objective_of(slo)
     source = _source(slo)
-    if source is not None and source.kind == SourceKind.PROMETHEUS:
-        return SloStatus(slo, objective, burn_rates=dict.fromkeys(BURN_WINDOWS), unsupported=PROMETHEUS_UNSUPPORTED)
+    if asked is not None and asked.error:
+        return SloStatus(slo, objective, burn_rates=dict.fromkeys(BURN_WINDOWS), error=asked.error)
 
     def counts(window: timedelta) -> Counts | None:
+        if asked is not None:
+            return slo_counts(slo, asked.counters.get(window))
         return slo_counts(slo, reader.counters(slo.service, window))
 
     window_total = counts(objective.window)
@@ -281,33 +367,70 @@ def _latency_services(slos: Iterable[ServiceLevelObjective]) -> set[int]:
 
 
 def slo_statuses(now: datetime | None = None) -> list[SloStatus]:
-    """Every SLO's status, by service and name (the SLO page's list)."""
+    """Every SLO's status, by service and name (the SLO page's list). Asks the Prometheus servers of the
+    SLOs whose source is one (at once, each within its source's timeout)."""
+    now = now or timezone.now()
     slos = _objectives()
-    reader = _Reader(now or timezone.now(), _latency_services(slos))
-    return [_status(slo, reader) for slo in slos]
+    asked = _ask_prometheus(slos, _all_windows, now)
+    reader = _Reader(now, _latency_services(slo for slo in slos if slo.pk not in asked))
+    return [_status(slo, reader, asked.get(slo.pk)) for slo in slos]
 
 
 def slo_status(service: str, name: str, now: datetime | None = None) -> SloStatus | None:
     """One SLO's status, or None when the service has no SLO of that name."""
+    now = now or timezone.now()
     slo = (
         ServiceLevelObjective.objects.select_related("service")
         .prefetch_related("service__sources")
         .filter(service__name=service, name=name)
         .first()
     )
-    return None if slo is None else _status(slo, _Reader(now or timezone.now()))
+    if slo is None:
+        return None
+    return _status(slo, _Reader(now), _ask_prometheus([slo], _all_windows, now).get(slo.pk))
 
 
-def slo_budgets(now: datetime | None = None) -> dict[str, float | None]:
+def _prometheus_budgets(slos: Sequence[ServiceLevelObjective], now: datetime) -> dict[str, float | None]:
+    """The Prometheus SLOs' budgets left (by SLO pk, as text for the cache), asked of their servers."""
+    asked = _ask_prometheus(slos, lambda slo: (objective_of(slo).window,), now)
+    budgets: dict[str, float | None] = {}
+    for slo in slos:
+        found = asked.get(slo.pk)
+        objective = objective_of(slo)
+        counts = None if found is None or found.error else slo_counts(slo, found.counters.get(objective.window))
+        budgets[str(slo.pk)] = None if counts is None else budget_left(counts, objective)
+    return budgets
+
+
+def slo_budgets(now: datetime | None = None, *, evaluate_prometheus: bool = False) -> dict[str, float | None]:
     """Per service with an SLO: the smallest share of error budget left among its SLOs (1 untouched, 0
     spent, below 0 overspent), or None when none of them has data. What the dashboard's Services panel
-    shows as "SLO budget left"."""
+    shows as "SLO budget left".
+
+    The SLOs of Prometheus sources are asked of their servers only with ``evaluate_prometheus`` (beat's
+    chart refresh), which keeps their budgets in the cache for 5 minutes; otherwise (a page) their budgets
+    are read from there, so that no page waits on a Prometheus server (None when beat kept none)."""
+    now = now or timezone.now()
     slos = _objectives()
-    reader = _Reader(now or timezone.now(), _latency_services(slos))
+    prometheus = [slo for slo in slos if slo.service.enabled and _is_prometheus(slo)]
+    if evaluate_prometheus:
+        kept = _prometheus_budgets(prometheus, now)
+        try:
+            cache.set(PROMETHEUS_BUDGETS_KEY, kept, PROMETHEUS_BUDGETS_SECONDS)
+        except Exception:  # noqa: BLE001 - the cache down: the panel shows "no data", the refresh goes on
+            logger.warning("The Prometheus SLOs' budgets could not be cached", exc_info=True)
+    else:
+        try:
+            kept = cache.get(PROMETHEUS_BUDGETS_KEY) or {}
+        except Exception:  # noqa: BLE001 - the cache down: "no data" rather than a page waiting on Prometheus
+            kept = {}
+    reader = _Reader(now, _latency_services(slos))
     budgets: dict[str, float | None] = {}
     for slo in slos:
         left: float | None = None
-        if not _is_prometheus(slo):  # only the window's counts: no burn rates to read
+        if _is_prometheus(slo):
+            left = kept.get(str(slo.pk))
+        else:  # only the window's counts: no burn rates to read
             objective = objective_of(slo)
             counts = slo_counts(slo, reader.counters(slo.service, objective.window))
             left = None if counts is None else budget_left(counts, objective)
@@ -318,15 +441,26 @@ def slo_budgets(now: datetime | None = None) -> dict[str, float | None]:
 
 def slo_burn_levels(severity: str, now: datetime | None = None) -> dict[tuple[str, str], float | None]:
     """For the slo_burn alert rule: per (service, SLO name) of the SLOs with alerting on, of enabled
-    services with a scrape source, how far the workbook's ``severity`` ("page" or "ticket") alerts are
-    from firing (above 1: firing; see ``_level``), None for no data."""
+    services, how far the workbook's ``severity`` ("page" or "ticket") alerts are
+    from firing (above 1: firing; see ``_level``), None for no data (a gap, or a Prometheus server that
+    failed: nothing fires or resolves on it)."""
+    now = now or timezone.now()
     wanted = [alert for alert in WORKBOOK_ALERTS if alert.severity is Severity(severity)]
-    slos = [slo for slo in _objectives() if slo.alerting and slo.service.enabled and not _is_prometheus(slo)]
-    reader = _Reader(now or timezone.now(), _latency_services(slos))
+    windows = tuple(dict.fromkeys(w for alert in wanted for w in (alert.long_window, alert.short_window)))
+    slos = [slo for slo in _objectives() if slo.alerting and slo.service.enabled]
+    # Only the severity's windows are read (a minute's evaluation reads no 28-day window).
+    asked = _ask_prometheus(slos, lambda slo: windows, now)
+    reader = _Reader(now, _latency_services(slo for slo in slos if slo.pk not in asked))
     levels: dict[tuple[str, str], float | None] = {}
     for slo in slos:
-        # Only the severity's windows are read (a minute's evaluation reads no 28-day window).
-        def counts(window: timedelta, slo: ServiceLevelObjective = slo) -> Counts | None:
+        found = asked.get(slo.pk)
+        if found is not None and found.error:
+            levels[(slo.service.name, slo.name)] = None
+            continue
+
+        def counts(window: timedelta, slo: ServiceLevelObjective = slo, found: _Asked | None = found) -> Counts | None:
+            if found is not None:
+                return slo_counts(slo, found.counters.get(window))
             return slo_counts(slo, reader.counters(slo.service, window))
 
         levels[(slo.service.name, slo.name)] = _level(wanted, objective_of(slo), counts)
@@ -356,10 +490,14 @@ def budget_series(status: SloStatus, now: datetime | None = None) -> list[Budget
     """The budget left over the rolling window at points across the last window (hourly up to 7 days,
     coarser beyond): how the budget burned. Read in whole hours (the hourly rollups, the current hour
     from its minutes), so the last point may differ from ``status.budget_left`` by the minutes at the
-    window's start edge. Empty for an SLO whose counts are not computed."""
-    if status.unsupported:
+    window's start edge. A Prometheus source's server is asked instead (``_prometheus_series``). Empty
+    when the status has no counts for a failure (``status.error``)."""
+    if status.error:
         return []
     now = now or timezone.now()
+    source = _source(status.slo)
+    if source is not None and source.kind == SourceKind.PROMETHEUS:
+        return _prometheus_series(status, source, now)
     slo, objective = status.slo, status.objective
     window = objective.window
     current_hour = now.replace(minute=0, second=0, microsecond=0)
@@ -398,4 +536,44 @@ def budget_series(status: SloStatus, now: datetime | None = None) -> list[Budget
         at = now if index == last else first_hour + timedelta(hours=index + 1)
         left = 1 - (window_bad / window_total) / objective.error_budget if window_total else None
         points.append(BudgetPoint(at, left, window_bad, window_total))
+    return points
+
+
+def _prometheus_series(status: SloStatus, source: MetricSource, now: datetime) -> list[BudgetPoint]:
+    """The budget left at ``count`` points a step apart across the last window (168 points, 4 h apart
+    over 28 days; hourly under 7 days), from two range queries of the server (one for a latency SLO):
+    what it counted in each step over the last two windows, each ``increase`` reading only its own step
+    of samples, summed here as the hours are for a scrape source. Empty when the server fails (logged;
+    the page shows the chart without data)."""
+    slo, objective = status.slo, status.objective
+    window = objective.window
+    count = min(168, max(1, int(window / timedelta(hours=1))))
+    step = timedelta(seconds=round(window.total_seconds() / count))
+    steps = 2 * count - 1  # the first point's window starts count - 1 steps before the first one shown
+    start = now - (steps - 1) * step
+    try:
+        found = promql.counters_range(
+            source, start, now, step, buckets=slo.kind == ObjectiveKind.LATENCY, timeout=_timeout(source)
+        )
+    except promql.QueryFailed as error:
+        logger.warning("SLO %s/%s: its Prometheus server failed: %s", slo.service.name, slo.name, error)
+        return []
+    per_step: dict[int, Counts] = {}
+    for at, counters in found.items():
+        index = round((at - start) / step)
+        counts = slo_counts(slo, counters)
+        if 0 <= index < steps and counts is not None:
+            per_step[index] = counts
+    bad = [0.0] * (steps + 1)
+    total = [0.0] * (steps + 1)
+    for index in range(steps):
+        counts = per_step.get(index)
+        bad[index + 1] = bad[index] + (counts.bad if counts else 0.0)
+        total[index + 1] = total[index] + (counts.total if counts else 0.0)
+    points: list[BudgetPoint] = []
+    for index in range(count - 1, steps):
+        window_bad = bad[index + 1] - bad[index + 1 - count]
+        window_total = total[index + 1] - total[index + 1 - count]
+        left = 1 - (window_bad / window_total) / objective.error_budget if window_total else None
+        points.append(BudgetPoint(start + index * step, left, window_bad, window_total))
     return points

@@ -10,7 +10,6 @@ from html import unescape
 import pytest
 from django.utils import timezone
 
-from monitoring.slo_status import PROMETHEUS_UNSUPPORTED
 from tests.monitoring.slo_data import DAY, HOUR, Traffic, make_service, make_slo
 
 pytestmark = pytest.mark.django_db
@@ -59,7 +58,8 @@ def test_the_list_shows_budget_burn_rates_and_alerts(viewer_client):
     assert "99 % of requests within 500 ms" in latency and "100.0 % left" in latency
     idle = _words(_row(html, "slo-idle-availability"))
     assert "no data" in idle and "(no alerts)" in idle
-    assert PROMETHEUS_UNSUPPORTED in _words(_row(html, "slo-upstream-availability"))
+    upstream = _words(_row(html, "slo-upstream-availability"))  # its server (127.0.0.1:9) refuses
+    assert "no data" in upstream and "http://127.0.0.1:9: connection refused" in upstream
     assert 'href="/slo/wingmanmatch-backend/availability/"' in html
 
 
@@ -104,10 +104,13 @@ def test_an_overspent_budget_extends_the_axis_below_zero(viewer_client):
     assert re.findall(r'text-anchor="end"[^>]*>([^<]+)</text>', chart) == ["100 %", "50 %", "0 %", "-50 %"]
 
 
-def test_a_prometheus_slo_says_it_is_not_computed(viewer_client):
+def test_a_prometheus_slo_whose_server_refuses_shows_the_error(viewer_client):
     make_slo(make_service("upstream", kind="prometheus"))
     html = viewer_client.get("/slo/upstream/availability/").content.decode()
-    assert PROMETHEUS_UNSUPPORTED in _words(html) and '<svg class="budget"' not in html
+    words = _words(html)
+    assert "No counts: http://127.0.0.1:9: connection refused" in words
+    assert "Page – no data" in words and "Ticket – no data" in words
+    assert "no requests counted yet" in html and "<polyline" not in html
 
 
 def test_an_unknown_slo_is_404(viewer_client):

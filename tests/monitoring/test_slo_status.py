@@ -9,7 +9,6 @@ import pytest
 
 from monitoring.selectors import budget_series, slo_budgets, slo_burn_levels, slo_status, slo_statuses
 from monitoring.slo import Severity
-from monitoring.slo_status import PROMETHEUS_UNSUPPORTED
 from tests.monitoring.slo_data import DAY, HOUR, MINUTE, NOW, Traffic, make_service, make_slo
 
 pytestmark = pytest.mark.django_db
@@ -32,7 +31,7 @@ def test_an_hour_of_1_5_percent_errors_pages_on_a_99_9_slo(service):
     Traffic().add(NOW - 30 * DAY, NOW - HOUR).add(NOW - HOUR, NOW, errors=0.015).save(service)
 
     status = slo_status(service.name, "availability", now=NOW)
-    assert status is not None and not status.unsupported
+    assert status is not None and not status.error
     assert status.burn_rates[HOUR] == pytest.approx(15)
     assert status.burn_rates[FIVE_MIN] == pytest.approx(15)
     assert status.burn_rates[6 * HOUR] == pytest.approx(2.5)  # one bad hour in six
@@ -158,13 +157,23 @@ def test_a_28_day_burn_chart_has_a_point_every_four_hours(service):
     assert points[0].budget_left is None and points[-1].budget_left == 1  # before any traffic; none bad since
 
 
-def test_a_prometheus_source_says_its_slos_are_not_computed():
-    service = make_service("upstream", kind="prometheus")
+def test_a_prometheus_server_that_refuses_is_no_data_with_the_error():
+    service = make_service("upstream", kind="prometheus")  # its server: 127.0.0.1:9, where nothing listens
     make_slo(service)
+    make_slo(service, name="fast", kind="latency", threshold_ms=500)
+
     status = slo_status("upstream", "availability", now=NOW)
-    assert status.unsupported == PROMETHEUS_UNSUPPORTED
-    assert status.budget_left is None and budget_series(status, now=NOW) == []
-    assert slo_burn_levels("page", now=NOW) == {}
+    assert status.error == "http://127.0.0.1:9: connection refused"
+    assert status.budget_left is None and status.budget_words == "no data"
+    assert set(status.burn_rates.values()) == {None} and status.firing == ()
+    assert status.level(Severity.PAGE) is None and status.level(Severity.TICKET) is None
+    assert budget_series(status, now=NOW) == []
+    assert {s.name: s.error for s in slo_statuses(now=NOW)} == dict.fromkeys(
+        ("availability", "fast"), "http://127.0.0.1:9: connection refused"
+    )
+    # None: the rule neither fires nor resolves on it.
+    assert slo_burn_levels("page", now=NOW) == {("upstream", "availability"): None, ("upstream", "fast"): None}
+    assert slo_budgets(now=NOW, evaluate_prometheus=True) == {"upstream": None}
 
 
 def test_budgets_per_service_for_the_dashboard():
