@@ -665,11 +665,13 @@ class Strategy:
     missing_segments: tuple[int | str, ...] = ()  # referenced, not defined: the strategy never matches
     variants: tuple[Variant, ...] = ()
     title: str = ""
+    # userWithId: given as is (a key may hold a comma or spaces), else read from ``userIds``.
+    user_ids: frozenset[str] = frozenset()
     # Read from parameters in __post_init__:
     rollout: int | None = field(default=None, init=False)
     stickiness: str = field(default="default", init=False)
     group_id: str | None = field(default=None, init=False)
-    user_ids: frozenset[str] = field(default=frozenset(), init=False)
+
     networks: tuple[Any, ...] = field(default=(), init=False, repr=False)
     all_constraints: tuple[Constraint, ...] = field(default=(), init=False, repr=False)
 
@@ -689,7 +691,7 @@ class Strategy:
             sticky = {"gradualRolloutUserId": "userId", "gradualRolloutSessionId": "sessionId"}.get(name, "random")
             object.__setattr__(self, "stickiness", sticky)
             object.__setattr__(self, "group_id", params.get("groupId") or None)
-        elif name == "userWithId":
+        elif name == "userWithId" and not self.user_ids:
             object.__setattr__(self, "user_ids", frozenset(_split(params.get("userIds", ""))))
         elif name == "remoteAddress":
             nets = []
@@ -704,7 +706,8 @@ class Strategy:
 
     @classmethod
     def user_with_id(cls, user_ids: Iterable[str]) -> Strategy:
-        return cls("userWithId", {"userIds": ",".join(sorted(user_ids))})
+        ids = frozenset(user_ids)
+        return cls("userWithId", {"userIds": ",".join(sorted(ids))}, user_ids=ids)
 
     @classmethod
     def flexible_rollout(
