@@ -1,15 +1,19 @@
 """The ``prometheus`` metric source: PromQL evaluated by a real Prometheus, and the ways a server fails.
 
 The first part starts Debian's ``/usr/bin/prometheus`` once for the module, scraping a test exporter
-every second that serves prometheus-fastapi-instrumentator's names with counters growing at known rates.
-The second needs no Prometheus: a refused port, a server that never answers, Prometheus' error JSON and
-bodies that are not JSON, from local servers.
+every second that serves prometheus-fastapi-instrumentator's names with counters growing at known rates;
+SLOs of such a source (availability, latency on a bucket bound and between two, the budget chart, the
+page rule firing and not resolving when the server goes) are judged from it too. The second needs no
+Prometheus: a refused port, a server that never answers, Prometheus' error JSON and bodies that are not
+JSON, from local servers.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -28,8 +32,10 @@ import pytest
 from django.utils import timezone
 
 from monitoring import promql
-from monitoring.models import MetricSource, Service, SignalSample, SourceKind
+from monitoring.models import MetricSource, Service, ServiceLevelObjective, SignalSample, SourceKind
+from monitoring.selectors import budget_series, slo_budgets, slo_burn_levels, slo_status, slo_statuses
 from monitoring.service_signals import Signal, service_signals
+from monitoring.slo import Severity
 from tests.faultproxy import FaultProxy
 from tests.httpsink import HttpSink
 
@@ -325,6 +331,158 @@ def test_the_scrape_workers_beat_pass_evaluates_prometheus_sources(prometheus: s
     assert SignalSample.objects.get(service=source.service, signal="up", at=now).value == 1.0
 
 
+# --- SLOs against a real Prometheus ------------------------------------------------------------------
+
+
+def _served(source: MetricSource, matchers: str, now) -> float:
+    """What the exporter counted between the first and the last sample Prometheus holds (no extrapolation)."""
+    series = f"http_requests_total{{{matchers}}}"
+    found = promql.query(source, f"sum(max_over_time({series}[1h])) - sum(min_over_time({series}[1h]))", now)
+    assert found is not None
+    return found
+
+
+def _slo(source: MetricSource, name: str = "availability", **fields: Any) -> ServiceLevelObjective:
+    values: dict[str, Any] = {"kind": "availability", "target_percent": 99, "window_days": 28, **fields}
+    return ServiceLevelObjective.objects.create(service=source.service, name=name, **values)
+
+
+@pytest.mark.django_db
+def test_window_counts_match_what_the_exporter_served(prometheus: str) -> None:
+    source = _source(prometheus)
+    now = timezone.now()
+    evaluation = promql.Evaluation(source)
+
+    counted = promql.window_counters(evaluation, WINDOW, now, buckets=False)
+    latency = promql.window_counters(evaluation, WINDOW, now, buckets=True)
+
+    assert counted is not None and latency is not None and evaluation.errors == []
+    assert counted.requests == pytest.approx(RATE * WINDOW.total_seconds(), rel=0.15)
+    assert counted.errors / counted.requests == pytest.approx(ERROR_SHARE, rel=0.1)
+    # The bounds as the server has them, +Inf as the requests; the same observations as the counter's.
+    assert sorted(latency.buckets) == [0.1, 0.5, 1.0, math.inf]
+    assert latency.requests == pytest.approx(counted.requests, rel=0.02)
+    assert latency.buckets[0.5] / latency.requests == pytest.approx(0.9, abs=0.01)
+
+
+@pytest.mark.django_db
+def test_an_availability_slo_counts_the_requests_and_errors_prometheus_holds(prometheus: str) -> None:
+    source = _source(prometheus)
+    _slo(source)
+    now = timezone.now()
+
+    status = slo_status(source.service.name, "availability", now)
+
+    assert status is not None and status.error == ""
+    assert status.counts is not None
+    # Every window holds all the samples: increase() adds at most a scrape interval and a half (1.5 s).
+    assert status.counts.total == pytest.approx(_served(source, 'job="backend"', now), abs=RATE * 1.5 + 1)
+    assert status.counts.bad == pytest.approx(_served(source, 'job="backend",status="5xx"', now), abs=2)
+    burn = ERROR_SHARE / 0.01  # 1 in 21 fails against a 1 % budget: 4.76x
+    assert status.budget_left == pytest.approx(1 - burn, rel=0.1)
+    assert status.burn_rates == pytest.approx(dict.fromkeys(status.burn_rates, burn), rel=0.1)
+    assert status.level(Severity.PAGE) == pytest.approx(burn / 6, rel=0.1)  # 6x over 6 h and 30 min, the closest
+    assert status.ticket_firing and not status.page_firing  # over 1x for 3 d and 6 h, under 6x
+
+
+@pytest.mark.django_db
+def test_a_latency_slo_reads_a_bound_exactly_and_interpolates_between_bounds(prometheus: str) -> None:
+    source = _source(prometheus)
+    _slo(source, "bound", kind="latency", threshold_ms=500, target_percent=95)
+    _slo(source, "between", kind="latency", threshold_ms=300, target_percent=95)
+    _slo(source, "availability")
+    now = timezone.now()
+
+    statuses = {status.name: status for status in slo_statuses(now)}
+
+    assert {name: status.error for name, status in statuses.items()} == dict.fromkeys(statuses, "")
+    bound, between = statuses["bound"].counts, statuses["between"].counts
+    assert bound is not None and between is not None
+    assert bound.total == pytest.approx(statuses["availability"].counts.total, rel=0.02)
+    assert bound.good / bound.total == pytest.approx(0.9, abs=0.01)  # le="0.5"
+    # 300 ms lies between the 0.1 (70 %) and 0.5 (90 %) bounds: halfway, 80 %.
+    assert between.good / between.total == pytest.approx(0.8, abs=0.01)
+    assert statuses["bound"].burn_rates[timedelta(minutes=5)] == pytest.approx(0.1 / 0.05, rel=0.1)
+    assert statuses["between"].burn_rates[timedelta(minutes=5)] == pytest.approx(0.2 / 0.05, rel=0.1)
+
+
+@pytest.mark.django_db
+def test_the_budget_chart_comes_from_range_queries(prometheus: str) -> None:
+    source = _source(prometheus)
+    _slo(source, window_days=1)
+    now = timezone.now()
+    status = slo_status(source.service.name, "availability", now)
+    assert status is not None
+
+    points = budget_series(status, now)
+
+    assert len(points) == 24 and points[-1].at == now and points[1].at - points[0].at == timedelta(hours=1)
+    # Prometheus has held samples for seconds: only the last point's day holds any.
+    assert [point.budget_left for point in points[:-1]] == [None] * 23
+    assert points[-1].budget_left == pytest.approx(status.budget_left, rel=0.05)
+    assert points[-1].total == pytest.approx(status.counts.total, rel=0.05)
+
+
+@pytest.mark.django_db
+def test_the_page_rule_fires_on_a_prometheus_slo_and_a_refusing_server_does_not_resolve_it(
+    prometheus: str, alerts_on: None, django_capture_on_commit_callbacks
+) -> None:
+    from alerting.models import Alert, AlertState
+    from alerting.services import alert_rules_evaluate
+
+    source = _source(prometheus)
+    _slo(source, target_percent=99.9)  # 1 in 21 fails: 47.6x a 0.1 % budget
+    now = timezone.now()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        alert_rules_evaluate(now)
+    alert = Alert.objects.get(rule__name="SLO burn rate: page")
+    assert (alert.state, alert.component, alert.measurement) == (AlertState.FIRING, source.service.name, "availability")
+    assert alert.last_value == pytest.approx(ERROR_SHARE / 0.001 / 6, rel=0.1)
+
+    source.urls = f"http://127.0.0.1:{_free_port()}"
+    source.save()
+    with django_capture_on_commit_callbacks(execute=True):
+        alert_rules_evaluate(now + timedelta(minutes=1))
+    alert.refresh_from_db()
+    assert alert.state == AlertState.FIRING  # no data: nothing resolves
+    assert "connection refused" in slo_status(source.service.name, "availability").error
+
+
+@pytest.mark.django_db
+def test_a_query_prometheus_refuses_makes_the_slo_no_data_in_its_words(prometheus: str) -> None:
+    source = _source(prometheus, queries={"errors": "sum(increase(x{$selector}[$window])"})
+    _slo(source)
+    _slo(source, "fast", kind="latency", threshold_ms=500)
+
+    statuses = {status.name: status for status in slo_statuses(timezone.now())}
+
+    broken = statuses["availability"]
+    assert broken.budget_left is None and set(broken.burn_rates.values()) == {None}
+    assert "HTTP 400: bad_data:" in broken.error and "parse error" in broken.error
+    assert statuses["fast"].error == "" and statuses["fast"].budget_left is not None  # its queries answer
+    assert slo_burn_levels("page")[(source.service.name, "availability")] is None
+
+
+@pytest.mark.django_db
+def test_the_dashboard_reads_the_budgets_beat_evaluated(prometheus: str, operator_client) -> None:
+    from monitoring.dashboard import charts_refresh
+
+    source = _source(prometheus)
+    _slo(source)
+
+    # A page with nothing cached computes the charts itself, but asks no Prometheus server.
+    assert slo_budgets() == {source.service.name: None}
+    assert operator_client.get("/").status_code == 200
+    assert charts_refresh(evaluate_prometheus=False)["slo_budgets"] == {source.service.name: None}
+
+    budgets = charts_refresh()["slo_budgets"]  # beat's refresh asks
+    assert budgets[source.service.name] == pytest.approx(1 - ERROR_SHARE / 0.01, rel=0.1)
+    assert slo_budgets() == budgets
+    html = operator_client.get("/").content.decode()
+    assert re.search(r'<tr id="service-wingmanmatch-backend".*?exhausted.*?</tr>', html, re.S)
+
+
 # --- Failures, without Prometheus --------------------------------------------------------------------
 
 
@@ -400,6 +558,59 @@ def test_a_server_that_never_answers_costs_one_timeout_for_every_signal() -> Non
     assert len(held) == 1  # the first query timed out; the other six were not tried
     source.refresh_from_db()
     assert source.up is False and "no answer within 0.3 s" in source.last_error
+
+
+@pytest.mark.django_db
+def test_a_server_that_never_answers_costs_one_timeout_for_all_the_slos_of_its_source() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    held: list[socket.socket] = []
+    done = threading.Event()
+
+    def accept_and_say_nothing() -> None:
+        while not done.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept_and_say_nothing, daemon=True)
+    thread.start()
+    try:
+        source = _source(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout_seconds=0.3)
+        _slo(source)
+        _slo(source, "fast", kind="latency", threshold_ms=500)
+        statuses = slo_statuses(timezone.now())
+        levels = slo_burn_levels("page")
+    finally:
+        done.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        listener.close()
+
+    words = f"{source.url_list()[0]}: no answer within 0.3 s"
+    assert {status.name: status.error for status in statuses} == {"availability": words, "fast": words}
+    assert all(status.budget_left is None for status in statuses)
+    assert levels == {(source.service.name, "availability"): None, (source.service.name, "fast"): None}
+    assert len(held) == 2  # one query each time the SLOs were asked; the second SLO's were not tried
+
+
+@pytest.mark.django_db
+def test_the_dashboards_budgets_ask_no_server(sink: HttpSink) -> None:
+    sink.body = _answer("vector", [{"metric": {}, "value": [1, "5"]}])  # every query: 5 requests, 5 failed
+    source = _source(f"http://127.0.0.1:{sink.port}")
+    _slo(source)
+
+    assert slo_budgets() == {source.service.name: None}
+    assert sink.requests == []
+
+    budgets = slo_budgets(evaluate_prometheus=True)
+    assert budgets == {source.service.name: pytest.approx(-99)}  # all failed: 100 times the 1 % budget
+    assert [urlsplit(r.path).path for r in sink.requests] == ["/api/v1/query", "/api/v1/query"]
+    sink.requests.clear()
+    assert slo_budgets() == budgets
+    assert sink.requests == []
 
 
 @pytest.mark.django_db
