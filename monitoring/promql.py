@@ -9,6 +9,8 @@ window's end. The defaults read prometheus-fastapi-instrumentator's names:
     p50/p95/p99   histogram_quantile(q, sum by (le) (rate(http_request_duration_seconds_bucket{sel}[w])))
     up            avg(avg_over_time(up{sel}[w]))
     (requests)    sum(increase(http_requests_total{sel}[w]))
+    (errors)      sum(increase(http_requests_total{sel,status=~"5.."}[w]))
+    (buckets)     sum by (le) (increase(http_request_duration_seconds_bucket{sel}[w]))
 
 ``sel`` is the source's ``selector`` (label matchers such as ``job="backend"``). A source whose
 ``histogram_metric`` is OpenTelemetry's ``http_server_request_duration_seconds`` counts requests from that
@@ -16,11 +18,14 @@ histogram's ``_count`` with the ``http_response_status_code`` label; any other m
 from ``requests_metric`` (the counter's series name as Prometheus stores it, ``_total`` included) or the
 histogram's ``_count``, with ``status_label`` and ``error_statuses`` ("5xx, 429": an ``x`` is any digit).
 
+``window_counters`` gives an SLO a window's counts from the last three (``counters_range`` the same per
+step, from ``/api/v1/query_range``, for the budget chart); ``buckets`` must give one series per ``le``.
+
 ``source.queries`` overrides any of them ({"p95": "...", "requests": "..."}) with two placeholders:
 ``$window`` (the window as PromQL writes it: 300s -> ``5m``) and ``$selector`` (the matchers without
 braces; where the selector is blank, a comma next to it goes too, so ``foo{$selector,a="b"}`` stays valid).
 
-A query answers one number: an empty result, NaN or an infinity is None (no traffic to judge); more than
+A query answers one number (``buckets`` one per bound): an empty result, NaN or an infinity is None (no traffic to judge); more than
 one series is an error (aggregate with sum or avg). A server that refuses, does not answer within the
 source's timeout, answers an HTTP error (Prometheus' error JSON is quoted in words) or something not
 JSON gives None with the error, and the source's ``up``/``last_error`` say so until a success clears them.
