@@ -8,8 +8,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 
 def flag_gauges() -> Iterator[Metric]:
-    """One query: every flag's name, switch and rollout percentage, as stored."""
-    from flags.models import Flag
+    """Every flag's switch in production as stored (one query), and its rollout percentage as the
+    snapshot compiled it; a flag whose production state has more than today's one line reports -1."""
+    from controlplane.models import DEFAULT_FLAGS_ENVIRONMENT
+    from flags.models import FlagState
+    from flags.snapshot import current
 
     enabled = GaugeMetricFamily(
         "controlplane_flag_enabled", "Whether the flag is switched on (1) or off (0)", labels=["flag"]
@@ -19,8 +22,12 @@ def flag_gauges() -> Iterator[Metric]:
         "The share of keys the flag is on for while enabled, in percent",
         labels=["flag"],
     )
-    for name, on, percent in Flag.objects.order_by("name").values_list("name", "enabled", "rollout_percent"):
+    states = FlagState.objects.filter(environment__name=DEFAULT_FLAGS_ENVIRONMENT).order_by("flag__name")
+    compiled = current().flags
+    for name, on in states.values_list("flag__name", "enabled"):
         enabled.add_metric([name], 1 if on else 0)
-        rollout.add_metric([name], percent)
+        flag = compiled.get(name)
+        if flag is not None:
+            rollout.add_metric([name], -1 if flag.custom else flag.rollout_percent)
     yield enabled
     yield rollout
