@@ -41,7 +41,8 @@ def _json(body: Any, status: int = 200) -> HttpResponse:
 # to none). A request that sends ``X-Flags-Explain: 1`` (any of 1, true, yes) gets, in each answer's
 # ``metadata``, why: ``explanation`` (one sentence), and when they apply ``strategy``, ``strategyIndex``,
 # ``constraint`` (the first one that failed) and ``variantSource``. OFREP's metadata is flat, so the
-# per-strategy steps are joined in ``explanationSteps``.
+# per-strategy steps are joined in ``explanationSteps``. A flag that is not boolean always carries
+# ``metadata.enabled`` (Unleash's isEnabled: whether a strategy matched), which its value cannot say.
 EXPLAIN_HEADER = "HTTP_X_FLAGS_EXPLAIN"
 
 
@@ -145,12 +146,21 @@ def _typed(flag: CompiledFlag, result: Result) -> dict[str, Any]:
         name = variant(result.enabled)
     if name is not None:
         body["variant"] = name
-    body["metadata"] = _metadata(result.explanation)
+    metadata = _metadata(result.explanation)
+    if flag.type != "boolean":
+        metadata["enabled"] = result.enabled  # Unleash's isEnabled: the value alone cannot say it
+    body["metadata"] = metadata
     return body
 
 
+def _today(flag: CompiledFlag, ctx: dict[str, Any], key: str | None) -> bool:
+    """Whether today's rule answers: a simple flag, and a targeting key or no session id (without a
+    key, Unleash's stickiness falls back to the session id, which only the engine reads)."""
+    return not flag.custom and (key is not None or "sessionId" not in ctx)
+
+
 def _answer(flag: CompiledFlag, ctx: dict[str, Any], key: str | None, lookup: Lookup, explain: bool) -> dict[str, Any]:
-    if not flag.custom and not explain:
+    if _today(flag, ctx, key) and not explain:
         return _result_of(flag.name, *_outcome(flag, key))
     return _typed(flag, answer(flag, Context.of(ctx), lookup, explain=explain))
 
@@ -186,7 +196,7 @@ def _bulk_body(snap: Snapshot, environment: str, ctx: dict[str, Any], explain: b
     for flag in snap.flags_in(environment).values():
         if explain:
             parts.append(json.dumps(_answer(flag, ctx, key, lookup, True), separators=(",", ":")))
-        elif not flag.custom:
+        elif _today(flag, ctx, key):
             outcome = (flag.name, *_outcome(flag, key))
             parts.append(_fragment(outcome, lambda outcome=outcome: _result_of(*outcome)))
         else:
