@@ -429,3 +429,14 @@ def test_segment_admin_lists_the_flags_that_use_it(operator_client, chat):
     assert response.status_code == 302, response.content.decode()[:2000]
     event = AuditEvent.objects.get(action="segment.update")
     assert event.after["constraints"][0]["values"] == ["p", "q"] and event.before["description"] == ""
+
+
+@pytest.mark.django_db
+def test_gauges_read_productions_line_and_mark_more_as_minus_one(coach, chat):
+    from flags.state_metrics import flag_gauges
+
+    flag_update(name="chat", changes={"rollout_percent": 30}, actor=SYSTEM)
+    flag_update(name="chat", changes={"rollout_percent": 70, "enabled": False}, environment="staging", actor=SYSTEM)
+    enabled, rollout = flag_gauges()
+    assert {s.labels["flag"]: s.value for s in enabled.samples} == {"chat": 1, "coach_model": 1}
+    assert {s.labels["flag"]: s.value for s in rollout.samples} == {"chat": 30, "coach_model": -1}
