@@ -535,12 +535,22 @@ class SegmentAdmin(admin.ModelAdmin):
             action="segment.update" if change else "segment.create",
         )
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Deleting a segment a strategy uses would drop its constraints from that strategy (the flag
+        # would turn on for more users): it is taken out of the strategies first.
+        if obj is not None and obj.strategies.exists():
+            return False
+        return super().has_delete_permission(request, obj)
+
     def delete_model(self, request: HttpRequest, obj: Segment) -> None:
         segment_deleted(segment=obj, actor=Actor.for_user(request.user))
 
     def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
         for segment in queryset:
-            self.delete_model(request, segment)
+            try:
+                self.delete_model(request, segment)
+            except InvalidFlagDefinition as error:
+                self.message_user(request, f"{segment.name} is kept: {error.message}", messages.ERROR)
 
 
 def _flag_pk(name: str) -> int:

@@ -440,3 +440,27 @@ def test_gauges_read_productions_line_and_mark_more_as_minus_one(coach, chat):
     enabled, rollout = flag_gauges()
     assert {s.labels["flag"]: s.value for s in enabled.samples} == {"chat": 1, "coach_model": 1}
     assert {s.labels["flag"]: s.value for s in rollout.samples} == {"chat": 30, "coach_model": -1}
+
+
+@pytest.mark.django_db
+def test_a_segment_in_use_cannot_be_deleted(operator_client, chat):
+    flags_import(
+        document={
+            "segments": [
+                {"name": "beta", "constraints": [{"field": "plan", "operator": "IN", "values": ["beta"]}]},
+                {"name": "unused"},
+            ],
+            "flags": [{"name": "chat", "environments": {"production": {"enabled": True, "strategies": [
+                {"kind": "default", "segments": ["beta"]}]}}}],
+        },
+        actor=SYSTEM,
+    )  # fmt: skip
+    used, unused = Segment.objects.get(name="beta"), Segment.objects.get(name="unused")
+    assert operator_client.post(f"/admin/flags/segment/{used.pk}/delete/", {"post": "yes"}).status_code == 403
+    both = {"action": "delete_selected", "_selected_action": [used.pk, unused.pk], "post": "yes"}
+    operator_client.post("/admin/flags/segment/", both)  # refused whole: one of them is in use
+    assert Segment.objects.count() == 2
+    only_unused = {"action": "delete_selected", "_selected_action": [unused.pk], "post": "yes"}
+    operator_client.post("/admin/flags/segment/", only_unused)
+    assert list(Segment.objects.values_list("name", flat=True)) == ["beta"]
+    assert AuditEvent.objects.filter(action="segment.delete").count() == 1
