@@ -15,6 +15,17 @@ class Scope(models.TextChoices):
     MONITORING_READ = "monitoring:read", "Read health and metrics"
 
 
+class EnvironmentQuerySet(models.QuerySet["Environment"]):
+    def ensure(self, name: str) -> Environment:
+        """The environment ``name``, made at the end of the list if missing (an app naming a new one)."""
+        existing = self.filter(name=name).first()
+        if existing is not None:
+            return existing
+        last = self.aggregate(last=models.Max("position"))["last"] or 0
+        made, _ = self.get_or_create(name=name, defaults={"position": last + 10})
+        return made
+
+
 class Environment(models.Model):
     """Where the product runs (development, staging, production...): one list, shared by the apps.
 
@@ -29,6 +40,8 @@ class Environment(models.Model):
         default=False, help_text="Changes here ask for a confirmation first (flags, deployments)."
     )
     position = models.PositiveIntegerField(default=0, help_text="Where it is listed: lowest first.")
+
+    objects = EnvironmentQuerySet.as_manager()
 
     class Meta:
         ordering = ["position", "name"]
