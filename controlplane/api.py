@@ -103,7 +103,7 @@ def authenticate(request: HttpRequest, scope: str | None, *, allow_api_key: bool
         raise ApiError(401, "unauthorized", "the token is unknown, expired or revoked")
     if scope is not None and not token.has_scope(scope):
         raise ApiError(403, "forbidden", f"the token lacks the scope {scope}", scope=scope)
-    note_token(request, token.name)
+    note_token(request, token.name, token.environment.name if token.environment is not None else None)
     return token
 
 
