@@ -79,13 +79,56 @@ def on_monitor_deleted(sender: type[JobMonitor], instance: JobMonitor, **kwargs:
     ping_keys.bump()
 
 
+class _MissBucket:
+    """An in-process token bucket for the database look-ups of keys the local copy does not hold.
+
+    Such a key is either a monitor made in the last reload interval in another process (rare, and its
+    job pings again) or a guess: without a bound, each random key an unauthenticated caller sends would
+    cost a query. ``MISS_LOOKUPS_PER_SECOND`` look-ups a second (a burst of ``MISS_LOOKUPS_BURST``) go to
+    the database; past that an unknown key is a 404 at once.
+    """
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self._tokens, self._at = burst, time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            if self._tokens < 1:
+                return False
+            self._tokens -= 1
+            return True
+
+
+MISS_LOOKUPS_PER_SECOND = 5.0
+MISS_LOOKUPS_BURST = 10.0
+_miss_bucket = _MissBucket(MISS_LOOKUPS_PER_SECOND, MISS_LOOKUPS_BURST)
+# Keys this process found in the database that its local copy did not hold yet (monitors made in
+# another process since its last look): known from then on without a look-up. At most the monitors'
+# number; a deleted one's pings are dropped when applied, as for the local copy.
+_found_keys: set[uuid.UUID] = set()
+
+
 def ping_key_known(key: uuid.UUID) -> bool:
+    """Whether a monitor has ``key``: from the local copy; else from the database, within the miss
+    bucket's rate (a key unknown past it is answered unknown without a query)."""
     try:
         if key in ping_keys.get():
             return True
     except LocalCopyUnavailable:
         pass
-    return JobMonitor.objects.filter(ping_key=key).exists()
+    if key in _found_keys:
+        return True
+    if not _miss_bucket.take():
+        return False
+    if JobMonitor.objects.filter(ping_key=key).exists():
+        _found_keys.add(key)
+        return True
+    return False
 
 
 def job_ping(*, ping: BufferedPing) -> bool:
@@ -245,6 +288,7 @@ def _forget_parent() -> None:
     """In a forked child: the parent's thread did not come along and its lock may have been held."""
     global _flusher, _flusher_lock, _wake
     _flusher, _flusher_lock, _wake = None, threading.Lock(), threading.Event()
+    _miss_bucket._lock = threading.Lock()
     ping_buffer.SpoolBuffer.forget_after_fork()
 
 
