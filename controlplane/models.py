@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -16,13 +17,14 @@ class Scope(models.TextChoices):
 
 
 class EnvironmentQuerySet(models.QuerySet["Environment"]):
-    def ensure(self, name: str) -> Environment:
-        """The environment ``name``, made at the end of the list if missing (an app naming a new one)."""
+    def ensure(self, name: str, **defaults: Any) -> Environment:
+        """The environment ``name``, made at the end of the list (with ``defaults``) if missing: an app
+        naming a new one, or the default one on a database emptied of it."""
         existing = self.filter(name=name).first()
         if existing is not None:
             return existing
         last = self.aggregate(last=models.Max("position"))["last"] or 0
-        made, _ = self.get_or_create(name=name, defaults={"position": last + 10})
+        made, _ = self.get_or_create(name=name, defaults={"position": last + 10, **defaults})
         return made
 
 

@@ -82,7 +82,9 @@ def clean_token_environment(scopes: list[str], environment: Environment | str | 
         return None
     if isinstance(environment, Environment):
         return environment
-    name = environment or DEFAULT_FLAGS_ENVIRONMENT
+    if not environment:  # the one existing tokens read; made again if a database lost it
+        return Environment.objects.ensure(DEFAULT_FLAGS_ENVIRONMENT, production=True)
+    name = environment
     found = Environment.objects.filter(name=name).first()
     if found is None:
         known = ", ".join(Environment.objects.values_list("name", flat=True)) or "none"

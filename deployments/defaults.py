@@ -219,6 +219,7 @@ RECOVERY_PLANS: dict[str, dict[str, Any]] = {
 def ensure_defaults(*, actor: Actor | None = None) -> None:
     """Create what is missing: the product pipeline and production's deployments row, the demo pipeline
     and environment, and the recovery plans (on production). Never overwrites what an operator changed."""
+    from controlplane.models import Environment as GroundEnvironment
     from deployments.models import Environment, Pipeline, RecoveryPlan
     from deployments.services import environment_save, pipeline_save
     from flags.models import Flag
@@ -228,6 +229,8 @@ def ensure_defaults(*, actor: Actor | None = None) -> None:
     product = Pipeline.objects.filter(name=PRODUCT_PIPELINE).first() or pipeline_save(
         name=PRODUCT_PIPELINE, steps=PRODUCT_STEPS, description="WingmanMatch: the seven steps", actor=actor
     )
+    # Seeded by the ground's migration; made again, as production, on a database emptied of it.
+    GroundEnvironment.objects.ensure(PRODUCTION, production=True)
     production = Environment.objects.filter(name=PRODUCTION).first() or environment_save(
         name=PRODUCTION, pipeline=product, actor=actor
     )
