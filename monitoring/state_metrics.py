@@ -37,6 +37,7 @@ SERVICE_WINDOW = timedelta(minutes=5)
 def monitoring_gauges() -> Iterator[Metric]:
     """A few queries: the checks' latest rows, the heartbeats, the job monitors, and the services (their
     sources and minutes in three, whatever their number)."""
+    from monitoring.job_monitors import UNREADABLE_SINCE
     from monitoring.models import Heartbeat, JobMonitor, JobState
     from monitoring.selectors import latest_health
 
@@ -60,7 +61,9 @@ def monitoring_gauges() -> Iterator[Metric]:
     heartbeat = GaugeMetricFamily(
         "controlplane_heartbeat_age_seconds", "Seconds since the periodic heartbeat last ran", labels=["heartbeat"]
     )
-    for name, seen in Heartbeat.objects.order_by("name").values_list("name", "last_seen"):
+    # Not a periodic heartbeat: the job monitors' sweep keeps there when it found the ping buffer unreadable.
+    beats = Heartbeat.objects.exclude(name=UNREADABLE_SINCE).order_by("name")
+    for name, seen in beats.values_list("name", "last_seen"):
         heartbeat.add_metric([name], (now - seen).total_seconds())
     yield heartbeat
 
