@@ -933,10 +933,6 @@ def _chance_kind(strategy: Strategy) -> int:
     return _NO_CHANCE
 
 
-def _by_chance(kind: int, ctx: Context) -> bool:
-    return kind == _CHANCE_ALWAYS or (kind == _CHANCE_WITHOUT_ID and not (ctx.user_id or ctx.session_id))
-
-
 def _picker(
     variants: tuple[Variant, ...],
     group: str,
@@ -1015,10 +1011,11 @@ class FlagDefinition:
     _picks: tuple[Pick | None, ...] = dataclasses.field(default=(), init=False, repr=False, compare=False)
     _chances: tuple[int, ...] = dataclasses.field(default=(), init=False, repr=False, compare=False)
     _chancy: bool = dataclasses.field(default=False, init=False, repr=False, compare=False)
-    # Per strategy (check, hit, pick, chance kind): what evaluate's loop reads, in one tuple.
-    _plan: tuple[tuple[Check, Result, Pick | None, int], ...] = dataclasses.field(
+    # Per strategy (check, hit, pick, chance kind, hit by chance): what evaluate's loop reads.
+    _plan: tuple[tuple[Check, Result, Pick | None, int, Result], ...] = dataclasses.field(
         default=(), init=False, repr=False, compare=False
     )
+    _miss_by_chance: Result = dataclasses.field(default=_NO_VARIANT, init=False, repr=False, compare=False)
     _off: Result = dataclasses.field(default=_NO_VARIANT, init=False, repr=False, compare=False)
     _unmet: Result = dataclasses.field(default=_NO_VARIANT, init=False, repr=False, compare=False)
     _miss: Result = dataclasses.field(default=_NO_VARIANT, init=False, repr=False, compare=False)
@@ -1076,7 +1073,10 @@ class FlagDefinition:
         set_(self, "_picks", tuple(picks))
         set_(self, "_chances", tuple(_chance_kind(s) for s in self.strategies))
         set_(self, "_chancy", any(self._chances))
-        set_(self, "_plan", tuple(zip(self._checks, self._hits, self._picks, self._chances, strict=True)))
+        by_chance = tuple(dataclasses.replace(hit, by_chance=True) for hit in self._hits)
+        plan = zip(self._checks, self._hits, self._picks, self._chances, by_chance, strict=True)
+        set_(self, "_plan", tuple(plan))
+        set_(self, "_miss_by_chance", dataclasses.replace(self._miss, by_chance=True))
         set_(self, "_fast", _fast_path(self))
 
     def _result(self, variant: Variant | None, reason: str, index: int | None, source: str | None) -> Result:
@@ -1153,8 +1153,8 @@ def _fast_path(flag: FlagDefinition) -> Callable[[Context], Result] | None:
         return lambda ctx: named if ctx.user_id in ids else hit
     # A partial rollout: Unleash's bucket of the user id, else the session id, else a coin toss.
     prefix = f"{rule.group_id or flag.name}:"
-    hit_by_chance = dataclasses.replace(hit, by_chance=True)
-    miss_by_chance = dataclasses.replace(miss, by_chance=True)
+    hit_by_chance = flag._plan[-1][4]
+    miss_by_chance = flag._miss_by_chance
     hash_ = _mmh3
 
     def by_chance() -> Result:
@@ -1227,19 +1227,21 @@ def evaluate(flag: FlagDefinition, ctx: Context, lookup: Lookup = _no_lookup, *,
     checks = flag._checks
     if not checks:
         return flag._result(None, STATIC, None, None) if not flag.variants else _no_strategy_variant(flag, ctx)
-    for check, hit, pick, kind in flag._plan:
+    for check, hit, pick, kind, hit_by_chance in flag._plan:
         if check(ctx):
-            if pick is not None:
-                result = pick(ctx)
-                if result is _NO_VARIANT:
-                    result = hit
-            else:
+            if pick is None:
+                if kind and (kind == _CHANCE_ALWAYS or not (ctx.user_id or ctx.session_id)):
+                    return hit_by_chance
+                return hit
+            result = pick(ctx)
+            if result is _NO_VARIANT:
                 result = hit
             if kind and (kind == _CHANCE_ALWAYS or not (ctx.user_id or ctx.session_id)) and not result.by_chance:
                 result = dataclasses.replace(result, by_chance=True)
             return result
-    if flag._chancy and any(_by_chance(kind, ctx) for kind in flag._chances):
-        return dataclasses.replace(flag._miss, by_chance=True)
+    # _by_chance of any strategy's kind: some kind is not _NO_CHANCE when _chancy.
+    if flag._chancy and (_CHANCE_ALWAYS in flag._chances or not (ctx.user_id or ctx.session_id)):
+        return flag._miss_by_chance
     return flag._miss
 
 

@@ -134,6 +134,26 @@ def test_fast_path_keeps_a_lone_surrogate_bucket():
         assert evaluate(flag, ctx) == evaluate(slow, ctx)
 
 
+def test_general_path_says_a_coin_toss_decided_on_or_off():
+    plan = Constraint("plan", "IN", values=("p",))
+    for variants in ((), (Variant("x"), Variant("y"))):
+        anonymous = FlagDefinition(
+            "f", strategies=(Strategy.flexible_rollout(50, constraints=(plan,), variants=variants),)
+        )
+        assert anonymous._fast is None
+        results = [evaluate(anonymous, Context(properties={"plan": "p"})) for _ in range(200)]
+        assert all(r.by_chance for r in results)
+        assert {r.enabled for r in results} == {True, False}  # 200 tosses: both sides, but for 2**-199
+        assert all((r.reason, r.strategy_index) == ("SPLIT", 0) for r in results if r.enabled)
+        keyed = [evaluate(anonymous, Context(user_id=f"u{i}", properties={"plan": "p"})) for i in range(50)]
+        assert not any(r.by_chance for r in keyed)
+    random_rollout = Strategy.flexible_rollout(50, stickiness="random", constraints=(plan,))
+    always = FlagDefinition("f", strategies=(random_rollout,))
+    assert all(evaluate(always, Context(user_id="u1", properties={"plan": "p"})).by_chance for _ in range(50))
+    # As the engine always answered: a flag with a random strategy marks every miss as chancy.
+    assert evaluate(always, Context(user_id="u1")).by_chance
+
+
 def test_variant_draw_walks_the_cumulative_weights_as_the_sdks_do():
     import mmh3
 
