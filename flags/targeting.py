@@ -420,6 +420,17 @@ class Constraint:
                 return missing if v is None else test(v) != inverted
 
             return by_property
+        if attr is not None:  # Context.get for a standard field, inlined: the attribute, else a property
+            read = operator.attrgetter(attr)
+            name = self.field
+
+            def by_attribute(ctx: Context) -> bool:
+                v = read(ctx)
+                if v is None:
+                    v = ctx.properties.get(name)
+                return missing if v is None else test(v) != inverted
+
+            return by_attribute
         get = self.field
 
         def by_field(ctx: Context) -> bool:
