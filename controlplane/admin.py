@@ -25,6 +25,7 @@ from controlplane.services import (
     api_token_create,
     api_token_revoke,
     clean_expires_in_days,
+    clean_token_environment,
     clean_token_name,
     parse_scopes,
 )
@@ -217,6 +218,13 @@ class EnvironmentAdmin(AuditedAdminMixin, admin.ModelAdmin):
     fields = ["name", "description", "production", "position"]
     # Django's own delete action and page: both refuse, naming them, when protected rows point here.
 
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
+        """What holds an environment is listed as protected (nothing is deleted with it), rather than as
+        rows the operator may not delete (token rows are never deleted), which would read as a permission
+        problem."""
+        deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        return deleted, model_count, (set() if protected else perms_needed), protected
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         # Tokens, SDKs, pipelines and `manage.py deploy <env>` name it: a new name is a new environment.
         return ["name"] if obj is not None else []
@@ -229,6 +237,12 @@ class ApiTokenCreateForm(forms.ModelForm):
         min_value=MIN_EXPIRES_IN_DAYS,
         max_value=MAX_EXPIRES_IN_DAYS,
         help_text="Leave empty for a token that does not expire.",
+    )
+    environment = forms.ModelChoiceField(
+        queryset=Environment.objects.all(),
+        required=False,
+        to_field_name="name",
+        help_text="Whose flag states a flags:read token reads; production when empty. Other scopes: leave empty.",
     )
 
     class Meta:
@@ -250,17 +264,26 @@ class ApiTokenCreateForm(forms.ModelForm):
                     data[name] = check(data[name])
                 except InvalidTokenRequest as error:
                     add_to_form(self, error)
+        if "scopes" in data and "environment" in data:
+            try:
+                data["environment"] = clean_token_environment(data["scopes"], data["environment"])
+            except InvalidTokenRequest as error:
+                add_to_form(self, error)
         return data
 
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ["name", "prefix", "scope_list", "state", "created_at", "created_by", "expires_at", "last_used_at"]
-    list_filter = ["revoked_at", "expires_at"]
+    list_display = [
+        "name", "prefix", "scope_list", "environment", "state", "created_at", "created_by", "expires_at",
+        "last_used_at",
+    ]  # fmt: skip
+    list_filter = ["revoked_at", "expires_at", "environment"]
     search_fields = ["name", "prefix"]
     actions = ["revoke"]
     readonly_fields = [
-        "name", "prefix", "scopes", "created_at", "created_by", "expires_at", "last_used_at", "revoked_at",
+        "name", "prefix", "scopes", "environment", "created_at", "created_by", "expires_at", "last_used_at",
+        "revoked_at",
     ]  # fmt: skip
 
     def get_form(
@@ -274,7 +297,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
         return self.readonly_fields if obj is not None else []
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        return self.readonly_fields if obj is not None else ["name", "scopes", "expires_in_days"]
+        return self.readonly_fields if obj is not None else ["name", "scopes", "environment", "expires_in_days"]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # revoke instead: the audit trail keeps pointing at the token
@@ -295,6 +318,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
             name=form.cleaned_data["name"],
             scopes=form.cleaned_data["scopes"],
             expires_in_days=form.cleaned_data.get("expires_in_days"),
+            environment=form.cleaned_data.get("environment"),
             actor=Actor.for_user(request.user),
         )
         obj.__dict__.update({f.attname: getattr(token, f.attname) for f in ApiToken._meta.concrete_fields})

@@ -14,7 +14,6 @@ import json
 import logging
 from collections.abc import Callable
 from typing import Any
-from weakref import WeakKeyDictionary
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
@@ -104,19 +103,8 @@ def authenticate(request: HttpRequest, scope: str | None, *, allow_api_key: bool
         raise ApiError(401, "unauthorized", "the token is unknown, expired or revoked")
     if scope is not None and not token.has_scope(scope):
         raise ApiError(403, "forbidden", f"the token lacks the scope {scope}", scope=scope)
-    note_token(request, token.name)
-    _request_tokens[request] = token
+    note_token(request, token.name, token.environment.name if token.environment is not None else None)
     return token
-
-
-# The token each request in flight was authenticated by, for views wrapped by api_view (which do not
-# receive it): OFREP reads the token's environment. Beside the request, not an attribute set on it.
-_request_tokens: WeakKeyDictionary[HttpRequest, ApiToken] = WeakKeyDictionary()
-
-
-def request_token(request: HttpRequest) -> ApiToken | None:
-    """The token ``authenticate`` accepted for this request, if any."""
-    return _request_tokens.get(request)
 
 
 def error_for(request: HttpRequest, exc: BaseException) -> ApiError | None:

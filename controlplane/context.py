@@ -47,9 +47,20 @@ def current_request_id() -> str:
 _token_labels: WeakKeyDictionary[HttpRequest, str] = WeakKeyDictionary()
 
 
-def note_token(request: HttpRequest, name: str) -> None:
-    """The request was authenticated by the API token ``name``: its log line names it."""
+_token_environments: WeakKeyDictionary[HttpRequest, str] = WeakKeyDictionary()
+
+
+def note_token(request: HttpRequest, name: str, environment: str | None = None) -> None:
+    """The request was authenticated by the API token ``name``: its log line names it. A flags:read
+    token also names the environment whose flag states it reads (``token_environment``)."""
     _token_labels[request] = f"token:{name}"
+    if environment is not None:
+        _token_environments[request] = environment
+
+
+def token_environment(request: HttpRequest) -> str | None:
+    """The name of the environment the request's token is bound to (flags:read tokens), else None."""
+    return _token_environments.get(request)
 
 
 def _actor_label(request: HttpRequest) -> str:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -13,6 +14,18 @@ class Scope(models.TextChoices):
     DEPLOY = "deploy", "Run deployments"
     BACKUPS = "backups", "Run and read backups"
     MONITORING_READ = "monitoring:read", "Read health and metrics"
+
+
+class EnvironmentQuerySet(models.QuerySet["Environment"]):
+    def ensure(self, name: str, **defaults: Any) -> Environment:
+        """The environment ``name``, made at the end of the list (with ``defaults``) if missing: an app
+        naming a new one, or the default one on a database emptied of it."""
+        existing = self.filter(name=name).first()
+        if existing is not None:
+            return existing
+        last = self.aggregate(last=models.Max("position"))["last"] or 0
+        made, _ = self.get_or_create(name=name, defaults={"position": last + 10, **defaults})
+        return made
 
 
 class Environment(models.Model):
@@ -29,6 +42,8 @@ class Environment(models.Model):
         default=False, help_text="Changes here ask for a confirmation first (flags, deployments)."
     )
     position = models.PositiveIntegerField(default=0, help_text="Where it is listed: lowest first.")
+
+    objects = EnvironmentQuerySet.as_manager()
 
     class Meta:
         ordering = ["position", "name"]

@@ -13,13 +13,13 @@ from django.utils import timezone
 from controlplane.audit import Actor, audit_record, snapshot
 from controlplane.errors import InvalidInput
 from controlplane.localcopy import LocalCopy
-from controlplane.models import ApiToken, Scope
+from controlplane.models import DEFAULT_FLAGS_ENVIRONMENT, ApiToken, Environment, Scope
 
 logger = logging.getLogger(__name__)
 TOKEN_PREFIX = "cpt_"  # noqa: S105 - a marker that lets redaction spot tokens, not a secret
 # Recording every use would make each API call a write; a minute's precision is what operators need.
 LAST_USED_PRECISION = timedelta(minutes=1)
-TOKEN_AUDIT_FIELDS = ["name", "prefix", "scopes", "expires_at", "revoked_at"]
+TOKEN_AUDIT_FIELDS = ["name", "prefix", "scopes", "environment", "expires_at", "revoked_at"]
 # The rules of a token request, declared once: the service, the admin form, the command and the API schemas.
 MAX_TOKEN_NAME_LENGTH = 100
 MIN_EXPIRES_IN_DAYS = 1
@@ -28,7 +28,9 @@ MAX_EXPIRES_IN_DAYS = 3650
 
 def _load_tokens() -> dict[str, ApiToken]:
     # In a fixed order, so that the same rows give the same copy on disk (written only when it differs).
-    return {token.token_hash: token for token in ApiToken.objects.filter(revoked_at__isnull=True).order_by("pk")}
+    # With its environment: a flags:read request knows which environment it reads without a query.
+    usable = ApiToken.objects.filter(revoked_at__isnull=True).select_related("environment").order_by("pk")
+    return {token.token_hash: token for token in usable}
 
 
 # Every API request checks its token here, without a query; a revocation reaches every process
@@ -71,13 +73,41 @@ def clean_expires_in_days(days: int | None) -> int | None:
     return days
 
 
+def clean_token_environment(scopes: list[str], environment: Environment | str | None) -> Environment | None:
+    """The environment a token with ``scopes`` reads flags in: the one named (production if none) for a
+    flags:read token; none for the others, which read no flag states (naming one is an error)."""
+    if Scope.FLAGS_READ not in scopes:
+        if environment not in (None, ""):
+            raise InvalidTokenRequest("environment", "only a flags:read token is bound to an environment")
+        return None
+    if isinstance(environment, Environment):
+        return environment
+    if not environment:  # the one existing tokens read; made again if a database lost it
+        return Environment.objects.ensure(DEFAULT_FLAGS_ENVIRONMENT, production=True)
+    name = environment
+    found = Environment.objects.filter(name=name).first()
+    if found is None:
+        known = ", ".join(Environment.objects.values_list("name", flat=True)) or "none"
+        raise InvalidTokenRequest("environment", f"no environment named {name!r} (environments: {known})")
+    return found
+
+
 def api_token_create(
-    *, name: str, scopes: str | list[str], expires_in_days: int | None = None, actor: Actor
+    *,
+    name: str,
+    scopes: str | list[str],
+    expires_in_days: int | None = None,
+    environment: Environment | str | None = None,
+    actor: Actor,
 ) -> tuple[ApiToken, str]:
-    """Make a token. Returns the row and the token itself, which is never stored and shown once."""
+    """Make a token. Returns the row and the token itself, which is never stored and shown once.
+
+    A flags:read token is bound to one environment (``environment``, production if not given): the flag
+    states it reads are that environment's."""
     name = clean_token_name(name)
     parsed = parse_scopes(scopes)
     expires_in_days = clean_expires_in_days(expires_in_days)
+    bound = clean_token_environment(parsed, environment)
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with transaction.atomic():
         token = ApiToken.objects.create(
@@ -85,6 +115,7 @@ def api_token_create(
             prefix=raw[:12],
             token_hash=ApiToken.hash(raw),
             scopes=parsed,
+            environment=bound,
             created_by=actor.user if actor.user is not None and actor.user.pk else None,
             expires_at=timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None,
         )

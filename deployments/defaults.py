@@ -1,4 +1,5 @@
-"""The shipped pipelines and recovery plans: the product's seven steps, and a harmless local demo."""
+"""The shipped pipelines and recovery plans: the product's seven steps and its recovery on production, and
+a harmless local demo."""
 
 from __future__ import annotations
 
@@ -118,7 +119,9 @@ DEMO_STEPS: list[dict[str, Any]] = [
     },
 ]
 
-RECOVERY_PLANS: dict[str, dict[str, Any]] = {
+# What the plans shipped as before they acted on production: bound to demo, running demo commands. The
+# migration that rebinds them (deployments 0007) rebinds a plan only while it is still one of these.
+DEMO_RECOVERY_PLANS: dict[str, dict[str, Any]] = {
     "application_failure": {
         "steps": [
             {
@@ -152,20 +155,85 @@ RECOVERY_PLANS: dict[str, dict[str, Any]] = {
     },
 }
 
+PRODUCTION = "production"
+PRODUCT_PIPELINE = "wingmanmatch"
+# The product's features still being rolled out (partial percentages in flags/fixtures/wingmanmatch.json):
+# the first suspects when a release misbehaves, and safe to switch off (each has a fallback).
+PRODUCT_NEW_FEATURES = ["matching_v2_algorithm", "ai_coach_streaming", "weekly_progress_digest"]
+
+# The shipped plans act on production with the product's own tools: Render's and Vercel's rollback hooks
+# (the same secret settings as the wingmanmatch pipeline's rollbacks), the wingmanmatch backup target and
+# production's health URL (the environment's, which the pipeline's health gates poll too).
+RECOVERY_PLANS: dict[str, dict[str, Any]] = {
+    "application_failure": {
+        "steps": [
+            {
+                "name": "backend rollback",
+                "kind": "http",
+                "method": "POST",
+                "url": "${RENDER_ROLLBACK_HOOK_URL}",
+                "expected_status": [200, 201, 202],
+                "timeout": 30,
+            },
+            {
+                "name": "frontend rollback",
+                "kind": "http",
+                "method": "POST",
+                "url": "${VERCEL_ROLLBACK_HOOK_URL}",
+                "expected_status": [200, 201],
+                "timeout": 30,
+            },
+            {"name": "health validation", "kind": "health_gate", "interval": 5, "timeout": 300},
+        ],
+        "runbook": "1. Roll the backend (Render) and the frontend (Vercel) back to their previous deploys.\n"
+        "2. Check production's health URL and the WingmanMatch service's error rate on the dashboard.\n"
+        "3. Tell #ops what failed and open an incident.",
+    },
+    "database_failure": {
+        "steps": [
+            {"name": "backup what is left", "kind": "backup", "target": "wingmanmatch"},
+            {"name": "health validation", "kind": "health_gate", "interval": 5, "timeout": 300},
+        ],
+        "runbook": "1. Back up what is left (target wingmanmatch).\n"
+        "2. Pick the newest verified wingmanmatch backup on the Backups page.\n"
+        "3. manage.py restore_backup ID --into <new database URL>; point WINGMANMATCH_DATABASE_URL (Render's "
+        "DATABASE_URL) at it and redeploy the backend.\n"
+        "4. Validate health; keep the broken database for the post-mortem.",
+    },
+    "feature_flag_failure": {
+        "steps": [
+            {
+                "name": "new features off",
+                "kind": "flags",
+                "set": {name: {"enabled": False} for name in PRODUCT_NEW_FEATURES},
+            },
+            {"name": "health validation", "kind": "health_gate", "interval": 5, "timeout": 300},
+        ],
+        "runbook": "1. The features being rolled out (" + ", ".join(PRODUCT_NEW_FEATURES) + ") are off; turn "
+        "off any other flag of the last release on the Flags page.\n2. Watch the error rate fall.\n"
+        "3. Fix forward, then roll the flags out again in steps.",
+    },
+}
+
 
 def ensure_defaults(*, actor: Actor | None = None) -> None:
-    """Create what is missing: the product pipeline, the demo pipeline, environment and recovery plans.
-    Never overwrites what an operator changed."""
+    """Create what is missing: the product pipeline and production's deployments row, the demo pipeline
+    and environment, and the recovery plans (on production). Never overwrites what an operator changed."""
+    from controlplane.models import Environment as GroundEnvironment
     from deployments.models import Environment, Pipeline, RecoveryPlan
     from deployments.services import environment_save, pipeline_save
     from flags.models import Flag
     from flags.services import flag_create
 
     actor = actor or Actor.system("defaults")
-    if not Pipeline.objects.filter(name="wingmanmatch").exists():
-        pipeline_save(
-            name="wingmanmatch", steps=PRODUCT_STEPS, description="WingmanMatch: the seven steps", actor=actor
-        )
+    product = Pipeline.objects.filter(name=PRODUCT_PIPELINE).first() or pipeline_save(
+        name=PRODUCT_PIPELINE, steps=PRODUCT_STEPS, description="WingmanMatch: the seven steps", actor=actor
+    )
+    # Seeded by the ground's migration; made again, as production, on a database emptied of it.
+    GroundEnvironment.objects.ensure(PRODUCTION, production=True)
+    production = Environment.objects.filter(name=PRODUCTION).first() or environment_save(
+        name=PRODUCTION, pipeline=product, actor=actor
+    )
     if not Flag.objects.filter(name=DEMO_FLAG).exists():
         flag_create(
             data={"name": DEMO_FLAG, "description": "Set by the demo pipeline.", "owner": "platform"}, actor=actor
@@ -180,13 +248,12 @@ def ensure_defaults(*, actor: Actor | None = None) -> None:
             description=demo.description if demo else "Local and harmless; versions starting with bad- fail",
             actor=actor,
         )
-    environment = Environment.objects.filter(name=DEMO).first() or environment_save(
-        name=DEMO, pipeline=demo, actor=actor
-    )
+    if not Environment.objects.filter(name=DEMO).exists():
+        environment_save(name=DEMO, pipeline=demo, actor=actor)
     for failure_type, plan in RECOVERY_PLANS.items():
         RecoveryPlan.objects.get_or_create(
             failure_type=failure_type,
-            defaults={"environment": environment, "steps": plan["steps"], "runbook": plan["runbook"]},
+            defaults={"environment": production, "steps": plan["steps"], "runbook": plan["runbook"]},
         )
 
 

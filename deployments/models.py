@@ -52,7 +52,7 @@ class Environment(models.Model):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         if self.environment_id is None and self.name:
-            self.environment, _ = GroundEnvironment.objects.get_or_create(name=self.name)
+            self.environment = GroundEnvironment.objects.ensure(self.name)
         elif not self.name:
             self.name = self.environment.name
         elif self.name != self.environment.name:

@@ -120,7 +120,7 @@ def pipeline_save(*, name: str, steps: Any, description: str = "", actor: Actor)
 
 def environment_save(*, name: str, pipeline: Pipeline, health_url: str = "", actor: Actor) -> Environment:
     """Set the pipeline and health URL of the environment ``name`` (the ground's, made if missing)."""
-    ground, _ = GroundEnvironment.objects.get_or_create(name=name)
+    ground = GroundEnvironment.objects.ensure(name)
     values = {"environment": ground, "pipeline": pipeline, "health_url": health_url}
     return _save_by_name(Environment, name=name, values=values, actor=actor)
 

@@ -11,8 +11,9 @@ from ninja import Field, Router, Schema
 from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic_core import PydanticCustomError
 
-from controlplane.api import ApiError, InvalidJson, InvalidText, api_view, load_json, request_token
+from controlplane.api import ApiError, InvalidJson, InvalidText, api_view, load_json
 from controlplane.audit import Actor
+from controlplane.context import token_environment
 from controlplane.errors import InvalidInput
 from controlplane.models import DEFAULT_FLAGS_ENVIRONMENT, Scope
 from controlplane.openapi import Error, token_auth, token_of
@@ -78,10 +79,7 @@ def _context(request: HttpRequest) -> dict[str, Any]:
 
 
 def _environment(request: HttpRequest, snap: Snapshot) -> str:
-    token = request_token(request)
-    env_id = token.environment_id if token is not None else None
-    found = snap.environment_ids.get(env_id) if env_id is not None else None
-    return found or DEFAULT_FLAGS_ENVIRONMENT
+    return token_environment(request) or DEFAULT_FLAGS_ENVIRONMENT
 
 
 def _explaining(request: HttpRequest) -> bool:

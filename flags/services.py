@@ -118,8 +118,7 @@ def _environment(name: str | None) -> Environment:
     """The named environment; production when None, made if missing (every flag has a production state,
     and a flushed database, as transactional tests leave it, has no seeded rows)."""
     if name is None or name == DEFAULT_FLAGS_ENVIRONMENT:
-        env, _ = Environment.objects.get_or_create(name=DEFAULT_FLAGS_ENVIRONMENT, defaults={"production": True})
-        return env
+        return Environment.objects.ensure(DEFAULT_FLAGS_ENVIRONMENT, production=True)
     found = Environment.objects.filter(name=name).first()
     if found is None:
         raise EnvironmentNotFound(name)

@@ -31,11 +31,10 @@ class FlagInfo:
 
 
 class Snapshot:
-    __slots__ = ("content", "digest", "environment_ids", "environments", "info", "lookups")
+    __slots__ = ("content", "digest", "environments", "info", "lookups")
 
     def __init__(self, content: dict[str, Any], digest: str) -> None:
         self.content, self.digest = content, digest
-        self.environment_ids: dict[int, str] = {pk: name for pk, name in content["environment_ids"]}
         segments = compile_segments(content["segments"])
         self.environments: dict[str, dict[str, CompiledFlag]] = {}
         self.lookups: dict[str, Lookup] = {}
@@ -87,9 +86,7 @@ def _load() -> Snapshot:
     from flags.definitions import read_document
 
     content = read_document()
-    environments = list(Environment.objects.order_by("name").values_list("pk", "name"))
-    content["environment_names"] = [name for _, name in environments]
-    content["environment_ids"] = [[pk, name] for pk, name in environments]
+    content["environment_names"] = list(Environment.objects.order_by("name").values_list("name", flat=True))
     encoded = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
     return Snapshot(content, hashlib.sha256(encoded).hexdigest()[:20])
 

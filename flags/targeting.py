@@ -42,12 +42,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import ipaddress
+import itertools
 import json
 import math
 import operator
 import random
 import re
 import socket
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -418,6 +420,17 @@ class Constraint:
                 return missing if v is None else test(v) != inverted
 
             return by_property
+        if attr is not None:  # Context.get for a standard field, inlined: the attribute, else a property
+            read = operator.attrgetter(attr)
+            name = self.field
+
+            def by_attribute(ctx: Context) -> bool:
+                v = read(ctx)
+                if v is None:
+                    v = ctx.properties.get(name)
+                return missing if v is None else test(v) != inverted
+
+            return by_attribute
         get = self.field
 
         def by_field(ctx: Context) -> bool:
@@ -564,19 +577,20 @@ class Constraint:
         return out
 
 
+# The operator module's functions, not lambdas: no Python frame per comparison.
 _NUM_COMPARE: dict[str, Callable[[float, float], bool]] = {
-    NUM_EQ: lambda a, b: a == b,
-    NUM_GT: lambda a, b: a > b,
-    NUM_GTE: lambda a, b: a >= b,
-    NUM_LT: lambda a, b: a < b,
-    NUM_LTE: lambda a, b: a <= b,
+    NUM_EQ: operator.eq,
+    NUM_GT: operator.gt,
+    NUM_GTE: operator.ge,
+    NUM_LT: operator.lt,
+    NUM_LTE: operator.le,
 }
 _SEMVER_COMPARE: dict[str, Callable[[SemverKey, SemverKey], bool]] = {
-    SEMVER_EQ: lambda a, b: a == b,
-    SEMVER_GT: lambda a, b: a > b,
-    SEMVER_GTE: lambda a, b: a >= b,
-    SEMVER_LT: lambda a, b: a < b,
-    SEMVER_LTE: lambda a, b: a <= b,
+    SEMVER_EQ: operator.eq,
+    SEMVER_GT: operator.gt,
+    SEMVER_GTE: operator.ge,
+    SEMVER_LT: operator.lt,
+    SEMVER_LTE: operator.le,
 }
 
 
@@ -814,9 +828,25 @@ def _random_key() -> str:
     return str(random.randint(1, 100_000))  # noqa: S311 (a coin toss for a rollout, not a secret)
 
 
+_mmh3 = mmh3.hash
+
+
+def _bytes(text: str) -> bytes:
+    """``text`` as UTF-8, a lone surrogate kept (surrogatepass). Bytes, not str: mmh3 encodes a str
+    itself and crashes on a lone surrogate. The plain encode is the common case and the fastest."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
 def _hash(prefix: str, key: str, seed: int) -> int:
-    # Bytes, not str: mmh3 encodes a str itself and crashes on a lone surrogate.
-    return mmh3.hash((prefix + key).encode("utf-8", "surrogatepass"), seed, signed=False)
+    text = prefix + key
+    try:  # _bytes inlined (the hot path of every rollout and variant draw)
+        data = text.encode()
+    except UnicodeEncodeError:
+        data = text.encode("utf-8", "surrogatepass")
+    return _mmh3(data, seed, False)
 
 
 def _field_getter(name: str) -> Callable[[Context], str | None]:
@@ -840,8 +870,12 @@ def _rollout_rule(strategy: Strategy, group: str) -> Check:
             return lambda ctx: _hash(prefix, _random_key(), 0) % 100 + 1 <= rollout
 
         def by_default(ctx: Context) -> bool:
-            key = ctx.user_id or ctx.session_id or _random_key()
-            return _hash(prefix, key, 0) % 100 + 1 <= rollout
+            text = prefix + (ctx.user_id or ctx.session_id or _random_key())
+            try:  # _hash inlined
+                data = text.encode()
+            except UnicodeEncodeError:
+                data = text.encode("utf-8", "surrogatepass")
+            return _mmh3(data, 0, False) % 100 + 1 <= rollout
 
         return by_default
     get = _field_getter(stickiness)
@@ -910,10 +944,6 @@ def _chance_kind(strategy: Strategy) -> int:
     return _NO_CHANCE
 
 
-def _by_chance(kind: int, ctx: Context) -> bool:
-    return kind == _CHANCE_ALWAYS or (kind == _CHANCE_WITHOUT_ID and not (ctx.user_id or ctx.session_id))
-
-
 def _picker(
     variants: tuple[Variant, ...],
     group: str,
@@ -928,31 +958,27 @@ def _picker(
         return None
     prefix = f"{group}:"
     get = None if stickiness == "default" else _field_getter(stickiness)
-    weights = tuple(v.weight for v in variants)
+    # The SDKs walk the cumulative weights to the first one >= target: bisect_left on them.
+    cumulative = tuple(itertools.accumulate(v.weight for v in variants))
+    last = len(results) - 1
+    by_chance = tuple(dataclasses.replace(r, by_chance=True) for r in results)
 
     def pick(ctx: Context) -> Result:
         for o, index in overrides:
             value = ctx.get(o.field)
             if value is not None and value in o.values:
                 return overridden[index]
-        if len(variants) == 1:
+        if not last:
             return results[0]
-        chance = False
-        if get is None:
-            key = ctx.user_id or ctx.session_id or ctx.remote_address
-        else:
-            key = get(ctx)
+        key = ctx.user_id or ctx.session_id or ctx.remote_address if get is None else get(ctx)
         if not key:
-            key, chance = _random_key(), True
-        target = _hash(prefix, key, VARIANT_SEED) % total + 1
-        counter = chosen = 0
-        for weight in weights:
-            counter += weight
-            if counter >= target:
-                break
-            chosen += 1
-        result = results[min(chosen, len(results) - 1)]
-        return dataclasses.replace(result, by_chance=True) if chance else result
+            return by_chance[min(bisect_left(cumulative, _hash(prefix, _random_key(), VARIANT_SEED) % total + 1), last)]
+        text = prefix + key
+        try:  # _hash inlined
+            data = text.encode()
+        except UnicodeEncodeError:
+            data = text.encode("utf-8", "surrogatepass")
+        return results[min(bisect_left(cumulative, _mmh3(data, VARIANT_SEED, False) % total + 1), last)]
 
     if total <= 0:  # only overrides can choose (the SDKs pick nothing by weight then)
 
@@ -996,9 +1022,16 @@ class FlagDefinition:
     _picks: tuple[Pick | None, ...] = dataclasses.field(default=(), init=False, repr=False, compare=False)
     _chances: tuple[int, ...] = dataclasses.field(default=(), init=False, repr=False, compare=False)
     _chancy: bool = dataclasses.field(default=False, init=False, repr=False, compare=False)
+    # Per strategy (check, hit, pick, chance kind, hit by chance): what evaluate's loop reads.
+    _plan: tuple[tuple[Check, Result, Pick | None, int, Result], ...] = dataclasses.field(
+        default=(), init=False, repr=False, compare=False
+    )
+    _miss_by_chance: Result = dataclasses.field(default=_NO_VARIANT, init=False, repr=False, compare=False)
     _off: Result = dataclasses.field(default=_NO_VARIANT, init=False, repr=False, compare=False)
     _unmet: Result = dataclasses.field(default=_NO_VARIANT, init=False, repr=False, compare=False)
     _miss: Result = dataclasses.field(default=_NO_VARIANT, init=False, repr=False, compare=False)
+    # ctx -> Result for the shapes today's flags take (see _fast_path), None: the general path.
+    _fast: Callable[[Context], Result] | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -1051,6 +1084,11 @@ class FlagDefinition:
         set_(self, "_picks", tuple(picks))
         set_(self, "_chances", tuple(_chance_kind(s) for s in self.strategies))
         set_(self, "_chancy", any(self._chances))
+        by_chance = tuple(dataclasses.replace(hit, by_chance=True) for hit in self._hits)
+        plan = zip(self._checks, self._hits, self._picks, self._chances, by_chance, strict=True)
+        set_(self, "_plan", tuple(plan))
+        set_(self, "_miss_by_chance", dataclasses.replace(self._miss, by_chance=True))
+        set_(self, "_fast", _fast_path(self))
 
     def _result(self, variant: Variant | None, reason: str, index: int | None, source: str | None) -> Result:
         if self.type == "boolean":
@@ -1075,6 +1113,93 @@ class FlagDefinition:
         strategies = [Strategy.user_with_id(keys)] if keys else []
         strategies.append(Strategy.flexible_rollout(rollout_percent, group_id=name))
         return cls(name=name, enabled=enabled, strategies=tuple(strategies))
+
+
+def _plain(strategy: Strategy) -> bool:
+    return not strategy.all_constraints and not strategy.missing_segments and not strategy.variants
+
+
+def _fast_path(flag: FlagDefinition) -> Callable[[Context], Result] | None:
+    """One closure doing exactly what the general path of ``evaluate`` does, for the shapes today's
+    flags (``FlagDefinition.simple``) and most Unleash imports take: off; or no dependencies, no
+    variants and strategies ``[userWithId][, default | flexibleRollout by default stickiness]``
+    without constraints or segments. It returns the same precomputed Results (the coin-toss ones
+    made once here, not per call). Anything else: None (the general path)."""
+    if not flag.enabled:
+        off = flag._off
+        return lambda ctx: off
+    if flag.dependencies or flag.variants:
+        return None
+    strategies = flag.strategies
+    if not strategies:
+        everyone = flag._result(None, STATIC, None, None)
+        return lambda ctx: everyone
+    if len(strategies) > 2 or not all(_plain(s) for s in strategies):
+        return None
+    with_ids = strategies[0].name == "userWithId"
+    rest = strategies[1:] if with_ids else strategies
+    if rest:
+        rule = rest[0]
+        if rule.name == "default":
+            rollout = 100
+        elif rule.name == "flexibleRollout" and rule.stickiness == "default" and rule.rollout is not None:
+            rollout = rule.rollout
+        else:
+            return None
+    elif with_ids:
+        rollout = 0  # no rule after the user ids: everyone else misses
+    else:
+        return None  # two strategies, the first not userWithId
+    ids = strategies[0].user_ids if with_ids else frozenset()
+    named = flag._hits[0]
+    hit = flag._hits[-1]
+    miss = flag._miss
+    if rollout == 0:
+        if not with_ids:
+            return lambda ctx: miss
+        return lambda ctx: named if ctx.user_id in ids else miss
+    if rollout == 100:
+        if not with_ids:
+            return lambda ctx: hit
+        return lambda ctx: named if ctx.user_id in ids else hit
+    # A partial rollout: Unleash's bucket of the user id, else the session id, else a coin toss.
+    prefix = f"{rule.group_id or flag.name}:"
+    hit_by_chance = flag._plan[-1][4]
+    miss_by_chance = flag._miss_by_chance
+    hash_ = _mmh3
+
+    def by_chance() -> Result:
+        inside = hash_(_bytes(prefix + _random_key()), 0, False) % 100 + 1 <= rollout
+        return hit_by_chance if inside else miss_by_chance
+
+    if with_ids:
+
+        def named_or_rollout(ctx: Context) -> Result:
+            uid = ctx.user_id
+            if uid in ids:
+                return named
+            key = uid or ctx.session_id
+            if not key:
+                return by_chance()
+            try:
+                data = (prefix + key).encode()
+            except UnicodeEncodeError:
+                data = (prefix + key).encode("utf-8", "surrogatepass")
+            return hit if hash_(data, 0, False) % 100 + 1 <= rollout else miss
+
+        return named_or_rollout
+
+    def rollout_only(ctx: Context) -> Result:
+        key = ctx.user_id or ctx.session_id
+        if not key:
+            return by_chance()
+        try:
+            data = (prefix + key).encode()
+        except UnicodeEncodeError:
+            data = (prefix + key).encode("utf-8", "surrogatepass")
+        return hit if hash_(data, 0, False) % 100 + 1 <= rollout else miss
+
+    return rollout_only
 
 
 def _dependencies_hold(flag: FlagDefinition, ctx: Context, lookup: Lookup) -> str | None:
@@ -1102,6 +1227,10 @@ def evaluate(flag: FlagDefinition, ctx: Context, lookup: Lookup = _no_lookup, *,
     ``explain`` adds the Explanation (slower: it describes every strategy tried)."""
     if explain:
         return _explained(flag, ctx, lookup)
+    fast = flag._fast
+    if fast is not None:
+        return fast(ctx)
+    # The general path (the fast one, when there is one, answers exactly as this would).
     if not flag.enabled:
         return flag._off
     if flag.dependencies and _dependencies_hold(flag, ctx, lookup) is not None:
@@ -1109,20 +1238,21 @@ def evaluate(flag: FlagDefinition, ctx: Context, lookup: Lookup = _no_lookup, *,
     checks = flag._checks
     if not checks:
         return flag._result(None, STATIC, None, None) if not flag.variants else _no_strategy_variant(flag, ctx)
-    index = 0
-    for check in checks:
+    for check, hit, pick, kind, hit_by_chance in flag._plan:
         if check(ctx):
-            pick = flag._picks[index]
-            result = flag._hits[index] if pick is None else pick(ctx)
+            if pick is None:
+                if kind and (kind == _CHANCE_ALWAYS or not (ctx.user_id or ctx.session_id)):
+                    return hit_by_chance
+                return hit
+            result = pick(ctx)
             if result is _NO_VARIANT:
-                result = flag._hits[index]
-            kind = flag._chances[index]
+                result = hit
             if kind and (kind == _CHANCE_ALWAYS or not (ctx.user_id or ctx.session_id)) and not result.by_chance:
                 result = dataclasses.replace(result, by_chance=True)
             return result
-        index += 1
-    if flag._chancy and any(_by_chance(kind, ctx) for kind in flag._chances):
-        return dataclasses.replace(flag._miss, by_chance=True)
+    # _by_chance of any strategy's kind: some kind is not _NO_CHANCE when _chancy.
+    if flag._chancy and (_CHANCE_ALWAYS in flag._chances or not (ctx.user_id or ctx.session_id)):
+        return flag._miss_by_chance
     return flag._miss
 
 

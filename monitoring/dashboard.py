@@ -22,9 +22,9 @@ from django.utils import timezone
 
 from alerting.selectors import firing_unacknowledged
 from monitoring import slo_status
-from monitoring.models import BUCKET_FIELDS, HealthMetric, JobMonitor, RequestRollup
+from monitoring.models import BUCKET_FIELDS, HealthMetric, JobMonitor, RequestRollup, Service
 from monitoring.selectors import percentile_from_buckets
-from monitoring.service_signals import UPTIME_WINDOWS, Uptime
+from monitoring.service_signals import UPTIME_WINDOWS, Uptime, services_uptime
 from monitoring.services_panel import ServiceRow, endpoint_counts, endpoint_names
 
 if TYPE_CHECKING:
@@ -297,7 +297,19 @@ def charts_refresh(now: datetime | None = None, *, evaluate_prometheus: bool = T
         name: {w: [u.good, u.total] for w, u in windows.items()} for name, windows in counted.items()
     }
     # Each SLO's budget reads its whole window (28 days) per SLO: once a minute here, not on every page.
-    charts["slo_budgets"] = slo_status.slo_budgets(now, evaluate_prometheus=evaluate_prometheus)
+    # Beat's refresh also keeps each SLO's budget and burn rates for /metrics ("slo_figures"); a page's
+    # refresh (no Prometheus server asked) leaves them out until beat's next one.
+    if evaluate_prometheus:
+        charts["slo_budgets"], charts["slo_figures"] = slo_status.slo_figures(now)
+    else:
+        charts["slo_budgets"] = slo_status.slo_budgets(now, evaluate_prometheus=False)
+    # The services' uptime per window, for /metrics (the panel counts its own, live).
+    services = list(Service.objects.filter(enabled=True))
+    counted_services = services_uptime(services, now) if services else {}
+    charts["service_uptime"] = {
+        service.name: {w: [u.good, u.total] for w, u in counted_services.get(service.pk, {}).items()}
+        for service in services
+    }
     cache.set(CHART_CACHE_KEY, charts, CHART_CACHE_SECONDS)
     return charts
 

@@ -31,15 +31,16 @@ _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"([^"\\]*(?:\\.[^"\\]*)*)"[ \t]*(?:,|$)')
 _ESCAPE = re.compile(r'\\[\\n"]')
 _UNESCAPED = {"\\\\": "\\", "\\n": "\n", '\\"': '"'}
-_MAX_LINE_SHOWN = 120
 
 
 class ExpositionError(ValueError):
-    """The text is not the Prometheus exposition format; the message names the line."""
+    """The text is not the Prometheus exposition format; the message gives the line's number and the
+    reason, never the line's text: the message is shown (admin, API, logs) and the text is whatever an
+    endpoint answered, which may be an internal page's content (a source pointed at one would echo it).
+    ``line`` is taken for the caller's own debugging and not kept."""
 
     def __init__(self, line_number: int, line: str, reason: str) -> None:
-        shown = line if len(line) <= _MAX_LINE_SHOWN else line[:_MAX_LINE_SHOWN] + "..."
-        super().__init__(f"line {line_number}: {reason}: {shown!r}")
+        super().__init__(f"line {line_number}: {reason}")
         self.line_number = line_number
         self.reason = reason
 
@@ -79,7 +80,7 @@ def _parse_labels(text: str) -> dict[str, str]:
         if "\\" in value:
             value = _unescape(value)
         if name in labels:
-            raise ValueError(f"label {name} given twice")
+            raise ValueError("a label given twice")
         labels[name] = value
         position = match.end()
     return labels
@@ -88,8 +89,11 @@ def _parse_labels(text: str) -> dict[str, str]:
 def _parse_value(text: str) -> float:
     # float() also takes "1_000" and surrounding spaces, which the format does not.
     if "_" in text:
-        raise ValueError(f"invalid value {text!r}")
-    return float(text)
+        raise ValueError("invalid value")
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError("invalid value") from None
 
 
 def _parse_sample(name: str, rest: str) -> Sample:
@@ -113,7 +117,7 @@ def _parse_sample(name: str, rest: str) -> Sample:
         try:
             timestamp = int(fields[1])
         except ValueError:
-            raise ValueError(f"invalid timestamp {fields[1]!r}") from None
+            raise ValueError("invalid timestamp") from None
         return Sample(name, labels, _parse_value(fields[0]), timestamp)
     raise ValueError("expected a value and an optional timestamp")
 

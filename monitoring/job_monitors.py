@@ -9,6 +9,7 @@ import atexit
 import contextlib
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -36,8 +37,8 @@ from monitoring.jobs import (
     next_state,
     state_after_ping,
 )
-from monitoring.models import JobMonitor
-from monitoring.ping_buffer import BufferedPing, BufferUnavailable
+from monitoring.models import Heartbeat, JobMonitor
+from monitoring.ping_buffer import BufferedPing, BufferLocked, BufferUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -79,13 +80,56 @@ def on_monitor_deleted(sender: type[JobMonitor], instance: JobMonitor, **kwargs:
     ping_keys.bump()
 
 
+class _MissBucket:
+    """An in-process token bucket for the database look-ups of keys the local copy does not hold.
+
+    Such a key is either a monitor made in the last reload interval in another process (rare, and its
+    job pings again) or a guess: without a bound, each random key an unauthenticated caller sends would
+    cost a query. ``MISS_LOOKUPS_PER_SECOND`` look-ups a second (a burst of ``MISS_LOOKUPS_BURST``) go to
+    the database; past that an unknown key is a 404 at once.
+    """
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self._tokens, self._at = burst, time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            if self._tokens < 1:
+                return False
+            self._tokens -= 1
+            return True
+
+
+MISS_LOOKUPS_PER_SECOND = 5.0
+MISS_LOOKUPS_BURST = 10.0
+_miss_bucket = _MissBucket(MISS_LOOKUPS_PER_SECOND, MISS_LOOKUPS_BURST)
+# Keys this process found in the database that its local copy did not hold yet (monitors made in
+# another process since its last look): known from then on without a look-up. At most the monitors'
+# number; a deleted one's pings are dropped when applied, as for the local copy.
+_found_keys: set[uuid.UUID] = set()
+
+
 def ping_key_known(key: uuid.UUID) -> bool:
+    """Whether a monitor has ``key``: from the local copy; else from the database, within the miss
+    bucket's rate (a key unknown past it is answered unknown without a query)."""
     try:
         if key in ping_keys.get():
             return True
     except LocalCopyUnavailable:
         pass
-    return JobMonitor.objects.filter(ping_key=key).exists()
+    if key in _found_keys:
+        return True
+    if not _miss_bucket.take():
+        return False
+    if JobMonitor.objects.filter(ping_key=key).exists():
+        _found_keys.add(key)
+        return True
+    return False
 
 
 def job_ping(*, ping: BufferedPing) -> bool:
@@ -245,39 +289,89 @@ def _forget_parent() -> None:
     """In a forked child: the parent's thread did not come along and its lock may have been held."""
     global _flusher, _flusher_lock, _wake
     _flusher, _flusher_lock, _wake = None, threading.Lock(), threading.Event()
+    _miss_bucket._lock = threading.Lock()
     ping_buffer.SpoolBuffer.forget_after_fork()
 
 
 # --- Beat's sweep --------------------------------------------------------------------------------------
 
 
+# The moment the sweep first found the ping buffer unreadable (the store down), kept in the database
+# (the store is down) as a Heartbeat row while it stays so; removed by the next sweep that reads it.
+UNREADABLE_SINCE = "job-pings-unreadable-since"
+_SEVERITY = {UP: 0, LATE: 1, DOWN: 2}
+SWEEP_FLUSH_WAIT = 30.0  # seconds the sweep waits for another flush to finish before it gives up
+
+
+def _unreadable_since(now: datetime) -> datetime:
+    row, _ = Heartbeat.objects.get_or_create(
+        name=UNREADABLE_SINCE, defaults={"last_seen": now, "hostname": socket.gethostname()[:255]}
+    )
+    return row.last_seen
+
+
 def job_monitors_sweep(*, now: datetime | None = None) -> int:
     """Beat's minute pass: move up monitors to late and late ones to down by their schedules.
 
     Buffered pings are applied first: a monitor whose ping waits in the buffer is never turned late or
-    down, so when the buffer cannot be read this pass moves nothing (and says so). Each move is a
+    down for want of it. When the buffer cannot be read:
+
+    - another flush holds it (``BufferLocked``): pings may be waiting and the store works, so this pass
+      moves nothing; the next one, a minute later, decides.
+    - the store is down (any other ``BufferUnavailable``): while it is, a ping's append fails and the
+      ping is applied directly, so the only pings that can be waiting are those buffered before the
+      store went down, which is no later than the first sweep that found it unreadable (``since``, kept
+      in the database until a sweep reads the buffer again). Each monitor is then judged as if a success
+      ping had arrived at ``since`` (the latest a waiting ping can be): it moves only as far as it would
+      with that ping, so no waiting ping can prove a move wrong, and a job that stopped pinging still
+      goes late and down, one period later at most. (A store that comes back and fails again between
+      two sweeps may hold a ping buffered after ``since``: its monitor then goes back up when the ping
+      is applied.)
+
+    Before moving any monitor, the buffer is flushed once more, so that a ping buffered since the first
+    flush is applied first (a flush that fails then moves nothing this minute); and each move is a
     conditional UPDATE on the state and last ping read, so a ping applied meanwhile wins. Returns the
     number of monitors moved.
     """
     now = now or timezone.now()
+    since: datetime | None = None
     try:
-        flush_pings(wait=30.0)
-    except BufferUnavailable as exc:
-        logger.error("job monitors not swept: buffered pings cannot be read, and one may be theirs: %s", exc)
+        flush_pings(wait=SWEEP_FLUSH_WAIT)
+    except BufferLocked as exc:
+        logger.error("job monitors not swept: another flush holds the ping buffer, pings may wait there: %s", exc)
         return 0
-    moved = 0
+    except BufferUnavailable as exc:
+        since = _unreadable_since(now)
+        logger.error(
+            "job ping buffer unreadable since %s: monitors move only as a ping then would let them: %s", since, exc
+        )
+    else:
+        Heartbeat.objects.filter(name=UNREADABLE_SINCE).delete()
+    planned: list[tuple[JobMonitor, str]] = []
     for monitor in JobMonitor.objects.filter(Q(state=UP) | Q(state=LATE)):
+        last_ping = monitor.last_ping
+        if since is not None and last_ping is not None and last_ping < since:
+            last_ping = since  # a success ping buffered before the store went down may be waiting
         try:
-            state = next_state(monitor.state, monitor.schedule(), monitor.last_ping, now)
+            state = next_state(monitor.state, monitor.schedule(), last_ping, now)
         except InvalidSchedule as exc:
             logger.warning("job monitor %s: %s", monitor.name, exc)
             continue
-        if state == monitor.state:
-            continue
-        moved += JobMonitor.objects.filter(pk=monitor.pk, state=monitor.state, last_ping=monitor.last_ping).update(
+        if _SEVERITY.get(state, 0) > _SEVERITY[monitor.state]:
+            planned.append((monitor, state))
+    if planned and since is None:
+        try:
+            flush_pings(wait=SWEEP_FLUSH_WAIT)  # a ping buffered since the first flush: applied before anything moves
+        except BufferUnavailable as exc:
+            logger.error("job monitors not moved: the ping buffer could not be read again: %s", exc)
+            return 0
+    moved = 0
+    for monitor, state in planned:
+        matched = JobMonitor.objects.filter(pk=monitor.pk, state=monitor.state, last_ping=monitor.last_ping).update(
             state=state, state_changed=now
         )
-        if state == DOWN:
+        moved += matched
+        if matched and state == DOWN:
             logger.warning("job monitor %s is down: no ping since %s", monitor.name, monitor.last_ping)
     return moved
 

@@ -49,6 +49,10 @@ class BufferUnavailable(Exception):
     """The buffer cannot take or give pings (Redis down, a disk that refuses the write, a held lock)."""
 
 
+class BufferLocked(BufferUnavailable):
+    """Another flush held the buffer past the wait: the store works, and pings may be waiting in it."""
+
+
 @dataclass(frozen=True)
 class BufferedPing:
     at: datetime
@@ -136,7 +140,7 @@ class RedisBuffer:
             deadline = time.monotonic() + wait
             while not self._client.set(self.lock_key, token, nx=True, ex=LOCK_SECONDS):
                 if time.monotonic() >= deadline:
-                    raise BufferUnavailable("another flush holds the lock")
+                    raise BufferLocked("another flush holds the lock")
                 time.sleep(0.02)
         except BufferUnavailable:
             raise
@@ -280,7 +284,7 @@ class SpoolBuffer:
                     break
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
-                        raise BufferUnavailable("another flush holds the lock") from None
+                        raise BufferLocked("another flush holds the lock") from None
                     time.sleep(0.02)
             yield
         finally:

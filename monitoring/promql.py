@@ -25,10 +25,11 @@ step, from ``/api/v1/query_range``, for the budget chart); ``buckets`` must give
 ``$window`` (the window as PromQL writes it: 300s -> ``5m``) and ``$selector`` (the matchers without
 braces; where the selector is blank, a comma next to it goes too, so ``foo{$selector,a="b"}`` stays valid).
 
-A query answers one number (``buckets`` one per bound): an empty result, NaN or an infinity is None (no traffic to judge); more than
-one series is an error (aggregate with sum or avg). A server that refuses, does not answer within the
-source's timeout, answers an HTTP error (Prometheus' error JSON is quoted in words) or something not
-JSON gives None with the error, and the source's ``up``/``last_error`` say so until a success clears them.
+A query answers one number (``buckets`` one per bound): an empty result, NaN or an infinity is None (no
+traffic to judge); more than one series is an error (aggregate with sum or avg). A server that refuses,
+does not answer (its whole answer, body included) within the source's timeout, answers an HTTP error
+(Prometheus' error JSON is quoted in words) or something not JSON gives None with the error, and the
+source's ``up``/``last_error`` say so until a success clears them.
 The bearer token is read from the environment variable the source names, at each request; it is never
 logged, stored or quoted.
 """
@@ -56,6 +57,7 @@ from django.utils import timezone
 
 from controlplane import outbound
 from controlplane.redaction import redact_url, redact_urls
+from monitoring.bounded_read import BodyTooLarge, read_within
 from monitoring.models import MetricSource, SignalSample, SourceKind
 from monitoring.rollup import Counters
 from monitoring.service_signals import Signal, SignalValue
@@ -283,11 +285,18 @@ def _call(source: MetricSource, endpoint: str, params: dict[str, str], timeout: 
     shown = _shown(source)
     wait = float(source.timeout_seconds) if timeout is None else timeout
     request = _request(source, {**params, "timeout": f"{max(1, int(wait * 1000))}ms"}, endpoint)
+    # One deadline for the call: a server trickling its answer cannot stretch it past ``wait``.
+    deadline = time.monotonic() + wait
     try:
         with outbound.opener.open(request, timeout=wait) as response:
-            status, body = response.status, response.read(MAX_BODY)
+            status, body = response.status, read_within(response, deadline, MAX_BODY)
+    except BodyTooLarge:
+        raise QueryFailed(f"{shown} answered more than {MAX_BODY // 1_000_000} MB") from None
     except urllib.error.HTTPError as error:
-        body = error.read(MAX_BODY)  # an HTTPError without a body reads as b""
+        try:
+            body = read_within(error, deadline, MAX_BODY)  # an HTTPError without a body reads as b""
+        except (TimeoutError, BodyTooLarge, OSError, http.client.HTTPException):
+            body = b""
         detail = _server_error(body) or error.reason
         raise QueryFailed(
             redact_urls(f"{shown} answered HTTP {error.code}" + (f": {detail}" if detail else ""))

@@ -5,7 +5,9 @@ A rollup is what happened between two consecutive scrapes of each replica: the c
 summed over the replicas, from which the request count, error ratio and p50/p95/p99 follow.
 
 - A counter lower than at the previous scrape means the process restarted and its counters began again
-  from zero, so the increase is the new value itself (as Prometheus' increase() treats a reset).
+  from zero, so the increase is the new value itself (as Prometheus' increase() treats a reset). It is
+  read per route: any of a route's counters (requests, errors, a bucket) lower means all of that route's
+  counters began again.
 - A series that was not there at the previous scrape began from zero in between (an exporter creates a
   route's series on its first request), so it counts whole.
 - A failed scrape leaves a gap, never a zero: a replica without both scrapes contributes nothing and is
@@ -106,11 +108,19 @@ class Counters:
         return Counters(self.requests + other.requests, self.errors + other.errors, buckets)
 
     def increase_since(self, previous: Counters | None) -> Counters:
-        """What was counted since `previous`, each counter on its own across a reset."""
-        if previous is None:
+        """What was counted since `previous`. When any of the route's counters went down (its requests,
+        its errors or any bucket), the process restarted and all of them began again from zero: the
+        increase is then every counter's value itself, never a mix of differences and values, which
+        would count some requests in the errors or buckets but not in the requests."""
+        if previous is None or self.reset_since(previous):
             return self
-        buckets = {bound: _increase(previous.buckets.get(bound), count) for bound, count in self.buckets.items()}
-        return Counters(_increase(previous.requests, self.requests), _increase(previous.errors, self.errors), buckets)
+        buckets = {bound: count - previous.buckets.get(bound, 0.0) for bound, count in self.buckets.items()}
+        return Counters(self.requests - previous.requests, self.errors - previous.errors, buckets)
+
+    def reset_since(self, previous: Counters) -> bool:
+        if self.requests < previous.requests or self.errors < previous.errors:
+            return True
+        return any(count < previous.buckets.get(bound, 0.0) for bound, count in self.buckets.items())
 
     @property
     def error_ratio(self) -> float | None:
@@ -134,12 +144,6 @@ class Counters:
     def under(self, threshold: float) -> float | None:
         """How many requests took at most `threshold` seconds (what a latency SLO counts as good)."""
         return count_under(threshold, self.buckets)
-
-
-def _increase(previous: float | None, current: float) -> float:
-    if previous is None or current < previous:
-        return current
-    return current - previous
 
 
 def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float | None:

@@ -2,15 +2,32 @@
 
 One round of a source:
 
-1. Every replica's URL is fetched at once (threads), each with the source's timeout, so one hung
-   replica costs only its timeout. The text is read with ``monitoring.rollup.read_scrape`` for the
-   families the source's MetricMap needs: the map in the source's fields when set, else the known map
-   recognised on the first scrape (read with the families of every known map once) and remembered in
-   ``source.state``.
+1. Every replica's URL is fetched at once (threads), each with the source's timeout, so one hung replica
+   costs only its timeout: the body is read within the time left of it from the request's start (a body
+   trickling a byte at a time is cut at that deadline); connecting and the headers are bounded per
+   socket read. Each source's round is recorded as soon as its own replicas answered. The text is read
+   with ``monitoring.rollup.read_scrape`` for the families the source's MetricMap needs: the map in the
+   source's fields when set, else the known map recognised on the first scrape (read with the families
+   of every known map once) and remembered in ``source.state``.
 2. The increases since the previous round (kept in ``source.state``: each replica's cumulative counters
    per route) come from ``monitoring.rollup.rollup``, which handles counter resets and sums replicas.
 3. They are added to the minute's ``ServiceMinute`` rows (route "" for the whole service, one row per
    route) and to the hour's ``ServiceHour`` (the whole service), at the minute the round ended in.
+
+Recording a round reads the source's row again, locked: a worker whose claim was overtaken (the source
+came due again and another worker claimed it while this one was still fetching) drops its round and
+writes nothing, and a round is always paired with the state as stored, never with a copy loaded before
+the claim: no request is counted twice and the state never goes back to an older round.
+
+The seconds. The whole-service row's ``seconds`` is what its requests are divided by for the rate. A
+round adds its length times the share of the source's replicas that have a pair (one of two answering:
+half, since only its requests are counted: the rate assumes the load spread evenly over the replicas),
+divided by the number of enabled scrape sources of the service (each adds its requests to the same
+row, so two sources counting 10 req/s each read 20 req/s).
+
+The state keeps at most STATE_ROUTES routes per replica; the rest are summed into one "(other)" route,
+chosen the same way round after round (``fold_routes``), so an exporter labelling routes by raw path
+cannot grow it without bound.
 
 How failures count. ``scrapes`` and ``failed`` on the whole-service minute count replica scrapes: a
 round of a two-replica source adds 2 to ``scrapes`` and, if one replica failed, 1 to ``failed``, so the
@@ -36,8 +53,8 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -48,6 +65,7 @@ from django.utils import timezone
 
 from controlplane.outbound import opener
 from controlplane.redaction import redact_url
+from monitoring.bounded_read import BodyTooLarge, read_within
 from monitoring.exposition import ExpositionError, read_families
 from monitoring.models import MetricSource, ServiceHour, ServiceMinute, SourceKind
 from monitoring.rollup import (
@@ -74,6 +92,9 @@ MAX_THREADS = 32
 ACCEPT = "text/plain;version=0.0.4;q=1,*/*;q=0.1"  # never OpenMetrics, which this reader does not take
 ROUTE_LENGTH = ServiceMinute._meta.get_field("route").max_length or 200
 STATE_VERSION = 1
+# Routes kept per replica in source.state; the rest are summed into OTHER_ROUTE (see fold_routes).
+STATE_ROUTES = MAX_ROUTES
+OTHER_ROUTE = "(other)"
 ALL_KNOWN_FAMILIES = frozenset().union(*(known.families for known in KNOWN_MAPS))
 
 
@@ -166,18 +187,18 @@ def _download(url: str, timeout: float, token: str) -> str:
     if token:
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(url, headers=headers)  # noqa: S310 - the source's URLs are http(s) (MetricSource.clean)
+    # One deadline for the whole fetch: the timeout bounds each socket read while connecting and
+    # reading the headers, and the body is read within what is left of it (a trickling body cannot
+    # stretch the round).
     deadline = time.monotonic() + timeout
     try:
         with opener.open(request, timeout=timeout) as response:
-            chunks: list[bytes] = []
-            size = 0
-            while chunk := response.read(256 * 1024):
-                size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    raise ScrapeFailed(f"answered more than {MAX_BODY_BYTES // (1024 * 1024)} MB")
-                if time.monotonic() > deadline:
-                    raise ScrapeFailed(f"did not finish its answer within {timeout:g} s")
-                chunks.append(chunk)
+            try:
+                body = read_within(response, deadline, MAX_BODY_BYTES)
+            except BodyTooLarge:
+                raise ScrapeFailed(f"answered more than {MAX_BODY_BYTES // (1024 * 1024)} MB") from None
+            except TimeoutError:
+                raise ScrapeFailed(f"did not finish its answer within {timeout:g} s") from None
             # http.client ends a body cut short of its Content-Length quietly, with what came.
             if response.length:
                 raise ScrapeFailed("closed the connection in the middle of its answer")
@@ -186,7 +207,7 @@ def _download(url: str, timeout: float, token: str) -> str:
     except Exception as error:  # every way a fetch fails is a failed scrape, said in words
         raise ScrapeFailed(_reason(error, timeout)) from None
     try:
-        return b"".join(chunks).decode("utf-8")
+        return body.decode("utf-8")
     except UnicodeDecodeError:
         raise ScrapeFailed("answered something that is not UTF-8 text") from None
 
@@ -275,6 +296,74 @@ def _previous(
     ]
 
 
+def fold_routes(routes: Mapping[str, Counters], previous: Mapping[str, Counters] | None) -> dict[str, Counters]:
+    """A replica's routes as kept in the state: at most STATE_ROUTES of them, the rest summed into
+    OTHER_ROUTE, chosen the same way round after round so that every series is paired with itself.
+
+    The routes kept at the previous round stay kept while they are there. Once a replica has more
+    routes than that (OTHER_ROUTE is in its previous routes), every route not kept goes on into
+    OTHER_ROUTE, a new one too: a route moved out of it would make OTHER_ROUTE fall (read as a reset)
+    and the route count from zero, counting its requests twice. Until then a new route is kept while
+    there is room, the busiest first. Without a previous round to follow, or after one that kept more
+    than STATE_ROUTES (a state written before the cap), the busiest are kept."""
+    if len(routes) <= STATE_ROUTES and (previous is None or OTHER_ROUTE not in previous):
+        return dict(routes)
+    earlier = previous or {}
+    kept = [route for route in routes if route in earlier and route != OTHER_ROUTE]
+    overflowing = OTHER_ROUTE in earlier
+    if len(kept) > STATE_ROUTES:
+        kept = sorted(kept, key=lambda route: (-routes[route].requests, route))[:STATE_ROUTES]
+    elif not overflowing:
+        known = set(kept)
+        fresh = sorted(
+            (route for route in routes if route not in known), key=lambda route: (-routes[route].requests, route)
+        )
+        kept += fresh[: max(0, STATE_ROUTES - len(kept))]
+    kept_set = set(kept)
+    folded = {route: routes[route] for route in kept}
+    other = Counters()
+    for route, counters in routes.items():
+        if route not in kept_set:
+            other = other + counters
+    folded[OTHER_ROUTE] = other
+    return folded
+
+
+def pairing_routes(
+    previous: Mapping[str, Counters] | None, routes: Mapping[str, Counters], folded: Mapping[str, Counters]
+) -> Mapping[str, Counters] | None:
+    """The previous round's routes to pair ``folded`` (``routes`` after fold_routes) with: as kept, except
+    when this round begins OTHER_ROUTE. Its previous value is then the sum of the previous values of the
+    routes folded into it now, so that the first round of OTHER_ROUTE counts only their increases (and
+    new routes whole), not everything they counted before."""
+    if previous is None or OTHER_ROUTE in previous or OTHER_ROUTE not in folded:
+        return previous
+    other = Counters()
+    for route, counters in previous.items():
+        if route in routes and route not in folded:
+            other = other + counters
+    return {**previous, OTHER_ROUTE: other}
+
+
+def _seconds_weight(source: MetricSource, result: Rollup, current: Sequence[ReplicaScrape]) -> float:
+    """The share of the round's seconds to add to the whole-service row, so that the row's requests
+    over its seconds is the service's request rate.
+
+    - Replicas: only the replicas with a pair of scrapes are counted, so the round's seconds are
+      weighted by their share of the source's replicas (one of two answering: half the seconds), which
+      reads the answering replicas' rate as that of the whole source, assuming the load is spread
+      evenly over the replicas.
+    - Sources: every enabled scrape source of the service adds its requests and its seconds to the
+      same row, so each adds its seconds divided by the number of those sources: two sources counting
+      10 req/s each over the same time read 20 req/s, not the 10 a plain sum of seconds would give."""
+    if not current:
+        return 0.0
+    missing = set(result.missing)
+    paired = sum(1 for scrape in current if scrape.routes is not None and scrape.replica not in missing)
+    sources = MetricSource.objects.filter(service_id=source.service_id, kind=SourceKind.SCRAPE, enabled=True).count()
+    return paired / len(current) / max(1, sources)
+
+
 # --- One round of one source -----------------------------------------------------------------------
 
 
@@ -301,29 +390,50 @@ def _token(source: MetricSource) -> tuple[str, str]:
     return token, ""
 
 
-def fetch_sources(sources: Sequence[MetricSource]) -> dict[int, list[Fetched]]:
-    """Every replica of every source fetched at once; results per source id, in URL order."""
-    jobs: list[tuple[int, str, float, str, MetricMap | None, bool]] = []
-    results: dict[int, list[Fetched]] = {}
+def _jobs(
+    sources: Sequence[MetricSource],
+) -> tuple[dict[int, list[Fetched | None]], list[tuple[int, int, str, float, str, MetricMap | None, bool]]]:
+    """Each source's result slots (filled at once for a source without its token) and the fetches to run:
+    (source id, slot, url, timeout, token, map, recognised)."""
+    jobs: list[tuple[int, int, str, float, str, MetricMap | None, bool]] = []
+    results: dict[int, list[Fetched | None]] = {}
     for source in sources:
         token, problem = _token(source)
-        results[source.pk] = []
         configured = configured_map(source)
         metric_map = configured or _remembered_map(source.state or {})
-        for url in source.url_list():
+        urls = source.url_list()
+        results[source.pk] = [None] * len(urls)
+        for slot, url in enumerate(urls):
             if problem:
-                results[source.pk].append(Fetched(url, None, metric_map, "could not be scraped"))
+                results[source.pk][slot] = Fetched(url, None, metric_map, "could not be scraped")
             else:
-                jobs.append((source.pk, url, source.timeout_seconds, token, metric_map, configured is None))
-    if len(jobs) == 1:
-        pk, url, timeout, token, metric_map, recognised = jobs[0]
-        results[pk].append(fetch_replica(url, timeout, token, metric_map, recognised))
-    elif jobs:
-        with ThreadPoolExecutor(max_workers=min(MAX_THREADS, len(jobs)), thread_name_prefix="scrape") as pool:
-            futures = [(job[0], pool.submit(fetch_replica, *job[1:])) for job in jobs]
-            for pk, future in futures:
-                results[pk].append(future.result())
-    return results
+                jobs.append((source.pk, slot, url, source.timeout_seconds, token, metric_map, configured is None))
+    return results, jobs
+
+
+def fetch_sources_each(sources: Sequence[MetricSource]) -> Iterator[tuple[int, list[Fetched]]]:
+    """Every replica of every source fetched at once; each source's results (in URL order) as soon as
+    its own replicas have answered, so a slow source does not hold back the others."""
+    results, jobs = _jobs(sources)
+    pending = {pk: sum(1 for slot in slots if slot is None) for pk, slots in results.items()}
+    for pk, count in pending.items():
+        if not count:
+            yield pk, [item for item in results[pk] if item is not None]
+    if not jobs:
+        return
+    with ThreadPoolExecutor(max_workers=min(MAX_THREADS, len(jobs)), thread_name_prefix="scrape") as pool:
+        futures = {pool.submit(fetch_replica, *job[2:]): job[:2] for job in jobs}
+        for future in as_completed(futures):
+            pk, slot = futures[future]
+            results[pk][slot] = future.result()
+            pending[pk] -= 1
+            if not pending[pk]:
+                yield pk, [item for item in results[pk] if item is not None]
+
+
+def fetch_sources(sources: Sequence[MetricSource]) -> dict[int, list[Fetched]]:
+    """Every replica of every source fetched at once; results per source id, in URL order."""
+    return dict(fetch_sources_each(sources))
 
 
 def _round_error(source: MetricSource, fetched: Sequence[Fetched]) -> str:
@@ -331,32 +441,63 @@ def _round_error(source: MetricSource, fetched: Sequence[Fetched]) -> str:
     return problem or _describe(fetched)
 
 
-def source_record_round(source: MetricSource, fetched: Sequence[Fetched], now: datetime) -> RoundResult:
+def source_record_round(source: MetricSource, fetched: Sequence[Fetched], now: datetime) -> RoundResult | None:
     """Pair this round with the previous one, add the increases to the minute and the hour, and keep
-    this round's counters and the source's status. One transaction."""
-    state = source.state or {}
-    metric_map = configured_map(source) or next(
-        (item.metric_map for item in fetched if item.metric_map is not None), None
-    )
-    key = map_key(metric_map) if metric_map is not None else ""
-    started, previous = _previous(state, key, now, source.interval_seconds)
-    # A replica read with a map other than the one remembered (two replicas recognised differently)
-    # cannot be paired: counted as failed rather than mixed in.
-    current = [
-        ReplicaScrape(
-            item.replica,
-            now,
-            item.routes if item.metric_map is None or map_key(item.metric_map) == key else None,
-            item.error,
-        )
-        for item in fetched
-    ]
-    result = rollup(previous, current, started, now)
-    failed = sum(1 for item in fetched if item.routes is None)
-    error = _round_error(source, fetched)
-    answered = len(fetched) - failed
+    this round's counters and the source's status. One transaction.
+
+    The source's row is read again, locked, inside the transaction: the round is paired with the state
+    as stored now (never with a copy loaded before the claim), and when ``last_attempt`` is no longer
+    this round's claim time (``now``), another worker claimed the source since and owns its state: this
+    round is dropped (None) and nothing is written, so no request is counted twice and the state never
+    moves back to an older round's counters."""
     with transaction.atomic():
-        minute_add(source.service_id, now, result, replicas=len(fetched), failed=failed)
+        fresh = (
+            MetricSource.objects.select_for_update()
+            .filter(pk=source.pk)
+            .values("state", "last_attempt", "service_id")
+            .first()
+        )
+        if fresh is None or fresh["last_attempt"] != now:
+            logger.info(
+                "scrape of service %s (source %s): round dropped, another worker claimed the source since",
+                source.service.name,
+                source.pk,
+            )
+            return None
+        state = fresh["state"] or {}
+        source.state = state
+        metric_map = configured_map(source) or next(
+            (item.metric_map for item in fetched if item.metric_map is not None), None
+        )
+        key = map_key(metric_map) if metric_map is not None else ""
+        started, previous = _previous(state, key, now, source.interval_seconds)
+        before = {scrape.replica: scrape for scrape in previous}
+        # A replica read with a map other than the one remembered (two replicas recognised differently)
+        # cannot be paired: counted as failed rather than mixed in.
+        current: list[ReplicaScrape] = []
+        for item in fetched:
+            readable = item.routes is not None and (item.metric_map is None or map_key(item.metric_map) == key)
+            earlier = before.get(item.replica)
+            if item.routes is None or not readable:
+                current.append(ReplicaScrape(item.replica, now, None, item.error))
+                continue
+            folded = fold_routes(item.routes, earlier.routes if earlier is not None else None)
+            current.append(ReplicaScrape(item.replica, now, folded, item.error))
+            if earlier is not None:
+                pairing = pairing_routes(earlier.routes, item.routes, folded)
+                before[item.replica] = ReplicaScrape(earlier.replica, earlier.at, pairing, earlier.error)
+        result = rollup(before.values(), current, started, now)
+        failed = sum(1 for item in fetched if item.routes is None)
+        error = _round_error(source, fetched)
+        answered = len(fetched) - failed
+        minute_add(
+            source.service_id,
+            now,
+            result,
+            replicas=len(fetched),
+            failed=failed,
+            weight=_seconds_weight(source, result, current),
+        )
         new_state: dict[str, Any] = {
             "version": STATE_VERSION,
             "map": key,
@@ -406,14 +547,17 @@ def _busiest(routes: Mapping[str, Counters]) -> dict[str, Counters]:
     return merged
 
 
-def minute_add(service_id: int, now: datetime, result: Rollup, *, replicas: int, failed: int) -> None:
-    """Add a round to the minute's rows (whole service and per route) and the hour's row.
+def minute_add(
+    service_id: int, now: datetime, result: Rollup, *, replicas: int, failed: int, weight: float = 1.0
+) -> None:
+    """Add a round to the minute's rows (whole service and per route) and the hour's row; the round's
+    seconds are added times ``weight`` (see _seconds_weight).
 
     The rows are created empty first (ignoring the ones that exist), then locked and added to, so two
     sources of one service writing the same minute add up rather than overwrite or collide.
     """
     minute = now.replace(second=0, microsecond=0)
-    seconds = (result.end - result.start).total_seconds()
+    seconds = (result.end - result.start).total_seconds() * weight
     hour = minute.replace(minute=0)
     routes = _busiest(result.routes) if result.routes is not None else {}
     names = ["", *routes]
@@ -476,8 +620,9 @@ def scrape_sources_run(sources: Iterable[MetricSource], *, now: datetime | None 
     claimed = [source for source in sources if source_claim(source, now)]
     if not claimed:
         return []
-    fetched = fetch_sources(claimed)
-    return [source_record_round(source, fetched[source.pk], now) for source in claimed]
+    by_pk = {source.pk: source for source in claimed}
+    results = {pk: source_record_round(by_pk[pk], fetched, now) for pk, fetched in fetch_sources_each(claimed)}
+    return [result for source in claimed if (result := results[source.pk]) is not None]
 
 
 def scrape_sources(*, service: str | None = None) -> Any:
@@ -485,7 +630,9 @@ def scrape_sources(*, service: str | None = None) -> Any:
     sources = MetricSource.objects.filter(kind=SourceKind.SCRAPE, enabled=True, service__enabled=True)
     if service is not None:
         sources = sources.filter(service__name=service)
-    return sources.select_related("service")
+    # The state (every replica's counters per route) is not needed to tell which are due: it is loaded
+    # for the claimed ones only, and read again, locked, when their round is recorded.
+    return sources.select_related("service").defer("state")
 
 
 def scrape_due_sources(*, now: datetime | None = None) -> list[RoundResult]:

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.core.cache import cache
 from django.utils import timezone
@@ -437,6 +438,42 @@ def slo_budgets(now: datetime | None = None, *, evaluate_prometheus: bool = Fals
         known = [b for b in (budgets.get(slo.service.name), left) if b is not None]
         budgets[slo.service.name] = min(known) if known else None
     return budgets
+
+
+# The burn windows as /metrics labels them.
+BURN_WINDOW_LABELS = {
+    timedelta(minutes=5): "5m",
+    timedelta(minutes=30): "30m",
+    timedelta(hours=1): "1h",
+    timedelta(hours=6): "6h",
+    timedelta(days=3): "3d",
+}
+
+
+def slo_figures(now: datetime | None = None) -> tuple[dict[str, float | None], list[dict[str, Any]]]:
+    """Beat's chart refresh, once a minute: every SLO of an enabled service in one pass (a Prometheus
+    source's asked of its server, every window at once). Returns what ``slo_budgets`` gives (each
+    service's smallest budget left; the Prometheus SLOs' budgets kept in the cache for pages, as
+    ``slo_budgets(evaluate_prometheus=True)`` does) and, per SLO, its budget left and burn rate per
+    BURN_WINDOWS (``{"service", "slo", "budget_left", "burn": {"5m": rate or None, ...}}``) for /metrics."""
+    now = now or timezone.now()
+    slos = [slo for slo in _objectives() if slo.service.enabled]
+    asked = _ask_prometheus(slos, _all_windows, now)
+    reader = _Reader(now, _latency_services(slo for slo in slos if slo.pk not in asked))
+    statuses = [_status(slo, reader, asked.get(slo.pk)) for slo in slos]
+    kept = {str(status.slo.pk): status.budget_left for status in statuses if _is_prometheus(status.slo)}
+    try:
+        cache.set(PROMETHEUS_BUDGETS_KEY, kept, PROMETHEUS_BUDGETS_SECONDS)
+    except Exception:  # noqa: BLE001 - the cache down: the panel shows "no data", the refresh goes on
+        logger.warning("The Prometheus SLOs' budgets could not be cached", exc_info=True)
+    budgets: dict[str, float | None] = {}
+    figures: list[dict[str, Any]] = []
+    for status in statuses:
+        known = [b for b in (budgets.get(status.service), status.budget_left) if b is not None]
+        budgets[status.service] = min(known) if known else None
+        burn = {BURN_WINDOW_LABELS[window]: rate for window, rate in status.burn_rates.items()}
+        figures.append({"service": status.service, "slo": status.name, "budget_left": status.budget_left, "burn": burn})
+    return budgets, figures
 
 
 def slo_burn_levels(severity: str, now: datetime | None = None) -> dict[tuple[str, str], float | None]:

@@ -191,7 +191,7 @@ def test_each_shipped_recovery_plan_runs_dry_and_only_says_what_it_would_do(api_
         assert response.status_code == 202, response.content
         body = response.json()
         assert (body["type"], body["recoveryType"], body["dryRun"], body["environment"]) == (
-            "recovery", failure_type, True, "demo",
+            "recovery", failure_type, True, "production",
         )  # fmt: skip
         assert run(body["id"]) is RunOutcome.SUCCEEDED
         runs = list(StepRun.objects.filter(deployment_id=body["id"]).order_by("index"))
@@ -209,7 +209,9 @@ def test_each_shipped_recovery_plan_runs_dry_and_only_says_what_it_would_do(api_
     run_step_lines = StepRun.objects.filter(deployment__recovery_type="application_failure").values_list(
         "output", flat=True
     )
-    assert any("deployments.demo" in text and "backend-rollback" in text for text in run_step_lines)
+    # The product's tools, not the demo's: Render's rollback hook, named by its secret setting.
+    assert any("would POST ${RENDER_ROLLBACK_HOOK_URL}" in text for text in run_step_lines)
+    assert not any("deployments.demo" in text for text in run_step_lines)
 
 
 @pytest.mark.django_db

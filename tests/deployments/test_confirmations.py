@@ -89,7 +89,7 @@ def test_running_a_recovery_plan_asks_naming_the_plan_environment_and_steps(oper
     response = operator_client.post("/deployments/recovery/database_failure", {"dry_run": "0"})
     assert response.status_code == 200
     html = response.content.decode()
-    assert "Run recovery plan database_failure on demo?" in html
+    assert "Run recovery plan database_failure on production?" in html
     names = [step["name"] for step in RECOVERY_PLANS["database_failure"]["steps"]]
     assert all(name in html for name in names) and "Steps, in order: " + names[0] in html
     assert not Deployment.objects.exists()

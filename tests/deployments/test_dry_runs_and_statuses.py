@@ -33,9 +33,10 @@ def release(environment: Environment, version: str, *, hours_ago: int) -> Deploy
 
 @pytest.fixture
 def dry_run():
-    """demo runs v1 then v2; then a dry run of the database_failure plan, run to its end in-process."""
+    """production (where the shipped plans act) runs v1 then v2; then a dry run of the database_failure
+    plan, run to its end in-process."""
     ensure_defaults()
-    demo = Environment.objects.get(name="demo")
+    demo = Environment.objects.get(name="production")
     v1, v2 = release(demo, "v1", hours_ago=3), release(demo, "v2", hours_ago=2)
     dry = recovery_run(failure_type="database_failure", actor=SYSTEM, dry_run=True)
     assert run(dry.pk) is RunOutcome.SUCCEEDED
@@ -47,10 +48,10 @@ def dry_run():
 def test_a_dry_run_never_counts_as_a_release(dry_run):
     dry = dry_run["dry"]
     assert (dry.dry_run, dry.status, dry.version) == (True, DeploymentStatus.SUCCEEDED, "v2")
-    demo = next(row for row in environments_status() if row["environment"] == "demo")
+    demo = next(row for row in environments_status() if row["environment"] == "production")
     assert demo["currentVersion"] == "v2"
     assert demo["last"]["id"] == dry_run["v2"].pk, "the dry run became the environment's last deployment"
-    assert rollback_versions("demo") == ("v2", "v1")
+    assert rollback_versions("production") == ("v2", "v1")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -61,11 +62,11 @@ def test_a_dry_run_is_marked_on_the_list_the_detail_the_dashboard_and_the_api(dr
     row = re.search(rf'<tr id="deployment-{dry.pk}">(.*?)</tr>', index, re.S).group(1)
     assert BADGE in row and 'data-status="succeeded"' in row
     assert BADGE not in re.search(rf'<tr id="deployment-{v2.pk}">(.*?)</tr>', index, re.S).group(1)
-    environment = re.search(r'<tr id="env-demo">(.*?)</tr>', index, re.S).group(1)
+    environment = re.search(r'<tr id="env-production">(.*?)</tr>', index, re.S).group(1)
     assert f"#{v2.pk} v2" in environment and f"#{dry.pk}" not in environment
 
     detail = operator_client.get(f"/deployments/{dry.pk}/").content.decode()
-    assert f"<h1>Dry run #{dry.pk}: demo v2</h1>" in detail and BADGE in detail
+    assert f"<h1>Dry run #{dry.pk}: production v2</h1>" in detail and BADGE in detail
     assert "runs nothing: it is never the environment's release" in detail
     assert 'data-status="skipped"' in detail  # each step said what it would do and ran nothing
 
@@ -78,7 +79,7 @@ def test_a_dry_run_is_marked_on_the_list_the_detail_the_dashboard_and_the_api(dr
     assert client.get(f"/api/deployment/deployments/{dry.pk}").json()["dryRun"] is True
     assert client.get(f"/api/deployment/deployments/{v2.pk}").json()["dryRun"] is False
     status = client.get("/api/deployment/status").json()
-    demo = next(row for row in status["environments"] if row["environment"] == "demo")
+    demo = next(row for row in status["environments"] if row["environment"] == "production")
     assert (demo["last"]["id"], demo["last"]["dryRun"], demo["currentVersion"]) == (v2.pk, False, "v2")
 
 

@@ -22,7 +22,7 @@ from django.utils import timezone
 from controlplane.logging import JsonFormatter, TextFormatter
 from controlplane.redaction import REDACTED, _configured_secrets
 from controlplane.sentry import init_sentry
-from deployments.defaults import ensure_defaults
+from deployments.defaults import DEMO_RECOVERY_PLANS, ensure_defaults
 from deployments.models import Deployment, DeploymentType, Environment, LogLine, RecoveryPlan
 from deployments.runner import RunOutcome, run
 from deployments.steps import Context, StepFailed, describe, run_step
@@ -127,13 +127,18 @@ def test_a_version_stored_before_the_rule_cannot_feed_a_recovery_plan_or_a_rollb
     """A row written before versions were checked: the recovery plan and the rollback that would
     reuse it are refused naming the version, and nothing is queued."""
     ensure_defaults()
-    demo = Environment.objects.get(name="demo")
+    production = Environment.objects.get(name="production")  # where the shipped recovery plans act
     now = timezone.now()
 
     def succeeded(version: str, minutes_ago: int) -> None:
         at = now - timedelta(minutes=minutes_ago)
         Deployment.objects.create(
-            environment=demo, version=version, status="succeeded", requested_by="old", created_at=at, finished_at=at
+            environment=production,
+            version=version,
+            status="succeeded",
+            requested_by="old",
+            created_at=at,
+            finished_at=at,
         )
 
     succeeded("v1", 30)
@@ -142,7 +147,7 @@ def test_a_version_stored_before_the_rule_cannot_feed_a_recovery_plan_or_a_rollb
     recovery = api.post("/api/deployment/recovery/rollback/application_failure?dry_run=true")
     assert recovery.status_code == 422 and recovery.json()["field"] == "version"
     succeeded("v2", 10)  # now the current release, and the bad one "the previous" to roll back to
-    rollback = api.post(DEPLOY, {"environment": "demo", "type": "rollback"}, content_type="application/json")
+    rollback = api.post(DEPLOY, {"environment": "production", "type": "rollback"}, content_type="application/json")
     assert rollback.status_code == 422 and rollback.json()["field"] == "version"
     assert VALUE not in recovery.content.decode() + rollback.content.decode()
     assert Deployment.objects.count() == 3 and not Deployment.objects.active().exists()
@@ -371,15 +376,15 @@ def test_a_dry_run_of_a_version_stored_before_the_rule_shows_the_reference_not_t
 ):
     """The attack's last step, against a row that got in before versions were checked."""
     ensure_defaults()
-    plan = RecoveryPlan.objects.get(failure_type="application_failure")
+    # The demo's application_failure plan: its steps pass the version to a command.
     deployment = Deployment.objects.create(
-        environment=plan.environment,
+        environment=Environment.objects.get(name="demo"),
         version="${" + NAME + "}",
         type=DeploymentType.RECOVERY,
-        recovery_type=plan.failure_type,
+        recovery_type="application_failure",
         dry_run=True,
         requested_by="old",
-        steps=plan.steps,
+        steps=DEMO_RECOVERY_PLANS["application_failure"]["steps"],
     )
     assert run(deployment.pk) is RunOutcome.SUCCEEDED
     detail = api_client("deploy").get(f"/api/deployment/deployments/{deployment.pk}").content.decode()

@@ -70,6 +70,106 @@ def test_no_key_with_a_partial_rollout_is_a_coin_toss_and_says_so():
     assert evaluate(full, Context()).enabled and not evaluate(full, Context()).by_chance
 
 
+# --- The fast path answers exactly as the general one ----------------------------------------------
+
+
+def general_path(flag: FlagDefinition) -> FlagDefinition:
+    """The same flag with its fast path switched off, so ``evaluate`` takes the general path."""
+    object.__setattr__(flag, "_fast", None)
+    return flag
+
+
+ids = st.one_of(st.none(), st.just(""), st.text(max_size=12), st.sampled_from(["u1", "vip", "\ud800x"]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    rollout=st.integers(0, 100),
+    named=st.frozensets(st.sampled_from(["", "u1", "vip", "a,b", "\ud800x"]), max_size=3),
+    enabled=st.booleans(),
+    group=st.sampled_from(["", "grp"]),
+    shape=st.integers(0, 4),  # 0: FlagDefinition.simple
+    with_ids=st.booleans(),
+    user_id=ids,
+    session_id=ids,
+)
+def test_fast_path_answers_as_the_general_path(rollout, named, enabled, group, shape, with_ids, user_id, session_id):
+    if shape == 0:
+        make = lambda: FlagDefinition.simple("chat", enabled=enabled, rollout_percent=rollout, targeting_keys=named)  # noqa: E731
+    else:
+        rule = [
+            Strategy.user_with_id(named),
+            Strategy.flexible_rollout(rollout, group_id=group),
+            Strategy("default"),
+            Strategy.flexible_rollout(rollout, stickiness="sessionId", group_id=group),  # general path only
+        ][shape - 1]
+        strategies = ((Strategy.user_with_id(named),) if with_ids and shape != 1 else ()) + (rule,)
+        make = lambda: FlagDefinition("chat", enabled=enabled, strategies=strategies)  # noqa: E731
+    fast, slow = make(), general_path(make())
+    ctx = Context(user_id=user_id, session_id=session_id)
+    got, want = evaluate(fast, ctx), evaluate(slow, ctx)
+    if want.by_chance:  # a coin toss: only that it is one, and who decided if on
+        assert got.by_chance
+        assert got.strategy_index == want.strategy_index or got.enabled != want.enabled
+    else:
+        assert got == want
+    assert evaluate(fast, ctx, explain=True).explanation is not None
+
+
+def test_simple_flags_take_the_fast_path_and_others_do_not():
+    assert FlagDefinition.simple("a", enabled=True, rollout_percent=50, targeting_keys={"u"})._fast is not None
+    assert FlagDefinition.simple("a", enabled=False, rollout_percent=50, targeting_keys=())._fast is not None
+    constrained = Strategy.flexible_rollout(50, constraints=(Constraint("plan", "IN", values=("p",)),))
+    assert FlagDefinition("a", strategies=(constrained,))._fast is None
+    with_variants = Strategy.flexible_rollout(50, variants=(Variant("x"), Variant("y")))
+    assert FlagDefinition("a", strategies=(with_variants,))._fast is None
+    assert FlagDefinition("a", dependencies=(Dependency("b"),))._fast is None
+
+
+def test_fast_path_keeps_a_lone_surrogate_bucket():
+    flag = FlagDefinition.simple("chat", enabled=True, rollout_percent=50, targeting_keys=())
+    slow = general_path(FlagDefinition.simple("chat", enabled=True, rollout_percent=50, targeting_keys=()))
+    for i in range(200):
+        ctx = Context(user_id=f"\ud800{i}")
+        assert evaluate(flag, ctx) == evaluate(slow, ctx)
+
+
+def test_general_path_says_a_coin_toss_decided_on_or_off():
+    plan = Constraint("plan", "IN", values=("p",))
+    for variants in ((), (Variant("x"), Variant("y"))):
+        anonymous = FlagDefinition(
+            "f", strategies=(Strategy.flexible_rollout(50, constraints=(plan,), variants=variants),)
+        )
+        assert anonymous._fast is None
+        results = [evaluate(anonymous, Context(properties={"plan": "p"})) for _ in range(200)]
+        assert all(r.by_chance for r in results)
+        assert {r.enabled for r in results} == {True, False}  # 200 tosses: both sides, but for 2**-199
+        assert all((r.reason, r.strategy_index) == ("SPLIT", 0) for r in results if r.enabled)
+        keyed = [evaluate(anonymous, Context(user_id=f"u{i}", properties={"plan": "p"})) for i in range(50)]
+        assert not any(r.by_chance for r in keyed)
+    random_rollout = Strategy.flexible_rollout(50, stickiness="random", constraints=(plan,))
+    always = FlagDefinition("f", strategies=(random_rollout,))
+    assert all(evaluate(always, Context(user_id="u1", properties={"plan": "p"})).by_chance for _ in range(50))
+    # As the engine always answered: a flag with a random strategy marks every miss as chancy.
+    assert evaluate(always, Context(user_id="u1")).by_chance
+
+
+def test_variant_draw_walks_the_cumulative_weights_as_the_sdks_do():
+    import mmh3
+
+    variants = (Variant("a", weight=0), Variant("b", weight=3), Variant("c", weight=0), Variant("d", weight=5))
+    flag = FlagDefinition("f", strategies=(Strategy("default", variants=variants),))
+    for i in range(500):
+        target = mmh3.hash(f"f:user-{i}".encode(), 86028157, signed=False) % 8 + 1
+        counter = chosen = 0
+        for v in variants:  # Unleash's selectVariantDefinition
+            counter += v.weight
+            if counter >= target:
+                break
+            chosen += 1
+        assert evaluate(flag, Context(user_id=f"user-{i}")).variant_name == variants[chosen].name
+
+
 # --- Operators ---------------------------------------------------------------------------------------
 
 

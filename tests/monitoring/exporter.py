@@ -120,3 +120,48 @@ class Exporter:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class Trickler:
+    """An HTTP server that sends its headers at once and then its body a byte at a time, one byte every
+    ``pause`` seconds, for ``size`` bytes: a body that takes ``size * pause`` seconds. ``sent_all`` is set
+    just before the last byte goes out; a client that gave up earlier makes the server stop."""
+
+    def __init__(self, size: int = 200, pause: float = 0.1) -> None:
+        self.size, self.pause = size, pause
+        self.sent_all = threading.Event()
+        self.started = threading.Event()
+
+    def start(self) -> Trickler:
+        trickler = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(trickler.size))
+                self.end_headers()
+                self.wfile.flush()
+                trickler.started.set()
+                try:
+                    for index in range(trickler.size):
+                        if index == trickler.size - 1:
+                            trickler.sent_all.set()  # before the last byte: a client with the body saw it set
+                        self.wfile.write(b"#")
+                        self.wfile.flush()
+                        time.sleep(trickler.pause)
+                except OSError:
+                    return  # the client went away
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -126,7 +126,8 @@ def test_a_service_with_data_shows_its_signals_sparkline_and_uptime(operator_cli
 
     found = row(html, "backend")
     assert 'data-status="up"' in found
-    assert f'<td class="rate secondary">{counted_minutes(now) * 600 / 300:g} req/s</td>' in found  # per second over 5 min
+    rate = counted_minutes(now) * 600 / 300  # per second over 5 min
+    assert f'<td class="rate secondary">{rate:g} req/s</td>' in found
     assert '<td class="errors">0.5 %</td>' in found
     assert '<span class="value">235 ms</span>' in found  # p95 inside the 0.1-0.25 s bucket
     assert re.search(

@@ -207,3 +207,25 @@ def test_same_samples_as_prometheus_client_with_timestamps_and_escapes(
     text = "\n".join(lines) + "\n"
 
     assert _same(_ours(text, {"job_runs"}), _client_samples(text, {"job_runs"}))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<html>internal-secret-page</html>\n",
+        'up{job="internal-secret-page"} 1 internal\n',
+        "up internal-secret-page\n",
+        'up{internal_secret_page="1",internal_secret_page="2"} 1\n',
+        'up{job="internal-secret-page" 1\n',
+    ],
+    ids=["html", "timestamp", "value", "label-twice", "labels-not-closed"],
+)
+def test_an_error_never_quotes_the_text_it_read(text: str) -> None:
+    # The message is shown in the admin, the API and the logs: whatever an endpoint answered (an internal
+    # page, when a source is pointed at one) must not come back through it, only the line's number.
+    with pytest.raises(ExpositionError) as raised:
+        read_families("# TYPE up gauge\n" + text, {"up"})
+
+    assert raised.value.line_number == 2
+    assert str(raised.value).startswith("line 2: ")
+    assert "internal" not in str(raised.value) and "secret" not in str(raised.value)

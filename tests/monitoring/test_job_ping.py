@@ -209,3 +209,42 @@ def test_a_ping_is_recorded_when_the_cache_refuses(client: Client, monitor: JobM
     assert (response.status_code, response.content) == (200, b"OK\n")
     monitor.refresh_from_db()
     assert monitor.state == JobState.UP
+
+
+def test_a_burst_of_unknown_keys_makes_a_bounded_number_of_queries(
+    client: Client, monitor: JobMonitor, monkeypatch, django_assert_max_num_queries
+) -> None:
+    """Keys the local copy does not hold are looked up in the database within an in-process bucket
+    (here 3 look-ups, no refill): past it, an unknown key is a 404 without a query."""
+    from monitoring import job_monitors
+
+    monkeypatch.setattr(job_monitors, "_miss_bucket", job_monitors._MissBucket(rate=0.0, burst=3.0))
+    keys = [uuid.UUID(int=n + 1) for n in range(50)]
+    assert monitor.ping_key in job_monitors.ping_keys.get()  # the local copy loaded (one query) before
+    with django_assert_max_num_queries(3):
+        answers = {client.get(f"/ping/{key}").status_code for key in keys}
+    assert answers == {404}
+    # A known monitor still pings while the bucket is empty: its key is in the local copy.
+    assert client.get(monitor.ping_path()).status_code == 200
+    monitor.refresh_from_db()
+    assert monitor.state == JobState.UP
+
+
+def test_a_key_found_in_the_database_is_known_from_then_on_without_a_look_up(
+    client: Client, monkeypatch, django_assert_num_queries
+) -> None:
+    """A monitor made in another process since this one's last look at the keys: the first ping looks it
+    up (one query) and the next ones need none, even with the bucket empty."""
+    from monitoring import job_monitors
+
+    job_monitors.ping_keys.get()  # loaded now; bulk_create sends no post_save, so no bump reaches it
+    (made,) = JobMonitor.objects.bulk_create(
+        [JobMonitor(name=f"elsewhere-{uuid.uuid4().hex[:8]}", period_seconds=3600)]
+    )
+    assert made.ping_key not in job_monitors.ping_keys.get()
+    monkeypatch.setattr(job_monitors, "_miss_bucket", job_monitors._MissBucket(rate=0.0, burst=1.0))
+    monkeypatch.setattr(job_monitors, "_found_keys", set())
+    assert job_monitors.ping_key_known(made.ping_key)
+    with django_assert_num_queries(0):
+        assert job_monitors.ping_key_known(made.ping_key)
+        assert not job_monitors.ping_key_known(uuid.UUID(int=7))

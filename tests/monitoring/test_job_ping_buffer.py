@@ -8,16 +8,19 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import pytest
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from monitoring.job_monitors import apply_pings, flush_pings, job_monitors_sweep
+from monitoring.job_monitors import UNREADABLE_SINCE, apply_pings, flush_pings, job_monitors_sweep
 from monitoring.jobs import PING_FAIL, PING_START, PING_SUCCESS
-from monitoring.models import JobMonitor, JobState
-from monitoring.ping_buffer import BufferedPing, BufferUnavailable, RedisBuffer, SpoolBuffer, buffer
+from monitoring.models import Heartbeat, JobMonitor, JobState
+from monitoring.ping_buffer import BufferedPing, BufferLocked, BufferUnavailable, RedisBuffer, SpoolBuffer, buffer
 from tests.conftest import free_port, service_url
+from tests.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.django_db
 
@@ -126,8 +129,9 @@ def test_the_sweep_applies_buffered_pings_before_it_decides(backend: str) -> Non
     assert JobMonitor.objects.get(pk=monitor.pk).state == JobState.DOWN
 
 
-def test_the_sweep_moves_nothing_while_the_buffer_cannot_be_read(settings) -> None:
-    """A ping may be waiting there: better late than a false alert (the cache check reports Redis)."""
+def test_the_sweep_moves_nothing_at_once_when_the_buffer_cannot_be_read(settings) -> None:
+    """A ping buffered before the store went down may be waiting there: on the first sweep that finds it
+    unreadable, every monitor is judged as if a ping had come at that moment, so nothing moves yet."""
     monitor = _monitor(period_seconds=3600, grace_seconds=600, state=JobState.UP,
                        last_ping=timezone.now() - timedelta(hours=2))  # fmt: skip
     settings.CACHES = {
@@ -222,3 +226,140 @@ def test_pings_through_the_url_on_each_buffer(backend: str, client: Client, sett
     settings.JOB_PING_RATE_PER_SECOND = 2
     codes = [client.get(monitor.ping_path()).status_code for _ in range(6)]
     assert codes.count(429) >= 2
+
+
+def _redis_through(proxy: FaultProxy, settings) -> None:
+    db = urlsplit(service_url("redis")).path.strip("/") or "0"
+    settings.CACHES = {
+        **settings.CACHES,
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{proxy.port}/{db}",
+            "KEY_PREFIX": f"test-jobpings-{uuid.uuid4().hex}",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+        },
+    }
+    assert isinstance(buffer(), RedisBuffer)
+
+
+@pytest.mark.service("redis")
+def test_while_redis_is_down_a_monitor_moves_only_as_a_ping_buffered_before_would_let_it(settings) -> None:
+    """Hourly, 10 min grace, last ping at t0 in the database; a success at t0+20 min waits in Redis when
+    Redis goes away, and the first sweep to find it unreadable runs at t0+30 min. Judged as if a ping had
+    come at t0+30 min, the monitor stays up at t0+75 min (where the database alone says late, but the
+    waiting ping says up), goes late at t0+90 and down at t0+100: it never moves further than the waiting
+    ping allows, and a job that stopped pinging still goes down."""
+    parts = urlsplit(service_url("redis"))
+    t0 = timezone.now().replace(microsecond=0) - timedelta(days=1)
+    monitor = _monitor(period_seconds=3600, grace_seconds=600, state=JobState.UP, last_ping=t0)
+    with FaultProxy(parts.hostname or "127.0.0.1", parts.port or 6379) as proxy:
+        _redis_through(proxy, settings)
+        assert job_monitors_sweep(now=t0 + timedelta(minutes=10)) == 0
+        _append(BufferedPing(t0 + timedelta(minutes=20), monitor.ping_key, PING_SUCCESS))
+        proxy.refuse()
+        with pytest.raises(BufferUnavailable) as raised:
+            flush_pings(wait=0.5)
+        assert not isinstance(raised.value, BufferLocked)  # the store is down, no other flush holds it
+
+        def state_after_sweep(minutes: int) -> str:
+            job_monitors_sweep(now=t0 + timedelta(minutes=minutes))
+            return JobMonitor.objects.get(pk=monitor.pk).state
+
+        assert state_after_sweep(30) == JobState.UP
+        assert Heartbeat.objects.get(name=UNREADABLE_SINCE).last_seen == t0 + timedelta(minutes=30)
+        assert state_after_sweep(75) == JobState.UP
+        assert state_after_sweep(89) == JobState.UP
+        assert state_after_sweep(91) == JobState.LATE
+        assert state_after_sweep(99) == JobState.LATE
+        assert state_after_sweep(101) == JobState.DOWN
+
+        proxy.heal()
+        # Redis back: the waiting ping is applied (t0+20 min, itself past its deadline: still down).
+        assert state_after_sweep(102) == JobState.DOWN
+        assert JobMonitor.objects.get(pk=monitor.pk).last_ping == t0 + timedelta(minutes=20)
+        assert not Heartbeat.objects.filter(name=UNREADABLE_SINCE).exists()
+        from django.core.cache import cache
+
+        cache.delete_pattern("*")  # this test's prefix only
+
+
+@pytest.mark.service("redis")
+def test_a_new_outage_counts_from_its_own_first_sweep(settings) -> None:
+    """The moment kept for one outage goes when a sweep reads the buffer again: the next outage's
+    monitors are judged from that outage's first sweep, not the earlier one's."""
+    parts = urlsplit(service_url("redis"))
+    t0 = timezone.now().replace(microsecond=0) - timedelta(days=1)
+    monitor = _monitor(period_seconds=3600, grace_seconds=600, state=JobState.UP, last_ping=t0)
+    with FaultProxy(parts.hostname or "127.0.0.1", parts.port or 6379) as proxy:
+        _redis_through(proxy, settings)
+        proxy.refuse()
+        job_monitors_sweep(now=t0 - timedelta(minutes=30))  # an earlier outage, before the last ping
+        proxy.heal()
+        job_monitors_sweep(now=t0 + timedelta(minutes=5))
+        proxy.refuse()
+        job_monitors_sweep(now=t0 + timedelta(minutes=40))
+        assert Heartbeat.objects.get(name=UNREADABLE_SINCE).last_seen == t0 + timedelta(minutes=40)
+        job_monitors_sweep(now=t0 + timedelta(minutes=75))
+        assert JobMonitor.objects.get(pk=monitor.pk).state == JobState.UP
+        proxy.heal()
+        from django.core.cache import cache
+
+        cache.delete_pattern("*")
+
+
+def test_a_flush_holding_the_buffer_makes_the_sweep_wait_for_the_next_minute(settings, tmp_path, monkeypatch) -> None:
+    """Another flush holds the buffer (the store works, pings may wait there): nothing moves, and no
+    outage is recorded."""
+    from monitoring import job_monitors
+
+    settings.VAR_DIR = tmp_path
+    monkeypatch.setattr(job_monitors, "SWEEP_FLUSH_WAIT", 0.2)
+    t0 = timezone.now().replace(microsecond=0) - timedelta(days=1)
+    monitor = _monitor(period_seconds=3600, grace_seconds=600, state=JobState.UP, last_ping=t0)
+    spool = buffer()
+    assert isinstance(spool, SpoolBuffer)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(pings: Sequence[BufferedPing]) -> int:
+        holding.set()
+        release.wait(10)
+        return 0
+
+    _append(BufferedPing(t0 - timedelta(hours=1), monitor.ping_key, PING_SUCCESS))
+    other = threading.Thread(target=lambda: spool.drain(hold, wait=1))
+    other.start()
+    try:
+        assert holding.wait(10)
+        with pytest.raises(BufferLocked):
+            flush_pings(wait=0.1)
+        assert job_monitors_sweep(now=t0 + timedelta(hours=2)) == 0
+    finally:
+        release.set()
+        other.join(10)
+    assert JobMonitor.objects.get(pk=monitor.pk).state == JobState.UP
+    assert not Heartbeat.objects.filter(name=UNREADABLE_SINCE).exists()
+    assert job_monitors_sweep(now=t0 + timedelta(hours=2)) == 1
+
+
+def test_a_ping_buffered_while_the_sweep_flushes_is_applied_before_the_monitor_goes_down(backend: str) -> None:
+    """The job pings while the sweep's first flush runs (here: at that flush's first query), too late for
+    it: the sweep flushes again before it moves anything, so the ping wins and the monitor stays up."""
+    t0 = timezone.now().replace(microsecond=0) - timedelta(days=1)
+    now = t0 + timedelta(minutes=71)  # past the hour and its 10 min grace: down without the ping
+    monitor = _monitor(period_seconds=3600, grace_seconds=600, state=JobState.UP, last_ping=t0)
+    other = _monitor(period_seconds=3600)
+    _append(BufferedPing(now - timedelta(minutes=5), other.ping_key, PING_SUCCESS))  # gives the flush a query
+    late_ping = BufferedPing(now - timedelta(seconds=1), monitor.ping_key, PING_SUCCESS)
+    sent = []
+
+    def concurrent_ping(execute, sql, params, many, context):
+        if not sent and "monitoring_jobmonitor" in sql.lower():
+            sent.append(True)
+            buffer().append(late_ping, limit=1000)  # a request in another process, during the flush
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(concurrent_ping):
+        assert job_monitors_sweep(now=now) == 0
+    assert sent
+    found = JobMonitor.objects.get(pk=monitor.pk)
+    assert found.state == JobState.UP and found.last_ping == late_ping.at

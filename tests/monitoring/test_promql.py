@@ -38,6 +38,7 @@ from monitoring.service_signals import Signal, service_signals
 from monitoring.slo import Severity
 from tests.faultproxy import FaultProxy
 from tests.httpsink import HttpSink
+from tests.monitoring.exporter import Trickler
 
 # One real Prometheus for the module: its tests go to one pytest-xdist process (make test's --dist loadgroup).
 pytestmark = pytest.mark.xdist_group("prometheus")
@@ -801,3 +802,17 @@ def test_opentelemetry_names_and_mapped_error_statuses() -> None:
     assert queries["p99"] == (
         "histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_bucket{$selector}[$window])))"
     )
+
+
+@pytest.mark.django_db
+def test_the_timeout_bounds_a_trickling_answer() -> None:
+    """Headers at once, then a byte every 0.1 s for 20 s: the query gives up at the 1 s timeout while the
+    server is still sending (each read alone is quick, so a per-read timeout never fires)."""
+    trickler = Trickler(size=200, pause=0.1).start()
+    try:
+        source = _source(f"http://127.0.0.1:{trickler.port}", timeout_seconds=1.0)
+        value = promql.signal_value(source, Signal.UP, WINDOW, timezone.now())
+        assert trickler.started.is_set() and not trickler.sent_all.is_set()
+    finally:
+        trickler.stop()
+    assert value.value is None and value.error == f"http://127.0.0.1:{trickler.port}: no answer within 1 s"

@@ -345,3 +345,31 @@ def test_quantiles_grow_with_q_and_stay_within_the_bounds(increments: list[int],
 
 def test_quantile_zero_over_an_empty_first_bucket_is_its_bottom() -> None:
     assert histogram_quantile(0, {0.1: 0.0, 0.5: 4.0, INF: 4.0}) == 0.0
+
+
+def test_a_reset_of_any_counter_resets_the_whole_route() -> None:
+    """The process restarted and served 150 requests, 2 failed, before the next scrape: its requests
+    happen to be above the old 100, but its errors (10 -> 2) and a bucket went down. All of the route's
+    counters began again: its increase is every counter's value, not the requests' difference of 50."""
+    previous = [ReplicaScrape("a", START, {"/r": Counters(100, 10, {0.1: 80, INF: 100})})]
+    current = [ReplicaScrape("a", END, {"/r": Counters(150, 2, {0.1: 40, INF: 150})})]
+
+    result = rollup(previous, current, START, END)
+
+    assert result.service == Counters(150, 2, {0.1: 40, INF: 150})
+
+
+def test_a_bucket_going_down_alone_resets_the_route() -> None:
+    previous = [ReplicaScrape("a", START, {"/r": Counters(100, 0, {0.1: 80, 0.5: 90, INF: 100})})]
+    current = [ReplicaScrape("a", END, {"/r": Counters(120, 0, {0.1: 70, 0.5: 110, INF: 120})})]
+
+    assert rollup(previous, current, START, END).service == Counters(120, 0, {0.1: 70, 0.5: 110, INF: 120})
+
+
+def test_routes_reset_each_on_its_own() -> None:
+    previous = [ReplicaScrape("a", START, {"/r": Counters(100, 10), "/s": Counters(50, 0)})]
+    current = [ReplicaScrape("a", END, {"/r": Counters(110, 1), "/s": Counters(60, 0)})]
+
+    result = rollup(previous, current, START, END)
+
+    assert result.routes == {"/r": Counters(110, 1), "/s": Counters(10, 0)}

@@ -48,6 +48,11 @@ class Command(BaseCommand):
             default=None,
             help=f"Days until it expires ({MIN_EXPIRES_IN_DAYS}-{MAX_EXPIRES_IN_DAYS}).",
         )
+        parser.add_argument(
+            "--environment",
+            default=None,
+            help="For a flags:read token: the environment whose flags it reads (default: production).",
+        )
 
     def handle(self, *args: object, **options: object) -> None:
         with _logs_on_stderr():
@@ -59,9 +64,13 @@ class Command(BaseCommand):
                 name=str(options["name"]),
                 scopes=str(options["scopes"]),
                 expires_in_days=options["expires_in_days"],  # type: ignore[arg-type]
+                environment=options["environment"],  # type: ignore[arg-type]
                 actor=Actor.system("manage.py create_api_token"),
             )
         except InvalidTokenRequest as error:
             raise CommandError(str(error)) from None
-        self.stderr.write(f"Token '{token.name}' ({token.prefix}…) with scopes {', '.join(token.scopes)}; shown once:")
+        bound = f" in {token.environment.name}" if token.environment is not None else ""
+        self.stderr.write(
+            f"Token '{token.name}' ({token.prefix}…) with scopes {', '.join(token.scopes)}{bound}; shown once:"
+        )
         self.stdout.write(raw)

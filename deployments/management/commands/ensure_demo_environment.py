@@ -1,4 +1,5 @@
-"""Create the shipped pipelines, the demo environment and the recovery plans where missing (make run)."""
+"""Create the shipped pipelines, production's and the demo's deployments rows and the recovery plans where
+missing (make run)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,13 @@ from deployments.defaults import ensure_defaults
 
 
 class Command(BaseCommand):
-    help = "Create the wingmanmatch and demo pipelines, the demo environment and the recovery plans if missing."
+    help = (
+        "Create the wingmanmatch and demo pipelines, production (wingmanmatch) and demo, and the recovery plans"
+        " (on production) if missing."
+    )
 
     def handle(self, *args: object, **options: object) -> None:
         ensure_defaults(actor=Actor.system("manage.py ensure_demo_environment"))
-        self.stdout.write("deployments: pipelines wingmanmatch and demo, environment demo, recovery plans ready")
+        self.stdout.write(
+            "deployments: pipelines wingmanmatch and demo, environments production and demo, recovery plans ready"
+        )
