@@ -12,6 +12,8 @@
    flags/fixtures/wingmanmatch.json for one user (POST /ofrep/v1/evaluate/flags with a flags:read
    token), p50, p99 and req/s, against the trivial JSON view /bench/trivial served by the same
    settings (alternating rounds, median of each). Goal: OFREP req/s >= 0.8 of the trivial view's.
+   With ``--targeted``, 4 of the 14 flags get production states with strategies (3 constraints, a
+   segment, a rollout) and 2 typed variants, and the context carries the attributes they read.
 
 3. Propagation: seconds from a toggle through the API until every answer from either gunicorn
    worker is the new value (20 in a row). Limit: 1 s.
@@ -211,7 +213,28 @@ def manage(*args: str) -> str:
     return completed.stdout
 
 
-def prepare_flags() -> tuple[list[str], str]:
+# Production states for --targeted: 3 constraints and 2 variants on a rollout, the issue's example.
+TARGETED_STATE = {
+    "enabled": True,
+    "strategies": [
+        {
+            "kind": "flexibleRollout",
+            "rollout": 80,
+            "segments": ["premium-eu"],
+            "constraints": [
+                {"field": "appVersion", "operator": "SEMVER_GTE", "values": ["2.3.0"]},
+                {"field": "city", "operator": "IN", "values": ["berlin", "paris"], "case_insensitive": True},
+            ],
+            "variants": [{"name": "a", "weight": 500}, {"name": "b", "weight": 500}],
+        },
+        {"kind": "userWithId", "user_ids": ["vip"]},
+    ],
+    "variants": [],
+}
+TARGETED_CONTEXT = {"plan": "premium", "country": "DE", "appVersion": "2.4.0", "city": "Berlin"}
+
+
+def prepare_flags(targeted: bool = False) -> tuple[list[str], str]:
     """Exactly the fixture's flags in the benchmark database, and a new flags:read token."""
     names = [flag["name"] for flag in json.loads(FIXTURE.read_text())["flags"]]
     migrate(SETTINGS)
@@ -224,6 +247,20 @@ def prepare_flags() -> tuple[list[str], str]:
         "    flag_delete(name=name, actor=Actor.system('bench/flags.py'))\n"
     )
     manage("shell", "--no-imports", "-c", remove_others)
+    if targeted:
+        segment = {"name": "premium-eu", "constraints": [{"field": "plan", "operator": "IN", "values": ["premium"]}]}
+        document = {
+            "segments": [segment],
+            "flags": [{"name": name, "environments": {"production": TARGETED_STATE}} for name in names[:4]],
+        }
+        manage(
+            "shell",
+            "--no-imports",
+            "-c",
+            "from controlplane.audit import Actor\n"
+            "from flags.services import flags_import\n"
+            f"flags_import(document={document!r}, actor=Actor.system('bench/flags.py'))\n",
+        )
     token = manage("create_api_token", "bench", "--scopes", "flags:read").strip().splitlines()[-1]
     return names, token
 
@@ -268,9 +305,10 @@ def wrk_script(body: bytes, token: str) -> str:
     return script.name
 
 
-def ofrep(rounds: int, seconds: int) -> None:
-    names, token = prepare_flags()
-    body = json.dumps({"context": {"targetingKey": TARGETING_KEY}}).encode()
+def ofrep(rounds: int, seconds: int, targeted: bool = False) -> None:
+    names, token = prepare_flags(targeted)
+    context = {"targetingKey": TARGETING_KEY, **(TARGETED_CONTEXT if targeted else {})}
+    body = json.dumps({"context": context}).encode()
     script = wrk_script(body, token)
     trivial: list[Load] = []
     bulk: list[Load] = []
@@ -298,7 +336,8 @@ def ofrep(rounds: int, seconds: int) -> None:
     ratio = a.requests_per_second / b.requests_per_second
     cache = "Redis cache" if os.environ.get("REDIS_URL") else "file cache"
     print(
-        f"OFREP bulk evaluation, {len(names)} flags for one user (gunicorn, 2 sync workers, {cache}): "
+        f"OFREP bulk evaluation, {len(names)} flags for one user"
+        f"{' (4 with strategies, constraints and variants)' if targeted else ''} (gunicorn, 2 sync workers, {cache}): "
         f"p50 {a.p50_ms:.2f} ms, p99 {a.p99_ms:.2f} ms, {a.requests_per_second:,.0f} req/s vs trivial view "
         f"p50 {b.p50_ms:.2f} ms, {b.requests_per_second:,.0f} req/s: "
         f"{ratio:.2f} of its throughput (goal >= {OFREP_GOAL})"
@@ -358,7 +397,11 @@ def main() -> None:
     parser.add_argument("--waffle-iterations", type=int, default=20_000)
     parser.add_argument("--toggles", type=int, default=5, help="flag changes timed for propagation")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--targeted", action="store_true", help="OFREP only, 4 flags with strategies and variants")
     args = parser.parse_args()
+    if args.targeted:
+        ofrep(args.rounds, args.seconds, targeted=True)
+        return
     if args.child:
         child(args.ours_iterations, args.waffle_iterations)
         return

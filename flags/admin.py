@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django import forms
@@ -7,12 +8,16 @@ from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html_join
 
 from controlplane.audit import Actor
 from controlplane.forms import add_to_form
-from flags.evaluation import CompiledFlag, on_for
-from flags.models import Flag
-from flags.selectors import flag_history
+from controlplane.models import DEFAULT_FLAGS_ENVIRONMENT
+from flags import definitions as docs
+from flags.evaluation import on_for
+from flags.models import Constraint, Flag, FlagState, FlagType, Segment, Strategy, Variant
+from flags.selectors import compiled_of, flag_history
 from flags.services import (
     FIELDS,
     MAX_ROLLOUT_PERCENT,
@@ -23,7 +28,11 @@ from flags.services import (
     clean_rollout_percent,
     flag_create,
     flag_delete,
+    flag_state_saved,
     flag_update,
+    segment_deleted,
+    segment_saved,
+    state_before,
 )
 
 
@@ -41,16 +50,41 @@ class TargetingKeysField(forms.Field):
 
 
 class FlagForm(forms.ModelForm):
+    """The flag and production's one line (today's editing); a production state with more strategies
+    than that is edited on its state's page, and then rollout and keys here are left as they are."""
+
+    enabled = forms.BooleanField(required=False, help_text="Production's switch: off means off for everyone.")
+    rollout_percent = forms.IntegerField(
+        required=False,
+        min_value=MIN_ROLLOUT_PERCENT,
+        max_value=MAX_ROLLOUT_PERCENT,
+        help_text="Production's share of users (0 to 100) who get the flag when it is enabled.",
+    )
     targeting_keys = TargetingKeysField(required=False, help_text="The product's user ids, one per line.")
 
     class Meta:
         model = Flag
-        fields = list(FIELDS)
+        fields = ["name", "type", "description", "owner"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial.update(
+                enabled=self.instance.enabled,
+                rollout_percent=self.instance.rollout_percent,
+                targeting_keys=self.instance.targeting_keys or [],
+            )
+            self.fields["type"].disabled = True  # a type change would strand every variant's value
+        else:
+            self.initial.setdefault("rollout_percent", 0)
+            self.fields["type"].required = False  # boolean unless chosen
 
     def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data
-        values = {key: data[key] for key in FIELDS if key in data}
+        if data.get("rollout_percent") is None:
+            data["rollout_percent"] = self.instance.rollout_percent if self.instance.pk else 0
+        values = {key: data[key] for key in FIELDS if key in data and data[key] is not None}
         if self.instance.pk:
             values.pop("name", None)  # renaming would break every service that asks for it
         try:
@@ -62,6 +96,20 @@ class FlagForm(forms.ModelForm):
 
 # Reads the typed text as a whole number; the range is the services' rule (clean_rollout_percent).
 WHOLE_NUMBER = forms.IntegerField()
+
+
+class ProductionEnabledFilter(admin.SimpleListFilter):
+    title = "enabled in production"
+    parameter_name = "enabled"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("1", "Yes"), ("0", "No")]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        if self.value() not in ("0", "1"):
+            return queryset
+        on = queryset.filter(states__environment__name=DEFAULT_FLAGS_ENVIRONMENT, states__enabled=True)
+        return on if self.value() == "1" else queryset.exclude(pk__in=on.values("pk"))
 
 
 class RolloutActionForm(ActionForm):
@@ -78,33 +126,68 @@ class RolloutActionForm(ActionForm):
 class FlagAdmin(admin.ModelAdmin):
     form = FlagForm
     action_form = RolloutActionForm
-    list_display = ["name", "enabled", "rollout_percent", "on_for_summary", "owner", "modified"]
-    list_filter = ["enabled", "owner"]
+    list_display = ["name", "type", "production_enabled", "on_for_summary", "owner", "modified"]
+    list_filter = [ProductionEnabledFilter, "type", "owner"]
     search_fields = ["name", "description", "owner"]
     ordering = ["name"]
     actions = ["enable", "disable", "set_rollout"]
     change_form_template = "admin/flags/flag/change_form.html"
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return ["name"] if obj is not None else []
+        return ["name", "states"] if obj is not None else []
 
-    @admin.display(description="on for")
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return docs.flags_queryset()
+
+    @admin.display(description="enabled in production", boolean=True)
+    def production_enabled(self, flag: Flag) -> bool:
+        return flag.enabled
+
+    @admin.display(description="on for (production)")
     def on_for_summary(self, flag: Flag) -> str:
-        return on_for(CompiledFlag.of(flag))
+        return on_for(compiled_of(flag))
+
+    @admin.display(description="states")
+    def states(self, flag: Flag) -> str:
+        return format_html_join(
+            "",
+            '<li><a href="{}">{}</a>: {}</li>',
+            (
+                (
+                    reverse("admin:flags_flagstate_change", args=[state.pk]),
+                    state.environment.name,
+                    on_for(compiled_of(flag, state.environment.name)),
+                )
+                for state in flag.states.all()
+            ),
+        )
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = ["name", "type", "description", "owner", "enabled", "rollout_percent", "targeting_keys"]
+        return [*fields, "states"] if obj is not None else fields
 
     def save_model(self, request: HttpRequest, obj: Flag, form: Any, change: bool) -> None:
         actor = Actor.for_user(request.user)
         values = {key: form.cleaned_data[key] for key in FIELDS if key in form.cleaned_data}
         if change:
             values.pop("name", None)
+            if obj.rollout_percent is None:  # production holds more than one line: its page edits it
+                values.pop("rollout_percent", None)
+                values.pop("targeting_keys", None)
             saved = flag_update(name=obj.name, changes=values, actor=actor)
         else:
-            saved = flag_create(data=values, actor=actor)
+            saved = flag_create(data={**values, "type": form.cleaned_data.get("type") or FlagType.BOOLEAN}, actor=actor)
         obj.pk = saved.pk
         obj._state.adding = False
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         pass  # the flag has no related rows the form edits; the service saved everything
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
+        # A flag's states go with it (they cannot be deleted on their own, so nobody holds that permission).
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        perms_needed = {p for p in perms_needed if p not in (FlagState._meta.verbose_name, Strategy._meta.verbose_name)}
+        return deleted, counts, perms_needed, protected
 
     def delete_model(self, request: HttpRequest, obj: Flag) -> None:
         flag_delete(name=obj.name, actor=Actor.for_user(request.user))
@@ -157,3 +240,318 @@ class FlagAdmin(admin.ModelAdmin):
             "history": flag_history(int(object_id)) if object_id.isdigit() else [],
         }
         return super().change_view(request, object_id, form_url, extra_context)
+
+
+# --- States, strategies, constraints, variants, segments ------------------------------------------------
+# Edited as forms: each constraint is checked against its operator by the engine's Constraint (a semver
+# that is not one is an error naming it) and each variant value against the flag's type, before
+# anything is saved. Django's inline formsets save the rows; ``flag_state_saved`` / ``segment_saved``
+# then check the whole state, audit before and after, and publish, inside the admin's transaction.
+
+
+class LinesField(forms.Field):
+    """One item per line: text in the form, a list once cleaned."""
+
+    widget = forms.Textarea(attrs={"rows": 3})
+
+    def prepare_value(self, value: Any) -> Any:
+        return "\n".join(str(v) for v in value) if isinstance(value, list) else value
+
+    def to_python(self, value: Any) -> list[str]:
+        text = "" if value in self.empty_values else str(value)
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+class ParametersField(forms.Field):
+    """``name=value`` per line (Unleash's IPs, hostNames): text in the form, a dict once cleaned."""
+
+    widget = forms.Textarea(attrs={"rows": 2})
+
+    def prepare_value(self, value: Any) -> Any:
+        return "\n".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else value
+
+    def to_python(self, value: Any) -> dict[str, str]:
+        text = "" if value in self.empty_values else str(value)
+        out = {}
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            name, sep, rest = line.partition("=")
+            if not sep or not name.strip():
+                raise forms.ValidationError(f"{line.strip()!r} is not name=value")
+            out[name.strip()] = rest.strip()
+        return out
+
+
+class ConstraintForm(forms.ModelForm):
+    values = LinesField(required=False, help_text="One value per line.")
+
+    class Meta:
+        model = Constraint
+        fields = ["position", "field", "operator", "values", "case_insensitive", "inverted"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if self.errors or not data.get("operator"):
+            return data
+        doc = {key: data.get(key) for key in docs.CONSTRAINT_KEYS}
+        doc["values"] = data.get("values") or []
+        try:
+            docs.clean_constraint(doc, "constraint")
+        except docs.DocumentError as exc:
+            field = exc.field.split(".")[1] if "." in exc.field else None
+            field = "values" if field == "value" else field
+            self.add_error(field if field in self.fields else None, exc.message)
+        return data
+
+
+def _flag_type(instance: Any) -> str:
+    state = getattr(instance, "state", None)
+    if state is None and getattr(instance, "strategy", None) is not None:
+        state = instance.strategy.state
+    return state.flag.type if state is not None else FlagType.BOOLEAN
+
+
+class VariantForm(forms.ModelForm):
+    """The value is typed in as the flag's type reads it: text for a string, a number, true or false,
+    a JSON object or list for an object flag."""
+
+    value = forms.CharField(required=False, help_text="Of the flag's type: text, a number, true/false, or JSON.")
+
+    class Meta:
+        model = Variant
+        fields = ["position", "name", "value", "weight", "stickiness"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        value = self.instance.value
+        if value is not None and not isinstance(value, str):
+            self.initial["value"] = json.dumps(value)
+
+    def clean_value(self) -> Any:
+        raw = self.cleaned_data.get("value", "")
+        kind = _flag_type(self.instance)
+        if raw == "" and kind != FlagType.STRING:
+            return None
+        if kind == FlagType.STRING:
+            return raw
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            raise forms.ValidationError(f"{raw!r} is not a {kind} value") from None
+        ok = {
+            FlagType.BOOLEAN: isinstance(value, bool),
+            FlagType.NUMBER: isinstance(value, int | float) and not isinstance(value, bool),
+            FlagType.OBJECT: isinstance(value, dict | list),
+        }[FlagType(kind)]
+        if not ok:
+            raise forms.ValidationError(f"{raw!r} is not a {kind} value")
+        return value
+
+
+class StrategyForm(forms.ModelForm):
+    user_ids = LinesField(required=False, help_text="Named users (userWithId), one per line.")
+    parameters = ParametersField(required=False, help_text="IPs=… or hostNames=… (comma-separated).")
+
+    class Meta:
+        model = Strategy
+        fields = [
+            "position",
+            "kind",
+            "title",
+            "rollout",
+            "stickiness",
+            "group_id",
+            "user_ids",
+            "parameters",
+            "segments",
+        ]
+
+
+class StateVariantInline(admin.TabularInline):
+    model = Variant
+    fk_name = "state"
+    form = VariantForm
+    extra = 0
+    verbose_name = "variant (of the flag in this environment)"
+
+
+class StrategyInline(admin.StackedInline):
+    model = Strategy
+    form = StrategyForm
+    extra = 0
+    show_change_link = True  # its constraints and variants are edited on its own page
+    filter_horizontal = ["segments"]
+
+
+class StateAuditMixin:
+    """Reads the state before the forms save and records it after (flag_state_saved)."""
+
+    def _state_of(self, obj: Any) -> FlagState:
+        raise NotImplementedError
+
+    def changeform_view(
+        self, request: HttpRequest, object_id: str | None = None, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        request._flag_state_before = None  # type: ignore[attr-defined]
+        if object_id is not None and request.method == "POST":
+            obj = self.get_object(request, object_id)  # type: ignore[attr-defined]
+            if obj is not None:
+                request._flag_state_before = state_before(self._state_of(obj))  # type: ignore[attr-defined]
+        return super().changeform_view(request, object_id, form_url, extra_context)  # type: ignore[misc]
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)  # type: ignore[misc]
+        state = FlagState.objects.select_related("flag", "environment").get(pk=self._state_of(form.instance).pk)
+        try:
+            flag_state_saved(state=state, before=request._flag_state_before, actor=Actor.for_user(request.user))  # type: ignore[attr-defined]
+        except InvalidFlagDefinition as error:
+            raise forms.ValidationError(str(error)) from None
+
+
+@admin.register(FlagState)
+class FlagStateAdmin(StateAuditMixin, admin.ModelAdmin):
+    list_display = ["flag", "environment", "enabled", "modified"]
+    list_filter = ["environment", "enabled"]
+    search_fields = ["flag__name"]
+    fields = ["flag", "environment", "enabled"]
+    readonly_fields = ["flag", "environment"]
+    inlines = [StrategyInline, StateVariantInline]
+
+    def _state_of(self, obj: Any) -> FlagState:
+        return obj
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # a flag gets its states when it is made
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # deleting the flag deletes them
+
+
+class ConstraintInline(admin.TabularInline):
+    model = Constraint
+    form = ConstraintForm
+    extra = 0
+
+
+class StrategyConstraintInline(ConstraintInline):
+    fk_name = "strategy"
+
+
+class StrategyVariantInline(admin.TabularInline):
+    model = Variant
+    fk_name = "strategy"
+    form = VariantForm
+    extra = 0
+    verbose_name = "variant (of this strategy)"
+
+
+@admin.register(Strategy)
+class StrategyAdmin(StateAuditMixin, admin.ModelAdmin):
+    form = StrategyForm
+    list_display = ["__str__", "state", "kind", "rollout"]
+    list_filter = ["kind", "state__environment"]
+    search_fields = ["state__flag__name"]
+    readonly_fields = ["state"]
+    fields = [
+        "state",
+        "position",
+        "kind",
+        "title",
+        "rollout",
+        "stickiness",
+        "group_id",
+        "user_ids",
+        "parameters",
+        "segments",
+    ]
+    filter_horizontal = ["segments"]
+    inlines = [StrategyConstraintInline, StrategyVariantInline]
+
+    def _state_of(self, obj: Any) -> FlagState:
+        return obj.state
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # added on its state's page
+
+    def delete_model(self, request: HttpRequest, obj: Strategy) -> None:
+        state = obj.state
+        before = state_before(state)
+        obj.delete()
+        flag_state_saved(state=state, before=before, actor=Actor.for_user(request.user))
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        for strategy in queryset:
+            self.delete_model(request, strategy)
+
+
+class SegmentConstraintInline(ConstraintInline):
+    fk_name = "segment"
+
+
+@admin.register(Segment)
+class SegmentAdmin(admin.ModelAdmin):
+    list_display = ["name", "description", "used_by", "modified"]
+    search_fields = ["name", "description"]
+    fields = ["name", "description", "used_by"]
+    readonly_fields = ["used_by"]
+    inlines = [SegmentConstraintInline]
+
+    @admin.display(description="used by")
+    def used_by(self, segment: Segment) -> str:
+        """The flags (and environments) whose strategies use it: a change here changes them all."""
+        if segment.pk is None:
+            return "—"
+        states = sorted(
+            {
+                (s.state.flag.name, s.state.environment.name)
+                for s in segment.strategies.select_related("state__flag", "state__environment")
+            }
+        )
+        if not states:
+            return "no flag"
+        return format_html_join(
+            ", ",
+            '<a href="{}">{}</a> ({})',
+            ((reverse("admin:flags_flag_change", args=[_flag_pk(n)]), n, e) for n, e in states),
+        )
+
+    def changeform_view(
+        self, request: HttpRequest, object_id: str | None = None, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        request._segment_before = None  # type: ignore[attr-defined]
+        if object_id is not None and request.method == "POST":
+            obj = self.get_object(request, object_id)
+            if obj is not None:
+                request._segment_before = docs.segment_doc(obj)  # type: ignore[attr-defined]
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        segment_saved(
+            segment=form.instance,
+            before=request._segment_before,  # type: ignore[attr-defined]
+            actor=Actor.for_user(request.user),
+            action="segment.update" if change else "segment.create",
+        )
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Deleting a segment a strategy uses would drop its constraints from that strategy (the flag
+        # would turn on for more users): it is taken out of the strategies first.
+        if obj is not None and obj.strategies.exists():
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_model(self, request: HttpRequest, obj: Segment) -> None:
+        segment_deleted(segment=obj, actor=Actor.for_user(request.user))
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        for segment in queryset:
+            try:
+                self.delete_model(request, segment)
+            except InvalidFlagDefinition as error:
+                self.message_user(request, f"{segment.name} is kept: {error.message}", messages.ERROR)
+
+
+def _flag_pk(name: str) -> int:
+    return Flag.objects.values_list("pk", flat=True).get(name=name)

@@ -10,17 +10,21 @@ For a flag and a targeting key ``k`` (the product's user id):
   group id, so a user lands in the same bucket here as in Unleash's SDKs;
 - a flag whose answer depends on the key, asked without one: TARGETING_KEY_MISSING, except that a
   100 % rollout is on for everyone (STATIC).
+
+That is a flag state whose strategies are the simple ones (named users, then one rollout), evaluated
+here exactly as before (reasons included) and fast. A state with other strategies, constraints,
+segments or variants (``custom``) is evaluated by the engine (flags/targeting.py); an answer it drew
+by chance (no targeting key for a partial rollout) is TARGETING_KEY_MISSING here too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import mmh3
 
-if TYPE_CHECKING:
-    from flags.models import Flag
+from flags import targeting
 
 DISABLED, TARGETING_MATCH, STATIC, SPLIT = "DISABLED", "TARGETING_MATCH", "STATIC", "SPLIT"
 
@@ -31,7 +35,11 @@ class TargetingKeyMissing(Exception):
 
 @dataclass(frozen=True, slots=True)
 class CompiledFlag:
-    """A flag reduced to what evaluation needs, built once per snapshot."""
+    """A flag in one environment reduced to what evaluation needs, built once per snapshot.
+
+    ``definition`` is the engine's form (always set by the snapshot); ``custom`` says the state is more
+    than today's one line, and then ``rollout_percent`` (0) and ``targeting_keys`` (empty) are unused.
+    """
 
     name: str
     enabled: bool
@@ -39,16 +47,15 @@ class CompiledFlag:
     targeting_keys: frozenset[str]
     description: str = ""
     owner: str = ""
+    definition: targeting.FlagDefinition | None = None
+    custom: bool = False
+    type: str = "boolean"
 
-    @classmethod
-    def of(cls, flag: Flag) -> CompiledFlag:
-        return cls(
-            name=flag.name,
-            enabled=flag.enabled,
-            rollout_percent=flag.rollout_percent,
-            targeting_keys=frozenset(flag.targeting_keys or ()),
-            description=flag.description,
-            owner=flag.owner,
+    def engine(self) -> targeting.FlagDefinition:
+        if self.definition is not None:
+            return self.definition
+        return targeting.FlagDefinition.simple(
+            self.name, enabled=self.enabled, rollout_percent=self.rollout_percent, targeting_keys=self.targeting_keys
         )
 
     @property
@@ -68,8 +75,14 @@ def bucket(flag_name: str, key: str) -> int:
     return mmh3.hash(f"{flag_name}:{key}".encode(), 0, signed=False) % 100 + 1
 
 
-def evaluate(flag: CompiledFlag, key: str | None) -> tuple[bool, str]:
-    """(value, reason) for ``key``; raises TargetingKeyMissing as described above."""
+def evaluate(flag: CompiledFlag, key: str | None, lookup: targeting.Lookup | None = None) -> tuple[bool, str]:
+    """(on, reason) for ``key``; raises TargetingKeyMissing as described above. ``lookup`` finds a
+    custom flag's parents (dependencies) in the same environment."""
+    if flag.custom:
+        result = targeting.evaluate(flag.engine(), targeting.Context(user_id=key), lookup or _no_parent)
+        if result.by_chance:
+            raise TargetingKeyMissing(flag.name)
+        return result.enabled, result.reason
     if not flag.enabled:
         return False, DISABLED
     if key is not None and key in flag.targeting_keys:
@@ -88,10 +101,52 @@ def variant(value: bool) -> str:
     return "on" if value else "off"
 
 
+def _no_parent(_: str) -> targeting.FlagDefinition | None:
+    return None
+
+
+def answer(
+    flag: CompiledFlag, ctx: targeting.Context, lookup: targeting.Lookup | None = None, *, explain: bool = False
+) -> targeting.Result:
+    """The engine's full answer (typed value, variant, reason, explanation when asked)."""
+    return targeting.evaluate(flag.engine(), ctx, lookup or _no_parent, explain=explain)
+
+
+def compiled(definition: targeting.FlagDefinition, simple: dict[str, Any] | None, owner: str = "") -> CompiledFlag:
+    """The snapshot's entry for a flag in one environment; ``simple`` is its one line, if it has one."""
+    if simple is not None and definition.type == "boolean" and not definition.dependencies:
+        return CompiledFlag(
+            name=definition.name,
+            enabled=definition.enabled,
+            rollout_percent=simple["rollout_percent"],
+            targeting_keys=frozenset(simple["targeting_keys"]),
+            description=definition.description,
+            owner=owner,
+            definition=definition,
+            type=definition.type,
+        )
+    return CompiledFlag(
+        name=definition.name,
+        enabled=definition.enabled,
+        rollout_percent=0,
+        targeting_keys=frozenset(),
+        description=definition.description,
+        owner=owner,
+        definition=definition,
+        custom=True,
+        type=definition.type,
+    )
+
+
 def on_for(flag: CompiledFlag) -> str:
     """One line saying who the flag is on for."""
     if not flag.enabled:
         return "off for everyone (disabled)"
+    if flag.custom:
+        count = len(flag.engine().strategies)
+        if not count:
+            return "on for everyone (no strategies)"
+        return f"on where any of {count} strateg{'y' if count == 1 else 'ies'} matches"
     named = len(flag.targeting_keys)
     named_text = f"{named} named user{'s' if named != 1 else ''}"
     if flag.rollout_percent == 100:

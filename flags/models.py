@@ -11,6 +11,8 @@ from django.urls import reverse
 from waffle.managers import FlagManager as WaffleFlagManager
 from waffle.models import AbstractUserFlag
 
+from controlplane.models import DEFAULT_FLAGS_ENVIRONMENT, Environment
+
 logger = logging.getLogger(__name__)
 
 
@@ -45,21 +47,25 @@ class FlagManager(WaffleFlagManager):
 _instances: tuple[Any, dict[str, Any]] = (None, {})
 
 
+class FlagType(models.TextChoices):
+    BOOLEAN = "boolean", "Boolean"
+    STRING = "string", "String"
+    NUMBER = "number", "Number"
+    OBJECT = "object", "Object (JSON)"
+
+
 class Flag(AbstractUserFlag):
-    """A feature flag: a master switch, a percentage rollout and named targeting keys.
+    """A feature flag: a type, and a state per environment (``FlagState``: enabled, strategies, variants).
 
     Chosen as waffle's flag model (``WAFFLE_FLAG_MODEL``) from the first migration, because waffle
-    cannot swap its flag model once tables exist.
+    cannot swap its flag model once tables exist. Today's one-line fields (``enabled``,
+    ``rollout_percent``, ``targeting_keys``) are no longer columns: they are read from the production
+    state's simple strategies (``FlagState.simple``), and written through ``flags.services``.
     """
 
-    enabled = models.BooleanField(default=False, help_text="Master switch: off means off for everyone.")
-    rollout_percent = models.PositiveSmallIntegerField(
-        default=0,
-        validators=[MaxValueValidator(100)],
-        help_text="Share of users (0 to 100) who get the flag when it is enabled.",
-    )
-    targeting_keys = models.JSONField(
-        default=list, blank=True, help_text="The product's user ids that always get the flag when it is enabled."
+    type = models.CharField(max_length=10, choices=FlagType.choices, default=FlagType.BOOLEAN)
+    default_value = models.JSONField(
+        null=True, blank=True, help_text="A non-boolean flag's value when it is off or no variant applies."
     )
     description = models.TextField(blank=True)
     owner = models.CharField(max_length=100, blank=True)
@@ -67,12 +73,7 @@ class Flag(AbstractUserFlag):
     objects: ClassVar[FlagManager] = FlagManager()
 
     class Meta(AbstractUserFlag.Meta):
-        constraints = [
-            models.CheckConstraint(
-                condition=models.Q(rollout_percent__gte=0, rollout_percent__lte=100),
-                name="flag_rollout_percent_0_100",
-            ),
-        ]
+        pass
 
     def get_absolute_url(self) -> str:
         return reverse("flags:detail", args=[self.name])
@@ -98,14 +99,8 @@ class Flag(AbstractUserFlag):
             compiled = snap.flags.get(name)
             if compiled is None:
                 return cls(name=name)
-            flag = made[name] = cls(
-                name=compiled.name,
-                enabled=compiled.enabled,
-                rollout_percent=compiled.rollout_percent,
-                targeting_keys=sorted(compiled.targeting_keys),
-                description=compiled.description,
-                owner=compiled.owner,
-            )
+            info = snap.info[name]
+            flag = made[name] = cls(name=name, type=info.type, description=info.description, owner=info.owner)
         return flag
 
     def is_active(self, request: HttpRequest, read_only: bool = False) -> bool:
@@ -115,12 +110,254 @@ class Flag(AbstractUserFlag):
         from flags.evaluation import TargetingKeyMissing, evaluate
         from flags.snapshot import current
 
-        compiled = current().flags.get(self.name)
+        snap = current()
+        compiled = snap.flags.get(self.name)
         if compiled is None:
             return False
         user: Any = getattr(request, "user", None)
         key = str(user.pk) if user is not None and user.is_authenticated else None
         try:
-            return evaluate(compiled, key)[0]
+            return evaluate(compiled, key, snap.lookup())[0]
         except TargetingKeyMissing:
             return False
+
+    # Today's one-line fields, as the production state holds them (one query unless prefetched:
+    # ``Flag.objects.with_states()``). None for rollout and keys when production has other strategies.
+    def state(self, environment: str | None = None) -> FlagState | None:
+        name = environment or DEFAULT_FLAGS_ENVIRONMENT
+        for state in self.states.all():
+            if state.environment.name == name:
+                return state
+        return None
+
+    def _line(self) -> tuple[bool, int | None, list[str] | None]:
+        """(enabled, rollout, keys) of production: stored, or for waffle's unsaved instances (Flag.get)
+        the snapshot's."""
+        if self.pk is None:
+            from flags.snapshot import current
+
+            compiled = current().flags.get(self.name)
+            if compiled is None:
+                return False, None, None
+            if compiled.custom:
+                return compiled.enabled, None, None
+            return compiled.enabled, compiled.rollout_percent, sorted(compiled.targeting_keys)
+        state = self.state()
+        if state is None:
+            return False, None, None
+        simple = state.simple()
+        return state.enabled, simple[0] if simple else None, simple[1] if simple else None
+
+    @property
+    def enabled(self) -> bool:
+        return self._line()[0]
+
+    @property
+    def rollout_percent(self) -> int | None:
+        return self._line()[1]
+
+    @property
+    def targeting_keys(self) -> list[str] | None:
+        return self._line()[2]
+
+
+class FlagState(models.Model):
+    """A flag in one environment: on or off, its ordered strategies and its variants."""
+
+    flag = models.ForeignKey(Flag, on_delete=models.CASCADE, related_name="states")
+    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="+")
+    enabled = models.BooleanField(default=False, help_text="Off means off for everyone in this environment.")
+    modified = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["flag__name", "environment__position", "environment__name"]
+        constraints = [
+            # One state per flag and environment; also serves the lookup of a flag's state by environment.
+            models.UniqueConstraint(fields=["flag", "environment"], name="flag_state_one_per_environment"),
+        ]
+        verbose_name = "flag state"
+
+    def __str__(self) -> str:
+        return f"{self.flag.name} in {self.environment.name}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("flags:detail", args=[self.flag.name])
+
+    def simple(self) -> tuple[int, list[str]] | None:
+        """(rollout percent, targeting keys) when the strategies are today's simple ones (named users,
+        then one rollout by the targeting key with the flag name as group), else None."""
+        strategies = list(self.strategies.all())
+        keys: list[str] = []
+        if strategies and strategies[0].kind == StrategyKind.USER_WITH_ID and len(strategies) == 2:
+            keys = sorted(strategies[0].user_ids)
+            if not strategies[0].is_plain() or not keys:
+                return None
+            strategies = strategies[1:]
+        if len(strategies) != 1 or self.variants.all():
+            return None
+        rollout = strategies[0]
+        if rollout.kind != StrategyKind.FLEXIBLE_ROLLOUT or not rollout.is_plain():
+            return None
+        if rollout.stickiness not in ("", "default") or rollout.group_id not in ("", self.flag.name):
+            return None
+        return rollout.rollout or 0, keys
+
+
+class StrategyKind(models.TextChoices):
+    """Unleash's strategy names, as its SDKs evaluate them."""
+
+    DEFAULT = "default", "Everyone (default)"
+    USER_WITH_ID = "userWithId", "Named user ids"
+    FLEXIBLE_ROLLOUT = "flexibleRollout", "Rollout (flexible)"
+    GRADUAL_USER_ID = "gradualRolloutUserId", "Rollout by user id (legacy)"
+    GRADUAL_SESSION_ID = "gradualRolloutSessionId", "Rollout by session id (legacy)"
+    GRADUAL_RANDOM = "gradualRolloutRandom", "Random rollout (legacy)"
+    REMOTE_ADDRESS = "remoteAddress", "Remote address"
+    APPLICATION_HOSTNAME = "applicationHostname", "Application host name"
+
+
+class Segment(models.Model):
+    """A named, reusable set of constraints ("premium users in the EU") that strategies refer to."""
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    modified = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Strategy(models.Model):
+    """One way a flag state turns on (Unleash's activation strategy); the state is on when any matches."""
+
+    state = models.ForeignKey(FlagState, on_delete=models.CASCADE, related_name="strategies")
+    position = models.PositiveIntegerField(default=0)
+    kind = models.CharField(max_length=40, choices=StrategyKind.choices, default=StrategyKind.FLEXIBLE_ROLLOUT)
+    title = models.CharField(max_length=200, blank=True)
+    rollout = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MaxValueValidator(100)], help_text="Percent, for the rollout kinds."
+    )
+    stickiness = models.CharField(
+        max_length=100, blank=True, default="default", help_text="default (the targeting key) or a context field."
+    )
+    group_id = models.CharField(max_length=200, blank=True, help_text="Blank: the flag's name.")
+    user_ids = models.JSONField(default=list, blank=True)
+    # Unleash's other parameters (IPs, hostNames), as strings.
+    parameters = models.JSONField(default=dict, blank=True)
+    segments = models.ManyToManyField(Segment, blank=True, related_name="strategies")
+    # Segment ids an imported Unleash document referred to without defining: the strategy never matches.
+    missing_segments = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["state", "position", "pk"]
+        verbose_name_plural = "strategies"
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.position}"
+
+    def is_plain(self) -> bool:
+        """No constraints, segments, variants, title or extra parameters."""
+        return not (
+            self.title
+            or self.parameters
+            or self.missing_segments
+            or self.constraints.all()
+            or self.segments.all()
+            or self.variants.all()
+        )
+
+
+class ConstraintOperator(models.TextChoices):
+    IN = "IN", "in"
+    NOT_IN = "NOT_IN", "not in"
+    STR_STARTS_WITH = "STR_STARTS_WITH", "starts with"
+    STR_ENDS_WITH = "STR_ENDS_WITH", "ends with"
+    STR_CONTAINS = "STR_CONTAINS", "contains"
+    NUM_EQ = "NUM_EQ", "number ="
+    NUM_GT = "NUM_GT", "number >"
+    NUM_GTE = "NUM_GTE", "number ≥"
+    NUM_LT = "NUM_LT", "number <"
+    NUM_LTE = "NUM_LTE", "number ≤"
+    SEMVER_EQ = "SEMVER_EQ", "semver ="
+    SEMVER_GT = "SEMVER_GT", "semver >"
+    SEMVER_GTE = "SEMVER_GTE", "semver ≥"
+    SEMVER_LT = "SEMVER_LT", "semver <"
+    SEMVER_LTE = "SEMVER_LTE", "semver ≤"
+    DATE_AFTER = "DATE_AFTER", "date after"
+    DATE_BEFORE = "DATE_BEFORE", "date before"
+    REGEX = "REGEX", "regex"
+    IN_CIDR = "IN_CIDR", "in CIDR"
+
+
+class Constraint(models.Model):
+    """A condition on a context field, of a strategy or of a segment (exactly one)."""
+
+    strategy = models.ForeignKey(Strategy, null=True, blank=True, on_delete=models.CASCADE, related_name="constraints")
+    segment = models.ForeignKey(Segment, null=True, blank=True, on_delete=models.CASCADE, related_name="constraints")
+    position = models.PositiveIntegerField(default=0)
+    field = models.CharField(max_length=100, help_text="targetingKey, currentTime or any context attribute.")
+    operator = models.CharField(max_length=20, choices=ConstraintOperator.choices)
+    values = models.JSONField(default=list, blank=True)
+    case_insensitive = models.BooleanField(default=False)
+    inverted = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["position", "pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(strategy__isnull=False, segment__isnull=True)
+                | models.Q(strategy__isnull=True, segment__isnull=False),
+                name="constraint_of_strategy_or_segment",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.field} {self.operator} {', '.join(map(str, self.values))}"
+
+
+class Variant(models.Model):
+    """A named value of the flag's type with a weight: of a state (flag-level) or of a strategy."""
+
+    state = models.ForeignKey(FlagState, null=True, blank=True, on_delete=models.CASCADE, related_name="variants")
+    strategy = models.ForeignKey(Strategy, null=True, blank=True, on_delete=models.CASCADE, related_name="variants")
+    position = models.PositiveIntegerField(default=0)
+    name = models.CharField(max_length=100)
+    value = models.JSONField(null=True, blank=True)
+    weight = models.PositiveIntegerField(default=1000)
+    stickiness = models.CharField(max_length=100, blank=True, default="default")
+    # Unleash's payload type when imported from it (string, json, csv, number); blank: from the flag's type.
+    payload_type = models.CharField(max_length=20, blank=True)
+    # [{"field": ..., "values": [...]}]: a context value that picks this variant whatever the hash.
+    overrides = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["position", "pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(state__isnull=False, strategy__isnull=True)
+                | models.Q(state__isnull=True, strategy__isnull=False),
+                name="variant_of_state_or_strategy",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Dependency(models.Model):
+    """The flag is on only when its parent is on (or off), optionally with one of the parent's variants."""
+
+    flag = models.ForeignKey(Flag, on_delete=models.CASCADE, related_name="dependencies")
+    parent = models.CharField(max_length=200, help_text="The parent flag's name.")
+    enabled = models.BooleanField(default=True, help_text="Needs the parent on (checked) or off.")
+    variants = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["pk"]
+        verbose_name_plural = "dependencies"
+
+    def __str__(self) -> str:
+        return f"{self.flag.name} needs {self.parent}"

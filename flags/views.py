@@ -8,9 +8,9 @@ from django.views.decorators.http import require_POST
 
 from controlplane.access import operator_page
 from controlplane.audit import Actor
-from flags.evaluation import CompiledFlag, TargetingKeyMissing, evaluate, on_for, variant
-from flags.models import Flag
-from flags.selectors import flag_history
+from flags.definitions import flags_queryset
+from flags.evaluation import TargetingKeyMissing, evaluate, on_for, variant
+from flags.selectors import compiled_of, flag_history, segments_compiled
 from flags.services import MAX_TARGETING_KEY, FlagNotFound, flag_toggle
 
 VIEW_PERMISSION = "flags.view_flag"
@@ -19,14 +19,17 @@ CHANGE_PERMISSION = "flags.change_flag"
 
 @operator_page(VIEW_PERMISSION)
 def flag_list(request: HttpRequest) -> HttpResponse:
-    flags = [(flag, on_for(CompiledFlag.of(flag))) for flag in Flag.objects.order_by("name")]
+    segments = segments_compiled()
+    flags = [(flag, on_for(compiled_of(flag, segments=segments))) for flag in flags_queryset()]
     return render(request, "flags/list.html", {"flags": flags, "can_change": request.user.has_perm(CHANGE_PERMISSION)})
 
 
 @operator_page(VIEW_PERMISSION)
 def flag_detail(request: HttpRequest, name: str) -> HttpResponse:
-    flag = get_object_or_404(Flag, name=name)
-    compiled = CompiledFlag.of(flag)
+    flag = get_object_or_404(flags_queryset(), name=name)
+    segments = segments_compiled()
+    compiled = compiled_of(flag, segments=segments)
+    states = [(state, on_for(compiled_of(flag, state.environment.name, segments))) for state in flag.states.all()]
     user_id = request.GET.get("user_id", "").strip()
     evaluation = without_key = error = None
     if len(user_id) > MAX_TARGETING_KEY:
@@ -43,6 +46,7 @@ def flag_detail(request: HttpRequest, name: str) -> HttpResponse:
     context = {
         "flag": flag,
         "on_for": on_for(compiled),
+        "states": states,
         "history": flag_history(flag.pk),
         "user_id": user_id,
         "evaluation": evaluation,
@@ -65,14 +69,14 @@ def flag_toggle_view(request: HttpRequest, name: str) -> HttpResponse:
     if not request.user.has_perm(CHANGE_PERMISSION):
         raise PermissionDenied("changing flags needs the flags.change_flag permission")
     back = "detail" if request.POST.get("next") == "detail" else "list"
-    flag = Flag.objects.filter(name=name).first()
+    flag = flags_queryset().filter(name=name).first()
     if flag is None:
         messages.error(request, f"No flag named {name}.")
         return redirect("flags:list")
     posted = request.POST.get("enabled")
     enabled = {"1": True, "0": False}.get(posted or "", not flag.enabled)
     if flag.enabled and not enabled and request.POST.get("confirm") != "yes":
-        context = {"flag": flag, "on_for": on_for(CompiledFlag.of(flag)), "next": back}
+        context = {"flag": flag, "on_for": on_for(compiled_of(flag)), "next": back}
         return render(request, "flags/confirm_off.html", context)
     try:
         flag = flag_toggle(name=name, changes={"enabled": enabled}, actor=Actor.for_user(request.user))

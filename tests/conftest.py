@@ -111,6 +111,27 @@ def _end_other_database_sessions(django_db_setup, django_db_blocker) -> Iterator
 
 
 @pytest.fixture(autouse=True)
+def _seeded_environments(request: pytest.FixtureRequest) -> None:
+    """The ground's seeded environments, made again for a test in a database transaction: a
+    transactional test (live_server, migrations) flushes every table, seeded rows included, so a later
+    test on the same pytest-xdist worker found none (which test ran first depends on the distribution)."""
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None or marker.kwargs.get("transaction") or (marker.args and marker.args[0]):
+        return
+    request.getfixturevalue("db")
+    import importlib
+
+    from controlplane.models import Environment
+
+    seeded = importlib.import_module("controlplane.migrations.0002_environments").SEEDED
+    if Environment.objects.count() < len(seeded):
+        for name, description, production, position in seeded:
+            Environment.objects.get_or_create(
+                name=name, defaults={"description": description, "production": production, "position": position}
+            )
+
+
+@pytest.fixture(autouse=True)
 def _clear_cache() -> Iterator[None]:
     """Each test starts with an empty shared cache and no in-process copies of old rows."""
     from django.core.cache import cache

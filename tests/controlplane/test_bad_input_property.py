@@ -91,9 +91,10 @@ def database_state() -> dict[str, object]:
         # Request-metric rollups and token use times record reads, not changes.
         if model._meta.label not in {"monitoring.RequestRollup"}
     }
-    state["flags"] = list(
-        Flag.objects.order_by("pk").values_list("name", "enabled", "rollout_percent", "targeting_keys", "description")
-    )
+    # Each flag's production state (its one line) and fields: the columns they were before environments.
+    state["flags"] = [
+        (f.name, f.enabled, f.rollout_percent, f.targeting_keys, f.description) for f in Flag.objects.order_by("pk")
+    ]
     state["deployments"] = list(Deployment.objects.order_by("pk").values_list("pk", "status"))
     return state
 

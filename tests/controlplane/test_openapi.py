@@ -29,10 +29,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from controlplane.audit import Actor
 from controlplane.models import Scope
 from deployments.defaults import ensure_defaults
 from deployments.models import Deployment
 from flags.models import Flag
+from flags.services import flag_create
 from monitoring.health import MEDIA_TYPE
 
 pytestmark = pytest.mark.django_db
@@ -74,7 +76,7 @@ def every_scope(make_token) -> dict[str, str]:
 
 def test_every_operation_answers_as_the_document_says(wsgi_app, every_scope):
     ensure_defaults()  # environments, pipelines and recovery plans, as a fresh install has them
-    Flag.objects.create(name="chat", enabled=True)
+    flag_create(data={"name": "chat", "enabled": True}, actor=Actor.system("tests"))
     schema = schemathesis.openapi.from_wsgi(DOCUMENT, wsgi_app, headers=every_scope)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 14, [op.label for op in operations]
@@ -143,7 +145,7 @@ def test_the_docs_page_refuses_a_logged_in_user_who_is_not_staff(client, outside
 
 def test_refused_bodies_keep_the_api_error_shape(api_client):
     ensure_defaults()
-    Flag.objects.create(name="chat", enabled=True)
+    flag_create(data={"name": "chat", "enabled": True}, actor=Actor.system("tests"))
     api = api_client(*Scope.values)
 
     def post(url: str, body: str):

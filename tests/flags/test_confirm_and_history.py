@@ -98,10 +98,10 @@ def test_admin_rollout_action_refuses_a_bad_percent_by_name_and_keeps_the_select
             url, {"action": "set_rollout", "_selected_action": [chat.pk], "rollout_percent": "150"}
         ).content.decode()
     )
-    assert sorted(Flag.objects.values_list("rollout_percent", flat=True)) == [5, 25]
+    assert sorted(flag.rollout_percent for flag in Flag.objects.all()) == [5, 25]
     # The page's form, corrected, sets both.
     response = operator_client.post(
         url, {"action": "set_rollout", "_selected_action": [chat.pk, other.pk], "rollout_percent": "60"}
     )
     assert response.status_code == 302
-    assert list(Flag.objects.values_list("rollout_percent", flat=True)) == [60, 60]
+    assert [flag.rollout_percent for flag in Flag.objects.all()] == [60, 60]

@@ -9,7 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from controlplane.models import AuditEvent
-from flags.models import Flag
+from flags.models import Flag, FlagState
 from tests.conftest import BASE_DIR
 
 pytestmark = pytest.mark.django_db
@@ -100,6 +100,6 @@ def test_a_dash_reads_standard_input(monkeypatch):
 
 def test_if_empty_imports_only_on_first_start():
     run("import_flags", "--if-empty", str(FIXTURE))
-    Flag.objects.filter(name="buddy_chat").update(enabled=False)
+    FlagState.objects.filter(flag__name="buddy_chat", environment__name="production").update(enabled=False)
     assert "nothing imported" in run("import_flags", "--if-empty", str(FIXTURE))
     assert Flag.objects.get(name="buddy_chat").enabled is False
