@@ -22,14 +22,18 @@ def test_operator_flips_a_flag(live_server, page: Page, operator):
     row = page.locator("#flag-buddy_chat")
     expect(row).to_contain_text("enabled")
     expect(row).to_contain_text("on for everyone")
-    row.get_by_role("button", name="Disable buddy_chat").click()
-    # Turning off asks first, naming who it is on for now; nothing has changed yet.
-    expect(page.get_by_role("heading", name="Turn off flag buddy_chat for everyone?")).to_be_visible()
-    expect(page.get_by_text("It is now on for everyone.")).to_be_visible()
+    # Outside production, one click.
+    row.get_by_role("button", name="Enable buddy_chat in staging").click()
+    expect(page.get_by_text("buddy_chat is now enabled in staging.")).to_be_visible()
+    assert Flag.objects.get(name="buddy_chat").state("staging").enabled is True
+    row.get_by_role("button", name="Disable buddy_chat in production").click()
+    # In production it asks first, naming who it is on for now; nothing has changed yet.
+    expect(page.get_by_role("heading", name="Turn off flag buddy_chat in production?")).to_be_visible()
+    expect(page.get_by_text("buddy_chat is now on for everyone.")).to_be_visible()
     assert Flag.objects.get(name="buddy_chat").enabled is True
-    page.get_by_role("button", name="Turn off buddy_chat").click()
-    expect(page.get_by_text("buddy_chat is now disabled.")).to_be_visible()
-    expect(page.locator("#flag-buddy_chat")).to_contain_text("off for everyone (disabled)")
+    page.get_by_role("button", name="Turn off buddy_chat in production").click()
+    expect(page.get_by_text("buddy_chat is now disabled in production.")).to_be_visible()
+    expect(page.locator("#flag-buddy_chat-production")).to_contain_text("off for everyone (disabled)")
     assert Flag.objects.get(name="buddy_chat").enabled is False
 
     page.get_by_role("link", name="buddy_chat").click()
@@ -39,3 +43,10 @@ def test_operator_flips_a_flag(live_server, page: Page, operator):
     page.get_by_label("User id").fill("user-1")
     page.get_by_role("button", name="Evaluate").click()
     expect(page.locator("#evaluation")).to_contain_text("off (DISABLED)")
+    page.get_by_label("Context").fill('{"targetingKey": "user-1"}')
+    page.get_by_role("button", name="Explain").click()
+    expect(page.locator("#why-production")).to_contain_text("the flag is disabled")
+    expect(page.locator("#why-staging")).to_contain_text("on")
+    page.get_by_label("Context").fill("[1]")
+    page.get_by_role("button", name="Explain").click()
+    expect(page.locator("#why-error")).to_contain_text("must be a JSON object")
