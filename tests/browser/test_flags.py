@@ -6,6 +6,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from controlplane.audit import Actor
+from controlplane.models import Environment
 from flags.models import Flag
 from flags.services import flag_create
 
@@ -13,6 +14,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def test_operator_flips_a_flag(live_server, page: Page, operator):
+    # A transactional test may find the seeded environments flushed by an earlier one.
+    Environment.objects.get_or_create(name="staging", defaults={"position": 20})
+    Environment.objects.ensure("production", production=True)
     flag_create(data={"name": "buddy_chat", "enabled": True, "rollout_percent": 100}, actor=Actor.system())
     page.goto(live_server.url + "/flags/")
     page.get_by_label("Username").fill("operator")
