@@ -453,6 +453,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(DEPLOY_REAPER_INTERVAL_SECONDS),
         "options": {"expires": DEPLOY_REAPER_INTERVAL_SECONDS * 0.9},
     },
+    # Scheduled flag changes (in the database) are applied within 30 s of their time.
+    "flag-schedules": {
+        "task": "flags.tasks.apply_scheduled_changes",
+        "schedule": 30.0,
+        "options": {"expires": 25.0},
+    },
     # Each target's own schedule is kept in the database; this looks for what is due.
     "backups-due": {
         "task": "backups.tasks.run_due",
@@ -524,6 +530,8 @@ DELIVERY_RETENTION_DAYS = _int("DELIVERY_RETENTION_DAYS", 90)
 RESOLVED_ALERT_RETENTION_DAYS = _int("RESOLVED_ALERT_RETENTION_DAYS", 180)
 DEPLOYMENT_LOG_RETENTION_DAYS = _int("DEPLOYMENT_LOG_RETENTION_DAYS", 180)
 AUDIT_RETENTION_DAYS = _int("AUDIT_RETENTION_DAYS", 0)
+# Scheduled flag changes once applied, skipped or cancelled (pending ones always stay).
+FLAG_SCHEDULE_RETENTION_DAYS = _int("FLAG_SCHEDULE_RETENTION_DAYS", 90)
 # Request metrics: a query this slow (ms) counts as slow; each process adds its sums to the shared
 # per-minute rollups this often (seconds; 0: only when asked, as the tests do).
 SLOW_QUERY_MS = _int("SLOW_QUERY_MS", 100, minimum=1)

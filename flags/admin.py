@@ -16,7 +16,18 @@ from controlplane.forms import add_to_form
 from controlplane.models import DEFAULT_FLAGS_ENVIRONMENT
 from flags import definitions as docs
 from flags.evaluation import on_for
-from flags.models import Constraint, Flag, FlagState, FlagType, Segment, Strategy, Variant
+from flags.models import (
+    Constraint,
+    Flag,
+    FlagState,
+    FlagType,
+    ScheduledChange,
+    ScheduledChangeStatus,
+    Segment,
+    Strategy,
+    Variant,
+)
+from flags.schedules import ScheduledChangeNotFound, cancel_change
 from flags.selectors import compiled_of, flag_history
 from flags.services import (
     FIELDS,
@@ -555,3 +566,39 @@ class SegmentAdmin(admin.ModelAdmin):
 
 def _flag_pk(name: str) -> int:
     return Flag.objects.values_list("pk", flat=True).get(name=name)
+
+
+@admin.register(ScheduledChange)
+class ScheduledChangeAdmin(admin.ModelAdmin):
+    """Read-only: changes are scheduled on the flag's page; here pending ones can be cancelled."""
+
+    list_display = ["flag", "environment", "at", "kind", "status", "created_by", "applied_at", "note"]
+    list_filter = ["status", "kind", "environment"]
+    search_fields = ["flag__name", "created_by"]
+    list_select_related = ["flag", "environment"]
+    actions = ["cancel"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # The list's cancel action needs it; a change's own page stays read-only.
+        return obj is None and super().has_change_permission(request, obj)
+
+    @admin.action(description="Cancel the selected pending changes", permissions=["change"])
+    def cancel(self, request: HttpRequest, queryset: Any) -> None:
+        actor = Actor.for_user(request.user)
+        cancelled = 0
+        for change_id in queryset.filter(status=ScheduledChangeStatus.PENDING).values_list("pk", flat=True):
+            try:
+                cancel_change(change_id=change_id, actor=actor)
+                cancelled += 1
+            except ScheduledChangeNotFound:
+                pass  # applied or cancelled meanwhile
+        self.message_user(request, f"{cancelled} pending change(s) cancelled.", messages.SUCCESS)

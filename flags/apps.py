@@ -14,6 +14,11 @@ class FlagsConfig(AppConfig):
 
         register_state_metrics(self.label, flag_gauges)
 
+        from controlplane.retention import register_rules
+        from flags.retention import RULES
+
+        register_rules(self.label, *RULES)
+
         from waffle.models import Sample, Switch
 
         from flags.models import flush_logged

@@ -361,3 +361,57 @@ class Dependency(models.Model):
 
     def __str__(self) -> str:
         return f"{self.flag.name} needs {self.parent}"
+
+
+class ScheduledChangeKind(models.TextChoices):
+    ENABLE = "enable", "Turn on"
+    DISABLE = "disable", "Turn off"
+    ROLLOUT = "rollout", "Set the rollout"
+    STATE = "state", "Replace the state (strategies, variants)"
+
+
+class ScheduledChangeStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    APPLIED = "applied", "Applied"
+    SKIPPED = "skipped", "Skipped"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class ScheduledChange(models.Model):
+    """A change to a flag's state in one environment, made at ``at`` by beat on behalf of ``created_by``.
+
+    ``base`` is the state (its full document) when the change was scheduled: what the staleness rule
+    (``flags.schedules``) compares with when the time comes.
+    """
+
+    flag = models.ForeignKey(Flag, on_delete=models.CASCADE, related_name="scheduled_changes")
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="+")
+    at = models.DateTimeField()
+    kind = models.CharField(max_length=10, choices=ScheduledChangeKind.choices)
+    # rollout: {"rollout_percent": n}; state: {"state": a full state document}; enable/disable: {}.
+    payload = models.JSONField(default=dict, blank=True)
+    base = models.JSONField()
+    created_by = models.CharField(max_length=150)
+    created = models.DateTimeField(auto_now_add=True)
+    status = models.CharField(
+        max_length=10, choices=ScheduledChangeStatus.choices, default=ScheduledChangeStatus.PENDING
+    )
+    applied_at = models.DateTimeField(null=True, blank=True)
+    note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["at", "pk"]
+        indexes = [
+            # apply_due: pending changes whose time has come; retention: finished ones by time.
+            models.Index(fields=["status", "at"], name="flag_schedule_status_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.flag.name} in {self.environment.name}: {self.describe()} at {self.at:%Y-%m-%d %H:%M} UTC"
+
+    def describe(self) -> str:
+        if self.kind == ScheduledChangeKind.ROLLOUT:
+            return f"rollout {self.payload.get('rollout_percent')} %"
+        if self.kind == ScheduledChangeKind.STATE:
+            return "replace the state"
+        return "on" if self.kind == ScheduledChangeKind.ENABLE else "off"

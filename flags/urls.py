@@ -9,4 +9,6 @@ urlpatterns = [
     path("", views.flag_list, name="list"),
     path("<str:name>/", views.flag_detail, name="detail"),
     path("<str:name>/toggle", views.flag_toggle_view, name="toggle"),
+    path("<str:name>/schedule", views.flag_schedule_view, name="schedule"),
+    path("<str:name>/schedule/cancel", views.flag_schedule_cancel_view, name="schedule-cancel"),
 ]

@@ -1,23 +1,34 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
+from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from controlplane.access import operator_page
 from controlplane.audit import Actor
-from controlplane.errors import InvalidInput
+from controlplane.errors import InvalidInput, NotFound
 from controlplane.models import DEFAULT_FLAGS_ENVIRONMENT, Environment
 from flags import targeting
 from flags.definitions import flags_queryset
 from flags.evaluation import TargetingKeyMissing, answer, evaluate, on_for, variant
+from flags.models import ScheduledChange, ScheduledChangeKind
+from flags.schedules import ScheduledChangeNotFound, cancel_change, pending_and_recent, schedule_change
 from flags.selectors import compiled_of, flag_history, segments_compiled
-from flags.services import MAX_TARGETING_KEY, FlagNotFound, flag_toggle
+from flags.services import (
+    MAX_ROLLOUT_PERCENT,
+    MAX_TARGETING_KEY,
+    MIN_ROLLOUT_PERCENT,
+    FlagNotFound,
+    flag_toggle,
+)
 from flags.snapshot import current
 
 VIEW_PERMISSION = "flags.view_flag"
@@ -128,6 +139,8 @@ def flag_detail(request: HttpRequest, name: str) -> HttpResponse:
         "why_results": why_results,
         "why_error": why_error,
         "can_change": request.user.has_perm(CHANGE_PERMISSION),
+        "scheduled": pending_and_recent(flag.pk),
+        "schedule_form": ScheduleForm(),
     }
     return render(request, "flags/detail.html", context)
 
@@ -177,3 +190,99 @@ def flag_toggle_view(request: HttpRequest, name: str) -> HttpResponse:
         return redirect("flags:list")
     messages.success(request, f"{name} is now {'enabled' if enabled else 'disabled'} in {env.name}.")
     return redirect("flags:detail", name=name) if back == "detail" else redirect("flags:list")
+
+
+class ScheduleForm(forms.Form):
+    """The flag page's "Schedule a change": an environment, a UTC time, and on, off or a rollout."""
+
+    environment = forms.ChoiceField()
+    at = forms.DateTimeField(
+        label="When (UTC)", input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"]
+    )
+    action = forms.ChoiceField(
+        choices=[
+            (ScheduledChangeKind.ENABLE, "Turn on"),
+            (ScheduledChangeKind.DISABLE, "Turn off"),
+            (ScheduledChangeKind.ROLLOUT, "Set the rollout to"),
+        ]
+    )
+    rollout_percent = forms.IntegerField(
+        required=False, min_value=MIN_ROLLOUT_PERCENT, max_value=MAX_ROLLOUT_PERCENT, label="Rollout %"
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        names = list(Environment.objects.values_list("name", flat=True))
+        field = self.fields["environment"]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = [(n, n) for n in names]
+        self.fields["environment"].initial = DEFAULT_FLAGS_ENVIRONMENT
+
+    def clean_at(self) -> datetime:
+        # The page says UTC: the value is read as UTC whatever the server's zone.
+        value: datetime = self.cleaned_data["at"]
+        return value.replace(tzinfo=UTC) if timezone.is_naive(value) else value.astimezone(UTC)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("action") == ScheduledChangeKind.ROLLOUT and data.get("rollout_percent") is None:
+            self.add_error("rollout_percent", "A rollout needs a percentage from 0 to 100.")
+        return data
+
+
+def _require_change(request: HttpRequest) -> None:
+    if not request.user.has_perm(CHANGE_PERMISSION):
+        raise PermissionDenied("changing flags needs the flags.change_flag permission")
+
+
+@operator_page(VIEW_PERMISSION)
+@require_POST
+def flag_schedule_view(request: HttpRequest, name: str) -> HttpResponse:
+    """Schedule a change from the flag page; errors come back as messages on that page."""
+    _require_change(request)
+    form = ScheduleForm(request.POST)
+    if not form.is_valid():
+        problems = "; ".join(
+            f"{getattr(form.fields.get(k), 'label', None) or k}: {' '.join(str(e) for e in v)}"
+            for k, v in form.errors.items()
+        )
+        messages.error(request, f"Not scheduled: {problems}")
+        return redirect("flags:detail", name=name)
+    data = form.cleaned_data
+    payload = {"rollout_percent": data["rollout_percent"]} if data["action"] == ScheduledChangeKind.ROLLOUT else {}
+    try:
+        change = schedule_change(
+            name=name,
+            environment=data["environment"],
+            at=data["at"],
+            kind=data["action"],
+            payload=payload,
+            actor=Actor.for_user(request.user),
+        )
+    except FlagNotFound:
+        messages.error(request, f"No flag named {name}.")
+        return redirect("flags:list")
+    except (InvalidInput, NotFound) as exc:
+        messages.error(request, f"Not scheduled: {exc}")
+        return redirect("flags:detail", name=name)
+    messages.success(request, f"Scheduled: {change}.")
+    return redirect("flags:detail", name=name)
+
+
+@operator_page(VIEW_PERMISSION)
+@require_POST
+def flag_schedule_cancel_view(request: HttpRequest, name: str) -> HttpResponse:
+    _require_change(request)
+    raw = request.POST.get("change", "")
+    valid = raw.isdigit() and len(raw) < 19
+    change = ScheduledChange.objects.filter(pk=int(raw), flag__name=name).first() if valid else None
+    if change is None:
+        messages.error(request, "No such scheduled change.")
+        return redirect("flags:detail", name=name)
+    try:
+        cancel_change(change_id=change.pk, actor=Actor.for_user(request.user))
+    except ScheduledChangeNotFound:
+        messages.error(request, "That change is no longer pending (applied, skipped or cancelled already).")
+    else:
+        messages.success(request, f"Cancelled: {change}.")
+    return redirect("flags:detail", name=name)

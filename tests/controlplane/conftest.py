@@ -28,6 +28,7 @@ def one_of_each(db):
     from deployments.models import LogLine, RecoveryPlan
     from deployments.services import deployment_request, environment_save, pipeline_save
     from flags.models import Segment
+    from flags.schedules import schedule_change
     from flags.services import flag_create
     from monitoring.models import HealthMetric, JobMonitor, MonitoredEndpoint, Service, ServiceLevelObjective
 
@@ -43,6 +44,7 @@ def one_of_each(db):
     token, _ = api_token_create(name="ci", scopes=["flags:read"], expires_in_days=None, actor=actor)
     flag = flag_create(data={"name": "chat", "enabled": False, "rollout_percent": 0}, actor=actor)
     Segment.objects.create(name="premium")
+    schedule_change(name="chat", environment=None, at=now + timedelta(hours=1), kind="enable", actor=actor)
     channel = NotificationChannel.objects.create(name="ops", kind="webhook", url="http://127.0.0.1:9/hook")
     rule = AlertRule.objects.create(name="db failing", kind="check_status", threshold=3, component="database")
     alert = Alert.objects.create(rule=rule, dedup_key="db", component="database", state=AlertState.FIRING)

@@ -72,6 +72,7 @@ def test_old_rows_go_in_batches_new_ones_and_unfinished_ones_stay(settings):
         "service minutes": 2,
         "service hours": 1,
         "signal samples": 1,
+        "finished scheduled flag changes": 0,
     }
     assert ServiceMinute.objects.count() == 1 and ServiceHour.objects.count() == 1
     assert HealthMetric.objects.count() == 1 and RequestRollup.objects.count() == 1
@@ -112,5 +113,6 @@ def test_each_app_registers_the_tables_it_owns_and_nothing_else():
         "service minutes": "monitoring",
         "service hours": "monitoring",
         "signal samples": "monitoring",
+        "finished scheduled flag changes": "flags",
     }
     assert all(registered_by == owner for registered_by, owner in owners.values()), owners
