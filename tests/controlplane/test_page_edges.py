@@ -58,8 +58,8 @@ def test_pages_link_a_favicon_and_favicon_ico_leads_to_it(client, operator_clien
 
 def test_flash_messages_are_styled_and_announced(operator_client, settings):
     flag_create(data={"name": "chat", "enabled": False}, actor=SYSTEM)
-    html = operator_client.post("/flags/chat/toggle", {"enabled": "1"}, follow=True).content.decode()
-    assert '<li class="message success" role="status">chat is now enabled.</li>' in html
+    html = operator_client.post("/flags/chat/toggle", {"enabled": "1", "confirm": "yes"}, follow=True).content.decode()
+    assert '<li class="message success" role="status">chat is now enabled in production.</li>' in html
     html = operator_client.post("/flags/nope/toggle", follow=True).content.decode()
     assert '<li class="message error" role="alert">No flag named nope.</li>' in html
     css = (settings.BASE_DIR / "static/css/controlplane.css").read_text()

@@ -104,7 +104,7 @@ def test_operator_with_the_permission_toggles_from_the_page(viewer_client, viewe
 
 def test_flag_page_history_and_evaluate_box(operator_client, chat):
     operator_client.post("/flags/chat/toggle", {"confirm": "yes"})
-    operator_client.post("/flags/chat/toggle")
+    operator_client.post("/flags/chat/toggle", {"confirm": "yes"})  # production asks either way
     page = operator_client.get("/flags/chat/?user_id=user-9").content.decode()
     expected = "on" if bucket("chat", "user-9") <= 30 else "off"
     assert f"<strong>{expected}</strong> (SPLIT)" in page

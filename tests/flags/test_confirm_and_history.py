@@ -26,8 +26,8 @@ def test_turning_off_without_confirm_changes_nothing_and_names_the_flag_and_its_
         response = operator_client.post("/flags/chat/toggle", data)
         assert response.status_code == 200, data
         html = response.content.decode()
-        assert "Turn off flag chat for everyone?" in html
-        assert "It is now on for 25 % of users." in html
+        assert "Turn off flag chat in production?" in html
+        assert "chat is now on for 25 % of users." in html
         assert '<input type="hidden" name="confirm" value="yes">' in html
         assert '<input type="hidden" name="enabled" value="0">' in html
         chat.refresh_from_db()
@@ -52,13 +52,15 @@ def test_a_confirmation_sets_off_and_never_flips_a_flag_someone_else_turned_off(
     assert chat.enabled is False
 
 
-def test_turning_on_does_not_ask(operator_client):
+def test_outside_production_nothing_asks(operator_client):
     flag_create(data={"name": "digest", "enabled": False, "rollout_percent": 100}, actor=SYSTEM)
     page = operator_client.get("/flags/").content.decode()
     assert '<input type="hidden" name="enabled" value="1">' in page
-    response = operator_client.post("/flags/digest/toggle", {"enabled": "1"})
-    assert response.status_code == 302
-    assert Flag.objects.get(name="digest").enabled is True
+    for enabled in ("1", "0"):
+        response = operator_client.post("/flags/digest/toggle", {"enabled": enabled, "environment": "staging"})
+        assert response.status_code == 302
+        assert Flag.objects.get(name="digest").state("staging").enabled is (enabled == "1")
+    assert Flag.objects.get(name="digest").enabled is False  # production untouched
 
 
 def test_the_history_says_what_changed_in_words(operator_client, chat):
