@@ -25,6 +25,18 @@ from tests.faultproxy import FaultProxy
 pytestmark = pytest.mark.django_db
 
 
+def _spool(settings, tmp_path) -> None:
+    """The embedded defaults' buffer: a file cache (a suite run on Redis configures Redis's), so the spool."""
+    settings.VAR_DIR = tmp_path
+    settings.CACHES = {
+        **settings.CACHES,
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(tmp_path / "cache"),
+        },
+    }
+
+
 @pytest.fixture(params=["spool", pytest.param("redis", marks=pytest.mark.service("redis"))])
 def backend(request, settings, tmp_path) -> Iterator[str]:
     settings.VAR_DIR = tmp_path
@@ -41,6 +53,7 @@ def backend(request, settings, tmp_path) -> Iterator[str]:
 
         cache.delete_pattern("*")  # this test's prefix only
     else:
+        _spool(settings, tmp_path)
         assert isinstance(buffer(), SpoolBuffer)
         yield request.param
 
@@ -149,7 +162,7 @@ def test_the_sweep_moves_nothing_at_once_when_the_buffer_cannot_be_read(settings
 
 
 def test_a_ping_is_applied_directly_when_the_spool_cannot_be_written(client: Client, settings, tmp_path) -> None:
-    settings.VAR_DIR = tmp_path
+    _spool(settings, tmp_path)
     (tmp_path / "jobpings").write_text("a file where the spool directory should be")
     monitor = _monitor()
     with pytest.raises(BufferUnavailable):
@@ -312,7 +325,7 @@ def test_a_flush_holding_the_buffer_makes_the_sweep_wait_for_the_next_minute(set
     outage is recorded."""
     from monitoring import job_monitors
 
-    settings.VAR_DIR = tmp_path
+    _spool(settings, tmp_path)
     monkeypatch.setattr(job_monitors, "SWEEP_FLUSH_WAIT", 0.2)
     t0 = timezone.now().replace(microsecond=0) - timedelta(days=1)
     monitor = _monitor(period_seconds=3600, grace_seconds=600, state=JobState.UP, last_ping=t0)
