@@ -32,6 +32,7 @@ STATUSES: dict[str, tuple[str, str]] = {
     "resolved": (OK, "✓"),
     "ready": (OK, "✓"),
     "up": (OK, "✓"),  # a job monitor pinged on time
+    "applied": (OK, "✓"),  # a scheduled flag change made at its time
     # under way
     "queued": (RUNNING, "…"),
     "running": (RUNNING, "↻"),
