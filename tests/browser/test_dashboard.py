@@ -173,8 +173,9 @@ def test_a_flag_flipped_in_another_tab_shows_at_the_next_refresh(live_server, pa
 
     flags = page.context.new_page()
     flags.goto(live_server.url + "/flags/")
-    flags.get_by_role("button", name="Enable dark_mode").click()
-    expect(flags.get_by_text("dark_mode is now enabled.")).to_be_visible()
+    flags.get_by_role("button", name="Enable dark_mode in production").click()
+    flags.get_by_role("button", name="Turn on dark_mode in production").click()  # production asks first
+    expect(flags.get_by_text("dark_mode is now enabled in production.")).to_be_visible()
     flags.close()
 
     # The dashboard's panels refresh every 10 s without a reload.
