@@ -396,10 +396,16 @@ class StrategyInline(admin.StackedInline):
 
 
 class StateAuditMixin:
-    """Reads the state before the forms save and records it after (flag_state_saved)."""
+    """Reads the state before the forms save and records it after (flag_state_saved).
+
+    ``state_attribute`` names the edited object's state ("" when the object is the state itself).
+    """
+
+    state_attribute = ""
 
     def _state_of(self, obj: Any) -> FlagState:
-        raise NotImplementedError
+        state: FlagState = getattr(obj, self.state_attribute) if self.state_attribute else obj
+        return state
 
     def changeform_view(
         self, request: HttpRequest, object_id: str | None = None, form_url: str = "", extra_context: Any = None
@@ -428,9 +434,6 @@ class FlagStateAdmin(StateAuditMixin, admin.ModelAdmin):
     fields = ["flag", "environment", "enabled"]
     readonly_fields = ["flag", "environment"]
     inlines = [StrategyInline, StateVariantInline]
-
-    def _state_of(self, obj: Any) -> FlagState:
-        return obj
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # a flag gets its states when it is made
@@ -478,9 +481,7 @@ class StrategyAdmin(StateAuditMixin, admin.ModelAdmin):
     ]
     filter_horizontal = ["segments"]
     inlines = [StrategyConstraintInline, StrategyVariantInline]
-
-    def _state_of(self, obj: Any) -> FlagState:
-        return obj.state
+    state_attribute = "state"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # added on its state's page
