@@ -401,6 +401,69 @@ def flag_state_saved(*, state: FlagState, before: dict[str, Any] | None, actor: 
         flags_snapshot.bump()
 
 
+def check_dependencies(name: str, dependencies: Any) -> list[dict[str, Any]]:
+    """``dependencies`` of flag ``name`` cleaned and checked: as in Unleash, one level only. A parent
+    names an existing flag other than this one that depends on nothing itself, and a flag that others
+    depend on cannot get parents. The admin's inline checks with it before anything is saved."""
+    clean: list[dict[str, Any]] = clean_flag_fields({"dependencies": dependencies}, flag=name)["dependencies"]
+    parents = {
+        f.name: f for f in Flag.objects.filter(name__in=[d["feature"] for d in clean]).prefetch_related("dependencies")
+    }
+    for i, dep in enumerate(clean):
+        where = f"dependencies.{i}.feature"
+        parent = parents.get(dep["feature"])
+        if dep["feature"] == name:
+            raise InvalidFlagDefinition(where, "a flag cannot depend on itself", flag=name)
+        if parent is None:
+            raise InvalidFlagDefinition(where, f"no flag named {dep['feature']}", flag=name)
+        if parent.dependencies.all():
+            raise InvalidFlagDefinition(
+                where, f"{parent.name} depends on another flag itself; parents are one level deep", flag=name
+            )
+    children = sorted(Dependency.objects.filter(parent=name).values_list("flag__name", flat=True))
+    if clean and children:
+        raise InvalidFlagDefinition(
+            "dependencies", f"{', '.join(children)} depend(s) on {name}; parents are one level deep", flag=name
+        )
+    return clean
+
+
+def flag_dependencies_set(*, name: str, dependencies: Any, actor: Actor) -> FlagChange:
+    """Replace a flag's dependencies (parents that must be on or off, or serve one of some variants),
+    checked by ``check_dependencies``; audited with before and after, published after commit. The
+    same list again changes nothing."""
+    with transaction.atomic():
+        flag = _locked(name)
+        clean = check_dependencies(name, dependencies)
+        before = [
+            {"feature": d.parent, "enabled": d.enabled, "variants": list(d.variants)} for d in flag.dependencies.all()
+        ]
+        if before == clean:
+            return FlagChange(flag, False)
+        _write_dependencies(flag, clean)
+        _check(docs.flag_doc(_fresh(name)), flag=name)
+        audit_record(
+            actor=actor,
+            action="flag.dependencies",
+            obj=flag,
+            before={"dependencies": before},
+            after={"dependencies": clean},
+        )
+        flags_snapshot.bump()
+    return FlagChange(flag, True)
+
+
+def state_checked(state: FlagState) -> dict[str, Any]:
+    """The state the admin's forms saved, checked whole (as ``flag_state_saved`` does) and read as a
+    document, without auditing or publishing it: what a scheduled edit will set."""
+    _check(docs.flag_doc(_fresh(state.flag.name)), flag=state.flag.name)
+    return docs.state_doc(
+        FlagState.objects.prefetch_related(
+            "strategies__constraints", "strategies__variants", "strategies__segments", "variants"
+        ).get(pk=state.pk)
+    )
+
+
 def state_before(state: FlagState) -> dict[str, Any]:
     """What ``flag_state_saved`` compares with: read before the forms save."""
     return _state(state.flag, state.environment.name)

@@ -13,6 +13,14 @@ from flags.services import flag_create
 
 pytestmark = pytest.mark.django_db
 
+# The flag form's dependencies inline, empty.
+NO_DEPENDENCIES = {
+    "dependencies-TOTAL_FORMS": "0",
+    "dependencies-INITIAL_FORMS": "0",
+    "dependencies-MIN_NUM_FORMS": "0",
+    "dependencies-MAX_NUM_FORMS": "1000",
+}
+
 
 @pytest.fixture
 def chat(db):
@@ -30,7 +38,14 @@ def test_admin_list_search_filter_and_on_for_column(operator_client, chat):
 def test_admin_edit_goes_through_the_service_and_is_audited(operator_client, chat):
     response = operator_client.post(
         f"/admin/flags/flag/{chat.pk}/change/",
-        {"enabled": "on", "rollout_percent": "60", "targeting_keys": "u1\nu2\n", "description": "", "owner": "chat"},
+        {
+            "enabled": "on",
+            "rollout_percent": "60",
+            "targeting_keys": "u1\nu2\n",
+            "description": "",
+            "owner": "chat",
+            **NO_DEPENDENCIES,
+        },
     )
     assert response.status_code == 302, response.content.decode()[:3000]
     chat.refresh_from_db()
@@ -44,7 +59,7 @@ def test_admin_edit_goes_through_the_service_and_is_audited(operator_client, cha
 def test_admin_refuses_bad_values(operator_client, chat):
     response = operator_client.post(
         f"/admin/flags/flag/{chat.pk}/change/",
-        {"enabled": "on", "rollout_percent": "150", "targeting_keys": "x" * 300, "owner": ""},
+        {"enabled": "on", "rollout_percent": "150", "targeting_keys": "x" * 300, "owner": "", **NO_DEPENDENCIES},
     )
     assert response.status_code == 200  # the form again, with errors
     chat.refresh_from_db()
@@ -52,25 +67,32 @@ def test_admin_refuses_bad_values(operator_client, chat):
 
 
 def test_admin_add_and_bad_name(operator_client):
-    operator_client.post("/admin/flags/flag/add/", {"name": "Bad Name", "rollout_percent": "0", "owner": ""})
+    bad = {"name": "Bad Name", "rollout_percent": "0", "owner": "", **NO_DEPENDENCIES}
+    operator_client.post("/admin/flags/flag/add/", bad)
     assert not Flag.objects.exists()
-    operator_client.post("/admin/flags/flag/add/", {"name": "new_flag", "rollout_percent": "0", "owner": ""})
+    operator_client.post("/admin/flags/flag/add/", {**bad, "name": "new_flag"})
     assert Flag.objects.filter(name="new_flag").exists()
     assert AuditEvent.objects.filter(action="flag.create", actor_label="operator").exists()
 
 
 def test_admin_actions(operator_client, chat):
-    url = "/admin/flags/flag/"
-    operator_client.post(url, {"action": "disable", "_selected_action": [chat.pk]})
+    # Production (the default environment of the actions) asks first: the page lists the flags.
+    url, confirm = "/admin/flags/flag/", {"environment": "production", "confirm": "yes"}
+    asked = operator_client.post(url, {"action": "disable", "_selected_action": [chat.pk]})
+    assert asked.status_code == 200 and "production is a production environment" in asked.content.decode()
+    chat.refresh_from_db()
+    assert chat.enabled is True
+    operator_client.post(url, {"action": "disable", "_selected_action": [chat.pk], **confirm})
     chat.refresh_from_db()
     assert chat.enabled is False
-    operator_client.post(url, {"action": "set_rollout", "_selected_action": [chat.pk], "rollout_percent": "80"})
+    rollout = {"action": "set_rollout", "_selected_action": [chat.pk], **confirm}
+    operator_client.post(url, {**rollout, "rollout_percent": "80"})
     chat.refresh_from_db()
     assert chat.rollout_percent == 80
-    operator_client.post(url, {"action": "set_rollout", "_selected_action": [chat.pk], "rollout_percent": "180"})
+    operator_client.post(url, {**rollout, "rollout_percent": "180"})
     chat.refresh_from_db()
     assert chat.rollout_percent == 80
-    operator_client.post(url, {"action": "enable", "_selected_action": [chat.pk]})
+    operator_client.post(url, {"action": "enable", "_selected_action": [chat.pk], **confirm})
     chat.refresh_from_db()
     assert chat.enabled is True
     assert AuditEvent.objects.filter(object_type="flags.flag", actor_label="operator").count() == 3

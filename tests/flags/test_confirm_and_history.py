@@ -101,9 +101,11 @@ def test_admin_rollout_action_refuses_a_bad_percent_by_name_and_keeps_the_select
         ).content.decode()
     )
     assert sorted(flag.rollout_percent for flag in Flag.objects.all()) == [5, 25]
-    # The page's form, corrected, sets both.
-    response = operator_client.post(
-        url, {"action": "set_rollout", "_selected_action": [chat.pk, other.pk], "rollout_percent": "60"}
-    )
+    # The page's form, corrected, asks (production) and, confirmed, sets both.
+    corrected = {"action": "set_rollout", "_selected_action": [chat.pk, other.pk], "rollout_percent": "60"}
+    asked = operator_client.post(url, corrected)
+    assert asked.status_code == 200 and "Set the rollout to 60 % on these 2 flags there?" in asked.content.decode()
+    assert sorted(flag.rollout_percent for flag in Flag.objects.all()) == [5, 25]
+    response = operator_client.post(url, {**corrected, "environment": "production", "confirm": "yes"})
     assert response.status_code == 302
     assert [flag.rollout_percent for flag in Flag.objects.all()] == [60, 60]
