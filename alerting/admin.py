@@ -22,6 +22,7 @@ from alerting.models import (
 )
 from alerting.services import (
     CHANNEL_FIELDS,
+    QUIET_FLAG_ENVIRONMENT,
     RULE_FIELDS,
     alert_acknowledge,
     channel_create,
@@ -37,6 +38,7 @@ from alerting.services import (
 )
 from controlplane.admin import ReadOnlyAdminMixin, ReadOnlyInlineMixin
 from controlplane.audit import Actor
+from controlplane.models import Environment
 from controlplane.status import StatusPillsAdmin, admin_status
 
 
@@ -69,6 +71,12 @@ class ChannelForm(forms.ModelForm):
         help_text="http:// or https:// only. Not shown again once saved; leave empty to keep the current URL.",
     )
     email_recipients = RecipientsField(required=False, help_text="For e-mail channels: one address per line.")
+    flag_change_environments = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Tell of flag changes in",
+        help_text="A message naming the flag, the environment, before -> after and who, for each change there.",
+    )
 
     class Meta:
         model = NotificationChannel
@@ -76,6 +84,12 @@ class ChannelForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        names = list(Environment.objects.order_by("position", "name").values_list("name", flat=True))
+        field = self.fields["flag_change_environments"]
+        assert isinstance(field, forms.MultipleChoiceField)
+        field.choices = [(name, name) for name in names]
+        if not self.instance.pk:
+            field.initial = [name for name in names if name != QUIET_FLAG_ENVIRONMENT]
         if self.instance.pk and self.instance.url:
             self.fields["url"].help_text = f"Now: {self.instance.masked_url}. " + self.fields["url"].help_text
 

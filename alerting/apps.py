@@ -27,6 +27,15 @@ def evaluate_after_checks(sender: Any, **kwargs: Any) -> None:
     alert_rules_evaluate()
 
 
+def tell_flag_change(sender: Any, **kwargs: Any) -> None:
+    """``flags.signals.flag_changed`` (sent after the change commits): tell the channels chosen for
+    the flag's environment. A failure to record the deliveries is logged; the flag change stands."""
+    from alerting.services import flag_change_notify
+
+    fields = ("flag", "environment", "before", "after", "actor", "action")
+    flag_change_notify(**{name: kwargs[name] for name in fields})
+
+
 def follow_first_service(sender: Any, instance: Any, created: bool, raw: bool = False, **kwargs: Any) -> None:
     """monitoring.Service's post_save: the first service configured becomes what the shipped p95 and
     error-rate rules watch (``alerting.services.shipped_rules_follow_service``), after the commit."""
@@ -72,10 +81,12 @@ class AlertingConfig(AppConfig):
         register_state_metrics(self.label, alert_gauges)
 
         from backups.signals import backup_failed
+        from flags.signals import flag_changed
         from monitoring.signals import checks_recorded
 
         # Told, never called: backups and monitoring do not import alerting.
         backup_failed.connect(evaluate_soon, dispatch_uid="alerting-evaluate-on-backup-failure")
         checks_recorded.connect(evaluate_after_checks, dispatch_uid="alerting-evaluate-after-checks")
+        flag_changed.connect(tell_flag_change, dispatch_uid="alerting-tell-flag-change")
         # By the model's label: alerting reads monitoring only through monitoring.selectors.
         post_save.connect(follow_first_service, sender="monitoring.Service", dispatch_uid="alerting-first-service")

@@ -16,6 +16,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from controlplane.models import Environment
+
 ANY_COMPONENT = "*"
 
 
@@ -47,6 +49,11 @@ class NotificationChannel(models.Model):
     )
     email_recipients = models.JSONField(default=list, blank=True, help_text="Addresses, for e-mail channels.")
     enabled = models.BooleanField(default=True)
+    flag_change_environments = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The environments whose flag changes this channel is told of (flag, before -> after, who).",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -63,6 +70,13 @@ class NotificationChannel(models.Model):
 
     def clean(self) -> None:
         errors: dict[str, str] = {}
+        envs = self.flag_change_environments
+        if not isinstance(envs, list) or not all(isinstance(name, str) for name in envs):
+            errors["flag_change_environments"] = "a list of environment names"
+        else:
+            unknown = sorted(set(envs) - set(Environment.objects.values_list("name", flat=True)))
+            if unknown:
+                errors["flag_change_environments"] = f"no environment named {', '.join(unknown)}"
         if self.kind in (ChannelKind.SLACK, ChannelKind.WEBHOOK):
             problem = url_problem(self.url)
             if problem:

@@ -39,12 +39,15 @@ from alerting.models import (
 from alerting.tasks import deliver_notification
 from controlplane.audit import Actor, audit_record, snapshot
 from controlplane.errors import InvalidInput
+from controlplane.models import Environment
 from flags.selectors import EXTERNAL_ALERTS, PERFORMANCE_ALERTS, is_on
 from monitoring.selectors import job_monitor_states, latest_health, recent_statuses, request_figures, slo_burn_levels
 
 logger = logging.getLogger(__name__)
 
-CHANNEL_FIELDS = ("name", "kind", "url", "email_recipients", "enabled")
+CHANNEL_FIELDS = ("name", "kind", "url", "email_recipients", "enabled", "flag_change_environments")
+# A new channel hears of flag changes in every environment but this one, unless told otherwise.
+QUIET_FLAG_ENVIRONMENT = "development"
 RULE_FIELDS = (
     "name", "kind", "component", "measurement", "service", "threshold", "window_minutes", "for_evaluations",
     "severity", "repeat_interval_minutes", "enabled", "description",
@@ -103,6 +106,10 @@ def _normalise_channel(channel: NotificationChannel) -> None:
 def channel_create(*, data: dict[str, Any], actor: Actor) -> NotificationChannel:
     """Create a channel. Slack and webhook channels need an http(s) URL, e-mail ones recipients."""
     channel = NotificationChannel()
+    if "flag_change_environments" not in data:
+        channel.flag_change_environments = sorted(
+            Environment.objects.exclude(name=QUIET_FLAG_ENVIRONMENT).values_list("name", flat=True)
+        )
     _assign(channel, data, CHANNEL_FIELDS)
     _normalise_channel(channel)
     _validate(channel)
@@ -153,13 +160,22 @@ def channel_send_test(*, channel: NotificationChannel, actor: Actor) -> Delivery
     return delivery
 
 
-def event_notify(*, kind: str, title: str, severity: str, details: dict[str, Any]) -> list[Delivery]:
-    """Tell every enabled channel that something happened (a deployment started or ended).
+def event_notify(
+    *,
+    kind: str,
+    title: str,
+    severity: str,
+    details: dict[str, Any],
+    channels: list[NotificationChannel] | None = None,
+) -> list[Delivery]:
+    """Tell ``channels`` (every enabled one when None) that something happened (a deployment started
+    or ended, a flag changed).
 
     Not an alert: no rule, no state, no silence; the ``external_alerts`` flag still holds it back.
     Deliveries are recorded and retried like an alert's.
     """
-    channels = list(NotificationChannel.objects.filter(enabled=True))
+    if channels is None:
+        channels = list(NotificationChannel.objects.filter(enabled=True))
     if not channels:
         return []
     payload = {
@@ -186,6 +202,34 @@ def event_notify(*, kind: str, title: str, severity: str, details: dict[str, Any
         return _record_deliveries(
             alert=None, channels=channels, event=DeliveryEvent.EVENT, payload=payload, skip_reason=reason
         )
+
+
+def flag_change_notify(
+    *, flag: str, environment: str, before: str, after: str, actor: str, action: str
+) -> list[Delivery]:
+    """``flags.signals.flag_changed``: tell the enabled channels chosen for ``environment`` (their
+    ``flag_change_environments``) which flag moved, from what to what, and who moved it."""
+    channels = [
+        channel
+        for channel in NotificationChannel.objects.filter(enabled=True)
+        if environment in (channel.flag_change_environments or [])
+    ]
+    if not channels:
+        return []
+    return event_notify(
+        kind="flag",
+        title=f"Flag {flag} in {environment}: {before} -> {after} (by {actor})",
+        severity="info",
+        details={
+            "flag": flag,
+            "environment": environment,
+            "before": before,
+            "after": after,
+            "by": actor,
+            "action": action,
+        },
+        channels=channels,
+    )
 
 
 # --- Rules --------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from controlplane.errors import InvalidInput, NotFound
 from controlplane.models import DEFAULT_FLAGS_ENVIRONMENT, Environment
 from flags import definitions as docs
 from flags.models import Constraint, Dependency, Flag, FlagState, FlagType, Segment, Strategy, Variant
+from flags.signals import announce
 from flags.snapshot import snapshot as flags_snapshot
 
 # The rules of a flag's fields, declared once: the services check them, the admin form and the API
@@ -318,6 +319,7 @@ def _apply(flag: Flag, clean: dict[str, Any], actor: Actor, action: str, environ
     after = _state(flag, env.name)
     if after != before:
         audit_record(actor=actor, action=action, obj=flag, before=before, after=after)
+        announce(flag=flag.name, environment=env.name, before=before, after=after, actor=actor.label, action=action)
         flags_snapshot.bump()
     return FlagChange(flag, after != before)
 
@@ -385,6 +387,7 @@ def flag_state_set(
         after = _state(flag, env.name)
         if after != before:
             audit_record(actor=actor, action=action, obj=flag, before=before, after=after)
+            announce(flag=name, environment=env.name, before=before, after=after, actor=actor.label, action=action)
             flags_snapshot.bump()
     return FlagChange(flag, after != before)
 
@@ -398,6 +401,14 @@ def flag_state_saved(*, state: FlagState, before: dict[str, Any] | None, actor: 
     after = _state(flag, state.environment.name)
     if after != before:
         audit_record(actor=actor, action="flag.state.update", obj=flag, before=before, after=after)
+        announce(
+            flag=flag.name,
+            environment=state.environment.name,
+            before=before,
+            after=after,
+            actor=actor.label,
+            action="flag.state.update",
+        )
         flags_snapshot.bump()
 
 
