@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from backups.engines import BackupError
-from backups.models import Backup, BackupStatus, BackupTarget, Verification
+from backups.models import Backup, BackupStatus, BackupTarget, Drill, Verification
 from backups.services import (
     NOT_SENT,
     TARGET_FIELDS,
@@ -114,3 +114,15 @@ class BackupAdmin(StatusPillsAdmin, ReadOnlyAdminMixin, admin.ModelAdmin):
                 continue
             queued += 1
         self.message_user(request, f"{queued} verification(s) queued.", messages.SUCCESS)
+
+
+@admin.register(Drill)
+class DrillAdmin(StatusPillsAdmin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Restore drills are recorded by the drill runs only; plans and their schedule are edited in deployments."""
+
+    list_display = ["id", "plan", "target", admin_status("status"), "started_at", "rto_ms", "backup"]
+    list_filter = ["plan", "status", "started_at"]
+    readonly_fields = [
+        "plan", "target", "backup", "status", "started_at", "heartbeat_at", "finished_at", "rto_ms", "interval_hours",
+        "smoke_queries", "checks", "scratch", "scratch_dropped", "error", "requested_by", "progress",
+    ]  # fmt: skip

@@ -8,7 +8,7 @@ from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from ninja import Router, Schema
 
-from backups.selectors import all_readiness, status
+from backups.selectors import all_readiness, drills_readiness, status
 from controlplane.models import Scope
 from controlplane.openapi import Error, token_auth
 from flags.selectors import BACKUP_VERIFICATION, is_on
@@ -30,6 +30,7 @@ class RecoveryReadiness(Schema):
     generated_at: str
     ready: bool
     targets: list[dict[str, Any]]
+    drills: list[dict[str, Any]]
 
 
 @router.get("/backup/status", url_name="api-backup-status", response={200: BackupStatus, **_ERRORS})
@@ -56,13 +57,17 @@ def backup_status(request: HttpRequest) -> JsonResponse:
 
 @router.get("/backup/recovery-readiness", url_name="api-backup-readiness", response={200: RecoveryReadiness, **_ERRORS})
 def recovery_readiness(request: HttpRequest) -> JsonResponse:
-    """Per enabled target: recovery point against the RPO, the RTO estimate, the verified recovery window."""
+    """Per enabled target: recovery point against the RPO, the RTO estimate, the verified recovery window;
+    per recovery plan drilled on a schedule: the RTO its last passed drill achieved, and its drill history.
+    Ready when every target is and every drilled plan passed a drill within its schedule."""
     now = timezone.now()
     targets = [readiness.as_dict() for readiness in all_readiness(now=now)]
+    drills = [plan.as_dict() for plan in drills_readiness(now=now)]
     return JsonResponse(
         {
             "generated_at": now.isoformat(),
-            "ready": bool(targets) and all(t["ready"] for t in targets),
+            "ready": bool(targets) and all(t["ready"] for t in targets) and all(d["ready"] for d in drills),
             "targets": targets,
+            "drills": drills,
         }
     )

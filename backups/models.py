@@ -132,6 +132,8 @@ class Backup(models.Model):
     # A requested verification whose task the broker did not take: run_due sends it again.
     verify_dispatch_error = models.TextField(blank=True)
     verify_requested_by = models.CharField(max_length=150, blank=True)
+    # How far a running backup is (backups.progress), written with the heartbeat: never per chunk.
+    progress = models.JSONField(default=dict, blank=True)
 
     objects = BackupQuerySet.as_manager()
 
@@ -175,6 +177,7 @@ class Verification(models.Model):
     failed_check = models.CharField(max_length=50, blank=True)
     error = models.TextField(blank=True)
     requested_by = models.CharField(max_length=150, blank=True)
+    progress = models.JSONField(default=dict, blank=True)  # as Backup.progress
 
     class Meta:
         ordering = ["-started_at", "-id"]
@@ -191,6 +194,62 @@ class Verification(models.Model):
     def lost_worker(self, *, now: datetime | None = None) -> str:
         """Why this running verification has no worker any more, or "" while it may still have one."""
         return _lost_worker(self.status == VerificationResult.RUNNING, self.started_at, self.heartbeat_at, now)
+
+
+class DrillStatus(models.TextChoices):
+    RUNNING = "running", "running"
+    PASSED = "passed", "passed"
+    FAILED = "failed", "failed"
+
+
+class Drill(models.Model):
+    """One restore drill of a recovery plan: its target's latest verified backup restored into a scratch
+    database, the plan's smoke queries run there read-only, the time to that working database measured.
+
+    The plan belongs to ``deployments``, which backups may not import: a drill names it by its failure
+    type (``plan``) and keeps what it was drilled with (target, schedule, queries), read through
+    ``controlplane.drills`` when it started. So history stays readable after the plan changes or goes.
+    """
+
+    plan = models.SlugField(max_length=50)  # deployments.RecoveryPlan.failure_type
+    target = models.ForeignKey(BackupTarget, on_delete=models.PROTECT, related_name="drills")
+    backup = models.ForeignKey(Backup, on_delete=models.SET_NULL, null=True, blank=True, related_name="drills")
+    status = models.CharField(max_length=10, choices=DrillStatus.choices, default=DrillStatus.RUNNING)
+    started_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)  # as Backup.heartbeat_at
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # The RTO achieved: from the start of the restore (the backup file fetched and checked included) to
+    # the last smoke query answering on the scratch database.
+    rto_ms = models.PositiveIntegerField("RTO achieved (ms)", null=True, blank=True)
+    interval_hours = models.PositiveIntegerField(default=0)  # the plan's schedule when drilled
+    smoke_queries = models.JSONField(default=list, blank=True)
+    checks = models.JSONField(default=list, blank=True)  # [{"name", "status", "detail", "ms"}]
+    scratch = models.CharField(max_length=300, blank=True)
+    scratch_dropped = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    requested_by = models.CharField(max_length=150, blank=True)
+    progress = models.JSONField(default=dict, blank=True)  # as Backup.progress
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [
+            # the Backups page, readiness and the schedule: a plan's drills, newest first
+            models.Index(fields=["plan", "-started_at"], name="drill_plan_started"),
+        ]
+        constraints = [
+            # a plan is drilled by one run at a time
+            models.UniqueConstraint(fields=["plan"], condition=Q(status="running"), name="drill_one_running_per_plan"),
+        ]
+
+    def __str__(self) -> str:
+        return f"drill #{self.pk} of {self.plan}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("backups:index") + f"#drill-{self.pk}"
+
+    def lost_worker(self, *, now: datetime | None = None) -> str:
+        """Why this running drill has no worker any more, or "" while it may still have one."""
+        return _lost_worker(self.status == DrillStatus.RUNNING, self.started_at, self.heartbeat_at, now)
 
 
 def _lost_worker(running: bool, started_at: datetime, heartbeat_at: datetime | None, now: datetime | None) -> str:

@@ -33,3 +33,32 @@ def backup_targets() -> Item:
     if problems:
         return Item("backups", WARN, "; ".join(problems)[:300], "see the Backups page; run manage.py backup")
     return Item("backups", PASS, f"{len(targets)} target(s) with a verified backup within their RPO")
+
+
+def restore_drills() -> Item:
+    """Every recovery plan drilled on a schedule passed a drill within it, and its latest drill passed."""
+    from django.db import DatabaseError
+
+    from backups.selectors import drills_readiness
+
+    try:
+        plans = drills_readiness()
+    except DatabaseError as exc:
+        return unreadable("restore_drills", "restore drills", exc)
+    if not plans:
+        return Item(
+            "restore_drills",
+            WARN,
+            "no recovery plan is drilled",
+            "set a drill target on the database recovery plan in admin (Deployments, Recovery plans)",
+        )
+    failing = [f"{p.plan.name}: {'; '.join(p.problems)}" for p in plans if p.failing]
+    if failing:
+        return Item("restore_drills", FAIL, "; ".join(failing)[:300], "see the Backups page, fix and drill again")
+    overdue = [f"{p.plan.name}: {'; '.join(p.problems)}" for p in plans if p.overdue]
+    if overdue:
+        return Item("restore_drills", WARN, "; ".join(overdue)[:300], "drill the plan from the Backups page")
+    rtos = ", ".join(
+        f"{p.plan.name} {p.last_passed.rto_ms / 1000:.1f} s" for p in plans if p.last_passed and p.last_passed.rto_ms
+    )
+    return Item("restore_drills", PASS, f"{len(plans)} plan(s) drilled within their schedule (RTO achieved: {rtos})")

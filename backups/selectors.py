@@ -8,7 +8,8 @@ from typing import Any
 
 from django.utils import timezone
 
-from backups.models import Backup, BackupStatus, BackupTarget, Verification, VerificationResult
+from backups.models import Backup, BackupStatus, BackupTarget, Drill, DrillStatus, Verification, VerificationResult
+from controlplane.drills import DrillPlan, drill_plans
 
 
 @dataclass
@@ -144,8 +145,11 @@ def last_failure(target: BackupTarget) -> str:
 
 
 def failures_by_target() -> dict[str, str]:
-    """Per enabled target (by name): ``last_failure``, "" while its latest word is good (monitoring's alert rule)."""
-    return {target.name: last_failure(target) for target in BackupTarget.objects.filter(enabled=True)}
+    """Per enabled target (by name): ``last_failure``, "" while its latest word is good (alerting's rule); and
+    per drilled plan (``drill:<plan>``) its latest drill's failure (``drill_failures``)."""
+    failures = {target.name: last_failure(target) for target in BackupTarget.objects.filter(enabled=True)}
+    failures.update(drill_failures())  # a failed restore drill alerts by the same rule, as drill:<plan>
+    return failures
 
 
 def all_readiness(*, now: datetime | None = None) -> list[Readiness]:
@@ -243,3 +247,173 @@ def verification_dict(verification: Verification) -> dict[str, Any]:
         "checks": verification.checks,
         "scratchDropped": verification.scratch_dropped,
     }
+
+
+# --- Restore drills ------------------------------------------------------------------------------
+
+DRILL_HISTORY = 10
+
+
+@dataclass
+class DrillReadiness:
+    """A drilled recovery plan: its latest drill, the last that passed, and whether that is recent enough.
+
+    ``overdue``: no drill passed within the plan's schedule; ``failing``: the latest finished drill failed.
+    """
+
+    plan: DrillPlan
+    latest: Drill | None
+    last_passed: Drill | None
+    next_due: datetime | None
+    overdue: bool
+    history: list[Drill] = field(default_factory=list)
+
+    @property
+    def failing(self) -> bool:
+        finished = next((drill for drill in self.history if drill.status != DrillStatus.RUNNING), None)
+        return finished is not None and finished.status == DrillStatus.FAILED
+
+    @property
+    def running(self) -> Drill | None:
+        return self.latest if self.latest is not None and self.latest.status == DrillStatus.RUNNING else None
+
+    @property
+    def state(self) -> str:
+        if self.failing:
+            return "failed"
+        if self.overdue:
+            return "at_risk"
+        return "ready"
+
+    @property
+    def state_words(self) -> str:
+        if self.failing:
+            return "latest drill failed"
+        if self.overdue:
+            return "never drilled" if self.last_passed is None else "drill overdue"
+        return "drilled"
+
+    @property
+    def problems(self) -> list[str]:
+        problems = []
+        finished = next((drill for drill in self.history if drill.status != DrillStatus.RUNNING), None)
+        if finished is not None and finished.status == DrillStatus.FAILED:
+            reason = finished.error.splitlines()[0][:200] if finished.error else "no message"
+            problems.append(f"latest drill #{finished.pk} failed: {reason}")
+        if self.overdue:
+            if self.last_passed is None:
+                problems.append("no drill has passed yet")
+            else:
+                problems.append(
+                    f"last passed drill is older than its {self.plan.interval_hours} h schedule "
+                    f"({self.last_passed.started_at:%Y-%m-%d %H:%M} UTC)"
+                )
+        return problems
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "plan": self.plan.name,
+            "environment": self.plan.environment,
+            "target": self.plan.target,
+            "scheduleHours": self.plan.interval_hours,
+            "ready": self.state == "ready",
+            "overdue": self.overdue,
+            "nextDue": self.next_due.isoformat() if self.next_due else None,
+            "lastPassed": drill_dict(self.last_passed) if self.last_passed else None,
+            "rtoAchievedSeconds": (
+                None if self.last_passed is None or self.last_passed.rto_ms is None else self.last_passed.rto_ms / 1000
+            ),
+            "history": [drill_dict(drill) for drill in self.history],
+            "problems": self.problems,
+        }
+
+
+def drill_readiness(plan: DrillPlan, *, now: datetime | None = None) -> DrillReadiness:
+    from backups.drills import next_drill_due
+
+    now = now or timezone.now()
+    history = list(
+        Drill.objects.filter(plan=plan.name).select_related("backup").order_by("-started_at", "-id")[:DRILL_HISTORY]
+    )
+    latest = history[0] if history else None
+    last_passed = Drill.objects.filter(plan=plan.name, status=DrillStatus.PASSED).order_by("-started_at").first()
+    window = timedelta(hours=plan.interval_hours) + DRILL_GRACE
+    overdue = last_passed is None or last_passed.started_at < now - window
+    return DrillReadiness(plan, latest, last_passed, next_drill_due(plan, latest, now=now), overdue, history)
+
+
+# A drill is queued within minutes of being due and takes a while: no warning for that hour.
+DRILL_GRACE = timedelta(hours=1)
+
+
+def drills_readiness(*, now: datetime | None = None) -> list[DrillReadiness]:
+    """Every recovery plan drilled on a schedule (``controlplane.drills``), by name."""
+    return [drill_readiness(plan, now=now) for plan in drill_plans() if plan.drilled]
+
+
+def drill_failures() -> dict[str, str]:
+    """Per plan drilled or drilled before (as ``drill:<plan>``): why its latest finished drill failed, or ""
+    while it passed. Alerting's "backup or verification failed" rule reads these with the targets'."""
+    names = {plan.name for plan in drill_plans() if plan.drilled}
+    names |= set(Drill.objects.values_list("plan", flat=True).distinct())
+    failures = {}
+    for name in sorted(names):
+        finished = Drill.objects.filter(plan=name).exclude(status=DrillStatus.RUNNING).order_by("-started_at").first()
+        failed = finished is not None and finished.status == DrillStatus.FAILED
+        failures[f"drill:{name}"] = (
+            f"drill #{finished.pk} of {name} failed: {finished.error}" if finished and failed else ""
+        )
+    return failures
+
+
+def drill_dict(drill: Drill) -> dict[str, Any]:
+    return {
+        "id": drill.pk,
+        "plan": drill.plan,
+        "status": drill.status,
+        "startedAt": drill.started_at.isoformat(),
+        "finishedAt": drill.finished_at.isoformat() if drill.finished_at else None,
+        "rtoMs": drill.rto_ms,
+        "backupId": drill.backup_id,
+        "checks": drill.checks,
+        "error": drill.error or None,
+        "scratchDropped": drill.scratch_dropped,
+        "progress": drill.progress or None,
+    }
+
+
+# --- Work under way ------------------------------------------------------------------------------
+
+
+@dataclass
+class Running:
+    """A backup, verification or drill that is running, with its last written progress."""
+
+    kind: str
+    label: str
+    started_at: datetime
+    progress: dict[str, Any]
+
+    @property
+    def line(self) -> str:
+        from backups.progress import describe
+
+        return describe(self.progress)
+
+
+def running_work() -> list[Running]:
+    """Everything under way, oldest first: the Backups page's live part."""
+    work = [
+        Running("backup", f"backup #{b.pk} of {b.target.name}", b.started_at, b.progress)
+        for b in Backup.objects.filter(status=BackupStatus.RUNNING).select_related("target")
+    ]
+    work += [
+        Running("verification", f"verification of backup #{v.backup_id} ({v.backup.target.name})", v.started_at,
+                v.progress)
+        for v in Verification.objects.filter(status=VerificationResult.RUNNING).select_related("backup__target")
+    ]  # fmt: skip
+    work += [
+        Running("drill", f"drill #{d.pk} of {d.plan}", d.started_at, d.progress)
+        for d in Drill.objects.filter(status=DrillStatus.RUNNING)
+    ]
+    return sorted(work, key=lambda running: running.started_at)

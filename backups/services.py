@@ -22,7 +22,9 @@ from django.db import DatabaseError, IntegrityError, InterfaceError, Operational
 from django.utils import timezone
 
 from backups import engines
-from backups.models import Backup, BackupStatus, BackupTarget, Verification, VerificationResult
+from backups import progress as progress_module
+from backups.models import Backup, BackupStatus, BackupTarget, Drill, Verification, VerificationResult
+from backups.progress import Progress
 from controlplane.audit import Actor, audit_record, snapshot
 from controlplane.errors import Conflict, InvalidInput
 from controlplane.redaction import redact_text
@@ -152,8 +154,9 @@ def backup_run(*, backup: Backup, actor: Actor) -> Backup:
     error (pg_dump's message, the driver's) is what is recorded. The worker's own outcome wins over a
     reaper's guess: a row failed as lost while this worker was cut off gets the real result.
     """
-    with _heartbeat(Backup, backup.pk, BackupStatus.RUNNING):
-        outcome = _dump_and_store(backup)
+    progress = Progress(f"backup #{backup.pk} of {backup.target.name}", expected_ms=_previous_ms(backup))
+    with _heartbeat(Backup, backup.pk, BackupStatus.RUNNING, progress):
+        outcome = _dump_and_store(backup, progress)
     if isinstance(outcome, str):
         return _backup_failed(backup, outcome, actor)
     name, result = outcome
@@ -178,7 +181,24 @@ def backup_run(*, backup: Backup, actor: Actor) -> Backup:
     return backup
 
 
-def _dump_and_store(backup: Backup) -> tuple[str, engines.Dump] | str:
+def _previous(backup: Backup) -> Backup | None:
+    """The previous finished backup of the same target: what it took and weighed estimates this one."""
+    return (
+        Backup.objects.succeeded()
+        .filter(target_id=backup.target_id, started_at__lt=backup.started_at)
+        .exclude(pk=backup.pk)
+        .order_by("-started_at", "-id")
+        .only("duration_ms", "size_bytes")
+        .first()
+    )
+
+
+def _previous_ms(backup: Backup) -> int | None:
+    previous = _previous(backup)
+    return previous.duration_ms if previous is not None else None
+
+
+def _dump_and_store(backup: Backup, progress: Progress) -> tuple[str, engines.Dump] | str:
     """The stored file's name and the dump, or why there is none (redacted, ready to record)."""
     target = backup.target
     stem = f"{target.name}-{backup.started_at:%Y%m%dT%H%M%SZ}-{backup.pk}"
@@ -187,7 +207,13 @@ def _dump_and_store(backup: Backup) -> tuple[str, engines.Dump] | str:
         _private_storage_dirs(target.name)
         source = target_source(target)
         backup.engine = source.engine
-        result, cleanup = engines.dump(source, stem, timeout=settings.BACKUP_TIMEOUT_SECONDS)
+        previous = _previous(backup)
+        # The previous dump's size is the best guess of this one's: the percentage is an estimate.
+        progress.report(phase="dump", done=0, total=previous.size_bytes if previous else None, unit="bytes")
+        result, cleanup = engines.dump(
+            source, stem, timeout=settings.BACKUP_TIMEOUT_SECONDS, on_bytes=lambda done: progress.report(done=done)
+        )
+        progress.report(phase="store", done=result.size_bytes, total=result.size_bytes, unit="bytes")
         try:
             suffix = ".pgdump" if result.engine == "postgresql" else ".sqlite3"
             name = _store(result.path, f"{target.name}/{stem}{suffix}")
@@ -237,33 +263,63 @@ def _on_live_connection(write: Callable[[], T], *, what: str) -> T:
 
 
 @contextlib.contextmanager
-def _heartbeat(model: type[Backup] | type[Verification], pk: int, running: str) -> Iterator[None]:
+def _heartbeat(
+    model: type[Backup] | type[Verification] | type[Drill], pk: int, running: str, progress: Progress | None = None
+) -> Iterator[None]:
     """While the body runs, a thread stamps the row's ``heartbeat_at`` every BACKUP_HEARTBEAT_SECONDS, on a
     connection of its own: a row whose stamp stops has lost its worker (see ``Backup.lost_worker``).
 
+    With ``progress``, the same thread also writes its snapshot into the row's ``progress``, at most every
+    BACKUP_PROGRESS_SECONDS and only when it moved (one UPDATE with the stamp, never one per chunk), and
+    shows it to this process's watchers (a command's progress line); the body reports into it through
+    ``backups.progress.report``.
+
     Not inside a caller's transaction: the claimed row is not committed, so no other process sees it
-    (nor reaps it), and a second connection would wait on this transaction's lock.
+    (nor reaps it), and a second connection would wait on this transaction's lock. Watchers are still told.
     """
-    if connection.in_atomic_block:
-        yield
-        return
+    outside = not connection.in_atomic_block
     stop = threading.Event()
+    beat_every = float(settings.BACKUP_HEARTBEAT_SECONDS)
+    tick = min(beat_every, settings.BACKUP_PROGRESS_SECONDS) if progress is not None else beat_every
 
     def beat() -> None:
+        written_version, beaten = -1, time.monotonic()
         try:
-            while not stop.wait(settings.BACKUP_HEARTBEAT_SECONDS):
+            while not stop.wait(tick):
+                version = progress.version if progress is not None else -1
+                snapshot = progress.snapshot() if progress is not None else None
+                if progress is not None and snapshot is not None:
+                    progress_module.tell_watchers(progress, snapshot)
+                if not outside:
+                    continue
+                moved = progress is not None and version != written_version
+                if not moved and time.monotonic() - beaten < beat_every:
+                    continue
+                values: dict[str, Any] = {"heartbeat_at": timezone.now()}
+                if progress is not None:
+                    values["progress"] = snapshot
                 try:
-                    model.objects.filter(pk=pk, status=running).update(heartbeat_at=timezone.now())
+                    model.objects.filter(pk=pk, status=running).update(**values)
+                    beaten = time.monotonic()
+                    written_version = version
                 except DatabaseError as exc:  # cut off for now: the next beat tries on a new connection
                     logger.warning("%s %s: heartbeat failed: %s", model._meta.model_name, pk, redact_text(str(exc)))
                     connection.close()
         finally:
-            connection.close()
+            if outside:
+                connection.close()
 
+    if not outside and progress is None:
+        yield
+        return
     thread = threading.Thread(target=beat, name=f"{model._meta.model_name}-{pk}-heartbeat", daemon=True)
     thread.start()
     try:
-        yield
+        if progress is not None:
+            with progress_module.running(progress):
+                yield
+        else:
+            yield
     finally:
         stop.set()
         thread.join(timeout=15)
@@ -375,12 +431,22 @@ def backup_verify(*, backup: Backup, actor: Actor) -> Verification:
 
 def verification_run(*, verification: Verification, actor: Actor) -> Verification:
     """Run the claimed ``verification``; its outcome is recorded as ``backup_run`` records a backup's."""
-    with _heartbeat(Verification, verification.pk, VerificationResult.RUNNING):
-        outcome = _verify(verification)
+    backup = verification.backup
+    previous = (  # the previous verification of the same target: what it took estimates this one
+        Verification.objects.filter(backup__target_id=backup.target_id, status=VerificationResult.PASSED)
+        .exclude(pk=verification.pk)
+        .order_by("-finished_at")
+        .values_list("duration_ms", flat=True)
+        .first()
+    )
+    label = f"verification #{verification.pk} of backup #{backup.pk} ({backup.target.name})"
+    progress = Progress(label, expected_ms=previous)
+    with _heartbeat(Verification, verification.pk, VerificationResult.RUNNING, progress):
+        outcome = _verify(verification, progress)
     return _verification_finished(verification, outcome, actor)
 
 
-def _verify(verification: Verification) -> engines.VerifyOutcome:
+def _verify(verification: Verification, progress: Progress | None = None) -> engines.VerifyOutcome:
     backup = verification.backup
     try:
         source = target_source(backup.target)
@@ -405,6 +471,7 @@ def _verify(verification: Verification) -> engines.VerifyOutcome:
             timeout=settings.BACKUP_TIMEOUT_SECONDS,
             on_scratch=on_scratch,
             control_plane=control_plane_database(),
+            progress=progress,
         )
         with local_copy(backup) as local:
             outcome = verifier.run(local, expected_sha256=backup.sha256, expected_size=backup.size_bytes or 0)

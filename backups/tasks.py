@@ -163,3 +163,43 @@ def _send_again() -> list[str]:
         if send_verification(backup.pk, requested_by=backup.verify_requested_by or "operator"):
             resent.append(f"verification of backup #{backup.pk}")
     return resent
+
+
+# --- Restore drills ------------------------------------------------------------------------------
+
+
+def send_drill(plan: str, *, requested_by: str) -> bool:
+    """Send a drill task now; False when the broker did not take it (the schedule drills the plan later)."""
+    return _send(run_drill, [plan], {"requested_by": requested_by}, None)
+
+
+@shared_task(name="backups.tasks.run_drill", ignore_result=True, acks_late=False)
+def run_drill(plan: str, requested_by: str = "system") -> str:
+    from backups.drills import drill_create
+    from backups.services import AlreadyRunning
+    from controlplane.audit import Actor
+    from controlplane.errors import ControlPlaneError
+
+    try:
+        return drill_create(plan_name=plan, actor=Actor.system(requested_by)).status
+    except (AlreadyRunning, ControlPlaneError) as exc:
+        return str(exc)
+
+
+@shared_task(name="backups.tasks.run_due_drills", ignore_result=True, soft_time_limit=120, time_limit=150)
+def run_due_drills() -> dict[str, Any]:
+    """Beat runs this every few minutes: reap lost drills, queue the drills of plans that are due."""
+    from backups.drills import drill_due, reap_stale_drills
+    from backups.models import Drill
+    from controlplane.drills import drill_plans
+
+    now = timezone.now()
+    summary: dict[str, Any] = {"reaped": reap_stale_drills(now=now), "drills": []}
+    for plan in drill_plans():
+        latest = Drill.objects.filter(plan=plan.name).order_by("-started_at", "-id").first()
+        if drill_due(plan, latest, now=now):
+            transaction.on_commit(lambda name=plan.name: send_drill(name, requested_by="schedule"))  # type: ignore[misc]
+            summary["drills"].append(plan.name)
+    if any(summary.values()):
+        logger.info("drills due: %s", summary)
+    return summary

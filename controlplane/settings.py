@@ -383,6 +383,14 @@ BACKUP_TIMEOUT_SECONDS = _int("BACKUP_TIMEOUT_SECONDS", 3 * 3600, minimum=10)
 BACKUP_HEARTBEAT_SECONDS = _int("BACKUP_HEARTBEAT_SECONDS", 15, minimum=1)
 BACKUP_HEARTBEAT_TIMEOUT_SECONDS = _int("BACKUP_HEARTBEAT_TIMEOUT_SECONDS", 120, minimum=3)
 BACKUP_SCHEDULER_INTERVAL_SECONDS = _int("BACKUP_SCHEDULER_INTERVAL_SECONDS", 300, minimum=10)
+# A running backup, verification or drill writes how far it is at most this often (with the heartbeat,
+# only when it moved); the Backups page and the commands' progress line show it.
+try:
+    BACKUP_PROGRESS_SECONDS = float(env.str("BACKUP_PROGRESS_SECONDS", default="1") or 1)
+except ValueError:
+    raise config_error("BACKUP_PROGRESS_SECONDS", "expected seconds, e.g. 1") from None
+if BACKUP_PROGRESS_SECONDS <= 0:
+    raise config_error("BACKUP_PROGRESS_SECONDS", "must be more than 0")
 PG_BIN_DIR = env.str("PG_BIN_DIR", default="")
 # Parallel jobs of pg_restore and pg_amcheck when verifying (the RTO estimate is measured with them).
 BACKUP_RESTORE_JOBS = _int("BACKUP_RESTORE_JOBS", min(4, os.cpu_count() or 1), minimum=1)
@@ -465,6 +473,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(BACKUP_SCHEDULER_INTERVAL_SECONDS),
         "options": {"expires": BACKUP_SCHEDULER_INTERVAL_SECONDS * 0.9},
     },
+    # Each recovery plan's drill schedule is kept on the plan (deployments); this looks for what is due.
+    "backups-drills-due": {
+        "task": "backups.tasks.run_due_drills",
+        "schedule": float(BACKUP_SCHEDULER_INTERVAL_SECONDS),
+        "options": {"expires": BACKUP_SCHEDULER_INTERVAL_SECONDS * 0.9},
+    },
 }
 
 # --- Authentication and sessions ----------------------------------------------------------------
@@ -532,6 +546,8 @@ DEPLOYMENT_LOG_RETENTION_DAYS = _int("DEPLOYMENT_LOG_RETENTION_DAYS", 180)
 AUDIT_RETENTION_DAYS = _int("AUDIT_RETENTION_DAYS", 0)
 # Scheduled flag changes once applied, skipped or cancelled (pending ones always stay).
 FLAG_SCHEDULE_RETENTION_DAYS = _int("FLAG_SCHEDULE_RETENTION_DAYS", 90)
+# Finished restore drills (each plan's newest passed drill always stays: readiness reads it).
+BACKUP_DRILL_RETENTION_DAYS = _int("BACKUP_DRILL_RETENTION_DAYS", 365)
 # Request metrics: a query this slow (ms) counts as slow; each process adds its sums to the shared
 # per-minute rollups this often (seconds; 0: only when asked, as the tests do).
 SLOW_QUERY_MS = _int("SLOW_QUERY_MS", 100, minimum=1)

@@ -228,10 +228,18 @@ class RecoveryPlanForm(forms.ModelForm):
 
     class Meta:
         model = RecoveryPlan
-        fields = ["failure_type", "environment", "steps", "runbook"]
+        fields = [
+            "failure_type",
+            "environment",
+            "steps",
+            "runbook",
+            "drill_target",
+            "drill_interval_hours",
+            "smoke_queries",
+        ]
 
 
 @admin.register(RecoveryPlan)
 class RecoveryPlanAdmin(AuditedAdminMixin, admin.ModelAdmin):
     form = RecoveryPlanForm
-    list_display = ["failure_type", "environment"]
+    list_display = ["failure_type", "environment", "drill_target", "drill_interval_hours"]

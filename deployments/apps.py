@@ -24,3 +24,9 @@ class DeploymentsConfig(AppConfig):
 
         # /metrics (monitoring) charts the deployments the same way.
         register_state_metrics(self.label, deployment_gauges)
+
+        from controlplane.drills import register_plans
+        from deployments.selectors import drill_plans
+
+        # Backups runs and shows the restore drills of the plans without importing this app.
+        register_plans(self.label, drill_plans)

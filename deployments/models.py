@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
+from controlplane.drills import DEFAULT_INTERVAL_HOURS as DEFAULT_DRILL_INTERVAL_HOURS
 from controlplane.models import Environment as GroundEnvironment
 
 
@@ -219,15 +222,65 @@ class LogLine(models.Model):
 
 
 class RecoveryPlan(models.Model):
-    """What to do for one kind of failure: steps like a pipeline's, and the runbook a person follows."""
+    """What to do for one kind of failure: steps like a pipeline's, and the runbook a person follows.
+
+    A plan that names a ``drill_target`` is drilled on its schedule (``backups`` runs the drills, reading
+    the plan through ``controlplane.drills``): the target's latest verified backup is restored into a
+    scratch database, the smoke queries must each return a row there, and the time to that working
+    database is the RTO the plan achieves. Drills never touch the plan's environment.
+    """
 
     failure_type = models.SlugField(max_length=50, unique=True)
     environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="recovery_plans")
     steps = models.JSONField(default=list)
     runbook = models.TextField(blank=True)
+    drill_target = models.ForeignKey(
+        "backups.BackupTarget",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Restore drills restore this target's latest verified backup into a scratch database; "
+        "empty: the plan is not drilled.",
+    )
+    drill_interval_hours = models.PositiveIntegerField(
+        "drill every (hours)",
+        default=DEFAULT_DRILL_INTERVAL_HOURS,
+        validators=[MaxValueValidator(24 * 365)],
+        help_text="Schedule of the restore drills (168: weekly); 0: no scheduled drills.",
+    )
+    smoke_queries = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="SQL run read-only against the drill's scratch database; each must succeed and return a row.",
+    )
 
     class Meta:
         ordering = ["failure_type"]
 
     def __str__(self) -> str:
         return self.failure_type
+
+    def clean(self) -> None:
+        problem = smoke_queries_problem(self.smoke_queries)
+        if problem:
+            raise ValidationError({"smoke_queries": problem})
+
+
+MAX_SMOKE_QUERIES = 20
+
+
+def smoke_queries_problem(queries: Any) -> str:
+    """Why ``queries`` is not a list of smoke queries, or "": each one SQL statement, no longer than 2000."""
+    if not isinstance(queries, list):
+        return "a JSON list of SQL statements"
+    if len(queries) > MAX_SMOKE_QUERIES:
+        return f"at most {MAX_SMOKE_QUERIES} queries"
+    for index, query in enumerate(queries):
+        if not isinstance(query, str) or not query.strip():
+            return f"query {index + 1}: a non-empty SQL string"
+        if len(query) > 2000:
+            return f"query {index + 1}: longer than 2000 characters"
+        if ";" in query.strip().rstrip(";"):
+            return f"query {index + 1}: one statement only (no ';' inside)"
+    return ""

@@ -6,7 +6,8 @@ from typing import Any
 
 from django.db.models import Prefetch
 
-from deployments.models import Deployment, Environment, LogLine, StepRun
+from controlplane.drills import DrillPlan
+from deployments.models import Deployment, Environment, LogLine, RecoveryPlan, StepRun
 
 
 def step_run_dict(run: StepRun) -> dict[str, Any]:
@@ -110,3 +111,18 @@ def latest_deployments(limit: int = 5) -> list[dict[str, Any]]:
         for run in StepRun.objects.filter(deployment_id__in=active).order_by("started_at", "id"):
             current[run.deployment_id] = run  # the latest started one wins
     return [{"deployment": d, "current_step": current.get(d.pk)} for d in deployments]
+
+
+def drill_plans() -> list[DrillPlan]:
+    """Every recovery plan as backups' drills see it (registered in ``apps.py`` with ``controlplane.drills``)."""
+    plans = RecoveryPlan.objects.select_related("environment", "drill_target")
+    return [
+        DrillPlan(
+            name=plan.failure_type,
+            environment=plan.environment.name,
+            target=plan.drill_target.name if plan.drill_target else "",
+            interval_hours=plan.drill_interval_hours,
+            smoke_queries=tuple(query for query in plan.smoke_queries if isinstance(query, str)),
+        )
+        for plan in plans
+    ]

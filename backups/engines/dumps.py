@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from backups.engines.errors import BackupError
-from backups.engines.files import Dump, partial_file
+from backups.engines.files import Dump, OnBytes, partial_file
 from backups.engines.postgresql import dump_postgresql
 from backups.engines.processes import run_tool
 from backups.engines.sources import Database
@@ -18,7 +18,9 @@ from backups.engines.sqlite import dump_sqlite
 from backups.engines.tools import pg_tool
 
 
-def dump(source: Database, stem: str, *, timeout: float) -> tuple[Dump, Callable[[], None]]:
+def dump(
+    source: Database, stem: str, *, timeout: float, on_bytes: OnBytes | None = None
+) -> tuple[Dump, Callable[[], None]]:
     """Dump ``source`` into a finished local file. Returns it and a cleanup for the caller to run.
 
     The file exists under its final local name only once complete and synced: a failure, a full disk
@@ -28,9 +30,9 @@ def dump(source: Database, stem: str, *, timeout: float) -> tuple[Dump, Callable
     path = stack.enter_context(partial_file(stem))
     try:
         if source.engine == "postgresql":
-            result = dump_postgresql(source, path, timeout=timeout)
+            result = dump_postgresql(source, path, timeout=timeout, on_bytes=on_bytes)
         else:
-            result = dump_sqlite(source, path)
+            result = dump_sqlite(source, path, on_bytes=on_bytes)
         done = path.with_suffix(".done")
         os.replace(path, done)
         stack.callback(lambda: done.unlink(missing_ok=True))

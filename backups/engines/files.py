@@ -8,7 +8,7 @@ import logging
 import os
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -31,16 +31,23 @@ class Dump:
     manifest: dict[str, Any]
 
 
+# Told the bytes done so far (a dump written, a file read): cheap, called per chunk; the caller throttles.
+OnBytes = Callable[[int], None]
+
+
 class HashingWriter:
-    def __init__(self, handle: IO[bytes]) -> None:
+    def __init__(self, handle: IO[bytes], on_bytes: OnBytes | None = None) -> None:
         self.handle = handle
         self.digest = hashlib.sha256()
         self.size = 0
+        self.on_bytes = on_bytes
 
     def write(self, chunk: bytes) -> None:
         self.handle.write(chunk)
         self.digest.update(chunk)
         self.size += len(chunk)
+        if self.on_bytes is not None:
+            self.on_bytes(self.size)
 
 
 def partial_dir() -> Path:
@@ -94,11 +101,13 @@ def disk_error(exc: OSError, where: str) -> BackupError:
     return BackupError(f"writing the dump failed ({where}): {reason}; no backup file was kept")
 
 
-def file_digest(path: Path | str) -> tuple[str, int]:
+def file_digest(path: Path | str, on_bytes: OnBytes | None = None) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
     with open(path, "rb") as handle:
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
             size += len(chunk)
+            if on_bytes is not None:
+                on_bytes(size)
     return digest.hexdigest(), size

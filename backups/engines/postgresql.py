@@ -15,7 +15,7 @@ import psycopg
 from psycopg import sql
 
 from backups.engines.errors import BackupError, ScratchIsSource, SourceUnreachable, first_line
-from backups.engines.files import CHUNK, Dump, HashingWriter, disk_error
+from backups.engines.files import CHUNK, Dump, HashingWriter, OnBytes, disk_error
 from backups.engines.processes import Supervised, tail
 from backups.engines.sources import Database, one_row
 from backups.engines.tools import pg_tool, tool_version
@@ -30,16 +30,16 @@ _CONNECTION_LOST = re.compile(
 )
 
 
-def dump_postgresql(source: Database, path: Path, *, timeout: float) -> Dump:
+def dump_postgresql(source: Database, path: Path, *, timeout: float, on_bytes: OnBytes | None = None) -> Dump:
     try:
-        return _dump_postgresql_snapshot(source, path, timeout=timeout)
+        return _dump_postgresql_snapshot(source, path, timeout=timeout, on_bytes=on_bytes)
     except psycopg.OperationalError as exc:
         # The connection holding the snapshot (and counting rows) died: the source restarted or the
         # network dropped. pg_dump's own failure, when it saw it first, is a BackupError instead.
         raise SourceUnreachable(f"lost the connection to {source.label} during the dump: {first_line(exc)}") from None
 
 
-def _dump_postgresql_snapshot(source: Database, path: Path, *, timeout: float) -> Dump:
+def _dump_postgresql_snapshot(source: Database, path: Path, *, timeout: float, on_bytes: OnBytes | None) -> Dump:
     pg_dump = pg_tool("pg_dump")
     versions = {"pg_dump": tool_version(pg_dump)}
     with source.connect(autocommit=False) as conn:
@@ -61,7 +61,7 @@ def _dump_postgresql_snapshot(source: Database, path: Path, *, timeout: float) -
             counter.start()
             try:
                 with open(path, "wb") as handle:
-                    writer = HashingWriter(handle)
+                    writer = HashingWriter(handle, on_bytes)
                     assert process.stdout is not None
                     while chunk := process.stdout.read(CHUNK):
                         writer.write(chunk)

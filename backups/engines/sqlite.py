@@ -8,11 +8,11 @@ import sqlite3
 from pathlib import Path
 
 from backups.engines.errors import BackupError, SourceUnreachable
-from backups.engines.files import Dump, disk_error, file_digest
+from backups.engines.files import Dump, OnBytes, disk_error, file_digest
 from backups.engines.sources import Database
 
 
-def dump_sqlite(source: Database, path: Path) -> Dump:
+def dump_sqlite(source: Database, path: Path, *, on_bytes: OnBytes | None = None) -> Dump:
     if not os.path.isfile(source.name):
         raise SourceUnreachable(f"{source.label} does not exist")
     try:
@@ -22,7 +22,13 @@ def dump_sqlite(source: Database, path: Path) -> Dump:
     try:
         dst = sqlite3.connect(path)
         try:
-            src.backup(dst, pages=4096)
+            page_size = int(src.execute("PRAGMA page_size").fetchone()[0])
+
+            def copied(status: int, remaining: int, total: int) -> None:
+                if on_bytes is not None:
+                    on_bytes((total - remaining) * page_size)
+
+            src.backup(dst, pages=4096, progress=copied)
             # One self-contained file: a copy of a WAL database must not need a -wal file beside it.
             dst.execute("PRAGMA journal_mode=DELETE")
             manifest = {"tables": sqlite_row_counts(dst), "schema_sha256": sqlite_schema_digest(dst)}

@@ -10,16 +10,17 @@ import secrets
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from django.conf import settings
+from psycopg import sql
 
 from backups.engines.errors import BackupError, CheckFailed, ScratchIsSource, ToolMissing, first_line
-from backups.engines.files import CHUNK, create_private_file, file_digest, partial_dir
+from backups.engines.files import CHUNK, OnBytes, create_private_file, file_digest, partial_dir
 from backups.engines.postgresql import create_database, drop_database, pg_row_counts, pg_tables
 from backups.engines.processes import run_tool
 from backups.engines.schema import pg_schema, sqlite_schema
@@ -50,10 +51,27 @@ class VerifyOutcome:
     checks: list[CheckResult] = field(default_factory=list)
     restore_ms: int | None = None
     scratch_dropped: bool = False
+    # A drill's: when (time.perf_counter()) the scratch database answered the last smoke query.
+    ready_at: float | None = None
 
     @property
     def failed(self) -> CheckResult | None:
         return next((check for check in self.checks if check.status == "fail"), None)
+
+
+class Reporter(Protocol):
+    """Where a run says how far it is (``backups.progress.Progress``); each call is cheap."""
+
+    def report(
+        self, *, phase: str | None = None, done: int | None = None, total: int | None = None, unit: str | None = None
+    ) -> None: ...
+
+
+class _Silent:
+    def report(
+        self, *, phase: str | None = None, done: int | None = None, total: int | None = None, unit: str | None = None
+    ) -> None:
+        pass
 
 
 class Verifier:
@@ -62,6 +80,10 @@ class Verifier:
     ``on_scratch(name)`` is called before the scratch is created, so that a caller can record it and a
     janitor can drop it should this process die half-way. The scratch is refused, before anything is
     written, when it is the source or ``control_plane`` (the control plane's own database) by identity.
+
+    With ``smoke_queries`` (a restore drill) the restored scratch is proven working by those queries,
+    each run read-only and required to return a row, instead of the verification's row, schema and
+    integrity checks (an empty list: the row counts); ``outcome.ready_at`` marks when it answered.
     """
 
     def __init__(
@@ -75,7 +97,11 @@ class Verifier:
         timeout: float,
         on_scratch: Callable[[str], None] = lambda name: None,
         control_plane: Database | None = None,
+        smoke_queries: Sequence[str] | None = None,
+        progress: Reporter | None = None,
     ) -> None:
+        self.smoke_queries = None if smoke_queries is None else list(smoke_queries)
+        self.progress: Reporter = progress or _Silent()
         self.engine = engine
         self.source = source
         self.control_plane = control_plane
@@ -88,7 +114,11 @@ class Verifier:
 
     def run(self, local: Path, *, expected_sha256: str, expected_size: int) -> VerifyOutcome:
         try:
-            self._check("checksum", lambda: _checksum(local, expected_sha256, expected_size))
+            self.progress.report(phase="checksum", done=0, total=expected_size, unit="bytes")
+            self._check(
+                "checksum",
+                lambda: _checksum(local, expected_sha256, expected_size, lambda done: self.progress.report(done=done)),
+            )
             if self.engine == "postgresql":
                 self._verify_postgresql(local)
             else:
@@ -98,6 +128,8 @@ class Verifier:
         return self.outcome
 
     def _check(self, name: str, fn: Callable[[], str | tuple[str, str]]) -> None:
+        if name != "checksum":
+            self.progress.report(phase=name)
         start = time.perf_counter()
         try:
             result = fn()
@@ -174,6 +206,11 @@ class Verifier:
                 return f"restored into {scratch.name} in {self.outcome.restore_ms} ms"
 
             self._check("restore", restore)
+            if self.smoke_queries is not None:
+                self._smoke(
+                    lambda query: _pg_smoke(scratch, query, timeout=self.timeout), lambda: self._pg_rows(scratch)
+                )
+                return
             self._check("row_counts", lambda: self._pg_rows(scratch))
             self._check("schema", lambda: pg_schema(local, scratch, timeout=self.timeout))
             self._check("integrity", lambda: _pg_amcheck(scratch, timeout=self.timeout))
@@ -186,6 +223,16 @@ class Verifier:
                     # The failed check stays the verification's error; run_due drops the scratch later.
                     logger.error("could not drop the scratch database %s: %s", scratch.name, first_line(exc))
                     self.outcome.scratch_dropped = False
+
+    def _smoke(self, run: Callable[[str], str], rows: Callable[[], tuple[str, str]]) -> None:
+        """A drill's proof of a working database: each smoke query answers (or, with none, the row counts)."""
+        queries = self.smoke_queries or []
+        if not queries:
+            self._check("row_counts", rows)
+        for number, query in enumerate(queries, start=1):
+            self._check(f"smoke_{number}", lambda query=query: run(query))  # type: ignore[misc]
+            self.progress.report(phase="smoke queries", done=number, total=len(queries), unit="queries")
+        self.outcome.ready_at = time.perf_counter()
 
     def _pg_rows(self, scratch: Database) -> tuple[str, str]:
         expected: dict[str, int] = self.manifest.get("tables", {})
@@ -225,6 +272,14 @@ class Verifier:
                 return f"restored into {scratch.name} in {self.outcome.restore_ms} ms"
 
             self._check("restore", restore)
+            if self.smoke_queries is not None:
+
+                def rows() -> tuple[str, str]:
+                    with contextlib.closing(sqlite3.connect(scratch)) as conn:
+                        return _compare_counts(self.manifest.get("tables", {}), sqlite_row_counts(conn))
+
+                self._smoke(lambda query: _sqlite_smoke(scratch, query, timeout=self.timeout), rows)
+                return
             conn = sqlite3.connect(scratch)
             try:
                 self._check(
@@ -247,8 +302,8 @@ def scratch_name(label: str) -> str:
     return f"verify_{clean}_{secrets.token_hex(4)}"
 
 
-def _checksum(local: Path, expected_sha256: str, expected_size: int) -> str:
-    digest, size = file_digest(local)
+def _checksum(local: Path, expected_sha256: str, expected_size: int, on_bytes: OnBytes | None = None) -> str:
+    digest, size = file_digest(local, on_bytes)
     if size != expected_size or digest != expected_sha256:
         raise BackupError(
             f"the file does not match its recorded checksum (altered or truncated): "
@@ -297,3 +352,49 @@ def _sqlite_integrity(conn: sqlite3.Connection) -> tuple[str, str]:
     if rows != ["ok"]:
         return "fail", "PRAGMA integrity_check: " + "; ".join(rows[:5])
     return "pass", "PRAGMA integrity_check: ok"
+
+
+def _smoke_answer(query: str, row: Any) -> str:
+    if row is None:
+        raise BackupError(f"returned no row: {_short(query)}")
+    return f"answered {_short(repr(tuple(row)), 60)}: {_short(query)}"
+
+
+def _short(text: str, limit: int = 120) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _pg_smoke(scratch: Database, query: str, *, timeout: float) -> str:
+    """Run one smoke query in a read-only transaction on the scratch database, under a statement timeout;
+    it must succeed and return a row. Rolled back whatever it did."""
+    with scratch.connect(autocommit=True) as conn:
+        conn.execute("BEGIN READ ONLY")
+        try:
+            conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(int(timeout * 1000))))
+            # The operator's SQL, as written (one statement: the plan checks it); read-only by the transaction.
+            cursor = conn.execute(query)
+            row = cursor.fetchone() if cursor.description else None
+        except psycopg.Error as exc:
+            raise BackupError(f"{first_line(exc)}: {_short(query)}") from None
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("ROLLBACK")
+    return _smoke_answer(query, row)
+
+
+def _sqlite_smoke(scratch: Path, query: str, *, timeout: float) -> str:
+    """As ``_pg_smoke``, on a SQLite scratch opened read-only; the timeout interrupts a query that runs on."""
+    deadline = time.monotonic() + timeout
+    conn = sqlite3.connect(f"file:{scratch}?mode=ro", uri=True)
+    try:
+        conn.execute("PRAGMA query_only = ON")
+        conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 10_000)
+        try:
+            row = conn.execute(query).fetchone()
+        except (sqlite3.Error, sqlite3.Warning) as exc:
+            message = f"did not finish within {timeout:g} s" if time.monotonic() > deadline else str(exc)
+            raise BackupError(f"{message}: {_short(query)}") from None
+    finally:
+        conn.close()
+    return _smoke_answer(query, row)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from backups.models import BackupStatus, BackupTarget
+from backups.progress import ProgressLine, watching
 from backups.services import AlreadyRunning, backup_create
 from controlplane.audit import Actor
 
@@ -31,7 +36,8 @@ class Command(BaseCommand):
         failed = []
         for target in targets:
             try:
-                backup = backup_create(target=target, actor=Actor.system("manage.py backup"))
+                with self.progress_line():
+                    backup = backup_create(target=target, actor=Actor.system("manage.py backup"))
             except AlreadyRunning as exc:
                 failed.append(target.name)
                 self.stderr.write(f"{target.name}: {exc}")
@@ -46,3 +52,14 @@ class Command(BaseCommand):
                 self.stderr.write(f"{target.name}: backup #{backup.pk} failed: {backup.error}")
         if failed:
             raise CommandError(f"backup failed for {', '.join(failed)}")
+
+    @contextlib.contextmanager
+    def progress_line(self) -> Iterator[None]:
+        """How far the run is, on stderr: one line rewritten in place on a terminal, else a line every
+        ten progress intervals (BACKUP_PROGRESS_SECONDS)."""
+        line = ProgressLine(self.stderr, tty=self.stderr.isatty(), every=10 * settings.BACKUP_PROGRESS_SECONDS)
+        try:
+            with watching(line):
+                yield
+        finally:
+            line.end()

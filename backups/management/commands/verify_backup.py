@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from backups.engines import BackupError
 from backups.models import Backup, BackupTarget, VerificationResult
+from backups.progress import ProgressLine, watching
 from backups.services import AlreadyRunning, backup_verify
 from controlplane.audit import Actor
 
@@ -34,7 +38,8 @@ class Command(BaseCommand):
             if backup is None:
                 raise CommandError(f"no backup #{options['backup_id']}")
         try:
-            verification = backup_verify(backup=backup, actor=Actor.system("manage.py verify_backup"))
+            with self.progress_line():
+                verification = backup_verify(backup=backup, actor=Actor.system("manage.py verify_backup"))
         except (AlreadyRunning, BackupError) as exc:
             raise CommandError(str(exc)) from None
         for check in verification.checks:
@@ -47,3 +52,14 @@ class Command(BaseCommand):
             f"backup #{backup.pk} of {backup.target.name} verified: restore {verification.restore_ms} ms, "
             f"total {verification.duration_ms} ms; scratch database dropped"
         )
+
+    @contextlib.contextmanager
+    def progress_line(self) -> Iterator[None]:
+        """How far the run is, on stderr: one line rewritten in place on a terminal, else a line every
+        ten progress intervals (BACKUP_PROGRESS_SECONDS)."""
+        line = ProgressLine(self.stderr, tty=self.stderr.isatty(), every=10 * settings.BACKUP_PROGRESS_SECONDS)
+        try:
+            with watching(line):
+                yield
+        finally:
+            line.end()
