@@ -150,9 +150,11 @@ def describe(snapshot: dict[str, Any]) -> str:
     parts = [str(snapshot.get("phase") or "working")]
     done, total, unit = snapshot.get("done"), snapshot.get("total"), snapshot.get("unit") or ""
     if done is not None:
-        amount = _amount(done, unit)
+        if total and unit != "bytes":
+            amount = f"{done} of {total} {unit}".rstrip()  # "3 of 12 tables"
+        else:
+            amount = _amount(done, unit) + (f" of {_amount(total, unit)}" if total else "")
         if total:
-            amount += f" of {_amount(total, unit)}"
             if snapshot.get("percent") is not None:
                 amount += f" ({snapshot['percent']:.0f}%)"
         parts.append(" " + amount)
