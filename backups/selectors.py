@@ -290,7 +290,9 @@ class DrillReadiness:
         if self.failing:
             return "latest drill failed"
         if self.overdue:
-            return "never drilled" if self.last_passed is None else "drill overdue"
+            if self.last_passed is None:
+                return "first drill running" if self.running else "never drilled"
+            return "drill overdue"
         return "drilled"
 
     @property

@@ -131,6 +131,24 @@ def site(operator, settings, tmp_path, monkeypatch) -> dict[str, object]:
     backup = backup_create(target=target, actor=SYSTEM)
     assert backup.status == "succeeded", backup.error
     assert backup_verify(backup=backup, actor=SYSTEM).status == "passed"
+    # A recovery plan drilled once, and another whose drill is under way with its progress.
+    from backups.drills import drill_create
+    from backups.models import Drill
+    from deployments.models import Environment, RecoveryPlan
+
+    web = Environment.objects.get(name="web")
+    for name in ("orders_failure", "orders_data_loss"):
+        RecoveryPlan.objects.create(
+            failure_type=name,
+            environment=web,
+            steps=[echo("fix", "fixed")],
+            drill_target=target,
+            smoke_queries=["SELECT count(*) FROM customers"],
+        )
+    assert drill_create(plan_name="orders_failure", actor=SYSTEM).status == "passed"
+    progress = {"phase": "restore", "done": None, "total": None, "unit": "", "percent": None, "elapsedMs": 4200,
+                "leftMs": 9000}  # fmt: skip
+    Drill.objects.create(plan="orders_data_loss", target=target, backup=backup, progress=progress)
     service = make_service()  # an availability and a latency SLO, with a week of traffic and a burn now
     make_slo(service, name="availability")
     make_slo(service, name="fast", kind="latency", target_percent=99, threshold_ms=500, window_days=7)

@@ -21,7 +21,7 @@ def one_of_each(db):
     from waffle.models import Sample, Switch
 
     from alerting.models import Alert, AlertRule, AlertState, Delivery, NotificationChannel, Silence
-    from backups.models import Backup, BackupStatus, BackupTarget
+    from backups.models import Backup, BackupStatus, BackupTarget, Drill, DrillStatus
     from controlplane.audit import Actor
     from controlplane.models import ApiToken
     from controlplane.services import api_token_create
@@ -60,7 +60,10 @@ def one_of_each(db):
     environment = environment_save(name="test", pipeline=pipeline, health_url="", actor=actor)
     deployment = deployment_request(environment="test", version="v1", actor=actor)
     LogLine.objects.create(deployment=deployment, message="started")
-    plan = RecoveryPlan.objects.create(failure_type="database", environment=environment, steps=[echo("fix", "fixed")])
+    plan = RecoveryPlan.objects.create(
+        failure_type="database", environment=environment, steps=[echo("fix", "fixed")], drill_target=target
+    )
+    Drill.objects.create(plan=plan.failure_type, target=target, backup=backup, status=DrillStatus.PASSED, rto_ms=40)
     return SimpleNamespace(
         token=ApiToken.objects.get(pk=token.pk),
         flag=flag,

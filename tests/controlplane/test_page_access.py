@@ -57,7 +57,7 @@ def path_of(route: str, rows) -> str:
             "name": rows.environment.name,
             "failure_type": rows.plan.failure_type,
         },
-        "backups/": {"name": rows.target.name, "backup_id": rows.backup.pk},
+        "backups/": {"name": rows.target.name, "backup_id": rows.backup.pk, "plan": rows.plan.failure_type},
         "": {"alert_id": rows.alert.pk, "service": rows.slo.service.name, "name": rows.slo.name},
     }
     section = next(value for prefix, value in values.items() if route.startswith(prefix))

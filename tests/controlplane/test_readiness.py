@@ -45,6 +45,7 @@ def test_a_correct_production_environment_passes_everything(tmp_path):
     statuses = {item["name"]: item["status"] for item in report["items"]}
     assert statuses.pop("alert_channel") == "warn"
     assert statuses.pop("backups") == "warn"
+    assert statuses.pop("restore_drills") == "warn"  # the recovery plans live in the database too
     assert set(statuses.values()) == {"pass"}
     assert {item["name"] for item in report["items"]} >= {
         "secret_key", "debug", "allowed_hosts", "https", "database", "cache", "broker", "sentry", "email",
@@ -54,7 +55,8 @@ def test_a_correct_production_environment_passes_everything(tmp_path):
     output = deploy.stdout + deploy.stderr
     # Each app reports its own items: the configuration (controlplane) passes; alerting's alert
     # channels and backups' targets live in the database this test's made-up host does not serve.
-    assert "identified 2 issues" in output and "alerting.W001" in output and "backups.W001" in output
+    # (backups reports two: its targets and the recovery plans' restore drills.)
+    assert "identified 3 issues" in output and "alerting.W001" in output and "backups.W001" in output
     assert "manage.py migrate" in output  # the hint of an item whose rows could not be read
 
 

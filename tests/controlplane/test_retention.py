@@ -8,6 +8,7 @@ import pytest
 from django.utils import timezone
 
 from alerting.models import Alert, AlertRule, AlertState, Delivery, DeliveryStatus, NotificationChannel
+from backups.models import BackupTarget, Drill
 from controlplane.audit import Actor, audit_record
 from controlplane.models import AuditEvent
 from controlplane.retention import prune, rules
@@ -59,6 +60,11 @@ def test_old_rows_go_in_batches_new_ones_and_unfinished_ones_stay(settings):
         [ServiceHour(service=service, hour=now - timedelta(days=401)), ServiceHour(service=service, hour=recent)]
     )
     SignalSample.objects.create(service=service, at=old, signal="up", value=1)
+    target, _ = BackupTarget.objects.get_or_create(name="default", defaults={"url_env": ""})
+    Drill.objects.create(plan="db", target=target, status="passed", started_at=old - timedelta(days=1))  # goes
+    newest_passed = Drill.objects.create(plan="db", target=target, status="passed", started_at=old)  # stays
+    Drill.objects.create(plan="db", target=target, status="failed", started_at=old)  # goes
+    Drill.objects.create(plan="app", target=target, status="running", started_at=old)  # still running: stays
 
     deleted = prune(now=now, batch=4)
     assert deleted == {
@@ -73,7 +79,11 @@ def test_old_rows_go_in_batches_new_ones_and_unfinished_ones_stay(settings):
         "service hours": 1,
         "signal samples": 1,
         "finished scheduled flag changes": 0,
+        "restore drills": 2,
     }
+    assert sorted(Drill.objects.values_list("pk", "status")) == sorted(
+        [(newest_passed.pk, "passed"), *Drill.objects.filter(status="running").values_list("pk", "status")]
+    )
     assert ServiceMinute.objects.count() == 1 and ServiceHour.objects.count() == 1
     assert HealthMetric.objects.count() == 1 and RequestRollup.objects.count() == 1
     assert list(Alert.objects.values_list("dedup_key", flat=True)) == ["b"]
@@ -114,5 +124,6 @@ def test_each_app_registers_the_tables_it_owns_and_nothing_else():
         "service hours": "monitoring",
         "signal samples": "monitoring",
         "finished scheduled flag changes": "flags",
+        "restore drills": "backups",
     }
     assert all(registered_by == owner for registered_by, owner in owners.values()), owners
