@@ -57,7 +57,7 @@ def _index_page(request: HttpRequest, *, form: dict | None = None, status: int =
     context = {
         "environments": environments_status(),
         "deployments": Deployment.objects.select_related("environment")[:PAGE_SIZE],
-        "plans": RecoveryPlan.objects.select_related("environment"),
+        "plans": RecoveryPlan.objects.select_related("environment", "drill_target"),
         "can_run": request.user.has_perm(RUN_PERMISSION),
         "form": form or {},
     }

@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
+import re
 import subprocess
 import threading
+from collections.abc import Callable
 from typing import IO
 
 from backups.engines.errors import BackupError
 
 
-def tail(text: str, lines: int = 6) -> str:
-    kept = [line for line in text.strip().splitlines() if line.strip()]
+def tail(text: str, lines: int = 6, *, chatter: re.Pattern[str] | None = None) -> str:
+    """The last ``lines`` lines of a tool's stderr, without the lines ``chatter`` matches (its --verbose)."""
+    kept = [line for line in text.strip().splitlines() if line.strip() and not (chatter and chatter.match(line))]
     return "\n".join(kept[-lines:])[-2000:]
 
 
 class Supervised:
     """A child process with a deadline and its stderr drained in the background."""
 
-    def __init__(self, process: subprocess.Popen, timeout: float) -> None:
+    def __init__(self, process: subprocess.Popen, timeout: float, on_line: Callable[[str], None] | None = None) -> None:
         self.process = process
+        self.on_line = on_line  # told each line of stderr as it comes (a progress count)
         self.timed_out = False
         self.error: str | None = None
-        self._stderr: list[bytes] = []
+        self._stderr: collections.deque[bytes] = collections.deque()
         self._timer = threading.Timer(timeout, self._expire)
         self._timer.daemon = True
         self._drain = threading.Thread(target=self._read_stderr, daemon=True)
@@ -49,9 +54,19 @@ class Supervised:
 
     def _read_stderr(self) -> None:
         assert self.process.stderr is not None
-        while chunk := self.process.stderr.read(65536):
-            if sum(map(len, self._stderr)) < 1_000_000:
-                self._stderr.append(chunk)
+        stream = self.process.stderr
+        # Line by line only when someone listens: a tool's stderr is otherwise read in large chunks.
+        read = stream.readline if self.on_line is not None else (lambda: stream.read(65536))
+        kept = 0
+        while chunk := read():
+            # The last megabyte is kept: a failure's message is at the end, after any --verbose talk.
+            self._stderr.append(chunk)
+            kept += len(chunk)
+            while kept > 1_000_000 and len(self._stderr) > 1:
+                kept -= len(self._stderr.popleft())
+            if self.on_line is not None:
+                with contextlib.suppress(Exception):  # a progress count never breaks the run
+                    self.on_line(chunk.decode("utf-8", "replace"))
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -67,13 +82,25 @@ class Supervised:
         return b"".join(self._stderr).decode("utf-8", "replace")
 
 
-def run_tool(args: list[str], *, env: dict[str, str], timeout: float, stdout: IO[bytes] | None = None) -> str:
-    """Run a client tool to the end; returns its stderr. Raises BackupError naming the tool on failure."""
+def run_tool(
+    args: list[str],
+    *,
+    env: dict[str, str],
+    timeout: float,
+    stdout: IO[bytes] | None = None,
+    on_line: Callable[[str], None] | None = None,
+    chatter: re.Pattern[str] | None = None,
+) -> str:
+    """Run a client tool to the end; returns its stderr. Raises BackupError naming the tool on failure.
+
+    ``on_line`` hears each line of its stderr as it comes; ``chatter`` matches the lines (of --verbose)
+    left out of the failure's message.
+    """
     tool = os.path.basename(args[0])
     process = subprocess.Popen(  # noqa: S603 - fixed tool path, arguments are ours
         args, stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.PIPE, env=env, umask=0o077
     )
-    with Supervised(process, timeout) as supervised:
+    with Supervised(process, timeout, on_line) as supervised:
         output = b""
         if stdout is None:
             assert process.stdout is not None
@@ -82,5 +109,7 @@ def run_tool(args: list[str], *, env: dict[str, str], timeout: float, stdout: IO
     if supervised.timed_out:
         raise BackupError(f"{tool} did not finish within {timeout:g} s and was stopped")
     if returncode != 0:
-        raise BackupError(f"{tool} failed (exit {returncode}): {tail(supervised.stderr) or 'no message'}")
+        raise BackupError(
+            f"{tool} failed (exit {returncode}): {tail(supervised.stderr, chatter=chatter) or 'no message'}"
+        )
     return output.decode("utf-8", "replace") if stdout is None else supervised.stderr

@@ -189,18 +189,31 @@ class Verifier:
                 nonlocal created
                 create_database(server, scratch.name)
                 created = True
+                tables = len(self.manifest.get("tables", {})) or None
+                self.progress.report(done=0, total=tables, unit="tables")
+                restored = 0
+
+                def line(text: str) -> None:  # --verbose says when each table's rows start to load
+                    nonlocal restored
+                    if _TABLE_DATA.match(text):
+                        restored += 1
+                        self.progress.report(done=restored)
+
                 run_tool(
                     [
                         pg_tool("pg_restore"),
                         "--no-owner",
                         "--no-privileges",
                         "--exit-on-error",
+                        "--verbose",
                         f"--jobs={settings.BACKUP_RESTORE_JOBS}",  # a custom-format file restores in parallel
                         *scratch.pg_args(),
                         str(local),
                     ],
                     env=scratch.pg_env(),
                     timeout=self.timeout,
+                    on_line=line,
+                    chatter=_RESTORE_CHATTER,
                 )
                 self.outcome.restore_ms = _ms(start)
                 return f"restored into {scratch.name} in {self.outcome.restore_ms} ms"
@@ -294,6 +307,11 @@ class Verifier:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(f"{scratch}{suffix}")
             self.outcome.scratch_dropped = True
+
+
+# pg_restore --verbose: a table's rows start to load; and every line of its verbose talk (not an error).
+_TABLE_DATA = re.compile(r"pg_restore: processing data for table ")
+_RESTORE_CHATTER = re.compile(r"pg_restore: (?!error|warning|detail|hint|\[)")
 
 
 def scratch_name(label: str) -> str:

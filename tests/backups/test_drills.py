@@ -260,6 +260,8 @@ def test_the_backups_page_shows_the_drills_and_an_operator_can_drill_now(
     page = operator_client.get(reverse("backups:index")).content.decode()
     assert f'id="plan-{plan.failure_type}"' in page and f'id="drill-{drill.pk}"' in page
     assert f"{drill.rto_ms} ms" in page
+    plans = operator_client.get(reverse("deployments:index")).content.decode()
+    assert f"Restore drill every 168 h on a scratch copy of {sqlite_source.target.name}, 1 smoke query" in plans
 
     before = app.conf.task_always_eager
     app.conf.task_always_eager = True

@@ -14,7 +14,7 @@ from django.db import connection
 from django.urls import reverse
 
 from backups.models import Backup, BackupStatus
-from backups.progress import Progress, ProgressLine, describe, report, running
+from backups.progress import Progress, ProgressLine, describe, report, running, watching
 from backups.services import backup_create, target_create
 from controlplane.audit import Actor
 from tests.backups.conftest import pg_url
@@ -82,9 +82,14 @@ def test_progress_advances_during_a_real_backup_and_the_page_and_the_command_sho
     assert "\r" not in err.getvalue() and "elapsed" in err.getvalue()
     assert f"backup #{latest.pk}" in out.getvalue()
 
+    # A verification's restore counts the tables whose rows pg_restore has started to load.
+    heard: list[dict] = []
     err = io.StringIO()
-    call_command("verify_backup", "--latest", target.name, stdout=io.StringIO(), stderr=err)
+    with watching(lambda progress, snapshot: heard.append(snapshot)):
+        call_command("verify_backup", "--latest", target.name, stdout=io.StringIO(), stderr=err)
     assert f"of backup #{latest.pk} ({target.name}): " in err.getvalue()
+    counted = [s for s in heard if s["phase"] == "restore" and s["unit"] == "tables"]  # once the scratch exists
+    assert counted and all(s["total"] == 1 and s["done"] in (0, 1) for s in counted), heard
 
 
 def test_the_backups_page_shows_the_progress_of_the_work_under_way(db, operator_client):
