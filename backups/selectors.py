@@ -355,11 +355,14 @@ def drills_readiness(*, now: datetime | None = None) -> list[DrillReadiness]:
 
 def drill_failures() -> dict[str, str]:
     """Per plan drilled or drilled before (as ``drill:<plan>``): why its latest finished drill failed, or ""
-    while it passed. Alerting's "backup or verification failed" rule reads these with the targets'."""
-    names = {plan.name for plan in drill_plans() if plan.drilled}
-    names |= set(Drill.objects.values_list("plan", flat=True).distinct())
+    while it passed or the plan is no longer drilled. Alerting's "backup or verification failed" rule reads
+    these with the targets'."""
+    drilled = {plan.name for plan in drill_plans() if plan.drilled}
     failures = {}
-    for name in sorted(names):
+    for name in sorted(drilled | set(Drill.objects.values_list("plan", flat=True).distinct())):
+        if name not in drilled:  # no longer drilled (or gone): an alert it raised resolves
+            failures[f"drill:{name}"] = ""
+            continue
         finished = Drill.objects.filter(plan=name).exclude(status=DrillStatus.RUNNING).order_by("-started_at").first()
         failed = finished is not None and finished.status == DrillStatus.FAILED
         failures[f"drill:{name}"] = (

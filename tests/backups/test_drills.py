@@ -126,6 +126,10 @@ def test_a_smoke_query_that_returns_no_row_fails_the_drill_and_readiness_and_ale
     assert drill_failures()[f"drill:{plan.failure_type}"].startswith(f"drill #{drill.pk} of {plan.failure_type}")
     item = restore_drills()
     assert item.status == FAIL and plan.failure_type in item.message and "returned no row" in item.message
+    # The plan no longer drilled: what it raised resolves.
+    plan.drill_target = None
+    plan.save()
+    assert drill_failures()[f"drill:{plan.failure_type}"] == ""
 
 
 def test_a_plan_whose_target_has_no_verified_backup_fails_its_drill_saying_so(sqlite_source):
