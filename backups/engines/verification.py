@@ -111,8 +111,10 @@ class Verifier:
         self.timeout = timeout
         self.on_scratch = on_scratch
         self.outcome = VerifyOutcome()
+        self._deadline = time.monotonic() + timeout
 
     def run(self, local: Path, *, expected_sha256: str, expected_size: int) -> VerifyOutcome:
+        self._deadline = time.monotonic() + self.timeout
         try:
             self.progress.report(phase="checksum", done=0, total=expected_size, unit="bytes")
             self._check(
@@ -221,7 +223,7 @@ class Verifier:
             self._check("restore", restore)
             if self.smoke_queries is not None:
                 self._smoke(
-                    lambda query: _pg_smoke(scratch, query, timeout=self.timeout), lambda: self._pg_rows(scratch)
+                    lambda query: _pg_smoke(scratch, query, timeout=self._time_left()), lambda: self._pg_rows(scratch)
                 )
                 return
             self._check("row_counts", lambda: self._pg_rows(scratch))
@@ -236,6 +238,13 @@ class Verifier:
                     # The failed check stays the verification's error; run_due drops the scratch later.
                     logger.error("could not drop the scratch database %s: %s", scratch.name, first_line(exc))
                     self.outcome.scratch_dropped = False
+
+    def _time_left(self) -> float:
+        """What is left of the run's timeout: the smoke queries share it, so a drill ends within it."""
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise BackupError(f"the drill did not finish within {self.timeout:g} s")
+        return max(left, 0.001)
 
     def _smoke(self, run: Callable[[str], str], rows: Callable[[], tuple[str, str]]) -> None:
         """A drill's proof of a working database: each smoke query answers (or, with none, the row counts)."""
@@ -291,7 +300,7 @@ class Verifier:
                     with contextlib.closing(sqlite3.connect(scratch)) as conn:
                         return _compare_counts(self.manifest.get("tables", {}), sqlite_row_counts(conn))
 
-                self._smoke(lambda query: _sqlite_smoke(scratch, query, timeout=self.timeout), rows)
+                self._smoke(lambda query: _sqlite_smoke(scratch, query, timeout=self._time_left()), rows)
                 return
             conn = sqlite3.connect(scratch)
             try:
@@ -389,7 +398,7 @@ def _pg_smoke(scratch: Database, query: str, *, timeout: float) -> str:
     with scratch.connect(autocommit=True) as conn:
         conn.execute("BEGIN READ ONLY")
         try:
-            conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(int(timeout * 1000))))
+            conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(max(int(timeout * 1000), 1))))
             # The operator's SQL, as written (one statement: the plan checks it); read-only by the transaction.
             cursor = conn.execute(query)
             row = cursor.fetchone() if cursor.description else None

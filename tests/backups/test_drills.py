@@ -310,6 +310,22 @@ def test_a_hung_restore_times_out_and_its_scratch_is_dropped(pg_source, settings
 
 
 @pytest.mark.service("postgres")
+def test_a_smoke_query_that_hangs_is_stopped_within_the_drills_timeout(pg_source, settings):
+    verified_backup(pg_source.target)
+    plan = make_plan(pg_source.target, smoke_queries=["SELECT 1", "SELECT pg_sleep(600)"])
+    settings.BACKUP_TIMEOUT_SECONDS = 5
+
+    drill = drill_create(plan_name=plan.failure_type, actor=SYSTEM)
+
+    assert drill.status == DrillStatus.FAILED
+    # Stopped by the statement timeout set to what was left of the 5 s (or, on a slow machine, with
+    # nothing left before it started).
+    assert drill.error.startswith("smoke_2: ")
+    assert "statement timeout" in drill.error or "did not finish within 5 s" in drill.error
+    assert drill.scratch_dropped and pg_source.server.scratch_left() == []
+
+
+@pytest.mark.service("postgres")
 def test_a_dead_workers_drill_is_reaped_and_its_scratch_dropped(pg_source, settings):
     backup = verified_backup(pg_source.target)
     plan = make_plan(pg_source.target, smoke_queries=["SELECT 1"])
