@@ -94,8 +94,10 @@ def _query(start: datetime, end: datetime) -> Q | None:
     matches = Q()
     for declared in kinds:
         matches |= Q(action__startswith=declared.prefix) & ~Q(action__in=sorted(declared.exclude))
-    # A dry run changes nothing, whoever records it.
-    return Q(time__gte=start, time__lt=end) & matches & ~Q(after__dry_run=True)
+    # A dry run changes nothing, whoever records it. Spelt out: a bare ~Q(after__dry_run=True) would also
+    # drop every event whose after has no such key (NOT NULL is not true in SQL).
+    not_dry = Q(after__isnull=True) | ~Q(after__has_key="dry_run") | Q(after__dry_run=False)
+    return Q(time__gte=start, time__lt=end) & matches & not_dry
 
 
 def changes_between(start: datetime, end: datetime, *, limit: int = MAX_CHANGES) -> list[Change]:

@@ -104,7 +104,8 @@ class ServiceRow:
         start = self.points[0][0]
         marks = []
         for change in self.shown_changes:
-            x = round((change.time - start) / SPARK * SPARK_WIDTH, 1)
+            # The current minute is after the line's last point: a change in it is drawn at the right edge.
+            x = round(min(1.0, (change.time - start) / SPARK) * SPARK_WIDTH, 1)
             marks.append({"x": x, "hit_x": round(x - 2, 1), "kind": change.kind, "title": change.words})
         return marks
 
@@ -114,7 +115,7 @@ class ServiceRow:
         if not self.points:
             return []
         start = self.points[0][0]
-        return [c for c in self.changes if 0 <= (c.time - start) / SPARK <= 1]
+        return [c for c in self.changes if c.time >= start]  # the panel's read kept only the last hour's
 
     def _value(self, signal: Signal) -> float | None:
         return self.signals[signal].value
