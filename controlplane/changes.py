@@ -81,10 +81,9 @@ def change_kinds() -> list[ChangeKind]:
 
 
 def _kind_of(action: str) -> ChangeKind | None:
-    for declared in _REGISTRY.values():
-        if action.startswith(declared.prefix) and action not in declared.exclude:
-            return declared
-    return None
+    """The kind of the longest prefix that claims ``action`` ("flag.rollout." before "flag.")."""
+    claims = [k for k in _REGISTRY.values() if action.startswith(k.prefix) and action not in k.exclude]
+    return max(claims, key=lambda k: len(k.prefix), default=None)
 
 
 def _query(start: datetime, end: datetime) -> Q | None:
