@@ -59,7 +59,9 @@ def alert_payload(alert: Alert, event: str) -> dict[str, Any]:
         fired = alert.fired_at or alert.started_at
         extra["changes"] = [change.as_dict() for change in changes_between(fired - BEFORE_ALERT, fired)]
         if rule.recovery_plan:
-            extra["recovery_plan"] = {"name": rule.recovery_plan, "auto": rule.recovery_auto, "url": alert.recovery_url}
+            # A link a chat message can follow once the control plane's address is known (PUBLIC_URL).
+            url = f"{settings.PUBLIC_URL}{alert.recovery_url}" if alert.recovery_url else ""
+            extra["recovery_plan"] = {"name": rule.recovery_plan, "auto": rule.recovery_auto, "url": url}
     return {
         "event": event,
         "alert": rule.name,

@@ -131,8 +131,9 @@ def test_the_admin_form_says_which_plans_exist(plan, operator_client):
 
 
 def test_the_notification_a_channel_receives_lists_the_changes_of_the_hour_before(
-    alerts_on, eager_tasks, http_sink, plan, django_capture_on_commit_callbacks
+    alerts_on, eager_tasks, http_sink, plan, django_capture_on_commit_callbacks, settings
 ):
+    settings.PUBLIC_URL = "https://ops.example.com"
     webhook = channel_create(
         data={"name": "hook", "kind": "webhook", "url": sink_url(http_sink, "/hook")}, actor=SYSTEM
     )
@@ -152,12 +153,13 @@ def test_the_notification_a_channel_receives_lists_the_changes_of_the_hour_befor
     ]
     alert = firing_alert()
     assert document["recovery_plan"] == {
-        "name": PLAN, "auto": False, "url": f"/deployments/recovery/{PLAN}/plan?alert={alert.pk}",
+        "name": PLAN, "auto": False, "url": f"https://ops.example.com/deployments/recovery/{PLAN}/plan?alert={alert.pk}",
     }  # fmt: skip
     text = json.loads(http_sink.wait_for(lambda r: r.path == "/slack")[0].body)["text"]
     assert "Changes in the hour before it fired:\n- " in text
     assert "flag new_checkout in production: turned on, by alice" in text and "old_banner" not in text
-    assert f"recovery plan: {PLAN} (run it from /deployments/recovery/{PLAN}/plan?alert={alert.pk})" in text
+    link = f"https://ops.example.com/deployments/recovery/{PLAN}/plan?alert={alert.pk}"
+    assert f"recovery plan: {PLAN} (run it from {link})" in text
 
 
 def test_with_no_change_before_it_the_notification_says_so(
