@@ -42,6 +42,11 @@ class Change:
         """What, who and when in one line: a marker's hover text and its line in the text alternative."""
         return f"{self.time:%Y-%m-%d %H:%M} {self.what}, by {self.who}"
 
+    def marker(self, x: float, hit: float = 3) -> dict[str, Any]:
+        """What a chart draws at ``x``: its line, a transparent strip ``2 * hit`` wide around it that the
+        pointer can find, and its words for the strip's ``<title>``."""
+        return {"x": round(x, 1), "hit_x": round(x - hit, 1), "kind": self.kind, "title": self.words}
+
     def as_dict(self) -> dict[str, str]:
         return {"time": self.time.isoformat(), "kind": self.kind, "what": self.what, "who": self.who}
 

@@ -595,7 +595,7 @@ class Chart:
     @property
     def markers(self) -> list[dict[str, Any]]:
         """A vertical line per change across both plots, with its what, who and when as its ``<title>``."""
-        return [change_marker(change, self._x(change.time)) for change in self.shown_changes]
+        return [change.marker(self._x(change.time)) for change in self.shown_changes]
 
     # --- words
 
@@ -622,11 +622,6 @@ class Chart:
             "worst_p95": worst["p95"],
             "error_pct": round(errors / total * 100, 3),
         }
-
-
-def change_marker(change: Change, x: float) -> dict[str, Any]:
-    """A change drawn at ``x``: its line, a wider transparent strip the pointer can find, and its words."""
-    return {"x": round(x, 1), "hit_x": round(x - 3, 1), "kind": change.kind, "title": change.words}
 
 
 def recent_changes(now: datetime) -> tuple[datetime, list[Change]]:

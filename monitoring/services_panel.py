@@ -102,12 +102,10 @@ class ServiceRow:
         if not self.points:
             return []
         start = self.points[0][0]
-        marks = []
-        for change in self.shown_changes:
-            # The current minute is after the line's last point: a change in it is drawn at the right edge.
-            x = round(min(1.0, (change.time - start) / SPARK) * SPARK_WIDTH, 1)
-            marks.append({"x": x, "hit_x": round(x - 2, 1), "kind": change.kind, "title": change.words})
-        return marks
+        # The current minute is after the line's last point: a change in it is drawn at the right edge.
+        return [
+            change.marker(min(1.0, (change.time - start) / SPARK) * SPARK_WIDTH, hit=2) for change in self.shown_changes
+        ]
 
     @property
     def shown_changes(self) -> list[Change]:

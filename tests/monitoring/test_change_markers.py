@@ -143,3 +143,28 @@ def test_dry_runs_requests_and_schedules_are_not_changes():
     now = timezone.now()
     assert changes_between(now - timedelta(hours=1), now + timedelta(seconds=1)) == []
     assert queued.pk
+
+
+def test_an_slo_s_budget_chart_marks_the_changes_of_its_window(viewer_client):
+    from tests.monitoring.slo_data import Traffic, make_slo
+    from tests.monitoring.slo_data import make_service as make_slo_service
+
+    service = make_slo_service()
+    make_slo(service, name="availability")
+    now = timezone.now().replace(second=0, microsecond=0)
+    Traffic().add(now - timedelta(days=2), now, errors=0.001).save(service, now + timedelta(hours=1))
+    number = deploy_and_run("v11", QUICK)
+    AuditEvent.objects.filter(action="deployment.started").update(time=timezone.now() - timedelta(days=1))
+
+    html = html_lib.unescape(viewer_client.get(f"/slo/{service.name}/availability/").content.decode())
+
+    figure = re.search(r'<figure class="chart budget-chart" id="budget-chart">(.*?)</figure>', html, re.S).group(1)
+    shown = [title.split(" ", 2)[2] for _, title in markers(figure)]
+    assert shown == [
+        f"deployment #{number} of v11 to charts: started, by deployment runner",
+        f"deployment #{number} of v11 to charts: succeeded, by deployment runner",
+    ]
+    assert [t.split(" ", 2)[2] for t in hidden_text(figure)] == shown
+    lines = re.findall(r'<g class="change change-deployment"><title>.*?</title><line x1="([\d.]+)"', figure)
+    xs = [float(x) for x in lines]
+    assert xs[0] < xs[1]  # a day ago, then now: the start is drawn to the left of the end
