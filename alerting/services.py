@@ -36,6 +36,7 @@ from alerting.models import (
     RuleKind,
     Silence,
 )
+from alerting.signals import alert_fired
 from alerting.tasks import deliver_notification
 from controlplane.audit import Actor, audit_record, snapshot
 from controlplane.errors import InvalidInput
@@ -50,7 +51,7 @@ CHANNEL_FIELDS = ("name", "kind", "url", "email_recipients", "enabled", "flag_ch
 QUIET_FLAG_ENVIRONMENT = "development"
 RULE_FIELDS = (
     "name", "kind", "component", "measurement", "service", "threshold", "window_minutes", "for_evaluations",
-    "severity", "repeat_interval_minutes", "enabled", "description",
+    "severity", "repeat_interval_minutes", "enabled", "description", "recovery_plan", "recovery_auto",
 )  # fmt: skip
 
 
@@ -691,6 +692,7 @@ def _apply(
         return
     if transition.fired:
         summary.fired.append(target.dedup_key)
+        _announce_firing(alert, rule)
     if transition.ends_firing:
         summary.resolved.append(target.dedup_key)
     if transition.unheard:
@@ -705,6 +707,35 @@ def _apply(
     )
     if not notification.skip_reason:
         summary.deliveries += len(rows)
+
+
+def _announce_firing(alert: Alert, rule: AlertRule) -> None:
+    """Tell whoever listens (deployments: the rule's recovery plan) that ``alert`` fired, after commit."""
+    details = {
+        "alert_id": alert.pk,
+        "rule_name": rule.name,
+        "recovery_plan": rule.recovery_plan,
+        "recovery_auto": rule.recovery_auto,
+    }
+
+    def send() -> None:
+        for receiver, result in alert_fired.send_robust(sender=Alert, **details):
+            if isinstance(result, Exception):  # one listener's failure is not the evaluation's
+                logger.error("alert %s: %s failed: %s", details["alert_id"], receiver, result)
+
+    transaction.on_commit(send)
+
+
+def alert_recovery_claim(*, alert_id: int) -> Alert | None:
+    """Claim the running of its rule's recovery plan for a firing alert: the alert, or None when it is no
+    longer firing or its plan was started already. A conditional UPDATE, so two listeners (or one told
+    twice) start it once."""
+    claimed = Alert.objects.filter(pk=alert_id, state=AlertState.FIRING, recovery_started_at__isnull=True).update(
+        recovery_started_at=timezone.now()
+    )
+    if not claimed:
+        return None
+    return Alert.objects.select_related("rule").get(pk=alert_id)
 
 
 def _last_notified_at(dedup_key: str) -> datetime | None:

@@ -662,4 +662,12 @@ EMAIL_USE_TLS = bool(_email.get("EMAIL_USE_TLS"))
 EMAIL_USE_SSL = bool(_email.get("EMAIL_USE_SSL"))
 EMAIL_TIMEOUT = 10
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="controlplane@localhost")
+# The control plane's address as operators reach it; notifications link to it (an alert's recovery plan).
+PUBLIC_URL = env.str("PUBLIC_URL", default="").strip().rstrip("/")
+if PUBLIC_URL:
+    _public = _url_parts("PUBLIC_URL", PUBLIC_URL)
+    if _public.scheme not in ("http", "https") or not _public.hostname:
+        raise config_error("PUBLIC_URL", "must be an http:// or https:// address with a host (https://ops.example.com)")
+    if _public.query or _public.fragment:
+        raise config_error("PUBLIC_URL", "takes no query or fragment (https://ops.example.com)")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL

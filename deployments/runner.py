@@ -26,12 +26,13 @@ from controlplane.audit import Actor, audit_record
 from deployments.models import (
     Deployment,
     DeploymentStatus,
+    Environment,
     LogLevel,
     Phase,
     StepRun,
     StepStatus,
 )
-from deployments.services import log, notify_soon
+from deployments.services import audit_state, log, notify_soon
 from deployments.steps import Context, StepFailed, describe, python, redact, run_step, secret_values
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def run(deployment_id: int) -> RunOutcome:
     deployment = Deployment.objects.select_related("environment").get(pk=deployment_id)
     with transaction.atomic():
         log(deployment, f"started on {deployment.worker}")
-        audit_record(actor=ACTOR, action="deployment.started", obj=deployment)
+        audit_record(actor=ACTOR, action="deployment.started", obj=deployment, after=audit_state(deployment))
         notify_soon(deployment)
     return _Runner(deployment, claim).forward()
 
@@ -80,6 +81,36 @@ def continue_rollback(deployment_id: int, claim: str) -> RunOutcome:
         return RunOutcome.NOT_CLAIMED
     deployment = Deployment.objects.select_related("environment").get(pk=deployment_id)
     return _Runner(deployment, claim).rollback(cancelled=deployment.cancel_requested)
+
+
+def _would(step: dict[str, Any], ctx: Context, secrets: list[str]) -> str:
+    """A step of a dry run in words: what it would do, and what its rollback would."""
+    text = f"would {describe(step, ctx)}"
+    if step.get("rollback"):
+        text += f"; on a later failure would {describe(step['rollback'], ctx)}"
+    return redact(text, secrets)
+
+
+def dry_run_lines(steps: list[dict[str, Any]], *, version: str, environment: Environment) -> list[tuple[str, str]]:
+    """(name, what it would do) per step, as a dry run's log says it, without queuing one: the page that
+    runs a recovery plan shows this before it asks for the confirmation."""
+    ctx = Context(
+        variables={
+            "version": version,
+            "environment": environment.name,
+            "deployment": "(new)",
+            "python": python(),
+            "base_dir": str(settings.BASE_DIR),
+            "var_dir": str(settings.VAR_DIR),
+        },
+        output=lambda text: None,
+        started_process=lambda pid: None,
+        cancelled=threading.Event(),
+        environment_health_url=environment.health_url,
+        actor_label="dry run",
+    )
+    secrets = secret_values()
+    return [(str(step.get("name", "?")), _would(step, ctx, secrets)) for step in steps]
 
 
 class _Runner:
@@ -258,11 +289,17 @@ class _Runner:
         )
         if not moved:
             return RunOutcome.CLAIM_LOST
-        log(
-            self.deployment,
-            "cancelled: rolling back" if cancelled else "a step failed: rolling back",
-            level=LogLevel.WARNING,
-        )
+        self.deployment.status = DeploymentStatus.ROLLING_BACK
+        with transaction.atomic():
+            log(
+                self.deployment,
+                "cancelled: rolling back" if cancelled else "a step failed: rolling back",
+                level=LogLevel.WARNING,
+            )
+            # The rollback's start is a change of its own: the charts mark it (controlplane.changes).
+            audit_record(
+                actor=ACTOR, action="deployment.rolling_back", obj=self.deployment, after=audit_state(self.deployment)
+            )
         return self.rollback(cancelled=cancelled)
 
     def _failure_text(self, index: int | None) -> str:
@@ -303,11 +340,8 @@ class _Runner:
         ctx = self._context(threading.Event())
         for index, step in enumerate(steps):
             run = self._begin(index, Phase.FORWARD, step)
-            text = f"would {describe(step, ctx)}"
-            if step.get("rollback"):
-                text += f"; on a later failure would {describe(step['rollback'], ctx)}"
             # Redacted as step output is: the description is stored and shown on the page, the API and the log.
-            text = redact(text, self.secrets)
+            text = _would(step, ctx, self.secrets)
             StepRun.objects.filter(pk=run.pk).update(status=StepStatus.SKIPPED, finished_at=timezone.now(), output=text)
             log(self.deployment, text, step=step["name"])
         return self._finish(DeploymentStatus.SUCCEEDED, "")
@@ -328,7 +362,9 @@ class _Runner:
                 if status in (DeploymentStatus.SUCCEEDED, DeploymentStatus.ROLLED_BACK)
                 else LogLevel.ERROR,
             )
-            audit_record(actor=ACTOR, action=f"deployment.{status}", obj=self.deployment)
+            audit_record(
+                actor=ACTOR, action=f"deployment.{status}", obj=self.deployment, after=audit_state(self.deployment)
+            )
             notify_soon(self.deployment)
         close_old_connections()
         return RunOutcome(status)

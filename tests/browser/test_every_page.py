@@ -20,6 +20,7 @@ from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, R
 
 from backups.services import backup_create, backup_verify, target_create
 from controlplane.audit import Actor
+from deployments.models import RecoveryPlan
 from deployments.services import deployment_request, environment_save, pipeline_save
 from flags.services import flag_create
 from tests.backups.conftest import make_sqlite, point_backups_at
@@ -39,6 +40,7 @@ PAGES = {
     "flag": ("/flags/new_checkout/", "new_checkout"),
     "deployments": ("/deployments/", "Deployments"),
     "deployment": ("/deployments/{deployment}/", "Deployment #{deployment}: web v2"),
+    "recovery-plan": ("/deployments/recovery/{plan}/plan", "Run recovery plan {plan} on web?"),
     "backups": ("/backups/", "Backups"),
     "backup-target": ("/backups/{target}/", "Backups: {target}"),
     "slos": ("/slo/", "SLOs"),
@@ -112,7 +114,8 @@ def site(operator, settings, tmp_path, monkeypatch) -> dict[str, object]:
         cmd("restart", "import sys\nprint('restarting', sys.argv[1])\nsys.exit(sys.argv[1] == 'v2')"),
     ]
     pipeline = pipeline_save(name="web-pipeline", steps=steps, actor=SYSTEM)
-    environment_save(name="web", pipeline=pipeline, actor=SYSTEM)
+    web = environment_save(name="web", pipeline=pipeline, actor=SYSTEM)
+    RecoveryPlan.objects.create(failure_type="restart_web", environment=web, steps=steps[1:], runbook="Restart web.")
     before = celery_app.conf.task_always_eager
     celery_app.conf.task_always_eager = True  # each deployment runs when its request commits
     try:
@@ -136,7 +139,7 @@ def site(operator, settings, tmp_path, monkeypatch) -> dict[str, object]:
     make_slo(service, name="fast", kind="latency", target_percent=99, threshold_ms=500, window_days=7)
     now = timezone.now().replace(second=0, microsecond=0)
     Traffic().add(now - 7 * DAY, now - HOUR, errors=0.0002).add(now - HOUR, now, errors=0.02).save(service, now + HOUR)
-    return {"deployment": deployment.pk, "target": target.name, "service": service.name}
+    return {"deployment": deployment.pk, "target": target.name, "service": service.name, "plan": "restart_web"}
 
 
 @pytest.fixture
