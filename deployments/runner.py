@@ -23,6 +23,7 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from controlplane.audit import Actor, audit_record
+from deployments import backup_gate
 from deployments.models import (
     Deployment,
     DeploymentStatus,
@@ -210,7 +211,10 @@ class _Runner:
         exit_code: int | None = None
         error = ""
         try:
-            exit_code = run_step(step, self._context(cancelled))
+            ctx = self._context(cancelled)
+            if phase == Phase.FORWARD:
+                backup_gate.enforce(step, ctx)  # a refusal fails the step before any of it runs
+            exit_code = run_step(step, ctx)
         except StepFailed as exc:
             exit_code, error = exc.exit_code, redact(str(exc), self.secrets)
         except Exception as exc:  # a bug or a lost database in a step: the step fails, the rollback runs
@@ -303,7 +307,8 @@ class _Runner:
         ctx = self._context(threading.Event())
         for index, step in enumerate(steps):
             run = self._begin(index, Phase.FORWARD, step)
-            text = f"would {describe(step, ctx)}"
+            gate = backup_gate.describe(step)
+            text = f"would {gate + ' ' if gate else ''}{describe(step, ctx)}"
             if step.get("rollback"):
                 text += f"; on a later failure would {describe(step['rollback'], ctx)}"
             # Redacted as step output is: the description is stored and shown on the page, the API and the log.
