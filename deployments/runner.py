@@ -23,7 +23,7 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from controlplane.audit import Actor, audit_record
-from deployments import backup_gate
+from deployments import backup_gate, silences
 from deployments.models import (
     Deployment,
     DeploymentStatus,
@@ -69,6 +69,7 @@ def run(deployment_id: int) -> RunOutcome:
         log(deployment, f"started on {deployment.worker}")
         audit_record(actor=ACTOR, action="deployment.started", obj=deployment)
         notify_soon(deployment)
+    silences.hold(deployment)  # the pipeline's alert rules stay quiet until it ends (_finish releases them)
     return _Runner(deployment, claim).forward()
 
 
@@ -335,5 +336,6 @@ class _Runner:
             )
             audit_record(actor=ACTOR, action=f"deployment.{status}", obj=self.deployment)
             notify_soon(self.deployment)
+        silences.release(self.deployment)  # after commit: alerting ends each silence in a transaction of its own
         close_old_connections()
         return RunOutcome(status)
