@@ -276,7 +276,7 @@ class SilenceForm(forms.ModelForm):
 @admin.register(Silence)
 class SilenceAdmin(admin.ModelAdmin):
     form = SilenceForm
-    list_display = ["__str__", "reason", "active", "created_by", "created_at"]
+    list_display = ["__str__", "reason", "active", "created_by", "owner", "created_at"]
     list_filter = ["rule"]
     search_fields = ["reason", "component"]
     actions = ["end_now"]

@@ -351,7 +351,7 @@ def shipped_rules_follow_service(*, service: str, actor: Actor) -> list[AlertRul
 
 
 def _silence_state(silence: Silence) -> dict[str, Any]:
-    return snapshot(silence, fields=["starts_at", "ends_at", "rule", "component", "reason", "created_by"])
+    return snapshot(silence, fields=["starts_at", "ends_at", "rule", "component", "reason", "created_by", "owner"])
 
 
 def silence_create(
@@ -362,6 +362,7 @@ def silence_create(
     starts_at: datetime | None = None,
     rule: AlertRule | None = None,
     component: str = "",
+    owner: str = "",
 ) -> Silence:
     """A maintenance window: matching alerts are recorded but notify nobody until ``ends_at``.
 
@@ -386,6 +387,7 @@ def silence_create(
         component=(component or "").strip(),
         reason=reason.strip(),
         created_by=actor.user if actor.user is not None and actor.user.pk else None,
+        owner=owner,
     )
     _validate(silence)
     with transaction.atomic():
@@ -406,6 +408,28 @@ def silence_end(*, silence: Silence, actor: Actor) -> Silence:
         locked.save(update_fields=["ends_at"])
         audit_record(actor=actor, action="silence.end", obj=locked, before=before, after=_silence_state(locked))
     return locked
+
+
+def silences_hold(*, rule_names: list[str], owner: str, reason: str, ends_at: datetime, actor: Actor) -> list[Silence]:
+    """Silence the rules named ``rule_names`` from now, on behalf of ``owner`` (e.g. "deployment:42"),
+    until ``silences_release`` ends them (``ends_at`` is only the bound should the owner never do so).
+    Names of no rule are skipped (a rule deleted since they were checked); each silence is audited."""
+    if not owner:
+        raise InvalidAlertSetting("owner", "required: what holds the silences")
+    rules = {rule.name: rule for rule in AlertRule.objects.filter(name__in=rule_names)}
+    return [
+        silence_create(ends_at=ends_at, reason=reason, actor=actor, rule=rules[name], owner=owner)
+        for name in dict.fromkeys(rule_names)
+        if name in rules
+    ]
+
+
+def silences_release(*, owner: str, actor: Actor) -> list[Silence]:
+    """End now every silence ``owner`` still holds (each end audited); returns them."""
+    if not owner:
+        raise InvalidAlertSetting("owner", "required: what holds the silences")
+    held = Silence.objects.filter(owner=owner, ends_at__gt=timezone.now()).order_by("pk")
+    return [silence_end(silence=silence, actor=actor) for silence in held]
 
 
 def silence_delete(*, silence: Silence, actor: Actor) -> None:

@@ -20,6 +20,7 @@ from controlplane.status import StatusPillsAdmin, admin_status
 from deployments.models import Deployment, Environment, LogLine, Pipeline, RecoveryPlan, StepRun
 from deployments.services import (
     NotCancellable,
+    clean_silence_rules,
     deployment_cancel,
     deployment_request,
     environment_save,
@@ -87,7 +88,16 @@ class PipelineForm(forms.ModelForm):
 
     class Meta:
         model = Pipeline
-        fields = ["name", "description", "steps"]
+        fields = ["name", "description", "steps", "silence_rules"]
+
+    def clean_silence_rules(self) -> Any:
+        names = self.cleaned_data.get("silence_rules")
+        if names is None:
+            return []  # an empty box: nothing silenced
+        try:
+            return clean_silence_rules(names)
+        except ControlPlaneError as exc:
+            raise as_validation_error(exc) from None
 
 
 @admin.register(Pipeline)
@@ -106,6 +116,7 @@ class PipelineAdmin(admin.ModelAdmin):
             name=obj.name,
             steps=form.cleaned_data["steps"],
             description=form.cleaned_data.get("description", ""),
+            silence_rules=form.cleaned_data.get("silence_rules") or [],
             actor=Actor.for_user(request.user),
         )
         obj.pk = saved.pk

@@ -23,7 +23,8 @@ _DEMO_PRODUCT_ENV = {"DEMO_PRODUCT_DIR": "{var_dir}/demo-product"}
 # Hook URLs are secret settings: list them in DEPLOY_SECRETS and set them in the environment.
 PRODUCT_STEPS: list[dict[str, Any]] = [
     {"name": "pre-deployment health checks", "kind": "health_gate", "interval": 5, "timeout": 60},
-    {"name": "backup", "kind": "backup", "target": "wingmanmatch"},
+    # Verified, so that the migration's backup gate (deployments.backup_gate) finds a restorable backup.
+    {"name": "backup", "kind": "backup", "target": "wingmanmatch", "verify": True},
     {
         "name": "database migration",
         "kind": "migrate",
@@ -76,7 +77,7 @@ PRODUCT_STEPS: list[dict[str, Any]] = [
 
 DEMO_STEPS: list[dict[str, Any]] = [
     {"name": "pre-deployment health checks", "kind": "health_gate", "checks": "ready", "interval": 1, "timeout": 30},
-    {"name": "backup", "kind": "backup", "target": "default"},
+    {"name": "backup", "kind": "backup", "target": "default", "verify": True},
     {
         "name": "database migration",
         "kind": "migrate",
@@ -226,9 +227,12 @@ def ensure_defaults(*, actor: Actor | None = None) -> None:
     from flags.services import flag_create
 
     actor = actor or Actor.system("defaults")
-    product = Pipeline.objects.filter(name=PRODUCT_PIPELINE).first() or pipeline_save(
-        name=PRODUCT_PIPELINE, steps=PRODUCT_STEPS, description="WingmanMatch: the seven steps", actor=actor
-    )
+    product = Pipeline.objects.filter(name=PRODUCT_PIPELINE).first()
+    if product is None or product.steps == _before_backup_gate(PRODUCT_STEPS):
+        # New, or as shipped before migrations were gated (its backup unverified): unchanged, so updated.
+        product = pipeline_save(
+            name=PRODUCT_PIPELINE, steps=PRODUCT_STEPS, description="WingmanMatch: the seven steps", actor=actor
+        )
     # Seeded by the ground's migration; made again, as production, on a database emptied of it.
     GroundEnvironment.objects.ensure(PRODUCTION, production=True)
     production = Environment.objects.filter(name=PRODUCTION).first() or environment_save(
@@ -239,9 +243,9 @@ def ensure_defaults(*, actor: Actor | None = None) -> None:
             data={"name": DEMO_FLAG, "description": "Set by the demo pipeline.", "owner": "platform"}, actor=actor
         )
     demo = Pipeline.objects.filter(name=DEMO).first()
-    if demo is None or demo.steps == _without_demo_product_env(DEMO_STEPS):
-        # New, or as an earlier release shipped it (before the demo product read its version): unchanged
-        # by an operator, so it may take the current steps.
+    if demo is None or (demo.steps != DEMO_STEPS and _as_first_shipped(demo.steps) == _as_first_shipped(DEMO_STEPS)):
+        # New, or as an earlier release shipped it (before the demo product read its version, before its
+        # backup was verified for the backup gate): unchanged by an operator, so it may take the current steps.
         demo = pipeline_save(
             name=DEMO,
             steps=DEMO_STEPS,
@@ -255,6 +259,21 @@ def ensure_defaults(*, actor: Actor | None = None) -> None:
             failure_type=failure_type,
             defaults={"environment": production, "steps": plan["steps"], "runbook": plan["runbook"]},
         )
+
+
+def _as_first_shipped(steps: Any) -> Any:
+    """``steps`` without what later releases added to the shipped ones (to tell them from an operator's)."""
+    return _before_backup_gate(_without_demo_product_env(steps)) if isinstance(steps, list) else steps
+
+
+def _before_backup_gate(steps: list[Any]) -> list[Any]:
+    """Shipped steps as they were before the backup gate: their backup steps did not verify."""
+    return [
+        {k: v for k, v in step.items() if not (k == "verify" and v is True and step.get("kind") == "backup")}
+        if isinstance(step, dict)
+        else step
+        for step in steps
+    ]
 
 
 def _without_demo_product_env(steps: Any) -> Any:

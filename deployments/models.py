@@ -19,6 +19,14 @@ class Pipeline(models.Model):
     name = models.SlugField(max_length=100, unique=True)
     description = models.CharField(max_length=500, blank=True)
     steps = models.JSONField(default=list, help_text="A JSON list of steps; see the README for each kind's fields.")
+    # A setting of the whole pipeline, not a step: the steps are a list read by index everywhere (runner,
+    # rollback, pages), so it could live in that JSON only by changing its shape or posing as a step.
+    silence_rules = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Names of alert rules silenced while a deployment of this pipeline runs "
+        '(e.g. ["backend up"]); the silences end when the deployment ends, whatever its outcome.',
+    )
 
     class Meta:
         ordering = ["name"]

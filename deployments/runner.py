@@ -23,6 +23,7 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from controlplane.audit import Actor, audit_record
+from deployments import backup_gate, silences
 from deployments.models import (
     Deployment,
     DeploymentStatus,
@@ -69,6 +70,7 @@ def run(deployment_id: int) -> RunOutcome:
         log(deployment, f"started on {deployment.worker}")
         audit_record(actor=ACTOR, action="deployment.started", obj=deployment, after=audit_state(deployment))
         notify_soon(deployment)
+    silences.hold(deployment)  # the pipeline's alert rules stay quiet until it ends (_finish releases them)
     return _Runner(deployment, claim).forward()
 
 
@@ -85,7 +87,8 @@ def continue_rollback(deployment_id: int, claim: str) -> RunOutcome:
 
 def _would(step: dict[str, Any], ctx: Context, secrets: list[str]) -> str:
     """A step of a dry run in words: what it would do, and what its rollback would."""
-    text = f"would {describe(step, ctx)}"
+    gate = backup_gate.describe(step)
+    text = f"would {gate + ' ' if gate else ''}{describe(step, ctx)}"
     if step.get("rollback"):
         text += f"; on a later failure would {describe(step['rollback'], ctx)}"
     return redact(text, secrets)
@@ -241,7 +244,10 @@ class _Runner:
         exit_code: int | None = None
         error = ""
         try:
-            exit_code = run_step(step, self._context(cancelled))
+            ctx = self._context(cancelled)
+            if phase == Phase.FORWARD:
+                backup_gate.enforce(step, ctx)  # a refusal fails the step before any of it runs
+            exit_code = run_step(step, ctx)
         except StepFailed as exc:
             exit_code, error = exc.exit_code, redact(str(exc), self.secrets)
         except Exception as exc:  # a bug or a lost database in a step: the step fails, the rollback runs
@@ -366,5 +372,6 @@ class _Runner:
                 actor=ACTOR, action=f"deployment.{status}", obj=self.deployment, after=audit_state(self.deployment)
             )
             notify_soon(self.deployment)
+        silences.release(self.deployment)  # after commit: alerting ends each silence in a transaction of its own
         close_old_connections()
         return RunOutcome(status)

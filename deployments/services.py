@@ -109,13 +109,36 @@ def _save_by_name(model: Any, *, name: str, values: dict[str, Any], actor: Actor
     return row
 
 
-def pipeline_save(*, name: str, steps: Any, description: str = "", actor: Actor) -> Pipeline:
-    """Create or replace a pipeline; the steps are checked against the schema first."""
+def pipeline_save(*, name: str, steps: Any, description: str = "", silence_rules: Any = None, actor: Actor) -> Pipeline:
+    """Create or replace a pipeline; the steps are checked against the schema first, the alert rules it
+    silences while it runs against alerting's rules (``None`` keeps the pipeline's, none for a new one)."""
     try:
         validate_steps(steps)
     except InvalidStep as exc:
         raise InvalidDeployment(exc.field, exc.message) from None
-    return _save_by_name(Pipeline, name=name, values={"steps": steps, "description": description}, actor=actor)
+    values: dict[str, Any] = {"steps": steps, "description": description}
+    if silence_rules is not None:
+        values["silence_rules"] = clean_silence_rules(silence_rules)
+    return _save_by_name(Pipeline, name=name, values=values, actor=actor)
+
+
+def clean_silence_rules(names: Any) -> list[str]:
+    """A pipeline's ``silence_rules``: a list of the names of existing alert rules, each once."""
+    from alerting.selectors import rule_names, unknown_rule_names
+
+    if not isinstance(names, list):
+        raise InvalidDeployment("silence_rules", 'a JSON list of alert rule names, e.g. ["backend up"]')
+    for index, rule in enumerate(names):
+        if not isinstance(rule, str) or not rule.strip():
+            raise InvalidDeployment(f"silence_rules[{index}]", "must be the name of an alert rule")
+        if rule in names[:index]:
+            raise InvalidDeployment(f"silence_rules[{index}]", f"{rule!r} is named twice")
+    unknown = unknown_rule_names(names)
+    if unknown:
+        index = names.index(unknown[0])
+        known = ", ".join(rule_names()) or "none"
+        raise InvalidDeployment(f"silence_rules[{index}]", f"no alert rule named {unknown[0]!r} (rules: {known})")
+    return names
 
 
 def environment_save(*, name: str, pipeline: Pipeline, health_url: str = "", actor: Actor) -> Environment:

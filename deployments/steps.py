@@ -77,11 +77,13 @@ _FIELDS = {
     "migrate": {"argv", "cwd", "env"},
     "http": {"method", "url", "headers", "body", "expected_status"},
     "health_gate": {"url", "checks", "interval", "expected_status"},
-    "backup": {"target"},
+    "backup": {"target", "verify"},
     "flags": {"set"},
     "wait": {"seconds"},
 }
 _COMMON = {"name", "kind", "timeout", "rollback"}
+# The backup gate's fields (deployments.backup_gate): any step may ask for a restorable backup first.
+_COMMON |= {"requires_verified_backup", "backup_target", "take_backup"}
 # What people write from other tools' pipelines (GitHub Actions, Ansible, docker-compose...), which a
 # spelling match cannot guess ("command" and "argv" share no letters worth a match).
 _FIELD_ALIASES = {
@@ -155,6 +157,13 @@ def validate_step(step: Any, where: str, *, nested: bool = False) -> None:
             raise InvalidStep(f"{where}.rollback", "a rollback action has no rollback of its own")
         validate_step(step["rollback"], f"{where}.rollback", nested=True)
     _KIND_CHECKS[kind](step, where)
+    _check_backup_gate(step, where, nested=nested)
+
+
+def _check_backup_gate(step: dict[str, Any], where: str, *, nested: bool) -> None:
+    from deployments.backup_gate import check_fields  # it imports this module
+
+    check_fields(step, where, nested=nested)
 
 
 def _strings(value: Any, where: str, *, allow_empty: bool = False) -> None:
@@ -219,6 +228,8 @@ def _check_backup(step: dict[str, Any], where: str) -> None:
     target = step.get("target", "default")
     if not isinstance(target, str) or not target:
         raise InvalidStep(f"{where}.target", "the name of a backup target")
+    if "verify" in step and not isinstance(step["verify"], bool):
+        raise InvalidStep(f"{where}.verify", "true or false: verify the backup once taken")
 
 
 def _check_flags(step: dict[str, Any], where: str) -> None:
@@ -345,7 +356,8 @@ def describe(step: dict[str, Any], ctx: Context) -> str:
         every, most = step.get("interval", 5), step.get("timeout", 300)
         return f"wait until {what} is healthy (every {every} s, at most {most} s)"
     if kind == "backup":
-        return f"back up target {step.get('target', 'default')} and wait for it"
+        verified = " and verify it" if step.get("verify") else ""
+        return f"back up target {step.get('target', 'default')}{verified} and wait for it"
     if kind == "flags":
         return "set flags " + json.dumps(step["set"], sort_keys=True)
     return f"wait {step['seconds']} s"
@@ -508,6 +520,10 @@ def _run_backup(step: dict[str, Any], ctx: Context) -> None:
     if backup.status != BackupStatus.SUCCEEDED:
         raise StepFailed(f"backup #{backup.pk} of {name} failed: {backup.error}")
     ctx.output(f"backup #{backup.pk} of {name}: {backup.size_bytes} bytes, sha256 {backup.sha256}\n")
+    if step.get("verify"):
+        from deployments.backup_gate import verify_backup  # it imports this module
+
+        verify_backup(backup, ctx)
 
 
 def _run_flags(step: dict[str, Any], ctx: Context) -> None:
