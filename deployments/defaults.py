@@ -19,6 +19,49 @@ def _demo(action: str) -> list[str]:
 _DEMO_PRODUCT_ENV = {"DEMO_PRODUCT_DIR": "{var_dir}/demo-product"}
 
 
+# The service production's analysis watches (Monitoring > Services; its scrape source or Prometheus).
+PRODUCT_SERVICE = "wingmanmatch-backend"
+# Deploys verify themselves: ten minutes of the backend's figures after the health validation; three
+# breaches in a row (45 s) fail it and the completed steps roll back. A quiet hour with fewer than 100
+# requests in the window cannot be judged: it passes rather than roll back a release nobody could judge
+# (the alert rules keep watching it).
+PRODUCT_ANALYSIS: dict[str, Any] = {
+    "name": "post-deployment analysis",
+    "kind": "analysis",
+    "duration": 600,
+    "interval": 15,
+    "window": 300,
+    "failure_limit": 3,
+    "min_requests": 100,
+    "on_inconclusive": "pass",
+    "conditions": [
+        {"service": PRODUCT_SERVICE, "signal": "error_ratio", "max": 0.01},
+        {"service": PRODUCT_SERVICE, "signal": "p95", "max": 2.0},
+        {"service": PRODUCT_SERVICE, "signal": "up", "min": 0.9},
+    ],
+}
+
+# The demo product's service (deployments.demo_product.SERVICE, not imported: that module reads settings).
+DEMO_SERVICE = "wingmanmatch-demo"
+# About a minute, so that a flaky-* (5 % errors) or slow-* (p95 over 2 s) release of the demo product is
+# caught and rolled back while you watch: two breaches in a row of a 60 s window, measured every 15 s.
+# Until the demo product has served 50 requests in the window (just started) the analysis waits.
+DEMO_ANALYSIS: dict[str, Any] = {
+    "name": "post-deployment analysis",
+    "kind": "analysis",
+    "duration": 60,
+    "interval": 15,
+    "window": 60,
+    "failure_limit": 2,
+    "min_requests": 50,
+    "on_inconclusive": "wait",
+    "conditions": [
+        {"service": DEMO_SERVICE, "signal": "error_ratio", "max": 0.01},
+        {"service": DEMO_SERVICE, "signal": "p95", "max": 2.0},
+        {"service": DEMO_SERVICE, "signal": "up", "min": 0.75},
+    ],
+}
+
 # The original report's seven steps, for WingmanMatch on Render (backend) and Vercel (frontend).
 # Hook URLs are secret settings: list them in DEPLOY_SECRETS and set them in the environment.
 PRODUCT_STEPS: list[dict[str, Any]] = [
@@ -72,6 +115,7 @@ PRODUCT_STEPS: list[dict[str, Any]] = [
         "set": {"enhanced_monitoring": {"enabled": True}, "external_alerts": {"enabled": True}},
     },
     {"name": "post-deployment health validation", "kind": "health_gate", "interval": 5, "timeout": 300},
+    PRODUCT_ANALYSIS,
 ]
 
 DEMO_STEPS: list[dict[str, Any]] = [
@@ -117,6 +161,7 @@ DEMO_STEPS: list[dict[str, Any]] = [
         "interval": 1,
         "timeout": 30,
     },
+    DEMO_ANALYSIS,
 ]
 
 # What the plans shipped as before they acted on production: bound to demo, running demo commands. The
@@ -226,9 +271,15 @@ def ensure_defaults(*, actor: Actor | None = None) -> None:
     from flags.services import flag_create
 
     actor = actor or Actor.system("defaults")
-    product = Pipeline.objects.filter(name=PRODUCT_PIPELINE).first() or pipeline_save(
-        name=PRODUCT_PIPELINE, steps=PRODUCT_STEPS, description="WingmanMatch: the seven steps", actor=actor
-    )
+    product = Pipeline.objects.filter(name=PRODUCT_PIPELINE).first()
+    if product is None or product.steps == _without_analysis(PRODUCT_STEPS):
+        # New, or the seven steps as shipped before deploys verified themselves: unchanged by an operator.
+        product = pipeline_save(
+            name=PRODUCT_PIPELINE,
+            steps=PRODUCT_STEPS,
+            description=product.description if product else "WingmanMatch: the seven steps, then an analysis",
+            actor=actor,
+        )
     # Seeded by the ground's migration; made again, as production, on a database emptied of it.
     GroundEnvironment.objects.ensure(PRODUCTION, production=True)
     production = Environment.objects.filter(name=PRODUCTION).first() or environment_save(
@@ -239,9 +290,9 @@ def ensure_defaults(*, actor: Actor | None = None) -> None:
             data={"name": DEMO_FLAG, "description": "Set by the demo pipeline.", "owner": "platform"}, actor=actor
         )
     demo = Pipeline.objects.filter(name=DEMO).first()
-    if demo is None or demo.steps == _without_demo_product_env(DEMO_STEPS):
-        # New, or as an earlier release shipped it (before the demo product read its version): unchanged
-        # by an operator, so it may take the current steps.
+    if demo is None or (demo.steps != DEMO_STEPS and demo.steps in _earlier_demo_steps()):
+        # New, or as an earlier release shipped it (before the demo product read its version, or before
+        # the analysis): unchanged by an operator, so it may take the current steps.
         demo = pipeline_save(
             name=DEMO,
             steps=DEMO_STEPS,
@@ -255,6 +306,19 @@ def ensure_defaults(*, actor: Actor | None = None) -> None:
             failure_type=failure_type,
             defaults={"environment": production, "steps": plan["steps"], "runbook": plan["runbook"]},
         )
+
+
+def _without_analysis(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [step for step in steps if step.get("kind") != "analysis"]
+
+
+def _earlier_demo_steps() -> list[Any]:
+    """The demo steps as earlier releases shipped them (and their mixes)."""
+    return [
+        _without_demo_product_env(DEMO_STEPS),
+        _without_demo_product_env(_without_analysis(DEMO_STEPS)),
+        _without_analysis(DEMO_STEPS),
+    ]
 
 
 def _without_demo_product_env(steps: Any) -> Any:

@@ -24,7 +24,16 @@ from monitoring.service_signals import (
 )
 
 # SLOs: budget left, burn rates and the workbook's alerts (the SLO page, the dashboard, the slo_burn rule).
-from monitoring.slo_status import SloStatus, budget_series, slo_budgets, slo_burn_levels, slo_status, slo_statuses
+from monitoring.slo_status import (
+    SloBurn,
+    SloStatus,
+    budget_series,
+    slo_budgets,
+    slo_burn_levels,
+    slo_status,
+    slo_statuses,
+    slo_window_burn,
+)
 
 
 @dataclass(frozen=True)
@@ -155,6 +164,7 @@ __all__ = [
     "RequestFigures",
     "Signal",
     "SignalValue",
+    "SloBurn",
     "SloStatus",
     "UnknownService",
     "WindowCounts",
@@ -172,5 +182,6 @@ __all__ = [
     "slo_burn_levels",
     "slo_status",
     "slo_statuses",
+    "slo_window_burn",
     "window_counts",
 ]
