@@ -45,7 +45,9 @@ PRODUCT_ANALYSIS: dict[str, Any] = {
 DEMO_SERVICE = "wingmanmatch-demo"
 # About a minute, so that a flaky-* (5 % errors) or slow-* (p95 over 2 s) release of the demo product is
 # caught and rolled back while you watch: two breaches in a row of a 60 s window, measured every 15 s.
-# Until the demo product has served 50 requests in the window (just started) the analysis waits.
+# Until the demo product has served 50 requests in the window (just started) the analysis waits. Up is
+# "most of the window's scrapes answered": a scrape that failed while make run was starting the product
+# must not roll back the first deploy.
 DEMO_ANALYSIS: dict[str, Any] = {
     "name": "post-deployment analysis",
     "kind": "analysis",
@@ -58,7 +60,7 @@ DEMO_ANALYSIS: dict[str, Any] = {
     "conditions": [
         {"service": DEMO_SERVICE, "signal": "error_ratio", "max": 0.01},
         {"service": DEMO_SERVICE, "signal": "p95", "max": 2.0},
-        {"service": DEMO_SERVICE, "signal": "up", "min": 0.75},
+        {"service": DEMO_SERVICE, "signal": "up", "min": 0.5},
     ],
 }
 

@@ -216,6 +216,7 @@ def test_a_condition_can_compare_with_the_previous_releases_own_figures(product,
 
 def test_without_a_baseline_a_condition_is_judged_by_its_bounds_alone(product, environment):
     environment([analysis({"service": SERVICE, "signal": "error_ratio", "max": 0.01, "baseline": {"margin": 0.001}})])
+    product.seconds_of_traffic(30)  # enough to judge from the first round
     product.start_traffic()
     deployment = deploy("v3")
     assert deployment.status == DeploymentStatus.SUCCEEDED, deployment.error
@@ -238,6 +239,7 @@ def test_slo_burn_and_alert_rule_conditions(product, environment):
             )
         ]
     )
+    product.seconds_of_traffic(30)  # enough to judge from the first round
     product.start_traffic()
     assert deploy("v4").status == DeploymentStatus.SUCCEEDED
     Alert.objects.create(rule=rule, dedup_key="backend down", state=AlertState.FIRING)
@@ -292,3 +294,21 @@ def wait_for_the_minute_to_have_time_left(seconds: int = 15) -> None:
     now = timezone.now()
     if now.second > 60 - seconds:
         time.sleep(60 - now.second - now.microsecond / 1e6 + 0.1)
+
+
+def test_the_deployment_page_draws_each_condition_against_its_threshold(product, environment, operator_client):
+    environment([analysis()])
+    product.seconds_of_traffic(30)  # enough to judge from the first round
+    product.start_traffic()
+    deployment = deploy("v8")
+    assert deployment.status == DeploymentStatus.SUCCEEDED, deployment.error
+    for url in (f"/deployments/{deployment.pk}/", f"/deployments/{deployment.pk}/live"):
+        html = operator_client.get(url).content.decode()
+        assert "<h2>Analysis: analysis</h2>" in html
+        assert html.count('<figure class="chart analysis-chart"') == 3
+        assert html.count('class="threshold"') == 3 and html.count('class="measured"') == 3
+        assert html.count('<circle class="verdict-pass"') == 15  # five rounds of three conditions
+        # In words, for screen readers and the pointer: the caption, the drawing's title, each dot's title.
+        assert f"{SERVICE} error_ratio: latest " in html and "against 0.01 (pass: " in html
+        assert f"{SERVICE} p95 at each measurement over" in html
+        assert "threshold 2, pass (" in html
