@@ -11,13 +11,12 @@ A step::
         {"service": "wingmanmatch-backend", "slo": "availability", "max": 14.4},
         {"alerts": ["Backend down", "Database down"]}]}
 
-Every ``interval`` seconds from its start until ``duration`` has passed (a measurement at 0 s, then each
-interval: ``duration // interval + 1`` rounds), each condition is measured over the trailing ``window``
+Every ``interval`` seconds from its start until ``duration`` has passed (``duration // interval`` rounds,
+the first one ``interval`` after the start), each condition is measured over the trailing ``window``
 (a condition may set its own ``window``):
 
 - ``signal`` of a service (``error_ratio`` 0..1, ``p50``/``p95``/``p99`` seconds, ``up`` 0..1,
-  ``request_rate`` req/s), through ``monitoring.selectors.service_signals``; breached above ``max`` or
-  below ``min``;
+  ``request_rate`` req/s), breached above ``max`` or below ``min``;
 - ``slo``: the burn rate of that SLO of the service over the window (``monitoring.selectors
   .slo_window_burn``), breached above ``max``;
 - ``alerts``: breached while any of the named alert rules has an alert firing (``alerting.selectors``).
@@ -29,13 +28,17 @@ latencies, SLO burn), and ``on_inconclusive`` says what that measurement counts 
 measuring until it has had its rounds, and fails, saying so, when its ``timeout`` (default twice the
 duration, at least 60 s more) comes first.
 
-The window. The scrape sources' figures are stored per minute (``ServiceMinute``, a row per minute the
-scrapes ended in), so a window is read as the whole minutes that overlap the last ``window`` seconds:
-from the start of the minute ``window`` seconds ago to now, between ``window`` and ``window`` + 60 s of
-traffic. Fresh data: before each round the step runs one scrape round of each service it watches
-(``monitoring.scrape.scrape_sources_run``, the conditional claim beat's scrapes take, so the two never
-count a request twice) rather than wait for beat's next one; a Prometheus source's server is asked at
-once anyway.
+The window, and fresh data. A window never reaches back before the step's start: what was served
+before it is the previous release's (see the baseline), and counting it would dilute the release's own
+figures for the first ``window`` seconds. At its start and after each round's wait the step runs one
+scrape round of each service it watches itself (``monitoring.scrape.scrape_sources_run``, with the
+conditional claim beat's scrapes take, so the two never count a request twice) rather than wait for
+beat's next one, then reads the service's stored counts (``monitoring.selectors.stored_counts``). The
+scrape sources store counts per minute, but the rows only grow: the difference between two of the step's
+readings is exactly what the rounds in between recorded. So a signal's window is exact: from the newest
+reading back to the newest reading at least ``window`` seconds older (or to the start). A Prometheus
+source's server is asked for the window (``service_signals``), and an SLO's burn rate is read from the
+stored minutes (the whole minutes overlapping the window, back to the step's start).
 
 The baseline. A condition with ``"baseline": {"margin": m}`` is also breached when it is worse than the
 previous release's own figure by more than ``m`` (in the signal's unit; worse is higher, lower for
@@ -284,9 +287,48 @@ def _window(condition: dict[str, Any], settings: dict[str, Any]) -> timedelta:
     return timedelta(seconds=float(condition.get("window", settings["window"])))
 
 
-def measure(condition: dict[str, Any], window: timedelta, now: datetime) -> Measured:
-    """The condition's figure over ``window`` ending at ``now``, read from the stored rollups by minute."""
-    from monitoring.selectors import Signal, service_signal, slo_window_burn
+class Readings:
+    """The step's own readings of each watched service's stored counts, one after each scrape round it
+    ran: two of them give the exact traffic recorded in between (see the module's doc). None for a
+    service whose source is a Prometheus server (its server is asked for the window instead)."""
+
+    def __init__(self, services: list[str], now: datetime) -> None:
+        self.services = services
+        self.anchor = _floor_minute(now)  # every round from now on is added to minutes from here on
+        self.taken: dict[str, list[tuple[float, Any]]] = {name: [] for name in services}
+
+    def take(self, at: float) -> None:
+        from monitoring.selectors import stored_counts
+
+        for name in self.services:
+            self.taken[name].append((at, stored_counts(name, self.anchor)))
+
+    def window(self, service: str, seconds: float) -> tuple[Any, float] | None:
+        """(the counts, the seconds they span) from the newest reading back to the newest one at least
+        ``seconds`` older, or to the first (the step's start) when none is; None for a Prometheus source."""
+        taken = self.taken[service]
+        now, latest = taken[-1]
+        if latest is None:
+            return None
+        base_at, base = taken[0]
+        for at, counts in taken:
+            if at <= now - seconds:
+                base_at, base = at, counts
+        return latest.since(base), now - base_at
+
+
+def measure(condition: dict[str, Any], window: timedelta, now: datetime, readings: Readings | None = None) -> Measured:
+    """The condition's figure over ``window`` ending at ``now``: from the step's readings for a scrape
+    source's signal, else from the stored rollups by minute (or the Prometheus server)."""
+    from monitoring.selectors import Signal, service_signal, signal_from_counts, slo_window_burn
+
+    if readings is not None and "signal" in condition:
+        found_window = readings.window(condition["service"], window.total_seconds())
+        if found_window is not None:
+            counts, seconds = found_window
+            signal = Signal(condition["signal"])
+            value = signal_from_counts(condition["service"], signal, timedelta(seconds=seconds), counts)
+            return Measured(value.value, value.requests)
 
     if "alerts" in condition:
         from alerting.selectors import firing_rule_names
@@ -302,9 +344,15 @@ def measure(condition: dict[str, Any], window: timedelta, now: datetime) -> Meas
     return Measured(found.value, found.requests, found.error)
 
 
-def _live_window(condition: dict[str, Any], settings: dict[str, Any], now: datetime) -> timedelta:
-    """The window as the minutes' rows can give it: from the start of the minute ``window`` ago to now."""
-    return now - _floor_minute(now - _window(condition, settings))
+def _live_window(
+    condition: dict[str, Any], settings: dict[str, Any], now: datetime, *, since: timedelta | None = None
+) -> timedelta:
+    """The window as the minutes' rows can give it: from the start of the minute ``window`` ago (or, when
+    ``since`` is shorter, ``since`` ago: the step's start) to now."""
+    window = _window(condition, settings)
+    if since is not None:
+        window = min(window, since)
+    return now - _floor_minute(now - window)
 
 
 def baseline_of(
@@ -457,23 +505,40 @@ def run(step: dict[str, Any], ctx: Context, timeout: float) -> None:
         if "baseline" in condition:
             baselines[index], words = baseline_of(condition, settings, ctx.started_at)
             ctx.output(f"{label(condition)}: {words}\n")
-    needed = int(duration // interval) + 1
+    needed = max(1, int(duration // interval))
     ctx.output(
         f"analysing for {duration:g} s: {needed} rounds, every {interval:g} s; "
         f"{limit} breaches in a row fail; inconclusive: {policy}\n"
     )
-    streaks = _Streaks(limit)
+    refresh(services, ctx.output)
     start = time.monotonic()
+    readings = Readings(services, timezone.now())
+    readings.take(start)  # the start: no window reaches back before it
+    streaks = _Streaks(limit)
     deadline = start + timeout
     counted = rounds = 0
+    judged: list[Judged] = []
     while True:
+        next_at = start + (rounds + 1) * interval
+        if next_at > deadline:
+            still = "; ".join(f"{i.label}: {i.detail}" for i in judged if i.verdict == INCONCLUSIVE)
+            raise StepFailed(
+                f"inconclusive for too long: {counted} of {needed} rounds judged within the {timeout:g} s "
+                f"timeout (on_inconclusive: wait); {still}"
+            )
+        ctx.sleep(max(0.0, next_at - time.monotonic()))
         rounds += 1
         refresh(services, ctx.output)
+        readings.take(time.monotonic())
         now = timezone.now()
-        judged = [
-            judge(i, c, measure(c, _live_window(c, settings, now), now), baselines.get(i), settings)
-            for i, c in enumerate(conditions)
-        ]
+        elapsed = time.monotonic() - start
+        judged = []
+        for index, condition in enumerate(conditions):
+            window = min(_window(condition, settings), timedelta(seconds=elapsed))
+            if "slo" in condition:  # read from the stored minutes: the window's whole minutes, up to the step's start
+                window = _live_window(condition, settings, now, since=timedelta(seconds=elapsed))
+            found = measure(condition, window, now, readings)
+            judged.append(judge(index, condition, found, baselines.get(index), settings))
         ctx.record(judged, now)
         waiting = False
         failure = ""
@@ -484,7 +549,6 @@ def run(step: dict[str, Any], ctx: Context, timeout: float) -> None:
                 continue
             if streaks.add(item.index, breach) >= limit and not failure:
                 failure = _failure(item, limit, policy)
-        elapsed = time.monotonic() - start
         ctx.output(
             f"round {rounds} at {elapsed:.0f} s: "
             + "; ".join(f"{item.label} {item.verdict} ({item.detail})" for item in judged)
@@ -497,14 +561,6 @@ def run(step: dict[str, Any], ctx: Context, timeout: float) -> None:
         if counted >= needed:
             ctx.output(f"passed: {counted} rounds judged, no condition breached {limit} times in a row\n")
             return
-        next_at = start + rounds * interval
-        if next_at > deadline:
-            still = "; ".join(f"{i.label}: {i.detail}" for i in judged if i.verdict == INCONCLUSIVE)
-            raise StepFailed(
-                f"inconclusive for too long: {counted} of {needed} rounds judged within the {timeout:g} s "
-                f"timeout (on_inconclusive: wait); {still}"
-            )
-        ctx.sleep(max(0.0, next_at - time.monotonic()))
 
 
 def _failure(item: Judged, limit: int, policy: str) -> str:

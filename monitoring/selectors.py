@@ -20,6 +20,8 @@ from monitoring.service_signals import (
     WindowCounts,
     service_signal,
     service_signals,
+    signal_from_counts,
+    stored_counts,
     window_counts,
 )
 
@@ -178,10 +180,12 @@ __all__ = [
     "service_names",
     "service_signal",
     "service_signals",
+    "signal_from_counts",
     "slo_budgets",
     "slo_burn_levels",
     "slo_status",
     "slo_statuses",
     "slo_window_burn",
+    "stored_counts",
     "window_counts",
 ]

@@ -113,15 +113,15 @@ def test_a_good_release_passes_its_analysis_and_every_measurement_is_stored(prod
     assert deployment.status == DeploymentStatus.SUCCEEDED, deployment.error
     assert product.app.version == "v7"
     found = measurements(deployment)
-    # Rounds at 0, 0.5, ... 2 s: five of them, each measuring the three conditions.
-    assert len(found) == 5 * 3
+    # Rounds at 0.5, 1, 1.5 and 2 s, each measuring the three conditions.
+    assert len(found) == 4 * 3
     assert {m.verdict for m in found} == {"pass"}
     assert {m.label for m in found} == {f"{SERVICE} error_ratio", f"{SERVICE} p95", f"{SERVICE} up"}
     errors = [m for m in found if m.label.endswith("error_ratio")]
     assert all(m.threshold == 0.01 and m.value is not None and m.value <= 0.01 for m in errors)
     assert all(m.requests >= 50 for m in errors)
     output = analysis_run(deployment).output
-    assert "round 5 at" in output and "passed: 5 rounds judged" in output
+    assert "round 4 at" in output and "passed: 4 rounds judged" in output
 
 
 @pytest.mark.parametrize(
@@ -151,8 +151,8 @@ def test_a_misbehaving_release_fails_its_analysis_and_rolls_back(product, enviro
     ("policy", "status", "needle"),
     [
         ("fail", DeploymentStatus.FAILED, "could not be judged 2 times in a row"),
-        ("pass", DeploymentStatus.SUCCEEDED, "passed: 5 rounds judged"),
-        ("wait", DeploymentStatus.FAILED, "inconclusive for too long: 0 of 5 rounds judged within the 3 s timeout"),
+        ("pass", DeploymentStatus.SUCCEEDED, "passed: 4 rounds judged"),
+        ("wait", DeploymentStatus.FAILED, "inconclusive for too long: 0 of 4 rounds judged within the 3 s timeout"),
     ],
     ids=["fail", "pass", "wait-times-out"],
 )
@@ -174,8 +174,8 @@ def test_waiting_on_inconclusive_goes_on_past_the_duration_until_there_is_traffi
     assert deployment.status == DeploymentStatus.SUCCEEDED, deployment.error
     found = measurements(deployment)
     verdicts = [m.verdict for m in found if m.label.endswith("error_ratio")]
-    assert verdicts[0] == "inconclusive" and verdicts[-5:] == ["pass"] * 5
-    assert len(verdicts) > 5  # the inconclusive rounds did not count towards the five
+    assert verdicts[0] == "inconclusive" and verdicts[-4:] == ["pass"] * 4
+    assert len(verdicts) > 4  # the inconclusive rounds did not count towards the four
 
 
 def test_a_condition_can_compare_with_the_previous_releases_own_figures(product, environment, settings):
@@ -191,7 +191,7 @@ def test_a_condition_can_compare_with_the_previous_releases_own_figures(product,
             backend(product.releases.parent),
             analysis(
                 {"service": SERVICE, "signal": "p95", "baseline": {"margin": 0.25}},
-                {"service": SERVICE, "signal": "error_ratio", "max": 0.05, "baseline": {"margin": 0.005}},
+                {"service": SERVICE, "signal": "error_ratio", "max": 0.2, "baseline": {"margin": 0.005}},
                 window=60,
             ),
         ]
@@ -207,10 +207,10 @@ def test_a_condition_can_compare_with_the_previous_releases_own_figures(product,
     assert baseline_p95 is not None and baseline_p95 > 2.0  # slow-1's own p95
     assert all(m.threshold == pytest.approx(baseline_p95 + 0.25) for m in p95)
     assert all(m.verdict == "pass" for m in p95)  # flaky-2 is no slower than slow-1
-    # slow-1 failed 0.1 % of its requests: the allowance (baseline + 0.5 %) is stricter than the max of 5 %.
+    # slow-1 failed 0.1 % of its requests: the allowance (baseline + 0.5 %) is stricter than the max of 20 %.
     assert errors[0].baseline is not None and errors[0].baseline < 0.01
     assert errors[-1].threshold == pytest.approx(errors[0].baseline + 0.005)
-    assert errors[-1].verdict == "fail" and errors[-1].value < 0.05  # breached by the baseline, not the max
+    assert errors[-1].verdict == "fail" and errors[-1].value < 0.2  # breached by the baseline, not the max
     assert "baseline" in analysis_run(deployment).output
 
 
@@ -307,7 +307,7 @@ def test_the_deployment_page_draws_each_condition_against_its_threshold(product,
         assert "<h2>Analysis: analysis</h2>" in html
         assert html.count('<figure class="chart analysis-chart"') == 3
         assert html.count('class="threshold"') == 3 and html.count('class="measured"') == 3
-        assert html.count('<circle class="verdict-pass"') == 15  # five rounds of three conditions
+        assert html.count('<circle class="verdict-pass"') == 12  # four rounds of three conditions
         # In words, for screen readers and the pointer: the caption, the drawing's title, each dot's title.
         assert f"{SERVICE} error_ratio: latest " in html and "against 0.01 (pass: " in html
         assert f"{SERVICE} p95 at each measurement over" in html
