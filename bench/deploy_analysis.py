@@ -22,8 +22,13 @@ uses its own product so that no run's window holds an earlier run's flaky traffi
 - Rollback starting: the deployment's log line "a step failed: rolling back" (stored with the host's wall
   clock).
 
+Then, for information, --good-runs (1) good releases (``v2``) are deployed the same way, one after the
+other on the first products, and must pass their minute of analysis (a good release's requests fail
+0.1 % of the time against the 1 % limit).
+
 Printed: each run's figure, the median of the runs and median / 60 s (goal <= 1). Exit status 1 when a
-flaky release is not rolled back, 0 otherwise (MISSED is printed when the median is over the limit).
+flaky release is not rolled back or a good one is, 0 otherwise (MISSED is printed when the median is
+over the limit).
 """
 
 from __future__ import annotations
@@ -160,6 +165,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warm-up", type=float, default=75.0, help="seconds of good traffic before the first run")
+    parser.add_argument("--good-runs", type=int, default=1, help="good releases deployed after the flaky ones")
     options = parser.parse_args()
     var_dir = setup_django()
 
@@ -226,6 +232,12 @@ def main() -> int:
                 f"({deployment.error})",
                 flush=True,
             )
+        for product in products[: options.good_runs]:
+            deployment = deployment_request(environment=f"bench-analysis-{product.index}", version="v2", actor=actor)
+            outcome = run(deployment.pk)
+            error = Deployment.objects.get(pk=deployment.pk).error
+            print(f"good run {product.index + 1}: v2 ended {outcome}{f' ({error})' if error else ''}", flush=True)
+            missed = missed or outcome != DeploymentStatus.SUCCEEDED
     finally:
         stop.set()
         for product in products:

@@ -5,7 +5,8 @@ optional ``rollback`` (another step, of any kind, run when a later step fails). 
 ``{version}``, ``{environment}``, ``{deployment}``, ``{python}`` (this interpreter), ``{base_dir}`` and
 ``{var_dir}`` (the control plane's data directory);
 ``${NAME}`` takes the value of the environment variable NAME, which must be listed in ``DEPLOY_SECRETS``
-(its value is then redacted from every output and log line).
+(its value is then redacted from every output and log line). The ``analysis`` kind's schema and run
+are ``deployments.analysis``'s.
 """
 
 from __future__ import annotations
