@@ -34,3 +34,14 @@ def unknown_rule_names(names: list[str]) -> list[str]:
 def rule_names() -> list[str]:
     """Every alert rule's name, in order (for an error that lists them)."""
     return list(AlertRule.objects.order_by("name").values_list("name", flat=True))
+
+
+def existing_rule_names(names: list[str]) -> set[str]:
+    """Of ``names``, those of alert rules that exist (a deploy analysis checks its conditions' rules)."""
+    return set(AlertRule.objects.filter(name__in=names).values_list("name", flat=True))
+
+
+def firing_rule_names(names: list[str]) -> list[str]:
+    """Of the rules named, those with an alert firing now, by name (a deploy analysis' "none firing")."""
+    firing = Alert.objects.filter(rule__name__in=names, state=AlertState.FIRING)
+    return sorted(set(firing.values_list("rule__name", flat=True)))

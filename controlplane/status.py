@@ -44,6 +44,7 @@ STATUSES: dict[str, tuple[str, str]] = {
     "rolled_back": (WARN, "↶"),  # the release failed, the previous one runs again: not a success
     "at_risk": (WARN, "!"),
     "late": (WARN, "!"),  # a job monitor past its schedule, within its grace time
+    "inconclusive": (WARN, "?"),  # an analysis measurement with too little traffic to judge
     # broken
     "failed": (BAD, "✕"),
     "fail": (BAD, "✕"),

@@ -17,7 +17,15 @@ from controlplane.audit import Actor
 from controlplane.errors import ControlPlaneError
 from controlplane.forms import as_validation_error, report
 from controlplane.status import StatusPillsAdmin, admin_status
-from deployments.models import Deployment, Environment, LogLine, Pipeline, RecoveryPlan, StepRun
+from deployments.models import (
+    AnalysisMeasurement,
+    Deployment,
+    Environment,
+    LogLine,
+    Pipeline,
+    RecoveryPlan,
+    StepRun,
+)
 from deployments.services import (
     NotCancellable,
     clean_silence_rules,
@@ -232,6 +240,16 @@ class LogLineAdmin(StatusPillsAdmin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["time", "deployment", admin_status("level"), "step", "message"]
     list_filter = ["level"]
     search_fields = ["message", "step"]
+
+
+@admin.register(AnalysisMeasurement)
+class AnalysisMeasurementAdmin(StatusPillsAdmin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    """What analysis steps measured; written only by the runner."""
+
+    list_display = ["at", "step_run", "label", "value", "threshold", "baseline", "requests", admin_status("verdict")]
+    list_filter = ["verdict"]
+    search_fields = ["label", "detail"]
+    list_select_related = ["step_run"]
 
 
 class RecoveryPlanForm(forms.ModelForm):

@@ -25,6 +25,7 @@ from django.utils import timezone
 from controlplane.audit import Actor, audit_record
 from deployments import backup_gate, silences
 from deployments.models import (
+    AnalysisMeasurement,
     Deployment,
     DeploymentStatus,
     Environment,
@@ -213,10 +214,34 @@ class _Runner:
             environment_health_url=self.deployment.environment.health_url,
             actor_label=f"deployment #{self.deployment.pk}",
             secrets=self.secrets,
+            record=self._record,
+            started_at=self.deployment.started_at,
+        )
+
+    def _record(self, judged: list[Any], at: datetime) -> None:
+        """An analysis round's measurements (``deployments.analysis.Judged``), stored with the running step."""
+        with self._lock:
+            run_id = self._run.pk if self._run is not None else None
+        if run_id is None:
+            return
+        AnalysisMeasurement.objects.bulk_create(
+            AnalysisMeasurement(
+                step_run_id=run_id,
+                condition=item.index,
+                label=item.label[:200],
+                at=at,
+                value=item.value,
+                threshold=item.threshold,
+                baseline=item.baseline,
+                requests=item.requests,
+                verdict=item.verdict,
+                detail=redact(item.detail, self.secrets)[:500],
+            )
+            for item in judged
         )
 
     def _begin(self, index: int, phase: str, step: dict[str, Any]) -> StepRun:
-        run, _ = StepRun.objects.update_or_create(
+        run, created = StepRun.objects.update_or_create(
             deployment=self.deployment,
             phase=phase,
             index=index,
@@ -233,6 +258,8 @@ class _Runner:
                 "error": "",
             },
         )
+        if not created:  # run again (a rollback the reaper resumed): its earlier measurements are not this run's
+            AnalysisMeasurement.objects.filter(step_run=run).delete()
         with self._lock:
             self._run, self._output, self._size, self._dirty, self._truncated = run, [], 0, False, False
         return run

@@ -5,7 +5,8 @@ optional ``rollback`` (another step, of any kind, run when a later step fails). 
 ``{version}``, ``{environment}``, ``{deployment}``, ``{python}`` (this interpreter), ``{base_dir}`` and
 ``{var_dir}`` (the control plane's data directory);
 ``${NAME}`` takes the value of the environment variable NAME, which must be listed in ``DEPLOY_SECRETS``
-(its value is then redacted from every output and log line).
+(its value is then redacted from every output and log line). The ``analysis`` kind's schema and run
+are ``deployments.analysis``'s.
 """
 
 from __future__ import annotations
@@ -24,14 +25,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 
 from controlplane import outbound
 from controlplane.errors import InvalidInput
+from deployments import analysis
 
-KINDS = ("command", "http", "health_gate", "backup", "migrate", "flags", "wait")
+KINDS = ("command", "http", "health_gate", "backup", "migrate", "flags", "wait", "analysis")
 DEFAULT_TIMEOUT = {
     "command": 600,
     "http": 30,
@@ -40,6 +43,7 @@ DEFAULT_TIMEOUT = {
     "migrate": 900,
     "flags": 30,
     "wait": 3600,
+    "analysis": 0,  # computed from the step's duration: deployments.analysis.default_timeout
 }
 MIGRATE_ARGV = ["alembic", "upgrade", "head"]  # the product's backend (FastAPI, PostgreSQL) migrates with Alembic
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -80,6 +84,7 @@ _FIELDS = {
     "backup": {"target", "verify"},
     "flags": {"set"},
     "wait": {"seconds"},
+    "analysis": analysis.FIELDS,
 }
 _COMMON = {"name", "kind", "timeout", "rollback"}
 # The backup gate's fields (deployments.backup_gate): any step may ask for a restorable backup first.
@@ -104,6 +109,7 @@ _KIND_ALIASES = {
     "webhook": "http", "request": "http", "hook": "http",
     "health": "health_gate", "healthcheck": "health_gate", "health_check": "health_gate", "gate": "health_gate",
     "migration": "migrate", "flag": "flags", "sleep": "wait", "pause": "wait", "dump": "backup",
+    "analyse": "analysis", "analyze": "analysis", "canary": "analysis", "verify": "analysis",
 }  # fmt: skip
 
 
@@ -146,8 +152,10 @@ def validate_step(step: Any, where: str, *, nested: bool = False) -> None:
         raise InvalidStep(f"{where}.kind", f"unknown kind {kind!r}; one of {', '.join(KINDS)}{guess}")
     unknown = sorted(set(step) - _COMMON - _FIELDS[kind])
     if unknown:
-        guess = did_you_mean(unknown[0], sorted((_COMMON | _FIELDS[kind]) - step.keys()), _FIELD_ALIASES)
-        raise InvalidStep(f"{where}.{unknown[0]}", f"not a field of a {kind} step{guess}")
+        aliases = analysis.STEP_ALIASES if kind == "analysis" else _FIELD_ALIASES
+        guess = did_you_mean(unknown[0], sorted((_COMMON | _FIELDS[kind]) - step.keys()), aliases)
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise InvalidStep(f"{where}.{unknown[0]}", f"not a field of {article} {kind} step{guess}")
     if "timeout" in step:
         timeout = step["timeout"]
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0 or timeout > 86400:
@@ -259,6 +267,7 @@ _KIND_CHECKS: dict[str, Callable[[dict[str, Any], str], None]] = {
     "backup": _check_backup,
     "flags": _check_flags,
     "wait": _check_wait,
+    "analysis": analysis.check_step,
 }
 
 
@@ -288,6 +297,9 @@ class Context:
     environment_health_url: str
     actor_label: str
     secrets: list[str] = field(default_factory=list)
+    # An analysis step's measurements, stored with the step run; and when the deployment started (its baseline).
+    record: Callable[[list[Any], datetime], None] = field(default=lambda _judged, _at: None)
+    started_at: datetime | None = None
 
     def expand(self, text: str, *, secrets: bool = True) -> str:
         """The step's ``text`` with its ``{variable}`` and ``${SECRET}`` references replaced, in one pass.
@@ -320,8 +332,9 @@ class Context:
 
 def run_step(step: dict[str, Any], ctx: Context) -> int | None:
     """Run one step to the end. Returns an exit code (commands) or None; raises StepFailed."""
-    timeout = float(step.get("timeout", DEFAULT_TIMEOUT[step["kind"]]))
     kind = step["kind"]
+    default = analysis.default_timeout(step) if kind == "analysis" else DEFAULT_TIMEOUT[kind]
+    timeout = float(step.get("timeout", default))
     if kind in ("command", "migrate"):
         argv = step.get("argv") or MIGRATE_ARGV
         return _run_command(argv, step, ctx, timeout)
@@ -336,6 +349,8 @@ def run_step(step: dict[str, Any], ctx: Context) -> int | None:
     elif kind == "wait":
         ctx.output(f"waiting {step['seconds']} s\n")
         ctx.sleep(float(step["seconds"]))
+    elif kind == "analysis":
+        analysis.run(step, ctx, timeout)
     return None
 
 
@@ -360,6 +375,8 @@ def describe(step: dict[str, Any], ctx: Context) -> str:
         return f"back up target {step.get('target', 'default')}{verified} and wait for it"
     if kind == "flags":
         return "set flags " + json.dumps(step["set"], sort_keys=True)
+    if kind == "analysis":
+        return analysis.describe(step)
     return f"wait {step['seconds']} s"
 
 

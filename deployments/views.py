@@ -14,6 +14,7 @@ from controlplane.access import operator_page
 from controlplane.audit import Actor
 from controlplane.errors import ControlPlaneError
 from controlplane.forms import report
+from deployments.analysis_charts import analysis_charts
 from deployments.models import Deployment, DeploymentStatus, Environment, RecoveryPlan, StepStatus
 from deployments.runner import dry_run_lines
 from deployments.selectors import environments_status
@@ -92,6 +93,7 @@ def _detail_context(request: HttpRequest, deployment: Deployment) -> dict:
         "runs": runs,
         "pending": pending,
         "log": list(deployment.log_lines.order_by("-id")[:200])[::-1],
+        "analyses": analysis_charts(runs, deployment.steps),
         "can_run": request.user.has_perm(RUN_PERMISSION),
     }
 

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("alerting", "0005_slo_burn_rules"),
+        ("alerting", "0007_rule_recovery_plan"),
     ]
 
     operations = [

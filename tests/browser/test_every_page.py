@@ -109,8 +109,19 @@ def site(operator, settings, tmp_path, monkeypatch) -> dict[str, object]:
     flag_create(data={"name": "new_checkout", "enabled": True, "rollout_percent": 25, "owner": "growth"}, actor=SYSTEM)
     flag_create(data={"name": "dark_mode", "enabled": False, "rollout_percent": 100}, actor=SYSTEM)
 
+    from alerting.models import AlertRule
+
+    AlertRule.objects.create(name="web down", kind="check_status", threshold=3, component="web")
+    verify = {
+        "name": "verify",
+        "kind": "analysis",
+        "duration": 1,
+        "interval": 0.5,
+        "conditions": [{"alerts": ["web down"]}],
+    }
     steps = [
         echo("migrate", "migrated to {version}", rollback=echo("undo migrate", "migrated back")),
+        verify,  # its charts are on the deployment's page
         cmd("restart", "import sys\nprint('restarting', sys.argv[1])\nsys.exit(sys.argv[1] == 'v2')"),
     ]
     pipeline = pipeline_save(name="web-pipeline", steps=steps, actor=SYSTEM)

@@ -25,7 +25,7 @@ def one_of_each(db):
     from controlplane.audit import Actor
     from controlplane.models import ApiToken
     from controlplane.services import api_token_create
-    from deployments.models import LogLine, RecoveryPlan
+    from deployments.models import AnalysisMeasurement, LogLine, RecoveryPlan, StepRun
     from deployments.services import deployment_request, environment_save, pipeline_save
     from flags.models import Segment
     from flags.schedules import schedule_change
@@ -60,6 +60,10 @@ def one_of_each(db):
     environment = environment_save(name="test", pipeline=pipeline, health_url="", actor=actor)
     deployment = deployment_request(environment="test", version="v1", actor=actor)
     LogLine.objects.create(deployment=deployment, message="started")
+    analysed = StepRun.objects.create(deployment=deployment, index=0, name="verify", kind="analysis", status="running")
+    AnalysisMeasurement.objects.create(
+        step_run=analysed, condition=0, label="backend error_ratio", value=0.002, threshold=0.01, verdict="pass"
+    )
     plan = RecoveryPlan.objects.create(failure_type="database", environment=environment, steps=[echo("fix", "fixed")])
     return SimpleNamespace(
         token=ApiToken.objects.get(pk=token.pk),
