@@ -540,6 +540,13 @@ FLAG_SCHEDULE_RETENTION_DAYS = _int("FLAG_SCHEDULE_RETENTION_DAYS", 90)
 # Flag usage reported by the SDKs (hourly counts), and SDK instances not heard from.
 FLAG_USAGE_RETENTION_DAYS = _int("FLAG_USAGE_RETENTION_DAYS", 90)
 SDK_INSTANCE_RETENTION_DAYS = _int("SDK_INSTANCE_RETENTION_DAYS", 30)
+# Seconds between each process's additions of OFREP's evaluation counts to the hourly usage (0: only at exit
+# or when a test calls flags.usage.flush).
+FLAG_USAGE_FLUSH_SECONDS = _int("FLAG_USAGE_FLUSH_SECONDS", 10)
+# A flag is stale (ready to remove from the code) when not evaluated for this many days, or on for everyone
+# in every environment, unchanged, for this many.
+FLAG_STALE_UNUSED_DAYS = _int("FLAG_STALE_UNUSED_DAYS", 30, minimum=1)
+FLAG_STALE_FULLY_ON_DAYS = _int("FLAG_STALE_FULLY_ON_DAYS", 30, minimum=1)
 # Request metrics: a query this slow (ms) counts as slow; each process adds its sums to the shared
 # per-minute rollups this often (seconds; 0: only when asked, as the tests do).
 SLOW_QUERY_MS = _int("SLOW_QUERY_MS", 100, minimum=1)
