@@ -69,12 +69,6 @@ class ChannelForm(forms.ModelForm):
         help_text="http:// or https:// only. Not shown again once saved; leave empty to keep the current URL.",
     )
     email_recipients = RecipientsField(required=False, help_text="For e-mail channels: one address per line.")
-    flag_change_environments = forms.MultipleChoiceField(
-        required=False,
-        widget=forms.CheckboxSelectMultiple,
-        label="Announce flag changes in",
-        help_text="A message per change of a flag's state there: flag, environment, before → after, who.",
-    )
 
     class Meta:
         model = NotificationChannel
@@ -84,13 +78,6 @@ class ChannelForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk and self.instance.url:
             self.fields["url"].help_text = f"Now: {self.instance.masked_url}. " + self.fields["url"].help_text
-        from controlplane.models import Environment
-
-        names = list(Environment.objects.values_list("name", flat=True))
-        field = self.fields["flag_change_environments"]
-        field.choices = [(name, name) for name in names]  # type: ignore[attr-defined]
-        if not self.instance.pk:  # a new channel hears of every environment's flag changes but development's
-            field.initial = [name for name in names if name != "development"]
 
     def clean(self) -> dict[str, Any]:
         super().clean()

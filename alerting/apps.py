@@ -27,19 +27,6 @@ def evaluate_after_checks(sender: Any, **kwargs: Any) -> None:
     alert_rules_evaluate()
 
 
-def announce_flag_change(sender: Any, **kwargs: Any) -> None:
-    """``controlplane.signals.flag_changed``: tell the channels chosen for that environment."""
-    from alerting.services import flag_change_notify
-
-    flag_change_notify(
-        flag=kwargs["flag"],
-        environment=kwargs["environment"],
-        before=kwargs["before"],
-        after=kwargs["after"],
-        actor=kwargs["actor"],
-    )
-
-
 def follow_first_service(sender: Any, instance: Any, created: bool, raw: bool = False, **kwargs: Any) -> None:
     """monitoring.Service's post_save: the first service configured becomes what the shipped p95 and
     error-rate rules watch (``alerting.services.shipped_rules_follow_service``), after the commit."""
@@ -90,9 +77,5 @@ class AlertingConfig(AppConfig):
         # Told, never called: backups and monitoring do not import alerting.
         backup_failed.connect(evaluate_soon, dispatch_uid="alerting-evaluate-on-backup-failure")
         checks_recorded.connect(evaluate_after_checks, dispatch_uid="alerting-evaluate-after-checks")
-        from controlplane.signals import flag_changed
-
-        # Flags sends it through the ground: neither app imports the other for it.
-        flag_changed.connect(announce_flag_change, dispatch_uid="alerting-announce-flag-change")
         # By the model's label: alerting reads monitoring only through monitoring.selectors.
         post_save.connect(follow_first_service, sender="monitoring.Service", dispatch_uid="alerting-first-service")

@@ -47,10 +47,6 @@ class NotificationChannel(models.Model):
     )
     email_recipients = models.JSONField(default=list, blank=True, help_text="Addresses, for e-mail channels.")
     enabled = models.BooleanField(default=True)
-    # Environments whose flag changes this channel announces (flag, environment, before -> after, who).
-    flag_change_environments = models.JSONField(
-        default=list, blank=True, help_text="Announce flag changes in these environments (none: not at all)."
-    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -86,16 +82,6 @@ class NotificationChannel(models.Model):
                         break
         elif self.kind not in ChannelKind.values:
             errors["kind"] = f"must be one of {', '.join(ChannelKind.values)}"
-        names = self.flag_change_environments
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            errors["flag_change_environments"] = "must be a list of environment names"
-        else:
-            from controlplane.models import Environment
-
-            known = set(Environment.objects.filter(name__in=names).values_list("name", flat=True))
-            unknown = [n for n in names if n not in known]
-            if unknown:
-                errors["flag_change_environments"] = f"no environment named {unknown[0]!r}"
         if errors:
             raise ValidationError(errors)
 

@@ -44,7 +44,7 @@ from monitoring.selectors import job_monitor_states, latest_health, recent_statu
 
 logger = logging.getLogger(__name__)
 
-CHANNEL_FIELDS = ("name", "kind", "url", "email_recipients", "enabled", "flag_change_environments")
+CHANNEL_FIELDS = ("name", "kind", "url", "email_recipients", "enabled")
 RULE_FIELDS = (
     "name", "kind", "component", "measurement", "service", "threshold", "window_minutes", "for_evaluations",
     "severity", "repeat_interval_minutes", "enabled", "description",
@@ -180,65 +180,6 @@ def event_notify(*, kind: str, title: str, severity: str, details: dict[str, Any
         "dedup_key": f"{kind}:{details.get(kind, '')}",
         "alert_id": None,
         "details": details,
-    }
-    reason = "" if is_on(EXTERNAL_ALERTS) else "external_alerts is off"
-    with transaction.atomic():
-        return _record_deliveries(
-            alert=None, channels=channels, event=DeliveryEvent.EVENT, payload=payload, skip_reason=reason
-        )
-
-
-def _flag_state_words(state: dict[str, Any]) -> str:
-    """A flag's state in one environment as a person reads it: off, on for 25 %, on by 3 strategies."""
-    if "enabled" not in state:
-        return "no state"
-    if not state["enabled"]:
-        return "off"
-    if "rollout_percent" in state:
-        named = len(state.get("targeting_keys") or [])
-        words = f"on for {state['rollout_percent']} %"
-        return words + (f" and {named} named user{'s' if named != 1 else ''}" if named else "")
-    count = len(state.get("strategies") or [])
-    variants = len(state.get("variants") or [])
-    words = f"on by {count} strateg{'y' if count == 1 else 'ies'}" if count else "on for everyone"
-    return words + (f" with {variants} variants" if variants else "")
-
-
-def flag_change_notify(
-    *, flag: str, environment: str, before: dict[str, Any], after: dict[str, Any], actor: str
-) -> list[Delivery]:
-    """Announce a flag's change in ``environment`` to the enabled channels that chose that environment
-    (``flag_change_environments``): flag, environment, before -> after, who. Recorded and retried like
-    any notification; the ``external_alerts`` flag still holds it back."""
-    channels = [
-        channel
-        for channel in NotificationChannel.objects.filter(enabled=True)
-        if environment in (channel.flag_change_environments or [])
-    ]
-    if not channels:
-        return []
-    was, now = _flag_state_words(before), _flag_state_words(after)
-    if was == now:
-        was, now = "as it was", "its rule changed"
-    title = f"Flag {flag} in {environment}: {was} → {now} (by {actor})"
-    payload = {
-        "event": "event",
-        "kind": "flag_change",
-        "alert": title,
-        "state": "flag_change",
-        "severity": "info",
-        "value": None,
-        "threshold": None,
-        "unit": "",
-        "rule": None,
-        "component": "flag_change",
-        "measurement": None,
-        "started_at": timezone.now().isoformat(),
-        "fired_at": None,
-        "resolved_at": None,
-        "dedup_key": f"flag_change:{flag}:{environment}",
-        "alert_id": None,
-        "details": {"flag": flag, "environment": environment, "before": was, "after": now, "by": actor},
     }
     reason = "" if is_on(EXTERNAL_ALERTS) else "external_alerts is off"
     with transaction.atomic():

@@ -1,19 +1,11 @@
-"""Audit events for sign-ins (logins, logouts, failed logins and lockouts), and the ground's signals."""
+"""Audit events for sign-ins: logins, logouts, failed logins and lockouts."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.dispatch import Signal
-
 from controlplane.audit import Actor, audit_record
 from controlplane.client_address import client_ip
-
-# A flag's state changed in one environment: sent by flags after the change commits, with ``flag``,
-# ``environment``, ``before``, ``after`` (the audit trail's states) and ``actor`` (who, in words). Alerting
-# announces it to the channels chosen for that environment. In the ground, so that neither app imports the
-# other for it.
-flag_changed = Signal()
 
 
 def _client(request: Any) -> dict[str, str]:

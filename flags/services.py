@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,12 +11,9 @@ from django.db import transaction
 from controlplane.audit import Actor, audit_record
 from controlplane.errors import InvalidInput, NotFound
 from controlplane.models import DEFAULT_FLAGS_ENVIRONMENT, Environment
-from controlplane.signals import flag_changed
 from flags import definitions as docs
 from flags.models import Constraint, Dependency, Flag, FlagState, FlagType, Segment, Strategy, Variant
 from flags.snapshot import snapshot as flags_snapshot
-
-logger = logging.getLogger(__name__)
 
 # The rules of a flag's fields, declared once: the services check them, the admin form and the API
 # schemas name them, and the messages below are what every caller shows when one is broken.
@@ -323,33 +319,7 @@ def _apply(flag: Flag, clean: dict[str, Any], actor: Actor, action: str, environ
     if after != before:
         audit_record(actor=actor, action=action, obj=flag, before=before, after=after)
         flags_snapshot.bump()
-        _announce(flag.name, env.name, before, after, actor)
     return FlagChange(flag, after != before)
-
-
-# What an announcement leaves out: not part of the state the product sees.
-_NOT_STATE = ("description", "owner")
-
-
-def _announce(name: str, environment: str, before: dict[str, Any], after: dict[str, Any], actor: Actor) -> None:
-    """After commit, tell whoever listens (alerting: the channels chosen for ``environment``) that the flag's
-    state changed; a change of description or owner only is not announced. A listener's failure is logged:
-    the change is saved by then."""
-    if {k: v for k, v in before.items() if k not in _NOT_STATE} == {
-        k: v for k, v in after.items() if k not in _NOT_STATE
-    }:
-        return
-
-    def send() -> None:
-        for receiver, result in flag_changed.send_robust(
-            sender=Flag, flag=name, environment=environment, before=before, after=after, actor=actor.label
-        ):
-            if isinstance(result, Exception):
-                logger.error(
-                    "announcing the change of flag %s in %s failed in %s: %s", name, environment, receiver, result
-                )
-
-    transaction.on_commit(send)
 
 
 def flag_update(
@@ -416,7 +386,6 @@ def flag_state_set(
         if after != before:
             audit_record(actor=actor, action=action, obj=flag, before=before, after=after)
             flags_snapshot.bump()
-            _announce(flag.name, env.name, before, after, actor)
     return FlagChange(flag, after != before)
 
 
@@ -430,7 +399,6 @@ def flag_state_saved(*, state: FlagState, before: dict[str, Any] | None, actor: 
     if after != before:
         audit_record(actor=actor, action="flag.state.update", obj=flag, before=before, after=after)
         flags_snapshot.bump()
-        _announce(flag.name, state.environment.name, before or {}, after, actor)
 
 
 def state_before(state: FlagState) -> dict[str, Any]:
