@@ -118,6 +118,11 @@ ALLOWED_HOSTS = _list("ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "loca
 if PRODUCTION and not ALLOWED_HOSTS:
     raise config_error("ALLOWED_HOSTS", "must name the host(s) the control plane is served as in production")
 CSRF_TRUSTED_ORIGINS = _list("CSRF_TRUSTED_ORIGINS", [])
+# The product's web origins whose pages may call the frontend API (/api/frontend) from the browser
+# (CORS); "*" allows any. In development, Next.js' dev server.
+FLAGS_FRONTEND_ORIGINS = _list(
+    "FLAGS_FRONTEND_ORIGINS", [] if PRODUCTION else ["http://localhost:3000", "http://127.0.0.1:3000"]
+)
 
 # HTTPS and browser protections: on by default in production.
 SECURE_SSL_REDIRECT = _bool("SECURE_SSL_REDIRECT", PRODUCTION)
@@ -532,6 +537,16 @@ DEPLOYMENT_LOG_RETENTION_DAYS = _int("DEPLOYMENT_LOG_RETENTION_DAYS", 180)
 AUDIT_RETENTION_DAYS = _int("AUDIT_RETENTION_DAYS", 0)
 # Scheduled flag changes once applied, skipped or cancelled (pending ones always stay).
 FLAG_SCHEDULE_RETENTION_DAYS = _int("FLAG_SCHEDULE_RETENTION_DAYS", 90)
+# Flag usage reported by the SDKs (hourly counts), and SDK instances not heard from.
+FLAG_USAGE_RETENTION_DAYS = _int("FLAG_USAGE_RETENTION_DAYS", 90)
+SDK_INSTANCE_RETENTION_DAYS = _int("SDK_INSTANCE_RETENTION_DAYS", 30)
+# Seconds between each process's additions of OFREP's evaluation counts to the hourly usage (0: only at exit
+# or when a test calls flags.usage.flush).
+FLAG_USAGE_FLUSH_SECONDS = _int("FLAG_USAGE_FLUSH_SECONDS", 10)
+# A flag is stale (ready to remove from the code) when not evaluated for this many days, or on for everyone
+# in every environment, unchanged, for this many.
+FLAG_STALE_UNUSED_DAYS = _int("FLAG_STALE_UNUSED_DAYS", 30, minimum=1)
+FLAG_STALE_FULLY_ON_DAYS = _int("FLAG_STALE_FULLY_ON_DAYS", 30, minimum=1)
 # Request metrics: a query this slow (ms) counts as slow; each process adds its sums to the shared
 # per-minute rollups this often (seconds; 0: only when asked, as the tests do).
 SLOW_QUERY_MS = _int("SLOW_QUERY_MS", 100, minimum=1)

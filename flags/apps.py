@@ -27,6 +27,7 @@ class FlagsConfig(AppConfig):
 
         from waffle.models import Sample, Switch
 
+        from flags import admin_usage  # noqa: F401 - registers the SDK instances' and usage's admin screens
         from flags.models import flush_logged
 
         # waffle's own models clear their cache after commit too (admin saves them); Flag overrides

@@ -20,8 +20,10 @@ from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, R
 
 from backups.services import backup_create, backup_verify, target_create
 from controlplane.audit import Actor
+from controlplane.models import Environment as ControlEnvironment
 from deployments.models import RecoveryPlan
 from deployments.services import deployment_request, environment_save, pipeline_save
+from flags.models import Flag, FlagUsage, SdkInstance
 from flags.services import flag_create
 from tests.backups.conftest import make_sqlite, point_backups_at
 from tests.browser.test_dashboard import ARTIFACTS
@@ -38,6 +40,8 @@ PAGES = {
     "dashboard": ("/", "Dashboard"),
     "flags": ("/flags/", "Flags"),
     "flag": ("/flags/new_checkout/", "new_checkout"),
+    "stale-flags": ("/flags/usage/stale/", "Stale flags"),
+    "sdk-instances": ("/flags/usage/sdks/", "SDK instances"),
     "deployments": ("/deployments/", "Deployments"),
     "deployment": ("/deployments/{deployment}/", "Deployment #{deployment}: web v2"),
     "recovery-plan": ("/deployments/recovery/{plan}/plan", "Run recovery plan {plan} on web?"),
@@ -108,6 +112,17 @@ def site(operator, settings, tmp_path, monkeypatch) -> dict[str, object]:
 
     flag_create(data={"name": "new_checkout", "enabled": True, "rollout_percent": 25, "owner": "growth"}, actor=SYSTEM)
     flag_create(data={"name": "dark_mode", "enabled": False, "rollout_percent": 100}, actor=SYSTEM)
+    # Usage on the flag's page, a stale flag (made 40 days ago, never evaluated) and an SDK that registered.
+    production = ControlEnvironment.objects.ensure("production")
+    hour = timezone.now().replace(minute=0, second=0, microsecond=0)
+    FlagUsage.objects.create(flag="new_checkout", environment=production, hour=hour, yes=40, no=120)
+    Flag.objects.filter(name="dark_mode").update(created=timezone.now() - 40 * DAY)
+    SdkInstance.objects.create(
+        environment=production,
+        app_name="wingmanmatch-backend-with-a-long-name",
+        instance_id="wingmanmatch-backend-7d9f8c6b5-x2k4q",
+        sdk_version="unleash-python-sdk:6.9.1",
+    )
 
     from alerting.models import AlertRule
 
