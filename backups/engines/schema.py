@@ -7,6 +7,7 @@ from __future__ import annotations
 import difflib
 import re
 import sqlite3
+from pathlib import Path
 
 from backups.engines.encryption import StoredDump
 from backups.engines.processes import run_tool
@@ -34,7 +35,9 @@ def _without_casts(line: str) -> str:
     return re.sub(r"[()\s]", "", _CAST.sub("", line))
 
 
-def pg_schema(dump: StoredDump, scratch: Database, *, timeout: float) -> tuple[str, str]:
+def pg_schema(dump: StoredDump | Path, scratch: Database, *, timeout: float) -> tuple[str, str]:
+    if isinstance(dump, Path):
+        dump = StoredDump(dump)
     flags = ["--schema-only", "--no-owner", "--no-privileges"]
     # An encrypted dump is decrypted again as a stream into pg_restore's standard input.
     source, feed = ([], dump.feed) if dump.encrypted else ([str(dump.path)], None)
