@@ -16,9 +16,11 @@ import hashlib
 import logging
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.core.files import File
 from django.core.files.storage import storages
 from django.db import transaction
 from django.db.models import F, Q
@@ -133,7 +135,7 @@ def _upload_and_read_back(backup: Backup, storage_name: str) -> tuple[str, int, 
                 store.delete(name)
         try:
             with open(local, "rb") as handle:
-                stored = store.save(name, handle)
+                stored = store.save(name, LocalFile(handle, local))
             size, digest = _read_back(store, stored)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -147,6 +149,15 @@ def _upload_and_read_back(backup: Backup, storage_name: str) -> tuple[str, int, 
             f"{backup.size_bytes} bytes, sha256 {backup.sha256[:16]}…: the copy was deleted"
         )
     return stored, size, digest
+
+
+class LocalFile(File):
+    """A finished local file: a storage that can take it by its path does (``backups.offsite``). Not
+    ``temporary_file_path``: FileSystemStorage would move such a file away instead of copying it."""
+
+    def __init__(self, handle: Any, path: Path) -> None:
+        super().__init__(handle, name=path.name)
+        self.local_path = str(path)
 
 
 def _read_back(store: Any, name: str) -> tuple[int, str]:

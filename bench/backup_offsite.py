@@ -137,10 +137,12 @@ def our_upload(path: Path, name: str) -> float:
     """The upload step of a copy: the file handed to the "offsite" storage (django-storages on boto3)."""
     from django.core.files.storage import storages
 
+    from backups.copies import LocalFile
+
     store = storages["offsite"]
     start = time.perf_counter()
     with open(path, "rb") as handle:
-        stored = store.save(name, handle)
+        stored = store.save(name, LocalFile(handle, path))  # as backups.copies hands it over
     seconds = time.perf_counter() - start
     store.delete(stored)
     return seconds

@@ -625,7 +625,8 @@ def s3_backup_storage(
         options["region_name"] = region
     if access_key:
         options["access_key"], options["secret_key"] = access_key, secret_key
-    return {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": options}
+    # django-storages' S3Storage, uploading a local file by its path (see backups/offsite.py).
+    return {"BACKEND": "backups.offsite.OffsiteS3Storage", "OPTIONS": options}
 
 
 if BACKUP_S3_BUCKET:

@@ -217,7 +217,7 @@ def test_a_copy_that_reads_back_different_is_failed_and_deleted(sqlite_source, b
     assert _objects(s3_server, bucket) == []
 
 
-def test_a_file_system_storage_serves_as_an_off_site_storage_too(sqlite_source, settings, tmp_path):
+def test_a_file_system_storage_serves_as_an_off_site_storage_too(sqlite_source, settings, tmp_path, backup_dirs):
     settings.STORAGES = {
         **settings.STORAGES,
         "nas": {
@@ -232,6 +232,7 @@ def test_a_file_system_storage_serves_as_an_off_site_storage_too(sqlite_source, 
 
     assert copy.status == CopyStatus.VERIFIED
     assert hashlib.sha256((tmp_path / "nas" / backup.file).read_bytes()).hexdigest() == backup.sha256
+    assert (backup_dirs.backups / backup.file).is_file()  # copied, not moved away from the local storage
 
 
 @pytest.mark.parametrize(
