@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 import environ
@@ -391,6 +392,32 @@ BACKUP_SCHEDULER_INTERVAL_SECONDS = _int("BACKUP_SCHEDULER_INTERVAL_SECONDS", 30
 PG_BIN_DIR = env.str("PG_BIN_DIR", default="")
 # Parallel jobs of pg_restore and pg_amcheck when verifying (the RTO estimate is measured with them).
 BACKUP_RESTORE_JOBS = _int("BACKUP_RESTORE_JOBS", min(4, os.cpu_count() or 1), minimum=1)
+# Encryption at rest with age: backups are encrypted to these public keys (age1… or ssh-…); the identity (secret
+# key) that decrypts them is read from BACKUP_AGE_IDENTITY_FILE, only to verify or restore.
+BACKUP_AGE_RECIPIENTS = _list("BACKUP_AGE_RECIPIENTS", [])
+for _position, _recipient in enumerate(BACKUP_AGE_RECIPIENTS, start=1):
+    if _recipient.upper().startswith("AGE-SECRET-KEY-") or "PRIVATE KEY" in _recipient:
+        raise config_error("BACKUP_AGE_RECIPIENTS", f"item {_position} is a secret key: give only public keys (age1…)")
+    if not _recipient.startswith(("age1", "ssh-")):
+        raise config_error("BACKUP_AGE_RECIPIENTS", f"item {_position} is not an age public key (age1…) or ssh- key")
+BACKUP_AGE_IDENTITY_FILE = env.str("BACKUP_AGE_IDENTITY_FILE", default="")
+# Off-site copies: an S3-compatible bucket, the storage "offsite" that targets name in their copy_storages.
+BACKUP_S3_BUCKET = env.str("BACKUP_S3_BUCKET", default="")
+BACKUP_S3_PREFIX = env.str("BACKUP_S3_PREFIX", default="backups").strip("/")
+BACKUP_S3_ENDPOINT_URL = env.str("BACKUP_S3_ENDPOINT_URL", default="")  # empty: AWS itself
+if BACKUP_S3_ENDPOINT_URL and _url_parts("BACKUP_S3_ENDPOINT_URL", BACKUP_S3_ENDPOINT_URL).scheme not in {
+    "http",
+    "https",
+}:
+    raise config_error("BACKUP_S3_ENDPOINT_URL", "must start with https:// (or http:// for a local server)")
+BACKUP_S3_REGION = env.str("BACKUP_S3_REGION", default="")
+# Empty: boto3 finds credentials itself (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, an instance role).
+BACKUP_S3_ACCESS_KEY_ID = env.str("BACKUP_S3_ACCESS_KEY_ID", default="")
+BACKUP_S3_SECRET_ACCESS_KEY = env.str("BACKUP_S3_SECRET_ACCESS_KEY", default="")
+# A request to the bucket that gets no answer for this long fails (a hung server); the copy is retried later.
+BACKUP_S3_TIMEOUT_SECONDS = _int("BACKUP_S3_TIMEOUT_SECONDS", 60, minimum=1)
+# Minutes before a failed copy is tried again, doubled after each failure (at most a day).
+BACKUP_COPY_RETRY_MINUTES = _int("BACKUP_COPY_RETRY_MINUTES", 15, minimum=1)
 
 # --- Deployments ---------------------------------------------------------------------------------
 
@@ -585,6 +612,48 @@ STORAGES = {
         "OPTIONS": {"location": str(BACKUP_DIR), "file_permissions_mode": 0o600, "directory_permissions_mode": 0o700},
     },
 }
+
+
+def s3_backup_storage(
+    *, bucket: str, prefix: str, endpoint_url: str, region: str, access_key: str, secret_key: str, timeout: int
+) -> dict[str, Any]:
+    """django-storages' S3 storage for off-site copies of backups (any S3-compatible service)."""
+    from botocore.config import Config
+
+    options: dict[str, Any] = {
+        "bucket_name": bucket,
+        "location": prefix,
+        "file_overwrite": True,  # a copy tried again replaces what a failed attempt may have left
+        "default_acl": None,
+        # Few, bounded retries: a refusing or hung server fails the copy in minutes, and run_due tries it later.
+        "client_config": Config(
+            connect_timeout=min(timeout, 10),
+            read_timeout=timeout,
+            retries={"max_attempts": 2, "mode": "standard"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    }
+    if endpoint_url:
+        options["endpoint_url"] = endpoint_url
+    if region:
+        options["region_name"] = region
+    if access_key:
+        options["access_key"], options["secret_key"] = access_key, secret_key
+    # django-storages' S3Storage, uploading a local file by its path (see backups/offsite.py).
+    return {"BACKEND": "backups.offsite.OffsiteS3Storage", "OPTIONS": options}
+
+
+if BACKUP_S3_BUCKET:
+    STORAGES["offsite"] = s3_backup_storage(
+        bucket=BACKUP_S3_BUCKET,
+        prefix=BACKUP_S3_PREFIX,
+        endpoint_url=BACKUP_S3_ENDPOINT_URL,
+        region=BACKUP_S3_REGION,
+        access_key=BACKUP_S3_ACCESS_KEY_ID,
+        secret_key=BACKUP_S3_SECRET_ACCESS_KEY,
+        timeout=BACKUP_S3_TIMEOUT_SECONDS,
+    )
 
 # --- Logging, errors, e-mail ---------------------------------------------------------------------
 

@@ -33,9 +33,11 @@ STATUSES: dict[str, tuple[str, str]] = {
     "ready": (OK, "✓"),
     "up": (OK, "✓"),  # a job monitor pinged on time
     "applied": (OK, "✓"),  # a scheduled flag change made at its time
+    "verified": (OK, "✓"),  # a backup copy read back with the backup's size and sha256
     # under way
     "queued": (RUNNING, "…"),
     "running": (RUNNING, "↻"),
+    "uploading": (RUNNING, "↑"),  # a backup copy on its way to an off-site storage
     "rolling_back": (RUNNING, "↺"),
     # needs a look
     "warn": (WARN, "!"),

@@ -21,7 +21,7 @@ def one_of_each(db):
     from waffle.models import Sample, Switch
 
     from alerting.models import Alert, AlertRule, AlertState, Delivery, NotificationChannel, Silence
-    from backups.models import Backup, BackupStatus, BackupTarget
+    from backups.models import Backup, BackupCopy, BackupStatus, BackupTarget, CopyStatus
     from controlplane.audit import Actor
     from controlplane.models import ApiToken
     from controlplane.models import Environment as ControlEnvironment
@@ -60,6 +60,7 @@ def one_of_each(db):
     slo = ServiceLevelObjective.objects.create(service=Service.objects.create(name="backend"), name="availability")
     target, _ = BackupTarget.objects.get_or_create(name="default", defaults={"url_env": ""})
     backup = Backup.objects.create(target=target, engine="sqlite", status=BackupStatus.SUCCEEDED, finished_at=now)
+    BackupCopy.objects.create(backup=backup, storage="offsite", status=CopyStatus.FAILED, error="refused")
     pipeline = pipeline_save(name="test-pipeline", steps=[echo("one", "step one")], actor=actor)
     environment = environment_save(name="test", pipeline=pipeline, health_url="", actor=actor)
     deployment = deployment_request(environment="test", version="v1", actor=actor)
