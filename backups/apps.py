@@ -9,10 +9,10 @@ class BackupsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from backups.readiness import backup_targets, restore_drills
+        from backups.readiness import backup_encryption, backup_targets, restore_drills
         from controlplane.readiness import register_items
 
-        register_items(self.label, backup_targets, restore_drills)
+        register_items(self.label, backup_targets, backup_encryption, restore_drills)
 
         from backups.retention import RULES
         from controlplane.retention import register_rules

@@ -12,6 +12,9 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
+# The backups storage every dump lands in first (a local disk); copies go to the target's copy_storages.
+LOCAL_STORAGE = "backups"
+NOT_BACKUP_STORAGES = {LOCAL_STORAGE, "default", "staticfiles"}
 ENV_NAME = RegexValidator(r"^[A-Z][A-Z0-9_]{0,99}$", "an environment variable name: A-Z, 0-9 and _")
 
 
@@ -57,6 +60,13 @@ class BackupTarget(models.Model):
         help_text="Every day of this many days must have a verified backup.",
     )
     enabled = models.BooleanField(default=True, help_text="Scheduled backups and verifications run.")
+    copy_storages = models.JSONField(
+        "off-site storages",
+        default=list,
+        blank=True,
+        help_text='Names of further Django storages (STORAGES) each backup is copied to, e.g. ["offsite"]; '
+        "the local backups storage always holds one.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     # An operator's "back up now" whose task the broker did not take: run_due sends it again.
     dispatch_error = models.TextField(blank=True)
@@ -72,6 +82,7 @@ class BackupTarget(models.Model):
         return reverse("backups:target", args=[self.name])
 
     def clean(self) -> None:
+        self._clean_copy_storages()
         if self.retention_days and self.recovery_window_days and self.retention_days < self.recovery_window_days:
             raise ValidationError(
                 {
@@ -83,6 +94,26 @@ class BackupTarget(models.Model):
     @property
     def source_label(self) -> str:
         return f"${self.url_env}" if self.url_env else "the control plane's own database"
+
+    @property
+    def storages(self) -> list[str]:
+        """Where each backup of this target is kept: the local backups storage, then the off-site ones."""
+        return [LOCAL_STORAGE, *self.copy_storages]
+
+    def _clean_copy_storages(self) -> None:
+        if self.copy_storages is None:  # a form that leaves the field out (or empty) means none
+            self.copy_storages = []
+        names = self.copy_storages
+        if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
+            raise ValidationError({"copy_storages": 'a list of storage names, e.g. ["offsite"]'})
+        for name in names:
+            if name in NOT_BACKUP_STORAGES:
+                raise ValidationError({"copy_storages": f"{name!r} is not a storage for backups copies"})
+            if name not in settings.STORAGES:
+                known = ", ".join(sorted(set(settings.STORAGES) - NOT_BACKUP_STORAGES)) or "none"
+                raise ValidationError({"copy_storages": f"no storage named {name!r} in STORAGES (configured: {known})"})
+        if len(set(names)) != len(names):
+            raise ValidationError({"copy_storages": "a storage is named twice"})
 
 
 class BackupStatus(models.TextChoices):
@@ -119,7 +150,12 @@ class Backup(models.Model):
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     file = models.CharField(max_length=300, blank=True)
     size_bytes = models.BigIntegerField(null=True, blank=True)
-    sha256 = models.CharField(max_length=64, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)  # of what is stored: the ciphertext when encrypted
+    # Encrypted at rest with age (BACKUP_AGE_RECIPIENTS): size_bytes and sha256 are the ciphertext's, checked
+    # without the key; the plaintext's are checked by a verification as it decrypts.
+    encrypted = models.BooleanField(default=False)
+    plaintext_sha256 = models.CharField(max_length=64, blank=True)
+    plaintext_size_bytes = models.BigIntegerField(null=True, blank=True)
     tool_versions = models.JSONField(default=dict, blank=True)
     manifest = models.JSONField(default=dict, blank=True)  # {"tables": {name: rows}, "schema_sha256": ...}
     error = models.TextField(blank=True)
@@ -177,6 +213,8 @@ class Verification(models.Model):
     failed_check = models.CharField(max_length=50, blank=True)
     error = models.TextField(blank=True)
     requested_by = models.CharField(max_length=150, blank=True)
+    # The storage whose copy was restored (an off-site one proves the disaster case); the local one when empty.
+    storage = models.CharField(max_length=50, blank=True)
     progress = models.JSONField(default=dict, blank=True)  # as Backup.progress
 
     class Meta:
@@ -250,6 +288,52 @@ class Drill(models.Model):
     def lost_worker(self, *, now: datetime | None = None) -> str:
         """Why this running drill has no worker any more, or "" while it may still have one."""
         return _lost_worker(self.status == DrillStatus.RUNNING, self.started_at, self.heartbeat_at, now)
+
+
+class CopyStatus(models.TextChoices):
+    PENDING = "pending", "waiting to upload"
+    UPLOADING = "uploading", "uploading"
+    VERIFIED = "verified", "verified"
+    FAILED = "failed", "failed"
+
+
+class BackupCopy(models.Model):
+    """A backup's file in one storage. Counted only once read back with the backup's size and sha256."""
+
+    backup = models.ForeignKey(Backup, on_delete=models.CASCADE, related_name="copies")
+    storage = models.CharField(max_length=50)  # a name in settings.STORAGES
+    name = models.CharField(max_length=300, blank=True)  # the object's name in that storage, once stored
+    status = models.CharField(max_length=10, choices=CopyStatus.choices, default=CopyStatus.PENDING)
+    size_bytes = models.BigIntegerField(null=True, blank=True)  # as read back
+    sha256 = models.CharField(max_length=64, blank=True)  # as read back
+    attempts = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)  # of the latest attempt
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)  # upload and read-back of the latest attempt
+    verified_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)  # a failed or unsent copy is tried again then
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["backup", "storage"]
+        indexes = [
+            # run_due: the copies waiting for an upload (pending or failed) whose next attempt is due
+            models.Index(fields=["status", "next_attempt_at"], name="backupcopy_status_next"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["backup", "storage"], name="backupcopy_one_per_storage"),
+        ]
+
+    def __str__(self) -> str:
+        return f"copy of backup #{self.backup_id} in {self.storage}"
+
+    def lost_worker(self, *, now: datetime | None = None) -> str:
+        """Why this uploading copy has no worker any more, or "" while it may still have one."""
+        if self.status != CopyStatus.UPLOADING or self.started_at is None:
+            return ""
+        now = now or timezone.now()
+        if self.started_at < now - timedelta(seconds=settings.BACKUP_TIMEOUT_SECONDS + 60):
+            return "the upload did not finish in time: the worker was lost or the upload hung"
+        return ""
 
 
 def _lost_worker(running: bool, started_at: datetime, heartbeat_at: datetime | None, now: datetime | None) -> str:

@@ -88,26 +88,61 @@ def run_tool(
     env: dict[str, str],
     timeout: float,
     stdout: IO[bytes] | None = None,
+    feed: Callable[[IO[bytes]], object] | None = None,
     on_line: Callable[[str], None] | None = None,
     chatter: re.Pattern[str] | None = None,
 ) -> str:
     """Run a client tool to the end; returns its stderr. Raises BackupError naming the tool on failure.
 
+    ``feed(stdin)``, when given, writes the tool's standard input from a thread of its own (a decrypted
+    stream); the tool's failure to read it all, or the feed's own failure, fails the run. The feed's
+    error wins when both failed: it is the cause (a wrong key, a truncated file), the tool's the symptom.
     ``on_line`` hears each line of its stderr as it comes; ``chatter`` matches the lines (of --verbose)
     left out of the failure's message.
     """
     tool = os.path.basename(args[0])
     process = subprocess.Popen(  # noqa: S603 - fixed tool path, arguments are ours
-        args, stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.PIPE, env=env, umask=0o077
+        args,
+        stdin=subprocess.PIPE if feed is not None else None,
+        stdout=stdout if stdout is not None else subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        umask=0o077,
     )
+    feed_error: list[BaseException] = []
+    feeder = None
+    if feed is not None:
+
+        def write_input() -> None:
+            assert process.stdin is not None
+            try:
+                feed(process.stdin)
+            except BrokenPipeError:
+                pass  # the tool stopped reading: its own exit status says why
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                feed_error.append(exc)
+            finally:
+                with contextlib.suppress(OSError):
+                    process.stdin.close()
+
+        feeder = threading.Thread(target=write_input, name=f"{tool}-stdin", daemon=True)
     with Supervised(process, timeout, on_line) as supervised:
+        if feeder is not None:
+            feeder.start()
         output = b""
         if stdout is None:
             assert process.stdout is not None
             output = process.stdout.read()
         returncode = supervised.wait()
+        if feeder is not None:
+            feeder.join()
     if supervised.timed_out:
         raise BackupError(f"{tool} did not finish within {timeout:g} s and was stopped")
+    if feed_error:
+        error = feed_error[0]
+        if isinstance(error, BackupError):
+            raise error
+        raise BackupError(f"feeding {tool} failed: {error}")
     if returncode != 0:
         raise BackupError(
             f"{tool} failed (exit {returncode}): {tail(supervised.stderr, chatter=chatter) or 'no message'}"

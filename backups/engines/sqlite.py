@@ -3,32 +3,33 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import sqlite3
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from backups.engines.encryption import Recipient, write_stream
 from backups.engines.errors import BackupError, SourceUnreachable
 from backups.engines.files import Dump, OnBytes, disk_error, file_digest
 from backups.engines.sources import Database
 
 
-def dump_sqlite(source: Database, path: Path, *, on_bytes: OnBytes | None = None) -> Dump:
+def dump_sqlite(
+    source: Database, path: Path, *, recipients: Sequence[Recipient] = (), on_bytes: OnBytes | None = None
+) -> Dump:
     if not os.path.isfile(source.name):
         raise SourceUnreachable(f"{source.label} does not exist")
     try:
         src = sqlite3.connect(f"file:{source.name}?mode=ro", uri=True, timeout=30)
     except sqlite3.Error as exc:
         raise SourceUnreachable(f"cannot open {source.label}: {exc}") from None
+    if recipients:
+        return _dump_sqlite_encrypted(source, src, path, recipients, on_bytes)
     try:
         dst = sqlite3.connect(path)
         try:
-            page_size = int(src.execute("PRAGMA page_size").fetchone()[0])
-
-            def copied(status: int, remaining: int, total: int) -> None:
-                if on_bytes is not None:
-                    on_bytes((total - remaining) * page_size)
-
-            src.backup(dst, pages=4096, progress=copied)
+            src.backup(dst, pages=4096, progress=_page_counter(src, on_bytes))
             # One self-contained file: a copy of a WAL database must not need a -wal file beside it.
             dst.execute("PRAGMA journal_mode=DELETE")
             manifest = {"tables": sqlite_row_counts(dst), "schema_sha256": sqlite_schema_digest(dst)}
@@ -40,12 +41,70 @@ def dump_sqlite(source: Database, path: Path, *, on_bytes: OnBytes | None = None
         src.close()
     digest, size = file_digest(path)
     versions = {"sqlite": sqlite3.sqlite_version}
+    _sync(path)
+    return Dump(path, size, digest, "sqlite", versions, manifest, plaintext_sha256=digest, plaintext_size=size)
+
+
+def _page_counter(src: sqlite3.Connection, on_bytes: OnBytes | None) -> Callable[[int, int, int], None] | None:
+    """The backup API's progress callback telling ``on_bytes`` the bytes copied so far (pages × page size)."""
+    if on_bytes is None:
+        return None
+    page_size = int(src.execute("PRAGMA page_size").fetchone()[0])
+
+    def copied(status: int, remaining: int, total: int) -> None:
+        on_bytes((total - remaining) * page_size)
+
+    return copied
+
+
+def _dump_sqlite_encrypted(
+    source: Database, src: sqlite3.Connection, path: Path, recipients: Sequence[Recipient], on_bytes: OnBytes | None
+) -> Dump:
+    """The backup API's copy made in memory and serialized through the encryptor: no plaintext file.
+
+    Progress counts the copy (the long part); the encryption of the image in memory that follows is not counted.
+    """
+    try:
+        memory = sqlite3.connect(":memory:")
+        try:
+            src.backup(memory, pages=4096, progress=_page_counter(src, on_bytes))
+            manifest = {"tables": sqlite_row_counts(memory), "schema_sha256": sqlite_schema_digest(memory)}
+            image = bytearray(memory.serialize())
+        finally:
+            memory.close()
+    except sqlite3.Error as exc:
+        raise BackupError(f"copying {source.label} failed: {exc}; no backup file was kept") from None
+    finally:
+        src.close()
+    # One self-contained file: the copy of a WAL database says "WAL" in its header (file format
+    # versions, bytes 18 and 19); 1 is the rollback journal, as PRAGMA journal_mode=DELETE writes on a file.
+    if len(image) >= 20 and image[18] == 2:
+        image[18] = image[19] = 1
+    try:
+        with open(path, "wb") as handle:
+            digests = write_stream(io.BytesIO(bytes(image)), handle, recipients)
+    except OSError as exc:
+        raise disk_error(exc, "local file") from None
+    _sync(path)
+    return Dump(
+        path,
+        digests.stored_size,
+        digests.stored_sha256,
+        "sqlite",
+        {"sqlite": sqlite3.sqlite_version},
+        manifest,
+        plaintext_sha256=digests.plaintext_sha256,
+        plaintext_size=digests.plaintext_size,
+        encrypted=True,
+    )
+
+
+def _sync(path: Path) -> None:
     try:
         with open(path, "rb+") as handle:
             os.fsync(handle.fileno())
     except OSError as exc:
         raise disk_error(exc, "sync") from None
-    return Dump(path, size, digest, "sqlite", versions, manifest)
 
 
 def sqlite_row_counts(conn: sqlite3.Connection) -> dict[str, int]:

@@ -7,20 +7,20 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import psycopg
 from django.conf import settings
 from psycopg import sql
 
+from backups.engines.encryption import AgeIdentity, StoredDump
 from backups.engines.errors import BackupError, CheckFailed, ScratchIsSource, ToolMissing, first_line
-from backups.engines.files import CHUNK, OnBytes, create_private_file, file_digest, partial_dir
+from backups.engines.files import OnBytes, create_private_file, file_digest, partial_dir
 from backups.engines.postgresql import create_database, drop_database, pg_row_counts, pg_tables
 from backups.engines.processes import run_tool
 from backups.engines.schema import pg_schema, sqlite_schema
@@ -113,8 +113,23 @@ class Verifier:
         self.outcome = VerifyOutcome()
         self._deadline = time.monotonic() + timeout
 
-    def run(self, local: Path, *, expected_sha256: str, expected_size: int) -> VerifyOutcome:
+    def run(
+        self,
+        local: Path,
+        *,
+        expected_sha256: str,
+        expected_size: int,
+        identities: Sequence[AgeIdentity] | None = None,
+        plaintext_sha256: str = "",
+        plaintext_size: int | None = None,
+    ) -> VerifyOutcome:
+        """Check the stored file's checksum, restore it into a scratch database and check that.
+
+        An encrypted dump (``identities`` given) is decrypted as a stream straight into the restore, its
+        plaintext hashed on the way and checked against ``plaintext_sha256`` (the "plaintext" check).
+        """
         self._deadline = time.monotonic() + self.timeout
+        dump = StoredDump(local, identities, plaintext_sha256, plaintext_size)
         try:
             self.progress.report(phase="checksum", done=0, total=expected_size, unit="bytes")
             self._check(
@@ -122,9 +137,9 @@ class Verifier:
                 lambda: _checksum(local, expected_sha256, expected_size, lambda done: self.progress.report(done=done)),
             )
             if self.engine == "postgresql":
-                self._verify_postgresql(local)
+                self._verify_postgresql(dump)
             else:
-                self._verify_sqlite(local)
+                self._verify_sqlite(dump)
         except CheckFailed:
             pass  # recorded in self.outcome
         return self.outcome
@@ -178,7 +193,7 @@ class Verifier:
                 f"nor the control plane's own database: {exc}"
             ) from None
 
-    def _verify_postgresql(self, local: Path) -> None:
+    def _verify_postgresql(self, dump: StoredDump) -> None:
         server, scratch = self._scratch_database()
         # The scratch does not exist yet: its identity is the server it will be created on plus its name.
         self._refuse_protected(lambda: identity_on_server(server, scratch.name))
@@ -186,6 +201,8 @@ class Verifier:
         created = False
         try:
             start = time.perf_counter()
+
+            plaintext: list[tuple[str, int]] = []
 
             def restore() -> str:
                 nonlocal created
@@ -201,6 +218,17 @@ class Verifier:
                         restored += 1
                         self.progress.report(done=restored)
 
+                def decrypted(stdin: IO[bytes]) -> None:
+                    plaintext.append(dump.feed(stdin))
+
+                if dump.encrypted:
+                    # Decrypted into pg_restore's standard input: no plaintext file, and so one job (a
+                    # parallel restore needs a file it can seek in).
+                    source: list[str] = []
+                    feed: Callable[[IO[bytes]], object] | None = decrypted
+                else:
+                    # A custom-format file restores in parallel.
+                    source, feed = [f"--jobs={settings.BACKUP_RESTORE_JOBS}", str(dump.path)], None
                 run_tool(
                     [
                         pg_tool("pg_restore"),
@@ -208,12 +236,12 @@ class Verifier:
                         "--no-privileges",
                         "--exit-on-error",
                         "--verbose",
-                        f"--jobs={settings.BACKUP_RESTORE_JOBS}",  # a custom-format file restores in parallel
                         *scratch.pg_args(),
-                        str(local),
+                        *source,
                     ],
                     env=scratch.pg_env(),
                     timeout=self.timeout,
+                    feed=feed,
                     on_line=line,
                     chatter=_RESTORE_CHATTER,
                 )
@@ -221,13 +249,15 @@ class Verifier:
                 return f"restored into {scratch.name} in {self.outcome.restore_ms} ms"
 
             self._check("restore", restore)
+            if dump.encrypted:
+                self._check("plaintext", lambda: dump.check(plaintext[0]))
             if self.smoke_queries is not None:
                 self._smoke(
                     lambda query: _pg_smoke(scratch, query, timeout=self._time_left()), lambda: self._pg_rows(scratch)
                 )
                 return
             self._check("row_counts", lambda: self._pg_rows(scratch))
-            self._check("schema", lambda: pg_schema(local, scratch, timeout=self.timeout))
+            self._check("schema", lambda: pg_schema(dump, scratch, timeout=self.timeout))
             self._check("integrity", lambda: _pg_amcheck(scratch, timeout=self.timeout))
         finally:
             self.outcome.scratch_dropped = True
@@ -264,7 +294,7 @@ class Verifier:
 
     # SQLite --------------------------------------------------------------------------------------
 
-    def _verify_sqlite(self, local: Path) -> None:
+    def _verify_sqlite(self, dump: StoredDump) -> None:
         scratch = partial_dir() / f"{scratch_name(self.label)}.sqlite3"
         if os.path.realpath(scratch) == os.path.realpath(self.source.name):
             raise ScratchIsSource(f"refusing to verify: the scratch database would be the source ({self.source.label})")
@@ -281,10 +311,13 @@ class Verifier:
         try:
             start = time.perf_counter()
 
+            plaintext: list[tuple[str, int]] = []
+
             def restore() -> str:
                 try:
-                    with open(local, "rb") as src, open(scratch, "r+b") as dst:
-                        shutil.copyfileobj(src, dst, CHUNK)
+                    # An encrypted dump is decrypted straight into the scratch file, the restore itself.
+                    with open(scratch, "r+b") as dst:
+                        plaintext.append(dump.feed(dst))
                     conn = sqlite3.connect(scratch)
                     conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
                     conn.close()
@@ -294,6 +327,8 @@ class Verifier:
                 return f"restored into {scratch.name} in {self.outcome.restore_ms} ms"
 
             self._check("restore", restore)
+            if dump.encrypted:
+                self._check("plaintext", lambda: dump.check(plaintext[0]))
             if self.smoke_queries is not None:
 
                 def rows() -> tuple[str, str]:

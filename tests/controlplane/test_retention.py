@@ -11,9 +11,11 @@ from alerting.models import Alert, AlertRule, AlertState, Delivery, DeliveryStat
 from backups.models import BackupTarget, Drill
 from controlplane.audit import Actor, audit_record
 from controlplane.models import AuditEvent
+from controlplane.models import Environment as ControlEnvironment
 from controlplane.retention import prune, rules
 from controlplane.tasks import prune_old_rows
 from deployments.models import Deployment, Environment, LogLine, Pipeline, StepRun
+from flags.models import FlagUsage, SdkInstance
 from monitoring.models import HealthMetric, RequestRollup, Service, ServiceHour, ServiceMinute, SignalSample
 
 pytestmark = pytest.mark.django_db
@@ -65,6 +67,13 @@ def test_old_rows_go_in_batches_new_ones_and_unfinished_ones_stay(settings):
     newest_passed = Drill.objects.create(plan="db", target=target, status="passed", started_at=old)  # stays
     Drill.objects.create(plan="db", target=target, status="failed", started_at=old)  # goes
     Drill.objects.create(plan="app", target=target, status="running", started_at=old)  # still running: stays
+    production = ControlEnvironment.objects.ensure("production")
+    FlagUsage.objects.bulk_create(
+        [FlagUsage(flag=f"f{i}", environment=production, hour=old) for i in range(5)]
+        + [FlagUsage(flag="f0", environment=production, hour=recent)]
+    )
+    SdkInstance.objects.create(environment=production, app_name="a", instance_id="gone", last_seen=old)
+    SdkInstance.objects.create(environment=production, app_name="a", instance_id="here", last_seen=recent)
 
     deleted = prune(now=now, batch=4)
     assert deleted == {
@@ -79,8 +88,12 @@ def test_old_rows_go_in_batches_new_ones_and_unfinished_ones_stay(settings):
         "service hours": 1,
         "signal samples": 1,
         "finished scheduled flag changes": 0,
+        "flag usage hours": 5,
+        "silent SDK instances": 1,
         "restore drills": 2,
     }
+    assert FlagUsage.objects.get().hour == recent
+    assert list(SdkInstance.objects.values_list("instance_id", flat=True)) == ["here"]
     assert sorted(Drill.objects.values_list("pk", "status")) == sorted(
         [(newest_passed.pk, "passed"), *Drill.objects.filter(status="running").values_list("pk", "status")]
     )
@@ -125,5 +138,7 @@ def test_each_app_registers_the_tables_it_owns_and_nothing_else():
         "signal samples": "monitoring",
         "finished scheduled flag changes": "flags",
         "restore drills": "backups",
+        "flag usage hours": "flags",
+        "silent SDK instances": "flags",
     }
     assert all(registered_by == owner for registered_by, owner in owners.values()), owners

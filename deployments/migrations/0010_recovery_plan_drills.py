@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("backups", "0004_heartbeat"),
-        ("deployments", "0007_production_wingmanmatch"),
+        ("deployments", "0009_analysismeasurement"),
     ]
 
     operations = [
