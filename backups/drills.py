@@ -31,6 +31,7 @@ from backups.services import (
     _heartbeat,
     _on_live_connection,
     control_plane_database,
+    decryption_identities,
     local_copy,
     target_source,
 )
@@ -176,10 +177,18 @@ def _rehearse(drill: Drill, progress: Progress) -> tuple[engines.VerifyOutcome, 
             smoke_queries=[str(query) for query in drill.smoke_queries],
             progress=progress,
         )
+        identities = decryption_identities(backup)  # an encrypted backup: a missing key fails before the fetch
         # The clock runs from here: fetching the backup is part of a real recovery too.
         start = time.perf_counter()
         with local_copy(backup) as local:
-            outcome = verifier.run(local, expected_sha256=backup.sha256, expected_size=backup.size_bytes or 0)
+            outcome = verifier.run(
+                local,
+                expected_sha256=backup.sha256,
+                expected_size=backup.size_bytes or 0,
+                identities=identities,
+                plaintext_sha256=backup.plaintext_sha256,
+                plaintext_size=backup.plaintext_size_bytes,
+            )
     except engines.BackupError as exc:
         outcome = engines.VerifyOutcome(checks=[engines.CheckResult("setup", "fail", str(exc), 0)])
     except Exception as exc:  # never leave a drill running

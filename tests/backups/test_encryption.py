@@ -158,3 +158,56 @@ def test_restore_without_the_identity_refuses_before_touching_the_target(sqlite_
     with pytest.raises(BackupError, match="set BACKUP_AGE_IDENTITY_FILE"):
         backup_restore(backup=backup, into_url=f"sqlite:///{into}", overwrite_source=False, actor=SYSTEM)
     assert not into.exists()
+
+
+def test_a_drill_of_an_encrypted_backup_decrypts_it_into_the_scratch_and_runs_the_smoke_queries(
+    source, age, backup_dirs
+):
+    from backups.drills import drill_create
+    from tests.backups.test_drills import make_plan
+
+    backup = backup_create(target=source.target, actor=SYSTEM)
+    assert backup_verify(backup=backup, actor=SYSTEM).status == VerificationResult.PASSED
+    plan = make_plan(source.target, smoke_queries=["SELECT count(*) FROM customers"])
+
+    drill = drill_create(plan_name=plan.failure_type, actor=SYSTEM)
+
+    assert drill.status == "passed", drill.error
+    assert [check["name"] for check in drill.checks] == ["checksum", "restore", "plaintext", "smoke_1"]
+    assert drill.checks[-1]["detail"].startswith("answered (300,)")
+    assert drill.backup_id == backup.pk and drill.rto_ms is not None and drill.scratch_dropped
+    assert backup_dirs.files() == [backup.file]  # no decrypted copy left behind
+
+
+def test_a_drill_of_an_encrypted_backup_without_the_identity_fails_saying_so(sqlite_source, age, settings):
+    from backups.drills import drill_create
+    from tests.backups.test_drills import make_plan
+
+    backup = backup_create(target=sqlite_source.target, actor=SYSTEM)
+    assert backup_verify(backup=backup, actor=SYSTEM).status == VerificationResult.PASSED
+    plan = make_plan(sqlite_source.target, smoke_queries=["SELECT 1"])
+    settings.BACKUP_AGE_IDENTITY_FILE = ""
+
+    drill = drill_create(plan_name=plan.failure_type, actor=SYSTEM)
+
+    assert drill.status == "failed" and drill.rto_ms is None
+    assert drill.error.startswith("setup: ") and "set BACKUP_AGE_IDENTITY_FILE" in drill.error
+
+
+def test_an_encrypted_dump_reports_its_bytes_as_it_writes_them(source, age):
+    """The progress of an encrypted dump: pg_dump's output counted as pyrage writes its ciphertext; SQLite's
+    copy into memory counted page by page (its encryption, in memory, follows)."""
+    from backups import engines
+    from backups.services import target_source
+
+    heard: list[int] = []
+    recipients = engines.parse_recipients([str(age.to_public())])
+    result, cleanup = engines.dump(
+        target_source(source.target), "progress", timeout=60, recipients=recipients, on_bytes=heard.append
+    )
+    try:
+        assert result.encrypted and heard and heard == sorted(heard) and heard[0] > 0
+        final = result.size_bytes if result.engine == "postgresql" else result.plaintext_size
+        assert heard[-1] == final
+    finally:
+        cleanup()
