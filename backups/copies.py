@@ -13,8 +13,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import io
 import logging
+import threading
 import time
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,9 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from backups import engines
+from backups import progress as progress_module
 from backups.models import LOCAL_STORAGE, Backup, BackupCopy, BackupStatus, CopyStatus
+from backups.progress import Progress
 from controlplane.audit import Actor, audit_record, snapshot
 from controlplane.redaction import redact_text
 
@@ -100,7 +105,8 @@ def copy_upload(*, copy: BackupCopy, actor: Actor) -> BackupCopy:
     backup = copy.backup
     start = time.perf_counter()
     try:
-        name, size, digest = _upload_and_read_back(backup, copy.storage)
+        with _watched(Progress(f"copy of backup #{backup.pk} to {copy.storage}")) as progress:
+            name, size, digest = _upload_and_read_back(backup, copy.storage, progress)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded on the copy and tried again later
         if not isinstance(exc, engines.BackupError):
             logger.warning("copy %s of backup %s to %s failed", copy.pk, backup.pk, copy.storage, exc_info=True)
@@ -122,7 +128,43 @@ def _ms(start: float) -> int:
     return int((time.perf_counter() - start) * 1000)
 
 
-def _upload_and_read_back(backup: Backup, storage_name: str) -> tuple[str, int, str]:
+@contextlib.contextmanager
+def _watched(progress: Progress) -> Iterator[Progress]:
+    """An upload's progress, current for the code inside (``backups.progress.report``) and told to this process's
+    watchers (a command's progress line) every BACKUP_PROGRESS_SECONDS and once at the end. A copy has no
+    heartbeat of its own (its worker is judged by its start, ``BackupCopy.lost_worker``): nothing is written."""
+    stop = threading.Event()
+
+    def tell() -> None:
+        while not stop.wait(float(settings.BACKUP_PROGRESS_SECONDS)):
+            progress_module.tell_watchers(progress, progress.snapshot())
+
+    ticker = threading.Thread(target=tell, name="copy-progress", daemon=True)
+    ticker.start()
+    try:
+        with progress_module.running(progress):
+            yield progress
+    finally:
+        stop.set()
+        ticker.join()
+        progress_module.tell_watchers(progress, progress.snapshot())
+
+
+class _CountingFile(io.FileIO):
+    """The local file read by a storage's ``save`` (``File.chunks``), telling ``on_bytes`` how far it has read."""
+
+    def __init__(self, path: Path, on_bytes: Callable[[int], None]) -> None:
+        super().__init__(path, "rb")
+        self.on_bytes = on_bytes
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        with contextlib.suppress(Exception):  # a progress count never breaks the upload
+            self.on_bytes(self.tell())
+        return data or b""
+
+
+def _upload_and_read_back(backup: Backup, storage_name: str, progress: Progress) -> tuple[str, int, str]:
     from backups.services import local_copy
 
     if storage_name not in settings.STORAGES:
@@ -133,10 +175,18 @@ def _upload_and_read_back(backup: Backup, storage_name: str) -> tuple[str, int, 
         with contextlib.suppress(Exception):
             if store.exists(name):  # left by an attempt that failed after writing: ours to replace
                 store.delete(name)
+        phase, total = f"upload {storage_name}", backup.size_bytes or None
+        progress.report(phase=phase, done=0, total=total, unit="bytes")
+
+        def sent(done: int) -> None:
+            progress.report(phase=phase, done=done)
+
         try:
-            with open(local, "rb") as handle:
-                stored = store.save(name, LocalFile(handle, local))
-            size, digest = _read_back(store, stored)
+            with _CountingFile(local, sent) as handle:
+                stored = store.save(name, LocalFile(handle, local, on_bytes=sent))
+            back = f"read back from {storage_name}"
+            progress.report(phase=back, done=0, total=total, unit="bytes")
+            size, digest = _read_back(store, stored, lambda done: progress.report(phase=back, done=done))
         except BaseException:
             with contextlib.suppress(Exception):
                 store.delete(name)  # never a half copy under the name (best effort: the server may be gone)
@@ -155,18 +205,20 @@ class LocalFile(File):
     """A finished local file: a storage that can take it by its path does (``backups.offsite``). Not
     ``temporary_file_path``: FileSystemStorage would move such a file away instead of copying it."""
 
-    def __init__(self, handle: Any, path: Path) -> None:
+    def __init__(self, handle: Any, path: Path, *, on_bytes: Callable[[int], None] | None = None) -> None:
         super().__init__(handle, name=path.name)
         self.local_path = str(path)
+        self.on_bytes = on_bytes  # told the bytes sent so far by a storage that uploads by path (backups.offsite)
 
 
-def _read_back(store: Any, name: str) -> tuple[int, str]:
+def _read_back(store: Any, name: str, on_bytes: Callable[[int], None]) -> tuple[int, str]:
     digest = hashlib.sha256()
     size = 0
     with store.open(name, "rb") as handle:
         while chunk := handle.read(engines.CHUNK):
             digest.update(chunk)
             size += len(chunk)
+            on_bytes(size)
     return size, digest.hexdigest()
 
 

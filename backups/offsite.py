@@ -8,7 +8,10 @@ Anything without a local path goes the usual way.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from storages.backends.s3 import S3Storage
@@ -23,8 +26,27 @@ class OffsiteS3Storage(S3Storage):
         cleaned = clean_name(name)
         key = self._normalize_name(cleaned)
         params = self._get_write_parameters(key, content)
-        self.bucket.Object(key).upload_file(path, ExtraArgs=params, Config=self.transfer_config)
+        on_bytes = getattr(content, "on_bytes", None)
+        callback = _Sent(on_bytes) if callable(on_bytes) else None
+        self.bucket.Object(key).upload_file(path, ExtraArgs=params, Config=self.transfer_config, Callback=callback)
         return str(cleaned)
+
+
+class _Sent:
+    """boto3's transfer callback: told each part's bytes as sent (from the threads sending them; a retried part
+    takes its bytes back), it tells ``on_bytes`` the total sent so far."""
+
+    def __init__(self, on_bytes: Callable[[int], None]) -> None:
+        self.on_bytes = on_bytes
+        self.sent = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, amount: int) -> None:
+        with self.lock:
+            self.sent += amount
+            sent = self.sent
+        with contextlib.suppress(Exception):  # a progress count never breaks the upload
+            self.on_bytes(sent)
 
 
 def local_path(content: Any) -> str | None:

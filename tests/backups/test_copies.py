@@ -18,8 +18,10 @@ from datetime import timedelta
 
 import boto3
 import pytest
+from django.core.files.storage import FileSystemStorage
 from django.utils import timezone
 
+from backups import progress
 from backups.copies import copies_due, copies_upload, prune_copies
 from backups.models import Backup, BackupCopy, CopyStatus, VerificationResult
 from backups.services import backup_create, backup_verify, backups_prune, target_update
@@ -304,13 +306,69 @@ def test_the_commands_copy_after_the_backup_and_verify_from_the_off_site_copy(sq
     from django.core.management import call_command
 
     target = _offsite(sqlite_source.target)
-    out = StringIO()
-    call_command("backup", target.name, stdout=out)
+    out, err = StringIO(), StringIO()
+    call_command("backup", target.name, stdout=out, stderr=err)
     assert f"{target.name}: copied to offsite, read back" in out.getvalue()
     backup = Backup.objects.get(target=target)
+    # The progress line (not a terminal: whole lines, the first at once) shows the upload.
+    assert f"copy of backup #{backup.pk} to offsite: " in err.getvalue()
 
     out = StringIO()
     call_command("verify_backup", str(backup.pk), "--from-storage", "offsite", stdout=out)
 
     assert f"backup #{backup.pk} of {target.name} verified from its copy in offsite" in out.getvalue()
     assert backup.verifications.get().storage == "offsite"
+
+
+class ProgressRecordingStorage(FileSystemStorage):
+    """A file-system storage that notes the upload's progress as it stands once the file is saved."""
+
+    seen: list[dict] = []
+
+    def _save(self, name, content):
+        saved = super()._save(name, content)
+        current = progress.current()
+        ProgressRecordingStorage.seen.append(current.snapshot() if current else {})
+        return saved
+
+
+def test_an_upload_reports_its_bytes_and_the_read_back_into_the_copys_progress(sqlite_source, settings, tmp_path):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "nas": {"BACKEND": f"{__name__}.ProgressRecordingStorage", "OPTIONS": {"location": str(tmp_path / "nas")}},
+    }
+    ProgressRecordingStorage.seen = []
+    target = target_update(target=sqlite_source.target, changes={"copy_storages": ["nas"]}, actor=SYSTEM)
+    backup = backup_create(target=target, actor=SYSTEM)
+    heard: list[tuple[str, dict]] = []
+
+    with progress.watching(lambda run, snapshot: heard.append((run.label, snapshot))):
+        [copy] = copies_upload(backup=backup, actor=SYSTEM)
+
+    assert copy.status == CopyStatus.VERIFIED, copy.error
+    [uploaded] = ProgressRecordingStorage.seen
+    size = backup.size_bytes
+    assert (uploaded["phase"], uploaded["done"], uploaded["total"], uploaded["unit"]) == (
+        "upload nas",
+        size,
+        size,
+        "bytes",
+    )
+    label, last = heard[-1]  # told once more at the end, whatever the ticks saw
+    assert label == f"copy of backup #{backup.pk} to nas"
+    assert (last["phase"], last["done"], last["total"], last["percent"]) == ("read back from nas", size, size, 100.0)
+
+
+def test_an_upload_to_s3_reports_the_bytes_boto3_sent(sqlite_source, bucket, settings):
+    settings.BACKUP_PROGRESS_SECONDS = 0.001
+    target = _offsite(sqlite_source.target)
+    backup = backup_create(target=target, actor=SYSTEM)
+    heard: list[dict] = []
+
+    with progress.watching(lambda run, snapshot: heard.append(snapshot)):
+        [copy] = copies_upload(backup=backup, actor=SYSTEM)
+
+    assert copy.status == CopyStatus.VERIFIED, copy.error
+    uploads = [s["done"] for s in heard if s["phase"] == "upload offsite"]
+    assert uploads == sorted(uploads) and all(0 <= done <= backup.size_bytes for done in uploads)
+    assert heard[-1]["phase"] == "read back from offsite" and heard[-1]["done"] == backup.size_bytes

@@ -49,7 +49,9 @@ class Command(BaseCommand):
                     f"sha256 {backup.sha256} in {backup.duration_ms} ms"
                     + (" (encrypted with age)" if backup.encrypted else "")
                 )
-                for copy in copies_upload(backup=backup, actor=Actor.system("manage.py backup")):
+                with self.progress_line():  # each upload's bytes, then its read-back
+                    uploaded = copies_upload(backup=backup, actor=Actor.system("manage.py backup"))
+                for copy in uploaded:
                     if copy.status == CopyStatus.VERIFIED:
                         self.stdout.write(
                             f"{target.name}: copied to {copy.storage}, read back {copy.size_bytes} bytes, same sha256"
