@@ -314,6 +314,11 @@ def test_the_flag_page_shows_the_section_its_plan_and_its_buttons(flag_page, ope
     live = operator_client.get(f"/deployments/guarded/{FLAG}/live").content.decode()
     assert live.startswith("\n<section") or '<section class="panel" id="guarded-rollouts"' in live
     assert "htmx-2.min.js" not in live  # the partial alone, swapped into the page
+    # The deployments list and page show it as a guarded rollout of the flag.
+    listed = operator_client.get("/deployments/").content.decode()
+    assert f'id="deployment-{deployment.pk}"' in listed and "guarded rollout: <a href=" in listed
+    page = operator_client.get(f"/deployments/{deployment.pk}/").content.decode()
+    assert f"Guarded rollout #{deployment.pk}: flag {FLAG} in test" in page
     # A viewer sees the plan, without buttons.
     html = viewer_client.get(flag_page).content.decode()
     assert f"Guarded rollout #{deployment.pk}" in html and ">Pause</button>" not in html
