@@ -199,6 +199,8 @@ def deployment_request(
     version = clean_version(version)
     if type not in DeploymentType.values:
         raise InvalidDeployment("type", f"one of {', '.join(DeploymentType.values)}")
+    if (type == DeploymentType.GUARDED) != bool(flag):  # a plan holds its flag's lock; nothing else may
+        raise InvalidDeployment("type", "a guarded rollout is started from its flag's page (deployments.guarded)")
     steps = env.pipeline.steps if steps is None else steps
     try:
         validate_steps(steps)
