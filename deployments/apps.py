@@ -47,7 +47,10 @@ class DeploymentsConfig(AppConfig):
         # A flag's page shows its guarded rollouts (progress, guards, buttons) without flags importing this app.
         register_flag_section("guarded rollouts", "deployments/_flag_guarded.html", _guarded_section)
         # The charts mark a guarded rollout's operator actions and the steps that move its flag.
-        register_change_kind("guarded rollout", prefix=ACTION_PREFIX, describe=change_words)
+        # (its request is not one: as for a deployment, the run's start and its first raise are)
+        register_change_kind(
+            "guarded rollout", prefix=ACTION_PREFIX, exclude=[f"{ACTION_PREFIX}start"], describe=change_words
+        )
         register_change_kind("guarded rollout step", prefix=FLAG_STEP_PREFIX, describe=step_change_words)
 
         from alerting.signals import alert_fired

@@ -335,7 +335,7 @@ FLAG_STEP_PREFIX = "flag.guarded_rollout."
 def change_words(action: str, label: str, before: Any, after: Any) -> str:
     """ "guarded rollout of checkout_v2 in production: paused" (an operator's start, pause, resume, skip, abort)."""
     verb = action.removeprefix(ACTION_PREFIX)
-    verb = {"start": "started", "skip": "skipped ahead", "abort": "aborted"}.get(verb, verb)
+    verb = {"start": "started", "skipped": "skipped ahead", "abort": "aborted"}.get(verb, verb)
     if not isinstance(after, dict):
         return f"guarded rollout {label}: {verb}"
     return f"guarded rollout of {after.get('flag', '?')} in {after.get('environment', '?')}: {verb}"

@@ -121,8 +121,11 @@ def test_a_guarded_rollout_completes_on_a_healthy_service(test_env, product):
     assert raises.count() == 3
     kinds = [(c.kind, c.what) for c in changes_between(deployment.created_at, deployment.finished_at)]
     assert ("guarded rollout step", f"guarded rollout step: {FLAG} in test raised to 50 %") in kinds
-    assert ("guarded rollout", f"guarded rollout of {FLAG} in test: started") in kinds
-    # The deploy lock of the environment was never the plan's: the page says "not locked".
+    # Its request is not a change (nothing moved yet); the run's start is.
+    assert ("guarded rollout", f"guarded rollout of {FLAG} in test: started") not in kinds
+    assert ("deployment", f"deployment #{deployment.pk} of flag-{FLAG} to test: started") in kinds
+    # The plan acted in its environment only: production's state of the flag is as it was made (off).
+    assert state_now("production")["enabled"] is False
     assert not Deployment.objects.active().exists()
 
 
@@ -204,6 +207,9 @@ def test_pause_holds_skip_ends_the_hold_and_resume_goes_on(test_env, quiet_servi
     assert deployment.status == DeploymentStatus.SUCCEEDED, deployment.error
     hold = StepRun.objects.get(deployment=deployment, name="hold at 100 percent")
     assert "skipped ahead by an operator" in hold.output
+    markers = {c.what for c in changes_between(deployment.created_at, deployment.finished_at)}
+    assert f"guarded rollout of {FLAG} in test: paused" in markers
+    assert f"guarded rollout of {FLAG} in test: skipped ahead" in markers
     audited = set(AuditEvent.objects.filter(action__startswith="guarded_rollout.").values_list("action", flat=True))
     assert audited == {"guarded_rollout.start", "guarded_rollout.paused", "guarded_rollout.resumed",
                        "guarded_rollout.skipped"}  # fmt: skip
@@ -387,3 +393,27 @@ def test_a_real_worker_runs_a_guarded_rollout_and_restores_the_flag_on_a_sick_se
     assert deployment.status == DeploymentStatus.ROLLED_BACK, deployment.error
     assert f"{SERVICE} error_ratio breached" in deployment.error
     assert state_now() == before
+
+
+@pytest.mark.parametrize(
+    ("step", "field"),
+    [
+        ({"set": {FLAG: {"enabled": True}}, "states": {FLAG: {"enabled": True}}}, "steps[0].states"),
+        ({"states": {}}, "steps[0].states"),
+        ({"states": {FLAG: {"enabled": "yes"}}}, f"steps[0].states.{FLAG}.enabled"),
+    ],
+    ids=["set-and-states", "no-states", "bad-state"],
+)
+def test_a_flags_step_restoring_states_is_checked_like_any_step(step, field):
+    from deployments.steps import InvalidStep, validate_steps
+
+    with pytest.raises(InvalidStep) as raised:
+        validate_steps([{"name": "restore", "kind": "flags", **step}])
+    assert raised.value.field == field
+
+
+def test_only_a_plan_is_a_guarded_rollout(test_env):
+    with pytest.raises(InvalidDeployment) as raised:
+        deployment_request(environment="test", version="v2", type="guarded", actor=SYSTEM)
+    assert raised.value.field == "type"
+    assert not Deployment.objects.exists()
