@@ -417,3 +417,28 @@ def test_only_a_plan_is_a_guarded_rollout(test_env):
         deployment_request(environment="test", version="v2", type="guarded", actor=SYSTEM)
     assert raised.value.field == "type"
     assert not Deployment.objects.exists()
+
+
+def test_the_reaper_restores_the_flag_of_a_plan_whose_worker_was_lost(test_env, quiet_service, request):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from deployments.runner import RunOutcome
+    from deployments.services import reap
+
+    before = state_now()
+    deployment = start(percents=[10, 100], hold=60, interval=0.2)
+    outcome: list[str] = []
+    thread = threading.Thread(target=lambda: outcome.append(run(deployment.pk)), daemon=True)
+    thread.start()
+    until(lambda: running_step(deployment) == "hold at 10 percent")
+    request.getfixturevalue("eager_tasks")  # the reaper's continue_rollback runs here, as a worker would
+    # As if its worker stopped heartbeating a minute ago: the reaper takes the plan over and rolls it back.
+    summary = reap(now=timezone.now() + timedelta(seconds=120))
+    assert summary["rolled_back"] == [deployment.pk]
+    thread.join(30)
+    assert outcome == [RunOutcome.CLAIM_LOST]  # the lost runner stopped; the reaper's claim finished it
+    deployment.refresh_from_db()
+    assert deployment.status == DeploymentStatus.ROLLED_BACK
+    assert state_now() == before
