@@ -518,7 +518,9 @@ def run(step: dict[str, Any], ctx: Context, timeout: float) -> None:
     deadline = start + timeout
     counted = rounds = 0
     judged: list[Judged] = []
-    began = timezone.now()  # an operator's "skip ahead" after this ends the step (a guarded rollout's hold)
+    # An operator's "skip ahead" after the step's run began ends it (a guarded rollout's hold), even one made
+    # while the step was still getting ready to measure.
+    began = ctx.step_started_at or timezone.now()
     was_paused = False
     while True:
         next_at = start + (rounds + 1) * interval

@@ -301,6 +301,7 @@ class _Runner:
         error = ""
         try:
             ctx = self._context(cancelled)
+            ctx.step_started_at = run.started_at
             if phase == Phase.FORWARD:
                 backup_gate.enforce(step, ctx)  # a refusal fails the step before any of it runs
             exit_code = run_step(step, ctx)

@@ -319,6 +319,7 @@ class Context:
     # a "skip ahead" came after a given moment (a hold that started before it ends at once).
     paused: Callable[[], bool] = field(default=lambda: False)
     skipped_since: Callable[[datetime], bool] = field(default=lambda _since: False)
+    step_started_at: datetime | None = None  # when the running step's run began (a skip after it ends a hold)
     # The audit action prefix of the flags steps' changes ("flag.guarded_rollout." for a guarded rollout's).
     flag_action: str = "flag."
 
