@@ -212,10 +212,11 @@ class DeploymentAdmin(StatusPillsAdmin, ReadOnlyAdminMixin, admin.ModelAdmin):
         "finished_at",
     ]  # fmt: skip
     list_filter = ["environment", "status", "type", "created_at"]
-    search_fields = ["version", "requested_by"]
+    search_fields = ["version", "requested_by", "flag"]
     readonly_fields = [
-        "environment", "version", "type", "recovery_type", "dry_run", "status", "requested_by", "created_at",
-        "started_at", "finished_at", "heartbeat_at", "worker", "cancel_requested", "error", "steps",
+        "environment", "version", "type", "recovery_type", "flag", "dry_run", "status", "requested_by", "created_at",
+        "started_at", "finished_at", "heartbeat_at", "worker", "cancel_requested", "paused", "skip_requested_at",
+        "error", "steps",
     ]  # fmt: skip
     exclude = ["claim", "requested_by_user"]
     inlines = [StepRunInline]

@@ -518,15 +518,30 @@ def run(step: dict[str, Any], ctx: Context, timeout: float) -> None:
     deadline = start + timeout
     counted = rounds = 0
     judged: list[Judged] = []
+    # An operator's "skip ahead" after the step's run began ends it (a guarded rollout's hold), even one made
+    # while the step was still getting ready to measure.
+    began = ctx.step_started_at or timezone.now()
+    was_paused = False
     while True:
         next_at = start + (rounds + 1) * interval
+        if ctx.skipped_since(began):
+            ctx.output(f"skipped ahead by an operator after {counted} of {needed} rounds\n")
+            return
         if next_at > deadline:
             still = "; ".join(f"{i.label}: {i.detail}" for i in judged if i.verdict == INCONCLUSIVE)
             raise StepFailed(
                 f"inconclusive for too long: {counted} of {needed} rounds judged within the {timeout:g} s "
                 f"timeout (on_inconclusive: wait); {still}"
             )
-        ctx.sleep(max(0.0, next_at - time.monotonic()))
+        ctx.sleep(max(0.0, next_at - time.monotonic()), skippable_since=began)
+        if ctx.skipped_since(began):
+            continue  # said and returned at the top of the loop
+        paused = ctx.paused()  # a paused hold keeps measuring (a breach still fails it) but does not end
+        if paused:
+            deadline += interval
+        if paused != was_paused:
+            ctx.output("paused: measuring on, the hold does not end\n" if paused else "resumed\n")
+            was_paused = paused
         rounds += 1
         refresh(services, ctx.output)
         readings.take(time.monotonic())
@@ -556,7 +571,7 @@ def run(step: dict[str, Any], ctx: Context, timeout: float) -> None:
         )
         if failure:
             raise StepFailed(failure)
-        if not waiting:
+        if not waiting and not paused:
             counted += 1
         if counted >= needed:
             ctx.output(f"passed: {counted} rounds judged, no condition breached {limit} times in a row\n")

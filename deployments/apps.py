@@ -47,6 +47,18 @@ class DeploymentsConfig(AppConfig):
             names=lambda: list(RecoveryPlan.objects.values_list("failure_type", flat=True)), url=_plan_url
         )
 
+        from controlplane.flag_sections import register_flag_section
+        from deployments.guarded import ACTION_PREFIX, FLAG_STEP_PREFIX, change_words, step_change_words
+
+        # A flag's page shows its guarded rollouts (progress, guards, buttons) without flags importing this app.
+        register_flag_section("guarded rollouts", "deployments/_flag_guarded.html", _guarded_section)
+        # The charts mark a guarded rollout's operator actions and the steps that move its flag.
+        # (its request is not one: as for a deployment, the run's start and its first raise are)
+        register_change_kind(
+            "guarded rollout", prefix=ACTION_PREFIX, exclude=[f"{ACTION_PREFIX}start"], describe=change_words
+        )
+        register_change_kind("guarded rollout step", prefix=FLAG_STEP_PREFIX, describe=step_change_words)
+
         from alerting.signals import alert_fired
 
         alert_fired.connect(_run_plan_for_alert, dispatch_uid="deployments-recovery-plan-on-alert")
@@ -62,6 +74,12 @@ def _run_plan_for_alert(sender: Any, **kwargs: Any) -> None:
         recovery_plan=kwargs["recovery_plan"],
         recovery_auto=kwargs["recovery_auto"],
     )
+
+
+def _guarded_section(request: Any, flag: str) -> Any:
+    from deployments.views import guarded_section
+
+    return guarded_section(request, flag)
 
 
 def _plan_url(failure_type: str, alert_id: int | None) -> str:

@@ -75,6 +75,7 @@ class DeploymentType(models.TextChoices):
     DEPLOY = "deploy", "deploy"
     ROLLBACK = "rollback", "roll back to the previous release"
     RECOVERY = "recovery", "recovery plan"
+    GUARDED = "guarded", "guarded rollout"
 
 
 class DeploymentStatus(models.TextChoices):
@@ -102,6 +103,10 @@ class DeploymentQuerySet(models.QuerySet):
     def active(self) -> DeploymentQuerySet:
         return self.filter(status__in=ACTIVE)
 
+    def holding_environment_lock(self) -> DeploymentQuerySet:
+        """Deployments that take the environment's deploy lock: all but guarded rollouts (their flag's lock)."""
+        return self.filter(flag="")
+
 
 class Deployment(models.Model):
     environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="deployments")
@@ -127,6 +132,13 @@ class Deployment(models.Model):
     # reaper sends again what is queued and was never taken, or that no worker took for a while.
     dispatched_at = models.DateTimeField(null=True, blank=True)
     dispatch_error = models.TextField(blank=True)  # why the last send failed; emptied by one that succeeds
+    # A guarded rollout's flag (``deployments.guarded``): its lock is the flag's in the environment, not the
+    # environment's deploy lock (see the constraints). Empty for every other deployment.
+    flag = models.CharField(max_length=100, blank=True)
+    # An operator's pause of a guarded rollout (its hold keeps measuring but does not end; no step starts),
+    # and the last "skip ahead" (a hold that started before it ends at once). Read by the runner's heartbeat.
+    paused = models.BooleanField(default=False)
+    skip_requested_at = models.DateTimeField(null=True, blank=True)
 
     objects = DeploymentQuerySet.as_manager()
 
@@ -139,11 +151,17 @@ class Deployment(models.Model):
             models.Index(fields=["status", "heartbeat_at"], name="deployment_status_heartbeat"),
         ]
         constraints = [
-            # the lock: at most one active deployment per environment
+            # the lock: at most one active deployment per environment (a guarded rollout takes its flag's instead)
             models.UniqueConstraint(
                 fields=["environment"],
-                condition=Q(status__in=["queued", "running", "rolling_back"]),
+                condition=Q(status__in=["queued", "running", "rolling_back"], flag=""),
                 name="deployment_one_active_per_environment",
+            ),
+            # a guarded rollout's lock: at most one active plan per flag and environment
+            models.UniqueConstraint(
+                fields=["environment", "flag"],
+                condition=Q(status__in=["queued", "running", "rolling_back"]) & ~Q(flag=""),
+                name="deployment_one_active_per_flag_environment",
             ),
         ]
 

@@ -139,6 +139,11 @@ class _Runner:
         self._dirty = False
         self._truncated = False
         self._stop = threading.Event()
+        # A guarded rollout's operator controls, as the heartbeat last read them from the row.
+        self.paused = threading.Event()
+        self.skip_requested_at: datetime | None = deployment.skip_requested_at
+        if deployment.paused:
+            self.paused.set()
 
     # --- the heartbeat thread: heartbeat, cancel flag, output flushes --------------------------
 
@@ -156,8 +161,15 @@ class _Runner:
                         self.lost.set()
                         self.cancelled.set()
                         return
-                    if Deployment.objects.filter(pk=self.deployment.pk, cancel_requested=True).exists():
+                    cancel, paused, skip_at = (
+                        Deployment.objects.filter(pk=self.deployment.pk)
+                        .values_list("cancel_requested", "paused", "skip_requested_at")
+                        .get()
+                    )
+                    if cancel:
                         self.cancelled.set()
+                    (self.paused.set if paused else self.paused.clear)()
+                    self.skip_requested_at = skip_at
         except Exception:  # the database went away: the main thread finds out on its next write
             logger.exception("deployment %s heartbeat failed", self.deployment.pk)
         finally:
@@ -216,7 +228,24 @@ class _Runner:
             secrets=self.secrets,
             record=self._record,
             started_at=self.deployment.started_at,
+            paused=self.paused.is_set,
+            skipped_since=self._skipped_since,
+            flag_action="flag.guarded_rollout." if self.deployment.flag else "flag.",
         )
+
+    def _skipped_since(self, moment: datetime) -> bool:
+        skip_at = self.skip_requested_at
+        return skip_at is not None and skip_at > moment
+
+    def _wait_while_paused(self) -> None:
+        """A paused guarded rollout starts no step until it is resumed (or cancelled, or its claim lost)."""
+        if not self.paused.is_set():
+            return
+        log(self.deployment, "paused: the next step waits until an operator resumes", level=LogLevel.WARNING)
+        while self.paused.is_set() and not self.cancelled.wait(0.2):
+            pass
+        if not self.cancelled.is_set():
+            log(self.deployment, "resumed")
 
     def _record(self, judged: list[Any], at: datetime) -> None:
         """An analysis round's measurements (``deployments.analysis.Judged``), stored with the running step."""
@@ -272,6 +301,7 @@ class _Runner:
         error = ""
         try:
             ctx = self._context(cancelled)
+            ctx.step_started_at = run.started_at
             if phase == Phase.FORWARD:
                 backup_gate.enforce(step, ctx)  # a refusal fails the step before any of it runs
             exit_code = run_step(step, ctx)
@@ -303,6 +333,7 @@ class _Runner:
         failed_index: int | None = None
         try:
             for index, step in enumerate(steps):
+                self._wait_while_paused()
                 if self.cancelled.is_set():
                     failed_index = index - 1 if index else None
                     break

@@ -7,7 +7,7 @@ from typing import Any
 from django.db.models import Prefetch
 
 from controlplane.drills import DrillPlan
-from deployments.models import Deployment, Environment, LogLine, RecoveryPlan, StepRun
+from deployments.models import AnalysisMeasurement, Deployment, Environment, LogLine, RecoveryPlan, StepRun
 
 
 def step_run_dict(run: StepRun) -> dict[str, Any]:
@@ -75,15 +75,24 @@ def with_details(queryset: Any) -> Any:
 def environments_status() -> list[dict[str, Any]]:
     rows = []
     for environment in Environment.objects.select_related("pipeline"):
-        active = Deployment.objects.active().select_related("environment").filter(environment=environment).first()
-        # A dry run ran nothing: it is never the environment's last deployment nor its release.
-        finished = Deployment.objects.select_related("environment").filter(environment=environment, dry_run=False)
+        # The deploy lock's holder: a guarded rollout holds its flag's lock, not the environment's.
+        active = (
+            Deployment.objects.active()
+            .holding_environment_lock()
+            .select_related("environment")
+            .filter(environment=environment)
+            .first()
+        )
+        # A dry run ran nothing, a guarded rollout deployed nothing: never the environment's last deployment.
+        finished = Deployment.objects.select_related("environment").filter(
+            environment=environment, dry_run=False, flag=""
+        )
         if active is not None:
             finished = finished.exclude(pk=active.pk)
         last = finished.order_by("-created_at").first()
         current = (
             Deployment.objects.filter(environment=environment, status="succeeded", dry_run=False)
-            .exclude(type="recovery")
+            .exclude(type__in=["recovery", "guarded"])
             .order_by("-finished_at")
             .values_list("version", flat=True)
             .first()
@@ -125,4 +134,67 @@ def drill_plans() -> list[DrillPlan]:
             smoke_queries=tuple(query for query in plan.smoke_queries if isinstance(query, str)),
         )
         for plan in plans
+    ]
+
+
+def guarded_rollouts_of(flag: str) -> list[dict[str, Any]]:
+    """A flag's guarded rollouts, one entry per environment that runs pipelines: the active plan there (or
+    the latest), its steps (percent, status) and its guards' latest values (the flag page's section)."""
+    from deployments.guarded import default_plan
+
+    rows = []
+    for environment in Environment.objects.select_related("environment").order_by("environment__position", "name"):
+        plan = (
+            Deployment.objects.filter(environment=environment, flag=flag, type="guarded")
+            .order_by("-created_at", "-id")
+            .first()
+        )
+        rows.append(
+            {
+                "environment": environment.name,
+                "production": environment.environment.production,
+                "defaults": default_plan(environment.environment.production),
+                "plan": plan,
+                "steps": _plan_steps(plan) if plan else [],
+                "guards": _latest_guards(plan) if plan else [],
+            }
+        )
+    return rows
+
+
+def _plan_steps(plan: Deployment) -> list[dict[str, Any]]:
+    """Each percentage of the plan with where it is: done, holding (with its rounds so far), failed, to come."""
+    runs = {(run.phase, run.index): run for run in plan.step_runs.all()}
+    steps = []
+    for index in range(0, len(plan.steps), 2):
+        raise_run, hold_run = runs.get(("forward", index)), runs.get(("forward", index + 1))
+        percent = plan.steps[index].get("set", {}).get(plan.flag, {}).get("rollout_percent")
+        status = "to come"
+        for run in (raise_run, hold_run):
+            if run is not None:
+                status = {"running": "holding" if run is hold_run else "raising"}.get(run.status, run.status)
+        if status == "succeeded" and hold_run is None:
+            status = "raised"
+        steps.append({"percent": percent, "status": status, "hold": plan.steps[index + 1].get("duration")})
+    return steps
+
+
+def _latest_guards(plan: Deployment) -> list[dict[str, Any]]:
+    """The newest measurement of each guard in the plan's latest hold."""
+    hold = plan.step_runs.filter(kind="analysis", phase="forward").order_by("-index").first()
+    if hold is None:
+        return []
+    latest: dict[int, AnalysisMeasurement] = {}
+    for measurement in AnalysisMeasurement.objects.filter(step_run=hold).order_by("at", "id"):
+        latest[measurement.condition] = measurement
+    return [
+        {
+            "label": m.label,
+            "value": m.value,
+            "threshold": m.threshold,
+            "verdict": m.verdict,
+            "detail": m.detail,
+            "hold": hold.name,
+        }
+        for _, m in sorted(latest.items())
     ]

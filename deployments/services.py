@@ -61,13 +61,15 @@ class NoRecoveryPlan(InvalidDeployment, NotFound):
 
 
 class DeploymentLocked(Conflict):
-    """The environment has an active deployment (409); the answer points at it."""
+    """The environment has an active deployment (409), or the flag an active guarded rollout in it; the
+    answer points at it."""
 
     code = "locked"
 
     def __init__(self, active: Deployment) -> None:
+        what = f"flag {active.flag} in {active.environment.name}" if active.flag else active.environment.name
         super().__init__(
-            f"{active.environment.name} is locked by deployment #{active.pk} ({active.status})",
+            f"{what} is locked by {'guarded rollout' if active.flag else 'deployment'} #{active.pk} ({active.status})",
             active={"id": active.pk, "url": active.get_absolute_url()},
         )
         # The row itself, for the pages that open it (``extra["active"]`` is what the JSON answer shows).
@@ -184,16 +186,21 @@ def deployment_request(
     steps: list[dict[str, Any]] | None = None,
     recovery_type: str = "",
     dry_run: bool = False,
+    flag: str = "",
+    audit_after: dict[str, Any] | None = None,
 ) -> Deployment:
     """Queue a deployment of ``version`` to ``environment``; the worker runs it after commit.
 
     Raises InvalidDeployment (bad input), DeploymentLocked (another one is active: a database
-    constraint decides, so two requests at once cannot both pass).
+    constraint decides, so two requests at once cannot both pass). With ``flag`` (a guarded rollout,
+    ``deployments.guarded``) the lock is that flag's in the environment, not the environment's.
     """
     env = _environment(environment)
     version = clean_version(version)
     if type not in DeploymentType.values:
         raise InvalidDeployment("type", f"one of {', '.join(DeploymentType.values)}")
+    if (type == DeploymentType.GUARDED) != bool(flag):  # a plan holds its flag's lock; nothing else may
+        raise InvalidDeployment("type", "a guarded rollout is started from its flag's page (deployments.guarded)")
     steps = env.pipeline.steps if steps is None else steps
     try:
         validate_steps(steps)
@@ -212,20 +219,20 @@ def deployment_request(
                 requested_by=actor.label[:150],
                 requested_by_user=actor.user if actor.user is not None and actor.user.pk else None,
                 steps=steps,
+                flag=flag,
             )
-            log(
-                deployment,
-                f"{'dry run of ' if dry_run else ''}{type} {version} to {env.name} requested by {actor.label}",
-            )
+            what = f"guarded rollout of flag {flag} in" if flag else f"{type} {version} to"
+            log(deployment, f"{'dry run of ' if dry_run else ''}{what} {env.name} requested by {actor.label}")
+            after = snapshot(deployment, fields=["environment", "version", "type", "recovery_type", "dry_run"])
             audit_record(
                 actor=actor,
-                action=f"deployment.{'dry_run' if dry_run else type}",
+                action="guarded_rollout.start" if flag else f"deployment.{'dry_run' if dry_run else type}",
                 obj=deployment,
-                after=snapshot(deployment, fields=["environment", "version", "type", "recovery_type", "dry_run"]),
+                after={**after, "environment": env.name, "flag": flag, **(audit_after or {})} if flag else after,
             )
             _queue_run(deployment)
     except IntegrityError:
-        active = Deployment.objects.active().select_related("environment").filter(environment=env).first()
+        active = Deployment.objects.active().select_related("environment").filter(environment=env, flag=flag).first()
         if active is None:  # it finished in between: the caller may simply try again
             raise
         raise DeploymentLocked(active) from None
@@ -297,7 +304,7 @@ def rollback_versions(environment: Any) -> tuple[str, str]:
     env = _environment(environment)
     succeeded = list(
         Deployment.objects.filter(environment=env, status=DeploymentStatus.SUCCEEDED, dry_run=False)
-        .exclude(type=DeploymentType.RECOVERY)
+        .exclude(type__in=[DeploymentType.RECOVERY, DeploymentType.GUARDED])
         .order_by("-finished_at")
         .values_list("version", flat=True)[:50]
     )
@@ -344,7 +351,7 @@ def recovery_version(plan: RecoveryPlan) -> str:
     recovery is none), else "current"."""
     last = (
         Deployment.objects.filter(environment=plan.environment, status=DeploymentStatus.SUCCEEDED, dry_run=False)
-        .exclude(type=DeploymentType.RECOVERY)
+        .exclude(type__in=[DeploymentType.RECOVERY, DeploymentType.GUARDED])
         .order_by("-finished_at")
         .values_list("version", flat=True)
         .first()
@@ -530,11 +537,18 @@ def notify_soon(deployment: Deployment) -> None:
         from alerting.services import event_notify
 
         fresh = Deployment.objects.select_related("environment").get(pk=deployment.pk)
+        title = f"deployment #{fresh.pk} {fresh.environment.name} {fresh.version}: {fresh.get_status_display()}"
+        severity = "critical" if fresh.status in ("failed", "rollback_failed") else "info"
+        if fresh.flag:  # a guarded rollout: a breach restores the flag, and the message says which guard and value
+            title = f"guarded rollout #{fresh.pk} of flag {fresh.flag} in {fresh.environment.name}: "
+            title += f"{fresh.get_status_display()}" + (f": {fresh.error}" if fresh.error else "")
+            if fresh.status == DeploymentStatus.ROLLED_BACK:
+                severity = "warning"
         try:
             event_notify(
                 kind="deployment",
-                title=f"deployment #{fresh.pk} {fresh.environment.name} {fresh.version}: {fresh.get_status_display()}",
-                severity="critical" if fresh.status in ("failed", "rollback_failed") else "info",
+                title=title,
+                severity=severity,
                 details={
                     "deployment": fresh.pk,
                     "environment": fresh.environment.name,
@@ -543,6 +557,7 @@ def notify_soon(deployment: Deployment) -> None:
                     "status": fresh.status,
                     "requested_by": fresh.requested_by,
                     "error": fresh.error,
+                    **({"flag": fresh.flag} if fresh.flag else {}),
                 },
             )
         except Exception as exc:  # noqa: BLE001 - a notification never breaks a deployment

@@ -82,7 +82,7 @@ _FIELDS = {
     "http": {"method", "url", "headers", "body", "expected_status"},
     "health_gate": {"url", "checks", "interval", "expected_status"},
     "backup": {"target", "verify"},
-    "flags": {"set"},
+    "flags": {"set", "states"},
     "wait": {"seconds"},
     "analysis": analysis.FIELDS,
 }
@@ -241,8 +241,23 @@ def _check_backup(step: dict[str, Any], where: str) -> None:
 
 
 def _check_flags(step: dict[str, Any], where: str) -> None:
+    """``set`` (today's fields of each flag) or ``states`` (each flag's whole state, as a state document:
+    what a guarded rollout restores), in the deployment's environment."""
+    from flags.definitions import DocumentError, clean_state
     from flags.services import InvalidFlagDefinition, clean_fields
 
+    if "states" in step:
+        if "set" in step:
+            raise InvalidStep(f"{where}.states", "a flags step takes set or states, not both")
+        states = step["states"]
+        if not isinstance(states, dict) or not states:
+            raise InvalidStep(f"{where}.states", 'required: {"flag_name": {"enabled": true, "strategies": [...]}}')
+        for flag, state in states.items():
+            try:
+                clean_state(state, f"{where}.states.{flag}")
+            except DocumentError as exc:
+                raise InvalidStep(exc.field, exc.message) from None
+        return
     changes = step.get("set")
     if not isinstance(changes, dict) or not changes:
         raise InvalidStep(f"{where}.set", 'required: {"flag_name": {"enabled": true, "rollout_percent": 50}, ...}')
@@ -300,6 +315,13 @@ class Context:
     # An analysis step's measurements, stored with the step run; and when the deployment started (its baseline).
     record: Callable[[list[Any], datetime], None] = field(default=lambda _judged, _at: None)
     started_at: datetime | None = None
+    # A guarded rollout's operator controls (``deployments.guarded``): whether it is paused now, and whether
+    # a "skip ahead" came after a given moment (a hold that started before it ends at once).
+    paused: Callable[[], bool] = field(default=lambda: False)
+    skipped_since: Callable[[datetime], bool] = field(default=lambda _since: False)
+    step_started_at: datetime | None = None  # when the running step's run began (a skip after it ends a hold)
+    # The audit action prefix of the flags steps' changes ("flag.guarded_rollout." for a guarded rollout's).
+    flag_action: str = "flag."
 
     def expand(self, text: str, *, secrets: bool = True) -> str:
         """The step's ``text`` with its ``{variable}`` and ``${SECRET}`` references replaced, in one pass.
@@ -325,9 +347,20 @@ class Context:
 
         return _REFERENCE.sub(replace, text)
 
-    def sleep(self, seconds: float) -> None:
-        if self.cancelled.wait(seconds):
-            raise StepCancelled("cancelled by an operator")
+    def sleep(self, seconds: float, *, skippable_since: datetime | None = None) -> None:
+        """Wait ``seconds``; a cancel raises StepCancelled at once. With ``skippable_since``, an operator's
+        "skip ahead" made after that moment ends the wait early (the caller asks ``skipped_since`` again)."""
+        if skippable_since is None:
+            if self.cancelled.wait(seconds):
+                raise StepCancelled("cancelled by an operator")
+            return
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if self.cancelled.wait(max(0.0, min(0.2, left))):
+                raise StepCancelled("cancelled by an operator")
+            if left <= 0.2 or self.skipped_since(skippable_since):
+                return
 
 
 def run_step(step: dict[str, Any], ctx: Context) -> int | None:
@@ -374,7 +407,10 @@ def describe(step: dict[str, Any], ctx: Context) -> str:
         verified = " and verify it" if step.get("verify") else ""
         return f"back up target {step.get('target', 'default')}{verified} and wait for it"
     if kind == "flags":
-        return "set flags " + json.dumps(step["set"], sort_keys=True)
+        where = f" in {ctx.variables.get('environment')}" if ctx.variables.get("environment") else ""
+        if "states" in step:
+            return f"restore the whole state of flag(s) {', '.join(sorted(step['states']))}{where}"
+        return "set flags " + json.dumps(step["set"], sort_keys=True) + where
     if kind == "analysis":
         return analysis.describe(step)
     return f"wait {step['seconds']} s"
@@ -544,15 +580,26 @@ def _run_backup(step: dict[str, Any], ctx: Context) -> None:
 
 
 def _run_flags(step: dict[str, Any], ctx: Context) -> None:
+    """Set flags in the deployment's environment (``{environment}``), audited as the deployment's."""
     from controlplane.audit import Actor
-    from flags.services import FlagNotFound, InvalidFlagDefinition, flag_update
+    from flags.services import EnvironmentNotFound, FlagNotFound, InvalidFlagDefinition, flag_state_set, flag_update
 
-    for name, changes in step["set"].items():
-        try:
-            flag_update(name=name, changes=changes, actor=Actor.system(ctx.actor_label))
-        except (FlagNotFound, InvalidFlagDefinition) as exc:
-            raise StepFailed(str(exc)) from None
-        ctx.output(f"flag {name}: {json.dumps(changes, sort_keys=True)}\n")
+    environment = ctx.variables.get("environment") or None
+    actor = Actor.system(ctx.actor_label)
+    try:
+        for name, state in step.get("states", {}).items():
+            flag_state_set(
+                name=name, environment=environment or "production", state=state, actor=actor,
+                action=f"{ctx.flag_action}state.update",
+            )  # fmt: skip
+            ctx.output(f"flag {name} in {environment}: state restored {json.dumps(state, sort_keys=True)}\n")
+        for name, changes in step.get("set", {}).items():
+            flag_update(
+                name=name, changes=changes, actor=actor, action=f"{ctx.flag_action}update", environment=environment
+            )
+            ctx.output(f"flag {name} in {environment}: {json.dumps(changes, sort_keys=True)}\n")
+    except (FlagNotFound, InvalidFlagDefinition, EnvironmentNotFound) as exc:
+        raise StepFailed(str(exc)) from None
 
 
 def python() -> str:

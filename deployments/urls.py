@@ -14,4 +14,7 @@ urlpatterns = [
     path("environments/<slug:name>/rollback", views.roll_back, name="rollback"),
     path("recovery/<slug:failure_type>", views.run_plan, name="recovery"),
     path("recovery/<slug:failure_type>/plan", views.plan_page, name="plan"),
+    path("guarded/<str:flag>/start", views.guarded_start, name="guarded-start"),
+    path("guarded/<str:flag>/live", views.guarded_live, name="guarded-live"),
+    path("<int:deployment_id>/guarded/<slug:action>", views.guarded_control, name="guarded-control"),
 ]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -15,9 +17,18 @@ from controlplane.audit import Actor
 from controlplane.errors import ControlPlaneError
 from controlplane.forms import report
 from deployments.analysis_charts import analysis_charts
+from deployments.guarded import (
+    DEFAULT_PERCENTS,
+    guarded_rollout_abort,
+    guarded_rollout_pause,
+    guarded_rollout_resume,
+    guarded_rollout_skip,
+    guarded_rollout_start,
+    guarded_services_words,
+)
 from deployments.models import Deployment, DeploymentStatus, Environment, RecoveryPlan, StepStatus
 from deployments.runner import dry_run_lines
-from deployments.selectors import environments_status
+from deployments.selectors import environments_status, guarded_rollouts_of
 from deployments.services import (
     DeploymentLocked,
     InvalidDeployment,
@@ -47,8 +58,23 @@ def _confirmed(request: HttpRequest) -> bool:
     return request.POST.get("confirm") == "yes"
 
 
-def _confirm_page(request: HttpRequest, *, question: str, details: list[str], button: str, back: str) -> HttpResponse:
-    context = {"question": question, "details": details, "button": button, "back": back, "action": request.path}
+def _confirm_page(
+    request: HttpRequest,
+    *,
+    question: str,
+    details: list[str],
+    button: str,
+    back: str,
+    hidden: list[tuple[str, str]] | None = None,
+) -> HttpResponse:
+    context = {
+        "question": question,
+        "details": details,
+        "button": button,
+        "back": back,
+        "action": request.path,
+        "hidden": hidden or [],
+    }
     return render(request, "deployments/confirm.html", context)
 
 
@@ -222,3 +248,101 @@ def _where(deployment: Deployment) -> str:
         return deployment.get_status_display().lower()
     step = deployment.step_runs.filter(status=StepStatus.RUNNING).order_by("-started_at", "-id").first()
     return f"running step '{step.name}'" if step else "running"
+
+
+# --- Guarded rollouts (the section deployments adds to a flag's page: controlplane.flag_sections) ----------
+
+FLAG_CHANGE_PERMISSION = "flags.change_flag"
+GUARDED_ACTIONS = {
+    "pause": ("Pause", guarded_rollout_pause, "Its hold goes on measuring the guards (a breach still restores the "
+              "flag) but does not end until resumed."),
+    "resume": ("Resume", guarded_rollout_resume, "The hold counts again and the plan moves on when it ends."),
+    "skip": ("Skip ahead", guarded_rollout_skip, "The current hold ends now: the next step raises the rollout."),
+    "abort": ("Abort", guarded_rollout_abort, "The plan stops and the flag is put back as it was before the plan."),
+}  # fmt: skip
+
+
+def guarded_section(request: HttpRequest, flag: str) -> dict[str, Any] | None:
+    """What the flag page's guarded-rollout section shows (None, and nothing shown, without the permission)."""
+    user = request.user
+    if not (user.has_perm(VIEW_PERMISSION) or user.has_perm(RUN_PERMISSION)):
+        return None
+    return {
+        "flag": flag,
+        "environments": guarded_rollouts_of(flag),
+        "can_change": user.has_perm(FLAG_CHANGE_PERMISSION) and user.has_perm(RUN_PERMISSION),
+        "guarded_by": guarded_services_words(flag),
+    }
+
+
+def _require_flag_change(request: HttpRequest) -> None:
+    if not (request.user.has_perm(FLAG_CHANGE_PERMISSION) and request.user.has_perm(RUN_PERMISSION)):
+        raise PermissionDenied(
+            "a guarded rollout needs the flags.change_flag and deployments.add_deployment permissions"
+        )
+
+
+@operator_page(VIEW_PERMISSION)
+def guarded_live(request: HttpRequest, flag: str) -> HttpResponse:
+    """The section alone: the flag page's htmx polling swaps it in every few seconds."""
+    context = {"section": {"data": guarded_section(request, flag)}, "htmx": True}
+    return render(request, "deployments/_flag_guarded.html", context)
+
+
+@operator_page(VIEW_PERMISSION)
+@require_POST
+def guarded_start(request: HttpRequest, flag: str) -> HttpResponse:
+    """Start a guarded rollout of ``flag`` in the posted environment; in a production one, a confirmation first."""
+    _require_flag_change(request)
+    environment = request.POST.get("environment", "")
+    plan = {key: request.POST[key] for key in ("percents", "hold") if request.POST.get(key, "").strip()}
+    target = Environment.objects.select_related("environment").filter(name=environment).first()
+    if target is not None and target.environment.production and not _confirmed(request):
+        steps = plan.get("percents") or ", ".join(str(p) for p in DEFAULT_PERCENTS)
+        return _confirm_page(
+            request,
+            question=f"Start a guarded rollout of {flag} in {environment}?",
+            details=[
+                f"{environment} is a production environment. The rollout rises through {steps} %, holding at each "
+                "step while its guards are measured; a breached guard puts the flag back as it is now."
+            ],
+            button=f"Start the guarded rollout of {flag} in {environment}",
+            back=reverse("flags:detail", args=[flag]),
+            hidden=[("environment", environment), *plan.items()],
+        )
+    try:
+        deployment = guarded_rollout_start(
+            flag=flag, environment=environment, plan=plan, actor=Actor.for_user(request.user)
+        )
+    except ControlPlaneError as exc:  # a bad plan, no such flag or environment, or a plan already running
+        report(request, exc)
+    else:
+        messages.success(request, f"Guarded rollout #{deployment.pk} of {flag} in {environment} started.")
+    return redirect(reverse("flags:detail", args=[flag]) + "#guarded-rollouts")
+
+
+@operator_page(VIEW_PERMISSION)
+@require_POST
+def guarded_control(request: HttpRequest, deployment_id: int, action: str) -> HttpResponse:
+    """Pause, resume, skip ahead or abort a guarded rollout; in a production environment, a confirmation first."""
+    _require_flag_change(request)
+    deployment = get_object_or_404(Deployment.objects.select_related("environment__environment"), pk=deployment_id)
+    if action not in GUARDED_ACTIONS or not deployment.flag:
+        raise Http404("no such guarded rollout action")
+    button, service, words = GUARDED_ACTIONS[action]
+    back = reverse("flags:detail", args=[deployment.flag]) + "#guarded-rollouts"
+    if deployment.environment.environment.production and not _confirmed(request):
+        return _confirm_page(
+            request,
+            question=f"{button} the guarded rollout of {deployment.flag} in {deployment.environment.name}?",
+            details=[f"{deployment.environment.name} is a production environment. {words}"],
+            button=f"{button} guarded rollout #{deployment.pk}",
+            back=back,
+        )
+    try:
+        service(deployment=deployment, actor=Actor.for_user(request.user))
+    except ControlPlaneError as exc:  # finished meanwhile, or paused already
+        report(request, exc)
+    else:
+        messages.success(request, f"{button}: guarded rollout #{deployment.pk} of {deployment.flag}.")
+    return redirect(back)

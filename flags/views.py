@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 from controlplane.access import operator_page
 from controlplane.audit import Actor
 from controlplane.errors import InvalidInput, NotFound
+from controlplane.flag_sections import read_flag_sections
 from controlplane.models import DEFAULT_FLAGS_ENVIRONMENT, Environment
 from flags import targeting
 from flags.definitions import flags_queryset
@@ -142,6 +143,8 @@ def flag_detail(request: HttpRequest, name: str) -> HttpResponse:
         "usage": usage_chart(usage_of(flag.name)),
         "scheduled": pending_and_recent(flag.pk),
         "schedule_form": ScheduleForm(),
+        # What other apps show of this flag (deployments' guarded rollouts), without flags importing them.
+        "sections": read_flag_sections(request, flag.name),
     }
     return render(request, "flags/detail.html", context)
 

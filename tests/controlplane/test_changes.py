@@ -38,16 +38,17 @@ def read(**window) -> list[tuple[str, str, str]]:
 
 
 def test_a_kind_an_app_registers_is_read_with_no_other_change(registry):
-    record("guarded_rollout.step", after={"percent": 25})
+    # A kind no app declares (deployments declares the guarded rollouts' "guarded_rollout." itself).
+    record("experiment.step", after={"percent": 25})
     assert read() == []
     register_change_kind(
-        "guarded_rollout",
-        prefix="guarded_rollout.",
-        exclude=["guarded_rollout.planned"],
-        describe=lambda action, label, before, after: f"rollout of {label} at {after['percent']} %",
+        "experiment",
+        prefix="experiment.",
+        exclude=["experiment.planned"],
+        describe=lambda action, label, before, after: f"experiment on {label} at {after['percent']} %",
     )
-    record("guarded_rollout.planned", 1)
-    assert read() == [("guarded_rollout", "guarded_rollout.step", "rollout of checkout at 25 %")]
+    record("experiment.planned", 1)
+    assert read() == [("experiment", "experiment.step", "experiment on checkout at 25 %")]
 
 
 def test_the_longest_prefix_decides_the_kind(registry):

@@ -56,6 +56,8 @@ def path_of(route: str, rows) -> str:
             "deployment_id": rows.deployment.pk,
             "name": rows.environment.name,
             "failure_type": rows.plan.failure_type,
+            "flag": rows.flag.name,  # a guarded rollout's section of the flag page
+            "action": "pause",
         },
         "backups/": {"name": rows.target.name, "backup_id": rows.backup.pk, "plan": rows.plan.failure_type},
         "": {"alert_id": rows.alert.pk, "service": rows.slo.service.name, "name": rows.slo.name},
