@@ -15,6 +15,7 @@ One module per concern, each importing only the ones below it:
     schema        a restored schema compared with the dump's
     verification  the ``Verifier``: restore into a scratch, then the checks
     dumps         ``dump`` and ``restore``, the entry points for either engine
+    pgbackrest    pgBackRest's backups, its recoverable window, and point-in-time verification
 
 The names below are the package's interface for the rest of ``backups``.
 """
