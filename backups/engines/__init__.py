@@ -25,6 +25,7 @@ from __future__ import annotations
 from backups.engines.dumps import dump, restore
 from backups.engines.errors import BackupError, CheckFailed, ScratchIsSource, SourceUnreachable, ToolMissing
 from backups.engines.files import CHUNK, Dump, create_private_file, file_digest, partial_dir, private_dir
+from backups.engines.pgbackrest import PitrVerifier, Repository, StanzaInfo, Window, remove_scratch
 from backups.engines.postgresql import create_database, drop_database, pg_row_counts, pg_tables
 from backups.engines.processes import run_tool
 from backups.engines.sources import (
@@ -52,11 +53,15 @@ __all__ = [
     "Database",
     "Dump",
     "Identity",
+    "PitrVerifier",
+    "Repository",
     "ScratchIsSource",
     "SourceUnreachable",
+    "StanzaInfo",
     "ToolMissing",
     "Verifier",
     "VerifyOutcome",
+    "Window",
     "create_database",
     "create_private_file",
     "drop_database",
@@ -72,6 +77,7 @@ __all__ = [
     "pg_tables",
     "pg_tool",
     "private_dir",
+    "remove_scratch",
     "restore",
     "run_tool",
     "scratch_name",
