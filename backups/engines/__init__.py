@@ -25,7 +25,14 @@ from __future__ import annotations
 from backups.engines.dumps import dump, restore
 from backups.engines.errors import BackupError, CheckFailed, ScratchIsSource, SourceUnreachable, ToolMissing
 from backups.engines.files import CHUNK, Dump, create_private_file, file_digest, partial_dir, private_dir
-from backups.engines.pgbackrest import PitrVerifier, Repository, StanzaInfo, Window, remove_scratch
+from backups.engines.pgbackrest import (
+    PitrVerifier,
+    Repository,
+    StanzaInfo,
+    Window,
+    pgbackrest_binary,
+    remove_scratch,
+)
 from backups.engines.postgresql import create_database, drop_database, pg_row_counts, pg_tables
 from backups.engines.processes import run_tool
 from backups.engines.sources import (
@@ -76,6 +83,7 @@ __all__ = [
     "pg_row_counts",
     "pg_tables",
     "pg_tool",
+    "pgbackrest_binary",
     "private_dir",
     "remove_scratch",
     "restore",
