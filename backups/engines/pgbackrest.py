@@ -109,7 +109,10 @@ class Repository:
         return args
 
     def run(self, args: list[str], *, timeout: float) -> str:
-        return run_as(args, user=self.os_user, timeout=timeout)
+        try:
+            return run_as(args, user=self.os_user, timeout=timeout)
+        except BackupError as exc:
+            raise BackupError(f"stanza {self.stanza}: {exc}") from None
 
 
 def run_as(args: list[str], *, user: str, timeout: float) -> str:
