@@ -111,16 +111,20 @@ def verify(
     """Restore the target's stanza to a random time inside its window, on the earliest day of the recovery
     window not yet verified, into a scratch cluster; check it; remove it.
 
-    A commit is written on the source and archived first, so that every time chosen has a commit after it.
+    A commit is written on the source and archived while pgBackRest copies the files: the time is chosen
+    before it, so recovery always finds a commit after the time it stops at.
     """
     from backups.selectors import readiness
 
     target = verification.backup.target
     repo = repository(target)
     source = _source(target)
-    commit_floor = timezone.now()
-    pgbackrest.archive_now(repo, source, timeout=INFO_TIMEOUT_SECONDS)
     window = pgbackrest.window(repo, timeout=INFO_TIMEOUT_SECONDS)
+    if window.start is not None and (window.end is None or window.end - window.start < timedelta(seconds=2)):
+        # Just after the first backup nothing was archived past it yet: a commit and a WAL switch now.
+        pgbackrest.archive_now(repo, source, timeout=INFO_TIMEOUT_SECONDS)
+        window = pgbackrest.window(repo, timeout=INFO_TIMEOUT_SECONDS)
+    commit_floor = timezone.now()  # the commit written beside the restore comes after this
     record_window(target, window)
     if window.start is None or window.end is None:
         raise engines.BackupError("nothing to recover to: the repository has no backup or no archived WAL")
@@ -135,6 +139,7 @@ def verify(
         timeout=settings.BACKUP_TIMEOUT_SECONDS,
         on_scratch=record_scratch,
         backup_label=used.label if used else "",
+        alongside=lambda: pgbackrest.archive_now(repo, source, timeout=INFO_TIMEOUT_SECONDS),
     )
     return verifier.run()
 
