@@ -2,7 +2,7 @@
 
 A PostgreSQL cluster of this script's own (initdb in a temporary directory, on a free port; archive_mode on,
 archive_command through pgBackRest, ``archive_timeout`` 60 s; tests/backups/pitr_cluster.py) gets a
-pgbench database (``--scale``, default 5: about 75 MiB) and a full pgBackRest backup.
+pgbench database (``--scale``, default 10: about 160 MiB) and a full pgBackRest backup.
 
 1. Achieved RPO: for ``--rpo-seconds`` (default 180) a light write load (one pgbench-style update a
    second) runs while the age of the newest archived WAL segment (``pgbackrest repo-ls`` time, as the
@@ -15,7 +15,7 @@ pgbench database (``--scale``, default 5: about 75 MiB) and a full pgBackRest ba
    checks, stop and remove)
    against the peer: a bare ``pgbackrest restore --type=time --target=<same time> --target-action=promote``
    plus ``pg_ctl start -w`` and waiting for promotion (its stop and removal are not counted). Rounds
-   alternate peer and ours, each after a sync (``--rounds``, default 3 each); medians are compared. Goal: ratio <= 1.3.
+   alternate peer and ours, each after a sync (``--rounds``, default 5 each); medians are compared. Goal: ratio <= 1.3.
 
 Everything made here (cluster, repository, scratch directories) is removed at the end. Exit status 0
 even when a goal is missed ("MISSED" is printed); 1 when a verification fails; 2 when pgbackrest or the
@@ -58,9 +58,9 @@ def configure_environment() -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scale", type=int, default=5, help="pgbench scale of the database (default 5)")
+    parser.add_argument("--scale", type=int, default=10, help="pgbench scale of the database (default 10)")
     parser.add_argument("--rpo-seconds", type=int, default=180, help="how long to sample the RPO (default 180)")
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds of each side (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds of each side (default 5)")
     args = parser.parse_args()
 
     from tests.backups.pitr_cluster import Cluster, pgbackrest_missing
