@@ -65,7 +65,8 @@ class Readiness:
         problems = []
         if self.pitr and self.pitr_error:
             problems.append(f"pgBackRest: {self.pitr_error.splitlines()[0]}")
-        if self.pitr and not self.rpo_met:
+        wal_late = self.rpo_seconds is None or self.rpo_seconds > self.target.rpo_hours * 3600
+        if self.pitr and wal_late:
             age = (
                 "no archived WAL"
                 if self.rpo_seconds is None
@@ -169,7 +170,8 @@ def pitr_readiness(target: BackupTarget, *, now: datetime) -> Readiness:
     }
     latest = target.backups.verified().order_by("-started_at", "-id").first()
     rpo_seconds = target.rpo_seconds(now=now)
-    rpo_met = rpo_seconds is not None and rpo_seconds <= target.rpo_hours * 3600
+    # Met when the archive is recent enough and a point-in-time restore has been proven at all.
+    rpo_met = rpo_seconds is not None and rpo_seconds <= target.rpo_hours * 3600 and latest is not None
     first_pending = latest is None and target.created_at > now - timedelta(hours=target.rpo_hours)
     missing = []
     for offset in range(target.recovery_window_days):

@@ -290,6 +290,8 @@ def test_readiness_counts_a_day_only_when_a_restore_to_a_time_on_it_passed(pitr_
         created_at=now - timedelta(days=10), pitr_window_start=now - timedelta(days=9), pitr_window_end=now
     )
     target = BackupTarget.objects.get(pk=pitr_target.pk)
+    unproven = readiness(target, now=now)
+    assert not unproven.ready and "no verified point-in-time restore" in unproven.problems
     backup = target.backups.create(
         engine="pgbackrest", status=BackupStatus.SUCCEEDED, verification=VerificationResult.PASSED
     )
@@ -302,3 +304,6 @@ def test_readiness_counts_a_day_only_when_a_restore_to_a_time_on_it_passed(pitr_
     assert "3 day(s) of the 7-day window unverified" in "; ".join(state.problems)
     stale = readiness(target, now=now + timedelta(hours=target.rpo_hours + 1))
     assert not stale.rpo_met and any("newest archived WAL is" in problem for problem in stale.problems)
+    for days_ago in (3, 5, 6):
+        backup.verifications.create(status=VerificationResult.PASSED, target_time=now - timedelta(days=days_ago))
+    assert readiness(target, now=now).ready

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import pytest
@@ -18,6 +19,7 @@ from django.test import Client
 from django.utils import timezone
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Request, Response, expect
 
+from backups.models import BackupTarget
 from backups.services import backup_create, backup_verify, target_create
 from controlplane.audit import Actor
 from deployments.services import deployment_request, environment_save, pipeline_save
@@ -41,6 +43,7 @@ PAGES = {
     "deployment": ("/deployments/{deployment}/", "Deployment #{deployment}: web v2"),
     "backups": ("/backups/", "Backups"),
     "backup-target": ("/backups/{target}/", "Backups: {target}"),
+    "backup-target-pitr": ("/backups/{pitr_target}/", "Backups: {pitr_target}"),
     "slos": ("/slo/", "SLOs"),
     "slo": ("/slo/{service}/availability/", "SLO {service} / availability"),
     "login": ("/accounts/login/", "Log in"),
@@ -131,12 +134,26 @@ def site(operator, settings, tmp_path, monkeypatch) -> dict[str, object]:
     backup = backup_create(target=target, actor=SYSTEM)
     assert backup.status == "succeeded", backup.error
     assert backup_verify(backup=backup, actor=SYSTEM).status == "passed"
+    # A pgBackRest target with the window pgbackrest info would have given: both backups pages show it.
+    monkeypatch.setenv("BROWSER_SWEEP_PITR_URL", "postgres://postgres@127.0.0.1:5432/shop")
+    pitr = target_create(
+        data={
+            "name": "shop-pitr",
+            "url_env": "BROWSER_SWEEP_PITR_URL",
+            "kind": "pgbackrest",
+            "pgbackrest_stanza": "shop",
+        },
+        actor=SYSTEM,
+    )
+    BackupTarget.objects.filter(pk=pitr.pk).update(
+        pitr_window_start=timezone.now() - 3 * DAY, pitr_window_end=timezone.now() - timedelta(seconds=40)
+    )
     service = make_service()  # an availability and a latency SLO, with a week of traffic and a burn now
     make_slo(service, name="availability")
     make_slo(service, name="fast", kind="latency", target_percent=99, threshold_ms=500, window_days=7)
     now = timezone.now().replace(second=0, microsecond=0)
     Traffic().add(now - 7 * DAY, now - HOUR, errors=0.0002).add(now - HOUR, now, errors=0.02).save(service, now + HOUR)
-    return {"deployment": deployment.pk, "target": target.name, "service": service.name}
+    return {"deployment": deployment.pk, "target": target.name, "service": service.name, "pitr_target": pitr.name}
 
 
 @pytest.fixture
