@@ -98,7 +98,7 @@ def record_window(target: BackupTarget, window: engines.Window) -> None:
         "pitr_window_start": window.start,
         "pitr_window_end": window.end,
         "pitr_checked_at": timezone.now(),
-        "pitr_error": "" if window.start else "no backup in the repository yet",
+        "pitr_error": "" if window.start else f"stanza {target.pgbackrest_stanza}: no backup in the repository yet",
     }
     BackupTarget.objects.filter(pk=target.pk).update(**values)
     for name, value in values.items():

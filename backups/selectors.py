@@ -64,7 +64,7 @@ class Readiness:
     def problems(self) -> list[str]:
         problems = []
         if self.pitr and self.pitr_error:
-            problems.append(f"pgBackRest: {self.pitr_error.splitlines()[0]}")
+            problems.append(f"pgBackRest {self.pitr_error.splitlines()[0]}")
         wal_late = self.rpo_seconds is None or self.rpo_seconds > self.target.rpo_hours * 3600
         if self.pitr and wal_late:
             age = (

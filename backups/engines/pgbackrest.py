@@ -214,7 +214,7 @@ def parse_info(text: str, stanza: str) -> StanzaInfo:
         raise BackupError(f"pgbackrest info does not list the stanza {stanza}") from None
     status = entry.get("status") or {}
     if status.get("code") not in (0, 2):  # 2: "no valid backups", still a stanza with WAL to read
-        raise BackupError(f"pgBackRest stanza {stanza}: {status.get('message') or 'unknown error'}")
+        raise BackupError(f"stanza {stanza}: {status.get('message') or 'unknown error'}")
     try:
         backups = [
             BackupSet(

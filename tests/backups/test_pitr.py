@@ -99,7 +99,7 @@ def test_info_json_of_a_stanza_without_backups_has_an_empty_window():
 
 
 def test_info_json_of_a_missing_stanza_is_an_error_naming_it():
-    with pytest.raises(engines.BackupError, match="pgBackRest stanza nope: missing stanza path"):
+    with pytest.raises(engines.BackupError, match="stanza nope: missing stanza path"):
         pgbackrest.parse_info((CAPTURED / "info_missing_stanza.json").read_text(), "nope")
     with pytest.raises(engines.BackupError, match="does not list the stanza other"):
         pgbackrest.parse_info((CAPTURED / "info.json").read_text(), "other")
@@ -307,3 +307,39 @@ def test_readiness_counts_a_day_only_when_a_restore_to_a_time_on_it_passed(pitr_
     for days_ago in (3, 5, 6):
         backup.verifications.create(status=VerificationResult.PASSED, target_time=now - timedelta(days=days_ago))
     assert readiness(target, now=now).ready
+
+
+def test_run_due_reads_the_window_and_verifies_a_pgbackrest_target_daily(
+    cluster, pitr_target, django_capture_on_commit_callbacks
+):
+    """A dump is verified once; a pgBackRest target every day (each run restores to another time)."""
+    from backups.tasks import run_due
+
+    BackupTarget.objects.exclude(pk=pitr_target.pk).update(enabled=False)
+    repo = repository(cluster)
+    if not pgbackrest.info(repo, timeout=60).backups:
+        pgbackrest.backup(repo, kind="full", timeout=300)
+    backup = pitr_target.backups.create(
+        engine="pgbackrest", status=BackupStatus.SUCCEEDED, verification=VerificationResult.PASSED
+    )
+    backup.verifications.create(status=VerificationResult.PASSED, started_at=timezone.now() - timedelta(hours=21))
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        summary = run_due()
+    assert summary["verifications"] == [backup.pk] and summary["backups"] == [] and len(callbacks) == 1
+    pitr_target.refresh_from_db()
+    assert pitr_target.pitr_window_start is not None and pitr_target.pitr_window_end is not None
+    assert pitr_target.pitr_checked_at is not None and pitr_target.pitr_error == ""
+    backup.verifications.create(status=VerificationResult.PASSED, started_at=timezone.now())
+    with django_capture_on_commit_callbacks(execute=False):
+        assert run_due()["verifications"] == []  # verified today already
+
+
+def test_a_repository_pgbackrest_cannot_read_is_kept_as_the_targets_error(cluster, pitr_target):
+    from backups import pitr
+
+    BackupTarget.objects.filter(pk=pitr_target.pk).update(pgbackrest_stanza="gone")
+    target = BackupTarget.objects.get(pk=pitr_target.pk)
+    assert pitr.refresh(target) is None
+    target.refresh_from_db()
+    assert "stanza gone" in target.pitr_error and target.pitr_window_end is None
+    assert any(problem == "pgBackRest stanza gone: missing stanza path" for problem in readiness(target).problems)
