@@ -278,10 +278,15 @@ def test_backups_window_and_a_point_in_time_verification_end_to_end(cluster, pit
     assert "newest WAL" in page and "recoverable" in page
     detail = operator_client.get(reverse("backups:target", args=[pitr_target.name])).content.decode()
     assert f"pgBackRest stanza {cluster.stanza}" in detail and diff.manifest["label"] in detail
-    body = api_client("backups").get("/api/deployment/backup/status").json()
+    api = api_client("backups")
+    body = api.get("/api/deployment/backup/status").json()
     row = next(t for t in body["targets"] if t["target"] == pitr_target.name)
     assert row["pointInTime"]["windowStart"] and row["pointInTime"]["rpoSeconds"] is not None
     assert row["latestVerification"]["targetTime"] == verification.target_time.isoformat()
+    assert row["latestBackup"]["pgbackrest"]["label"] == diff.manifest["label"]
+    body = api.get("/api/deployment/backup/recovery-readiness").json()
+    row = next(t for t in body["targets"] if t["target"] == pitr_target.name)
+    assert row["ready"] and row["windowComplete"] and row["pointInTime"]["windowEnd"]
 
 
 def test_readiness_counts_a_day_only_when_a_restore_to_a_time_on_it_passed(pitr_target):
