@@ -11,6 +11,7 @@ from django.core.validators import validate_email
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 
 from alerting.models import (
     Alert,
@@ -38,6 +39,7 @@ from alerting.services import (
 )
 from controlplane.admin import ReadOnlyAdminMixin, ReadOnlyInlineMixin
 from controlplane.audit import Actor
+from controlplane.changes import changes_before
 from controlplane.models import Environment
 from controlplane.status import StatusPillsAdmin, admin_status
 
@@ -213,7 +215,30 @@ class AlertAdmin(StatusPillsAdmin, ReadOnlyAdminMixin, admin.ModelAdmin):
     fields = readonly_fields = (
         "rule", "dedup_key", "component", "measurement", "state", "started_at", "fired_at", "resolved_at",
         "last_evaluated_at", "last_value", "consecutive", "acknowledged_by", "acknowledged_at", "last_notified_at",
+        "recovery", "changes_before",
     )  # fmt: skip
+
+    @admin.display(description="recovery plan")
+    def recovery(self, alert: Alert) -> str:
+        """The rule's recovery plan: a link to run it (its dry run first), and whether it ran by itself."""
+        if not alert.rule.recovery_plan:
+            return "-"
+        link = format_html('<a class="run-plan" href="{}">run {}</a>', alert.recovery_url, alert.rule.recovery_plan)
+        if alert.recovery_started_at is not None:
+            return format_html("{} (started by itself at {:%Y-%m-%d %H:%M:%S})", link, alert.recovery_started_at)
+        return format_html("{} (runs by itself when it fires)", link) if alert.rule.recovery_auto else link
+
+    @admin.display(description="changes in the hour before it fired")
+    def changes_before(self, alert: Alert) -> str:
+        """Deployments, flag changes... of the hour before it fired (controlplane.changes): what moved."""
+        if alert.fired_at is None:
+            return "not fired"
+        changes = changes_before({alert.pk: alert.fired_at})[alert.pk]
+        if not changes:
+            return "none"
+        return format_html(
+            '<ul class="changes">{}</ul>', format_html_join("", "<li>{}</li>", ((c.words,) for c in changes))
+        )
 
     @admin.display(description="target")
     def target(self, alert: Alert) -> str:
@@ -251,7 +276,7 @@ class SilenceForm(forms.ModelForm):
 @admin.register(Silence)
 class SilenceAdmin(admin.ModelAdmin):
     form = SilenceForm
-    list_display = ["__str__", "reason", "active", "created_by", "created_at"]
+    list_display = ["__str__", "reason", "active", "created_by", "owner", "created_at"]
     list_filter = ["rule"]
     search_fields = ["reason", "component"]
     actions = ["end_now"]

@@ -17,6 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from controlplane.models import Environment
+from controlplane.runbooks import recovery_plan_problem, recovery_plan_url
 
 ANY_COMPONENT = "*"
 
@@ -232,6 +233,16 @@ class AlertRule(models.Model):
         NotificationChannel, blank=True, related_name="rules", db_table="monitoring_alertrule_channels"
     )
     description = models.CharField(max_length=500, blank=True)
+    # A failure type, not a foreign key: alerting does not import deployments (controlplane.runbooks).
+    recovery_plan = models.CharField(
+        max_length=50,
+        blank=True,
+        help_text="The recovery plan (Deployments > Recovery plans, by failure type) its alerts offer to run.",
+    )
+    recovery_auto = models.BooleanField(
+        default=False,
+        help_text="Run the recovery plan by itself, once each time an alert of this rule starts firing.",
+    )
 
     class Meta:
         db_table = "monitoring_alertrule"
@@ -268,6 +279,12 @@ class AlertRule(models.Model):
 
         for name, problem in service_problems(self).items():
             errors.setdefault(name, problem)
+        if self.recovery_plan:
+            unknown = recovery_plan_problem(self.recovery_plan)
+            if unknown:
+                errors["recovery_plan"] = unknown
+        elif self.recovery_auto:
+            errors["recovery_auto"] = "runs the rule's recovery plan by itself: name the plan first"
         if errors:
             raise ValidationError(errors)
 
@@ -339,6 +356,8 @@ class Alert(models.Model):
     last_notified_at = models.DateTimeField(
         null=True, blank=True, help_text="When a notification of this alert last went out (not a skipped one)."
     )
+    # When its rule's recovery plan was started for it (auto): at most once per firing alert.
+    recovery_started_at = models.DateTimeField(null=True, blank=True)
 
     objects = AlertQuerySet.as_manager()
 
@@ -362,6 +381,11 @@ class Alert(models.Model):
         target = f" {self.component}:{self.measurement}" if self.component else ""
         return f"{self.rule.name}{target} ({self.state})"
 
+    @property
+    def recovery_url(self) -> str:
+        """The page that runs its rule's recovery plan for it (a dry run, then a confirmation); "" for none."""
+        return recovery_plan_url(self.rule.recovery_plan, self.pk) if self.rule.recovery_plan else ""
+
 
 class Silence(models.Model):
     """A maintenance window: matching alerts still change state and are recorded, but nothing is sent.
@@ -378,6 +402,9 @@ class Silence(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # What holds the silence and ends it ("deployment:42" for a pipeline's own silences); empty: an operator's.
+    # Found by the ends_at index: the open ones are few.
+    owner = models.CharField(max_length=100, blank=True, editable=False)
 
     class Meta:
         db_table = "monitoring_silence"

@@ -18,6 +18,7 @@ from django.core.mail import send_mail
 
 from alerting.models import Alert, ChannelKind, NotificationChannel
 from controlplane import outbound
+from controlplane.changes import BEFORE_ALERT, changes_between
 from controlplane.redaction import redact_text
 
 HTTP_TIMEOUT_SECONDS = 5.0
@@ -48,9 +49,19 @@ def _iso(value: datetime | None) -> str | None:
 def alert_payload(alert: Alert, event: str) -> dict[str, Any]:
     """The JSON document a webhook receives (and the source of Slack's and the e-mail's text).
 
-    Taken when the event happens, so a notification sent later still describes that moment.
+    Taken when the event happens, so a notification sent later still describes that moment. A firing
+    one lists the changes of the hour before the alert fired (deployments, flag changes: what moved just
+    before it broke) and names the rule's recovery plan with the page that runs it.
     """
     rule = alert.rule
+    extra: dict[str, Any] = {}
+    if event == "firing":
+        fired = alert.fired_at or alert.started_at
+        extra["changes"] = [change.as_dict() for change in changes_between(fired - BEFORE_ALERT, fired)]
+        if rule.recovery_plan:
+            # A link a chat message can follow once the control plane's address is known (PUBLIC_URL).
+            url = f"{settings.PUBLIC_URL}{alert.recovery_url}" if alert.recovery_url else ""
+            extra["recovery_plan"] = {"name": rule.recovery_plan, "auto": rule.recovery_auto, "url": url}
     return {
         "event": event,
         "alert": rule.name,
@@ -73,6 +84,7 @@ def alert_payload(alert: Alert, event: str) -> dict[str, Any]:
         "resolved_at": _iso(alert.resolved_at),
         "dedup_key": alert.dedup_key,
         "alert_id": alert.pk,
+        **extra,
     }
 
 
@@ -129,6 +141,14 @@ def text_body(payload: dict[str, Any]) -> str:
     for key in ("started_at", "fired_at", "resolved_at", "dedup_key"):
         if payload.get(key):
             lines.append(f"{key.replace('_', ' ')}: {payload[key]}")
+    plan = payload.get("recovery_plan")
+    if isinstance(plan, dict):
+        how = "started by itself" if plan.get("auto") else f"run it from {plan.get('url') or 'the Deployments page'}"
+        lines.append(f"recovery plan: {plan.get('name')} ({how})")
+    changes = payload.get("changes")
+    if isinstance(changes, list):
+        lines += ["", "Changes in the hour before it fired:" if changes else "No change in the hour before it fired."]
+        lines += [f"- {c.get('time', '')[:16].replace('T', ' ')} {c.get('what')}, by {c.get('who')}" for c in changes]
     return "\n".join(lines)
 
 

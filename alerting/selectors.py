@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from alerting.models import Alert, AlertState, NotificationChannel
+from alerting.models import Alert, AlertRule, AlertState, NotificationChannel
 
 
 def open_alerts(limit: int = 20) -> list[Alert]:
@@ -23,3 +23,25 @@ def enabled_channel_count() -> int:
 def firing_unacknowledged(alerts: list[Alert]) -> list[Alert]:
     """Of ``alerts``, those firing that nobody has acknowledged (they lower the dashboard's score)."""
     return [a for a in alerts if a.state == AlertState.FIRING and a.acknowledged_at is None]
+
+
+def unknown_rule_names(names: list[str]) -> list[str]:
+    """Of ``names``, those that name no alert rule (in their order)."""
+    known = set(AlertRule.objects.filter(name__in=names).values_list("name", flat=True))
+    return [name for name in names if name not in known]
+
+
+def rule_names() -> list[str]:
+    """Every alert rule's name, in order (for an error that lists them)."""
+    return list(AlertRule.objects.order_by("name").values_list("name", flat=True))
+
+
+def existing_rule_names(names: list[str]) -> set[str]:
+    """Of ``names``, those of alert rules that exist (a deploy analysis checks its conditions' rules)."""
+    return set(AlertRule.objects.filter(name__in=names).values_list("name", flat=True))
+
+
+def firing_rule_names(names: list[str]) -> list[str]:
+    """Of the rules named, those with an alert firing now, by name (a deploy analysis' "none firing")."""
+    firing = Alert.objects.filter(rule__name__in=names, state=AlertState.FIRING)
+    return sorted(set(firing.values_list("rule__name", flat=True)))

@@ -36,6 +36,7 @@ from alerting.models import (
     RuleKind,
     Silence,
 )
+from alerting.signals import alert_fired
 from alerting.tasks import deliver_notification
 from controlplane.audit import Actor, audit_record, snapshot
 from controlplane.errors import InvalidInput
@@ -50,7 +51,7 @@ CHANNEL_FIELDS = ("name", "kind", "url", "email_recipients", "enabled", "flag_ch
 QUIET_FLAG_ENVIRONMENT = "development"
 RULE_FIELDS = (
     "name", "kind", "component", "measurement", "service", "threshold", "window_minutes", "for_evaluations",
-    "severity", "repeat_interval_minutes", "enabled", "description",
+    "severity", "repeat_interval_minutes", "enabled", "description", "recovery_plan", "recovery_auto",
 )  # fmt: skip
 
 
@@ -350,7 +351,7 @@ def shipped_rules_follow_service(*, service: str, actor: Actor) -> list[AlertRul
 
 
 def _silence_state(silence: Silence) -> dict[str, Any]:
-    return snapshot(silence, fields=["starts_at", "ends_at", "rule", "component", "reason", "created_by"])
+    return snapshot(silence, fields=["starts_at", "ends_at", "rule", "component", "reason", "created_by", "owner"])
 
 
 def silence_create(
@@ -361,6 +362,7 @@ def silence_create(
     starts_at: datetime | None = None,
     rule: AlertRule | None = None,
     component: str = "",
+    owner: str = "",
 ) -> Silence:
     """A maintenance window: matching alerts are recorded but notify nobody until ``ends_at``.
 
@@ -385,6 +387,7 @@ def silence_create(
         component=(component or "").strip(),
         reason=reason.strip(),
         created_by=actor.user if actor.user is not None and actor.user.pk else None,
+        owner=owner,
     )
     _validate(silence)
     with transaction.atomic():
@@ -405,6 +408,28 @@ def silence_end(*, silence: Silence, actor: Actor) -> Silence:
         locked.save(update_fields=["ends_at"])
         audit_record(actor=actor, action="silence.end", obj=locked, before=before, after=_silence_state(locked))
     return locked
+
+
+def silences_hold(*, rule_names: list[str], owner: str, reason: str, ends_at: datetime, actor: Actor) -> list[Silence]:
+    """Silence the rules named ``rule_names`` from now, on behalf of ``owner`` (e.g. "deployment:42"),
+    until ``silences_release`` ends them (``ends_at`` is only the bound should the owner never do so).
+    Names of no rule are skipped (a rule deleted since they were checked); each silence is audited."""
+    if not owner:
+        raise InvalidAlertSetting("owner", "required: what holds the silences")
+    rules = {rule.name: rule for rule in AlertRule.objects.filter(name__in=rule_names)}
+    return [
+        silence_create(ends_at=ends_at, reason=reason, actor=actor, rule=rules[name], owner=owner)
+        for name in dict.fromkeys(rule_names)
+        if name in rules
+    ]
+
+
+def silences_release(*, owner: str, actor: Actor) -> list[Silence]:
+    """End now every silence ``owner`` still holds (each end audited); returns them."""
+    if not owner:
+        raise InvalidAlertSetting("owner", "required: what holds the silences")
+    held = Silence.objects.filter(owner=owner, ends_at__gt=timezone.now()).order_by("pk")
+    return [silence_end(silence=silence, actor=actor) for silence in held]
 
 
 def silence_delete(*, silence: Silence, actor: Actor) -> None:
@@ -691,6 +716,7 @@ def _apply(
         return
     if transition.fired:
         summary.fired.append(target.dedup_key)
+        _announce_firing(alert, rule)
     if transition.ends_firing:
         summary.resolved.append(target.dedup_key)
     if transition.unheard:
@@ -705,6 +731,35 @@ def _apply(
     )
     if not notification.skip_reason:
         summary.deliveries += len(rows)
+
+
+def _announce_firing(alert: Alert, rule: AlertRule) -> None:
+    """Tell whoever listens (deployments: the rule's recovery plan) that ``alert`` fired, after commit."""
+    details = {
+        "alert_id": alert.pk,
+        "rule_name": rule.name,
+        "recovery_plan": rule.recovery_plan,
+        "recovery_auto": rule.recovery_auto,
+    }
+
+    def send() -> None:
+        for receiver, result in alert_fired.send_robust(sender=Alert, **details):
+            if isinstance(result, Exception):  # one listener's failure is not the evaluation's
+                logger.error("alert %s: %s failed: %s", details["alert_id"], receiver, result)
+
+    transaction.on_commit(send)
+
+
+def alert_recovery_claim(*, alert_id: int) -> Alert | None:
+    """Claim the running of its rule's recovery plan for a firing alert: the alert, or None when it is no
+    longer firing or its plan was started already. A conditional UPDATE, so two listeners (or one told
+    twice) start it once."""
+    claimed = Alert.objects.filter(pk=alert_id, state=AlertState.FIRING, recovery_started_at__isnull=True).update(
+        recovery_started_at=timezone.now()
+    )
+    if not claimed:
+        return None
+    return Alert.objects.select_related("rule").get(pk=alert_id)
 
 
 def _last_notified_at(dedup_key: str) -> datetime | None:

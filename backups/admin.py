@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from backups.engines import BackupError
-from backups.models import Backup, BackupStatus, BackupTarget, Verification
+from backups.models import Backup, BackupCopy, BackupStatus, BackupTarget, Verification
 from backups.services import (
     NOT_SENT,
     TARGET_FIELDS,
@@ -82,6 +82,24 @@ class VerificationInline(ReadOnlyInlineMixin, admin.TabularInline):
     )
 
 
+class CopyInline(ReadOnlyInlineMixin, admin.TabularInline):
+    model = BackupCopy
+    fields = readonly_fields = ("storage", "status", "size_bytes", "sha256", "attempts", "verified_at", "error")
+
+
+@admin.register(BackupCopy)
+class BackupCopyAdmin(StatusPillsAdmin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Copies are written by the upload service alone (read back, audited); here they are only read."""
+
+    list_display = ["id", "backup", "storage", admin_status("status"), "size_bytes", "attempts", "verified_at"]
+    list_filter = ["storage", "status"]
+    list_select_related = ["backup__target"]
+    readonly_fields = [
+        "backup", "storage", "name", "status", "size_bytes", "sha256", "attempts", "started_at", "duration_ms",
+        "verified_at", "next_attempt_at", "error",
+    ]  # fmt: skip
+
+
 @admin.register(Backup)
 class BackupAdmin(StatusPillsAdmin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
@@ -91,9 +109,10 @@ class BackupAdmin(StatusPillsAdmin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ["target", "status", "verification", "started_at"]
     readonly_fields = [
         "target", "status", "engine", "started_at", "heartbeat_at", "finished_at", "duration_ms", "file", "size_bytes",
-        "sha256", "tool_versions", "manifest", "error", "requested_by", "verification", "verified_at",
+        "sha256", "encrypted", "plaintext_sha256", "plaintext_size_bytes", "tool_versions", "manifest", "error",
+        "requested_by", "verification", "verified_at",
     ]  # fmt: skip
-    inlines = [VerificationInline]
+    inlines = [CopyInline, VerificationInline]
     actions = ["verify_now"]
 
     def has_verify_permission(self, request: HttpRequest) -> bool:

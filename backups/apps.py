@@ -9,10 +9,10 @@ class BackupsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from backups.readiness import backup_targets
+        from backups.readiness import backup_encryption, backup_targets
         from controlplane.readiness import register_items
 
-        register_items(self.label, backup_targets)
+        register_items(self.label, backup_targets, backup_encryption)
 
         from backups.state_metrics import backup_gauges
         from controlplane.state_metrics import register_state_metrics

@@ -12,6 +12,9 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
+# The backups storage every dump lands in first (a local disk); copies go to the target's copy_storages.
+LOCAL_STORAGE = "backups"
+NOT_BACKUP_STORAGES = {LOCAL_STORAGE, "default", "staticfiles"}
 ENV_NAME = RegexValidator(r"^[A-Z][A-Z0-9_]{0,99}$", "an environment variable name: A-Z, 0-9 and _")
 STANZA = RegexValidator(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", "a pgBackRest stanza name: letters, digits, _ . -")
 ABSOLUTE_PATH = RegexValidator(r"^/", "an absolute path")
@@ -65,6 +68,13 @@ class BackupTarget(models.Model):
         help_text="Every day of this many days must have a verified backup.",
     )
     enabled = models.BooleanField(default=True, help_text="Scheduled backups and verifications run.")
+    copy_storages = models.JSONField(
+        "off-site storages",
+        default=list,
+        blank=True,
+        help_text='Names of further Django storages (STORAGES) each backup is copied to, e.g. ["offsite"]; '
+        "the local backups storage always holds one.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     # A pgBackRest target: a PostgreSQL cluster whose WAL pgBackRest archives. The URL variable names a
     # database of that cluster (for the commit a verification needs and the schema it compares).
@@ -120,12 +130,21 @@ class BackupTarget(models.Model):
         return reverse("backups:target", args=[self.name])
 
     def clean(self) -> None:
+        self._clean_copy_storages()
         if self.kind == TargetKind.PGBACKREST:
             if not self.pgbackrest_stanza:
                 raise ValidationError({"pgbackrest_stanza": "a pgBackRest target needs its stanza"})
             if not self.url_env:
                 raise ValidationError(
                     {"url_env": "a pgBackRest target needs the URL variable of a database of its cluster"}
+                )
+            if self.copy_storages:
+                # No dump file to copy: pgBackRest's own repositories (repo2 and on, in its config) hold copies.
+                raise ValidationError(
+                    {
+                        "copy_storages": "a pgBackRest target has no dump to copy: "
+                        "configure a further repository in its pgBackRest config instead"
+                    }
                 )
         if self.retention_days and self.recovery_window_days and self.retention_days < self.recovery_window_days:
             raise ValidationError(
@@ -150,6 +169,29 @@ class BackupTarget(models.Model):
         if self.pitr_window_end is None:
             return None
         return ((now or timezone.now()) - self.pitr_window_end).total_seconds()
+
+    @property
+    def storages(self) -> list[str]:
+        """Where each backup of this target is kept: the local backups storage, then the off-site ones.
+        Empty for a pgBackRest target: its backups live in its pgBackRest repository, not in any storage."""
+        if self.is_pitr:
+            return []
+        return [LOCAL_STORAGE, *self.copy_storages]
+
+    def _clean_copy_storages(self) -> None:
+        if self.copy_storages is None:  # a form that leaves the field out (or empty) means none
+            self.copy_storages = []
+        names = self.copy_storages
+        if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
+            raise ValidationError({"copy_storages": 'a list of storage names, e.g. ["offsite"]'})
+        for name in names:
+            if name in NOT_BACKUP_STORAGES:
+                raise ValidationError({"copy_storages": f"{name!r} is not a storage for backups copies"})
+            if name not in settings.STORAGES:
+                known = ", ".join(sorted(set(settings.STORAGES) - NOT_BACKUP_STORAGES)) or "none"
+                raise ValidationError({"copy_storages": f"no storage named {name!r} in STORAGES (configured: {known})"})
+        if len(set(names)) != len(names):
+            raise ValidationError({"copy_storages": "a storage is named twice"})
 
 
 class BackupStatus(models.TextChoices):
@@ -186,7 +228,12 @@ class Backup(models.Model):
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     file = models.CharField(max_length=300, blank=True)
     size_bytes = models.BigIntegerField(null=True, blank=True)
-    sha256 = models.CharField(max_length=64, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)  # of what is stored: the ciphertext when encrypted
+    # Encrypted at rest with age (BACKUP_AGE_RECIPIENTS): size_bytes and sha256 are the ciphertext's, checked
+    # without the key; the plaintext's are checked by a verification as it decrypts.
+    encrypted = models.BooleanField(default=False)
+    plaintext_sha256 = models.CharField(max_length=64, blank=True)
+    plaintext_size_bytes = models.BigIntegerField(null=True, blank=True)
     tool_versions = models.JSONField(default=dict, blank=True)
     manifest = models.JSONField(default=dict, blank=True)  # {"tables": {name: rows}, "schema_sha256": ...}
     error = models.TextField(blank=True)
@@ -244,6 +291,8 @@ class Verification(models.Model):
     failed_check = models.CharField(max_length=50, blank=True)
     error = models.TextField(blank=True)
     requested_by = models.CharField(max_length=150, blank=True)
+    # The storage whose copy was restored (an off-site one proves the disaster case); the local one when empty.
+    storage = models.CharField(max_length=50, blank=True)
 
     class Meta:
         ordering = ["-started_at", "-id"]
@@ -260,6 +309,52 @@ class Verification(models.Model):
     def lost_worker(self, *, now: datetime | None = None) -> str:
         """Why this running verification has no worker any more, or "" while it may still have one."""
         return _lost_worker(self.status == VerificationResult.RUNNING, self.started_at, self.heartbeat_at, now)
+
+
+class CopyStatus(models.TextChoices):
+    PENDING = "pending", "waiting to upload"
+    UPLOADING = "uploading", "uploading"
+    VERIFIED = "verified", "verified"
+    FAILED = "failed", "failed"
+
+
+class BackupCopy(models.Model):
+    """A backup's file in one storage. Counted only once read back with the backup's size and sha256."""
+
+    backup = models.ForeignKey(Backup, on_delete=models.CASCADE, related_name="copies")
+    storage = models.CharField(max_length=50)  # a name in settings.STORAGES
+    name = models.CharField(max_length=300, blank=True)  # the object's name in that storage, once stored
+    status = models.CharField(max_length=10, choices=CopyStatus.choices, default=CopyStatus.PENDING)
+    size_bytes = models.BigIntegerField(null=True, blank=True)  # as read back
+    sha256 = models.CharField(max_length=64, blank=True)  # as read back
+    attempts = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)  # of the latest attempt
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)  # upload and read-back of the latest attempt
+    verified_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)  # a failed or unsent copy is tried again then
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["backup", "storage"]
+        indexes = [
+            # run_due: the copies waiting for an upload (pending or failed) whose next attempt is due
+            models.Index(fields=["status", "next_attempt_at"], name="backupcopy_status_next"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["backup", "storage"], name="backupcopy_one_per_storage"),
+        ]
+
+    def __str__(self) -> str:
+        return f"copy of backup #{self.backup_id} in {self.storage}"
+
+    def lost_worker(self, *, now: datetime | None = None) -> str:
+        """Why this uploading copy has no worker any more, or "" while it may still have one."""
+        if self.status != CopyStatus.UPLOADING or self.started_at is None:
+            return ""
+        now = now or timezone.now()
+        if self.started_at < now - timedelta(seconds=settings.BACKUP_TIMEOUT_SECONDS + 60):
+            return "the upload did not finish in time: the worker was lost or the upload hung"
+        return ""
 
 
 def _lost_worker(running: bool, started_at: datetime, heartbeat_at: datetime | None, now: datetime | None) -> str:

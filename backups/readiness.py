@@ -38,3 +38,46 @@ def backup_targets() -> Item:
     if problems:
         return Item("backups", WARN, "; ".join(problems)[:300], "see the Backups page; run manage.py backup")
     return Item("backups", PASS, f"{len(targets)} target(s) with a verified backup within their RPO")
+
+
+def backup_encryption() -> Item:
+    """Backups are encrypted at rest (age) in production, and this machine holds the identity that decrypts them."""
+    from django.conf import settings
+
+    from backups import engines
+
+    name = "backup_encryption"
+    try:
+        recipients = engines.parse_recipients(settings.BACKUP_AGE_RECIPIENTS)
+    except engines.BackupError as exc:
+        return Item(name, FAIL, str(exc), "give age public keys (age1…) in BACKUP_AGE_RECIPIENTS")
+    if not recipients:
+        if settings.PRODUCTION:
+            return Item(
+                name,
+                WARN,
+                "backups are not encrypted at rest: anyone who reads the backups storage reads every row",
+                "set BACKUP_AGE_RECIPIENTS to an age public key (age-keygen) and BACKUP_AGE_IDENTITY_FILE",
+            )
+        return Item(name, PASS, "backups are not encrypted (required in production only)")
+    if not settings.BACKUP_AGE_IDENTITY_FILE:
+        return Item(
+            name,
+            WARN,
+            f"backups are encrypted to {len(recipients)} recipient(s), but no identity is set to verify them",
+            "set BACKUP_AGE_IDENTITY_FILE on the machines that verify and restore",
+        )
+    try:
+        identities = engines.read_identities(settings.BACKUP_AGE_IDENTITY_FILE)
+    except engines.BackupError as exc:
+        return Item(name, FAIL, str(exc), "point BACKUP_AGE_IDENTITY_FILE at a readable age identity file")
+    public = {str(identity.to_public()) for identity in identities}
+    if not public & {str(recipient) for recipient in recipients}:
+        return Item(
+            name,
+            FAIL,
+            "no identity in BACKUP_AGE_IDENTITY_FILE matches a recipient in BACKUP_AGE_RECIPIENTS: "
+            "new backups could not be verified",
+            "use the identity whose public key is among the recipients",
+        )
+    return Item(name, PASS, f"backups are encrypted to {len(recipients)} recipient(s); the identity decrypts them")

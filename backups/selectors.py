@@ -8,7 +8,15 @@ from typing import Any
 
 from django.utils import timezone
 
-from backups.models import Backup, BackupStatus, BackupTarget, Verification, VerificationResult
+from backups.models import (
+    LOCAL_STORAGE,
+    Backup,
+    BackupCopy,
+    BackupStatus,
+    BackupTarget,
+    Verification,
+    VerificationResult,
+)
 
 
 @dataclass
@@ -254,7 +262,12 @@ def status(*, now: datetime | None = None) -> list[dict[str, Any]]:
     rows = []
     for target in BackupTarget.objects.all():
         latest = target.backups.order_by("-started_at", "-id").first()
-        verification = Verification.objects.filter(backup__target=target).order_by("-started_at", "-id").first()
+        verification = (
+            Verification.objects.filter(backup__target=target)
+            .select_related("backup")
+            .order_by("-started_at", "-id")
+            .first()
+        )
         rows.append(
             {
                 "target": target.name,
@@ -262,6 +275,7 @@ def status(*, now: datetime | None = None) -> list[dict[str, Any]]:
                 "source": target.source_label,
                 "scheduleHours": target.interval_hours,
                 "retention": {"days": target.retention_days, "count": target.retention_count},
+                "storages": [storage_dict(target, name) for name in target.storages],
                 "backups": target.backups.succeeded().count(),
                 "latestBackup": backup_dict(latest) if latest else None,
                 "latestVerification": verification_dict(verification) if verification else None,
@@ -297,12 +311,28 @@ def backup_dict(backup: Backup) -> dict[str, Any]:
         "durationMs": backup.duration_ms,
         "sizeBytes": backup.size_bytes,
         "sha256": backup.sha256,
+        "encrypted": backup.encrypted,
+        "plaintextSha256": backup.plaintext_sha256 or None,
         "toolVersions": backup.tool_versions,
         "tables": len(backup.manifest.get("tables", {})),
         "rows": sum(backup.manifest.get("tables", {}).values()),
         "verification": backup.verification or None,
         "error": backup.error or None,
         **({"pgbackrest": backup.manifest} if backup.engine == "pgbackrest" else {}),
+        "copies": [copy_dict(copy) for copy in backup.copies.all()],
+    }
+
+
+def copy_dict(copy: BackupCopy) -> dict[str, Any]:
+    return {
+        "storage": copy.storage,
+        "status": copy.status,
+        "sizeBytes": copy.size_bytes,
+        "sha256": copy.sha256 or None,
+        "verifiedAt": copy.verified_at.isoformat() if copy.verified_at else None,
+        "attempts": copy.attempts,
+        "nextAttemptAt": copy.next_attempt_at.isoformat() if copy.next_attempt_at else None,
+        "error": copy.error or None,
     }
 
 
@@ -319,4 +349,19 @@ def verification_dict(verification: Verification) -> dict[str, Any]:
         "checks": verification.checks,
         "scratchDropped": verification.scratch_dropped,
         **({"targetTime": verification.target_time.isoformat()} if verification.target_time else {}),
+        # Where the restored copy was read: a pgBackRest target's verification reads its repository instead.
+        "storage": None if verification.backup.engine == "pgbackrest" else verification.storage or LOCAL_STORAGE,
+    }
+
+
+def storage_dict(target: BackupTarget, storage: str) -> dict[str, Any]:
+    """One storage of a target: its newest verified copy, and the copies waiting or failed there."""
+    copies = BackupCopy.objects.filter(backup__target=target, storage=storage)
+    newest = copies.filter(status="verified").order_by("-backup__started_at", "-backup_id").first()
+    return {
+        "storage": storage,
+        "latestVerifiedBackupId": newest.backup_id if newest else None,
+        "latestVerifiedAt": newest.verified_at.isoformat() if newest and newest.verified_at else None,
+        "failed": copies.filter(status="failed").count(),
+        "waiting": copies.filter(status__in=["pending", "uploading"]).count(),
     }

@@ -21,8 +21,17 @@ from django.core.files.storage import storages
 from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
-from backups import engines
-from backups.models import Backup, BackupStatus, BackupTarget, Verification, VerificationResult
+from backups import copies, engines
+from backups.models import (
+    LOCAL_STORAGE,
+    Backup,
+    BackupCopy,
+    BackupStatus,
+    BackupTarget,
+    CopyStatus,
+    Verification,
+    VerificationResult,
+)
 from controlplane.audit import Actor, audit_record, snapshot
 from controlplane.errors import Conflict, InvalidInput
 from controlplane.redaction import redact_text
@@ -40,6 +49,7 @@ TARGET_FIELDS = (
     "rpo_hours",
     "recovery_window_days",
     "enabled",
+    "copy_storages",
     # pgBackRest targets (kind "pgbackrest"): point-in-time recovery of a cluster whose WAL it archives
     "kind",
     "pgbackrest_stanza",
@@ -182,9 +192,12 @@ def backup_run(*, backup: Backup, actor: Actor) -> Backup:
             backup.finished_at = now
             backup.duration_ms = int((now - backup.started_at).total_seconds() * 1000)
             backup.file, backup.size_bytes, backup.sha256 = name, result.size_bytes, result.sha256
+            backup.encrypted = result.encrypted
+            backup.plaintext_sha256, backup.plaintext_size_bytes = result.plaintext_sha256, result.plaintext_size
             backup.tool_versions, backup.manifest = result.tool_versions, result.manifest
             backup.error = ""
             backup.save()
+            copies.copies_create(backup=backup)  # the local copy, and one waiting per off-site storage
             audit_record(actor=actor, action="backup.create", obj=backup, after=_backup_state(backup))
         return backup
 
@@ -204,9 +217,11 @@ def _dump_and_store(backup: Backup) -> tuple[str, engines.Dump] | str:
         _private_storage_dirs(target.name)
         source = target_source(target)
         backup.engine = source.engine
-        result, cleanup = engines.dump(source, stem, timeout=settings.BACKUP_TIMEOUT_SECONDS)
+        # Checked before anything is written: a bad key fails the backup with nothing half-written.
+        recipients = engines.parse_recipients(settings.BACKUP_AGE_RECIPIENTS)
+        result, cleanup = engines.dump(source, stem, timeout=settings.BACKUP_TIMEOUT_SECONDS, recipients=recipients)
         try:
-            suffix = ".pgdump" if result.engine == "postgresql" else ".sqlite3"
+            suffix = (".pgdump" if result.engine == "postgresql" else ".sqlite3") + (".age" if result.encrypted else "")
             name = _store(result.path, f"{target.name}/{stem}{suffix}")
         finally:
             cleanup()
@@ -328,7 +343,19 @@ def _store(local: Path, name: str) -> str:
 
 def _backup_state(backup: Backup) -> dict[str, Any]:
     return snapshot(
-        backup, fields=["status", "engine", "file", "size_bytes", "sha256", "duration_ms", "tool_versions", "error"]
+        backup,
+        fields=[
+            "status",
+            "engine",
+            "file",
+            "size_bytes",
+            "sha256",
+            "encrypted",
+            "plaintext_sha256",
+            "duration_ms",
+            "tool_versions",
+            "error",
+        ],
     )
 
 
@@ -365,15 +392,19 @@ def _alert_soon() -> None:
 # --- Verification --------------------------------------------------------------------------------
 
 
-def verification_start(*, backup: Backup, actor: Actor) -> Verification:
+def verification_start(*, backup: Backup, actor: Actor, storage: str = "") -> Verification:
+    """Claim a verification of ``backup``, restored from its copy in ``storage`` (the local one by default)."""
     if backup.status != BackupStatus.SUCCEEDED:
         raise engines.BackupError(f"backup #{backup.pk} is {backup.status}: only a finished backup can be verified")
+    storage = "" if storage == LOCAL_STORAGE else storage
+    if storage:
+        _verified_copy(backup, storage)  # refused before anything is claimed
     for _ in range(2):  # a running verification whose worker is gone is failed first, as in backup_start
         try:
             with transaction.atomic(durable=True):  # as in backup_start
                 now = timezone.now()
                 verification = Verification.objects.create(
-                    backup=backup, requested_by=actor.label[:150], started_at=now, heartbeat_at=now
+                    backup=backup, requested_by=actor.label[:150], started_at=now, heartbeat_at=now, storage=storage
                 )
                 Backup.objects.filter(pk=backup.pk).update(verification=VerificationResult.RUNNING)
                 return verification
@@ -384,9 +415,12 @@ def verification_start(*, backup: Backup, actor: Actor) -> Verification:
     raise AlreadyRunning(f"backup #{backup.pk} is already being verified")
 
 
-def backup_verify(*, backup: Backup, actor: Actor) -> Verification:
-    """Prove ``backup`` restores: checksum, restore into a scratch database, rows, schema, integrity."""
-    verification = verification_start(backup=backup, actor=actor)
+def backup_verify(*, backup: Backup, actor: Actor, storage: str = "") -> Verification:
+    """Prove ``backup`` restores: checksum, restore into a scratch database, rows, schema, integrity.
+
+    ``storage`` names the copy to restore from: an off-site one is the disaster case (the local disk lost).
+    """
+    verification = verification_start(backup=backup, actor=actor, storage=storage)
     return verification_run(verification=verification, actor=actor)
 
 
@@ -425,8 +459,16 @@ def _verify(verification: Verification) -> engines.VerifyOutcome:
             on_scratch=on_scratch,
             control_plane=control_plane_database(),
         )
-        with local_copy(backup) as local:
-            outcome = verifier.run(local, expected_sha256=backup.sha256, expected_size=backup.size_bytes or 0)
+        identities = decryption_identities(backup)  # before the download: a missing key fails at once
+        with local_copy(backup, storage=verification.storage) as local:
+            outcome = verifier.run(
+                local,
+                expected_sha256=backup.sha256,
+                expected_size=backup.size_bytes or 0,
+                identities=identities,
+                plaintext_sha256=backup.plaintext_sha256,
+                plaintext_size=backup.plaintext_size_bytes,
+            )
     except engines.BackupError as exc:
         outcome = engines.VerifyOutcome(checks=[engines.CheckResult("setup", "fail", str(exc), 0)])
     except Exception as exc:  # never leave a verification running
@@ -462,19 +504,53 @@ def _verify_pitr(verification: Verification) -> engines.VerifyOutcome:
         )
 
 
+def decryption_identities(backup: Backup) -> list[engines.AgeIdentity] | None:
+    """The age identities that decrypt ``backup`` (from BACKUP_AGE_IDENTITY_FILE), None when it is not encrypted."""
+    if not backup.encrypted:
+        return None
+    return engines.read_identities(settings.BACKUP_AGE_IDENTITY_FILE)
+
+
+def stored_dump(backup: Backup, local: Path) -> engines.StoredDump:
+    return engines.StoredDump(
+        local, decryption_identities(backup), backup.plaintext_sha256, backup.plaintext_size_bytes
+    )
+
+
+def _verified_copy(backup: Backup, storage_name: str) -> BackupCopy:
+    copy = BackupCopy.objects.filter(backup=backup, storage=storage_name).first()
+    if copy is None:
+        raise engines.BackupError(f"backup #{backup.pk} has no copy in the storage {storage_name!r}")
+    if copy.status != CopyStatus.VERIFIED:
+        raise engines.BackupError(
+            f"the copy of backup #{backup.pk} in {storage_name} is {copy.get_status_display()}, not verified"
+        )
+    return copy
+
+
 @contextlib.contextmanager
-def local_copy(backup: Backup) -> Iterator[Path]:
-    """The backup's file as a local path: the stored file itself on a local disk, else a temporary copy."""
-    store = storage()
-    if not backup.file or not store.exists(backup.file):
-        raise engines.BackupError(f"the backup file {backup.file or '(none)'} is missing from the backups storage")
+def local_copy(backup: Backup, *, storage: str = "") -> Iterator[Path]:
+    """The backup's file as a local path: the stored file itself on a local disk, else a temporary copy
+    (as stored: the ciphertext of an encrypted backup). ``storage`` names the copy to read, by default the
+    local backups storage."""
+    if storage and storage != LOCAL_STORAGE:
+        copy = _verified_copy(backup, storage)
+        store, name, where = storages[storage], copy.name, f"the storage {storage}"
+    else:
+        store, name, where = storages[LOCAL_STORAGE], backup.file, "the backups storage"
     try:
-        yield Path(store.path(backup.file))
+        present = bool(name) and store.exists(name)
+    except Exception as exc:  # noqa: BLE001 - a remote storage that does not answer
+        raise engines.BackupError(f"{where} cannot be read: {type(exc).__name__}: {redact_text(str(exc))}") from None
+    if not present:
+        raise engines.BackupError(f"the backup file {name or '(none)'} is missing from {where}")
+    try:
+        yield Path(store.path(name))
         return
     except NotImplementedError:
         pass
     with tempfile.NamedTemporaryFile(dir=engines.partial_dir(), suffix=".download") as handle:
-        with store.open(backup.file, "rb") as source:
+        with store.open(name, "rb") as source:
             for chunk in iter(lambda: source.read(engines.CHUNK), b""):
                 handle.write(chunk)
         handle.flush()
@@ -533,6 +609,7 @@ def reap_stale(*, now: Any = None) -> int:
         reaped += _reap_backup(backup, now=now)
     for verification in Verification.objects.filter(status=VerificationResult.RUNNING).select_related("backup__target"):
         reaped += _reap_verification(verification, now=now)
+    reaped += copies.reap_uploads(now=now)
     left = Verification.objects.exclude(status=VerificationResult.RUNNING).exclude(scratch="")
     for verification in left.filter(scratch_dropped=False).select_related("backup__target"):
         if _drop_scratch(verification):
@@ -617,7 +694,12 @@ def prunable(target: BackupTarget, *, now: Any = None) -> list[Backup]:
 
 
 def backups_prune(*, target: BackupTarget, actor: Actor, now: Any = None) -> int:
+    """Delete what ``target``'s retention no longer keeps. Backups with copies are pruned storage by storage
+    (``copies.prune_copies``: never the newest verified copy in a storage); older ones, file and row at once."""
     doomed = prunable(target, now=now)
+    with_copies = [backup for backup in doomed if backup.copies.exists()]
+    pruned = copies.prune_copies(backups=with_copies, actor=actor)
+    doomed = [backup for backup in doomed if backup not in with_copies]
     store = storage()
     for backup in doomed:
         with transaction.atomic(durable=True):  # the file goes after commit
@@ -626,7 +708,7 @@ def backups_prune(*, target: BackupTarget, actor: Actor, now: Any = None) -> int
             backup.delete()
             if name:
                 transaction.on_commit(functools.partial(_delete_file, store, name))
-    return len(doomed)
+    return pruned + len(doomed)
 
 
 def _delete_file(store: Any, name: str) -> None:
@@ -658,6 +740,7 @@ def backup_restore(*, backup: Backup, into_url: str, overwrite_source: bool, act
     if into.engine != backup.engine:
         raise engines.BackupError(f"a {backup.engine} backup cannot be restored into {into.label}")
     overwrites_source = _refuse_protected_into(into, backup, overwrite_source=overwrite_source)
+    decryption_identities(backup)  # a missing or wrong identity file is said before anything is read
     with local_copy(backup) as local:
         digest, size = engines.file_digest(local)
         if digest != backup.sha256 or size != backup.size_bytes:
@@ -669,7 +752,9 @@ def backup_restore(*, backup: Backup, into_url: str, overwrite_source: bool, act
             after={"into": into.label, "overwrites_source": overwrites_source},
         )
         try:
-            ms = engines.restore(local, backup.engine, into, timeout=settings.BACKUP_TIMEOUT_SECONDS)
+            ms = engines.restore(
+                stored_dump(backup, local), backup.engine, into, timeout=settings.BACKUP_TIMEOUT_SECONDS
+            )
         except engines.BackupError as exc:
             audit_record(
                 actor=actor, action="backup.restore_failed", obj=backup, after={"into": into.label, "error": str(exc)}

@@ -86,7 +86,8 @@ def _record(rows: Any, values: dict[str, str]) -> None:
 
 @shared_task(name="backups.tasks.take_backup", ignore_result=True, acks_late=False)
 def take_backup(target_id: int, requested_by: str = "system", scheduled: bool = False) -> str:
-    from backups.models import BackupTarget
+    from backups.copies import copies_upload
+    from backups.models import BackupStatus, BackupTarget
     from backups.selectors import next_due
     from backups.services import AlreadyRunning, backup_create
     from controlplane.audit import Actor
@@ -102,11 +103,26 @@ def take_backup(target_id: int, requested_by: str = "system", scheduled: bool = 
         backup = backup_create(target=target, actor=Actor.system(requested_by))
     except AlreadyRunning as exc:
         return str(exc)
+    if backup.status == BackupStatus.SUCCEEDED:  # off-site copies right away; a failed one is retried by run_due
+        copies_upload(backup=backup, actor=Actor.system(requested_by))
     return backup.status
 
 
+@shared_task(name="backups.tasks.upload_copy", ignore_result=True, acks_late=False)
+def upload_copy(copy_id: int, requested_by: str = "system") -> str:
+    from backups.copies import copy_upload
+    from backups.models import BackupCopy
+    from controlplane.audit import Actor
+
+    copy = BackupCopy.objects.select_related("backup__target").filter(pk=copy_id).first()
+    if copy is None:
+        return "no such copy"
+    return copy_upload(copy=copy, actor=Actor.system(requested_by)).status
+
+
 @shared_task(name="backups.tasks.verify_backup", ignore_result=True, acks_late=False)
-def verify_backup(backup_id: int, requested_by: str = "system") -> str:
+def verify_backup(backup_id: int, requested_by: str = "system", storage: str = "") -> str:
+    """Verify a backup, restored from its copy in ``storage`` (default: the local one)."""
     from backups.engines import BackupError
     from backups.models import Backup
     from backups.services import AlreadyRunning, backup_verify
@@ -116,7 +132,7 @@ def verify_backup(backup_id: int, requested_by: str = "system") -> str:
     if backup is None:
         return "no such backup"
     try:
-        return backup_verify(backup=backup, actor=Actor.system(requested_by)).status
+        return backup_verify(backup=backup, actor=Actor.system(requested_by), storage=storage).status
     except (AlreadyRunning, BackupError) as exc:
         return str(exc)
 
@@ -133,6 +149,7 @@ def run_due() -> dict[str, Any]:
     now = timezone.now()
     summary: dict[str, Any] = {"reaped": reap_stale(now=now), "backups": [], "verifications": [], "pruned": 0}
     summary["resent"] = _send_again()
+    summary["copies"] = _send_copies(now)
     verify = is_on(BACKUP_VERIFICATION, default=True)
     for target in BackupTarget.objects.filter(enabled=True):
         latest = target.backups.order_by("-started_at").first()
@@ -154,6 +171,22 @@ def run_due() -> dict[str, Any]:
     if any(summary.values()):
         logger.info("backups due: %s", summary)
     return summary
+
+
+def _send_copies(now: Any) -> list[int]:
+    """Copies waiting for an upload (never sent, or failed and due again): sent to the worker. One the broker
+    does not take stays waiting for the next round."""
+    from backups.copies import copies_due
+    from backups.models import BackupCopy
+
+    sent = []
+    for copy_id in copies_due(now=now):
+        # Not sent again at every round while it waits in the queue: its claim would refuse the second anyway.
+        later = now + timedelta(minutes=settings.BACKUP_COPY_RETRY_MINUTES)
+        BackupCopy.objects.filter(pk=copy_id).update(next_attempt_at=later)
+        if _send(upload_copy, [copy_id], {"requested_by": "schedule"}, None):
+            sent.append(copy_id)
+    return sent
 
 
 def _send_again() -> list[str]:

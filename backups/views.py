@@ -29,7 +29,7 @@ def index(request: HttpRequest) -> HttpResponse:
 @operator_page(VIEW_PERMISSION)
 def target_detail(request: HttpRequest, name: str) -> HttpResponse:
     target = get_object_or_404(BackupTarget, name=name)
-    backups = list(target.backups.prefetch_related("verifications")[:PAGE_SIZE])
+    backups = list(target.backups.prefetch_related("verifications", "copies")[:PAGE_SIZE])
     context = {
         "target": target,
         "readiness": readiness(target),

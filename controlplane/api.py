@@ -72,13 +72,16 @@ class ApiError(Exception):
         return response
 
 
-def _raw_token(request: HttpRequest, *, allow_api_key: bool) -> str | None:
+def _raw_token(request: HttpRequest, *, allow_api_key: bool, allow_bare: bool = False) -> str | None:
     # META, not request.headers: building the header mapping costs more than the rest of the check.
     authorization = request.META.get("HTTP_AUTHORIZATION", "")
     if authorization:
-        scheme, _, value = authorization.partition(" ")
+        scheme, _, value = authorization.strip().partition(" ")
+        if allow_bare and not value and scheme:  # Unleash's SDKs send the token alone
+            return scheme
         if scheme.lower() != "bearer" or not value.strip():
-            raise ApiError(401, "unauthorized", "Authorization must be 'Bearer <token>'")
+            expected = "'<token>' or 'Bearer <token>'" if allow_bare else "'Bearer <token>'"
+            raise ApiError(401, "unauthorized", f"Authorization must be {expected}")
         return value.strip()
     if allow_api_key:
         api_key = request.META.get("HTTP_X_API_KEY", "").strip()
@@ -87,15 +90,18 @@ def _raw_token(request: HttpRequest, *, allow_api_key: bool) -> str | None:
     return None
 
 
-def authenticate(request: HttpRequest, scope: str | None, *, allow_api_key: bool = True) -> ApiToken:
+def authenticate(
+    request: HttpRequest, scope: str | None, *, allow_api_key: bool = True, allow_bare: bool = False
+) -> ApiToken:
     """The request's token, or raise 400 (token in the URL), 401 (none, unknown) or 403 (scope).
 
-    ``scope`` None accepts a token of any scope. The operations API's views read the token ninja kept
+    ``scope`` None accepts a token of any scope. ``allow_bare`` also takes ``Authorization: <token>``
+    without a scheme, as Unleash's SDKs send it (their paths only). The operations API's views read the token ninja kept
     from its auth (``controlplane.openapi.token_of``); the request's log line names it (``note_token``).
     """
     if _QUERY_TOKEN_NAMES & {name.lower() for name in request.GET}:
         raise ApiError(400, "token_in_query_string", "send the token in the Authorization header, never in the URL")
-    raw = _raw_token(request, allow_api_key=allow_api_key)
+    raw = _raw_token(request, allow_api_key=allow_api_key, allow_bare=allow_bare)
     if raw is None:
         raise ApiError(401, "unauthorized", "an API token is required: Authorization: Bearer <token>")
     token = api_token_authenticate(raw)
@@ -130,7 +136,7 @@ def error_for(request: HttpRequest, exc: BaseException) -> ApiError | None:
 
 
 def api_view(
-    *, scope: str, methods: tuple[str, ...] = ("GET",), allow_api_key: bool = True
+    *, scope: str, methods: tuple[str, ...] = ("GET",), allow_api_key: bool = True, allow_bare: bool = False
 ) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
     """Wrap a JSON view: method check, token with ``scope``, and ApiError mapped to its response.
 
@@ -143,7 +149,7 @@ def api_view(
             try:
                 if request.method not in methods:
                     raise ApiError(405, "method_not_allowed", f"use {' or '.join(methods)}")
-                authenticate(request, scope, allow_api_key=allow_api_key)
+                authenticate(request, scope, allow_api_key=allow_api_key, allow_bare=allow_bare)
                 for name, value in kwargs.items():
                     if isinstance(value, str) and not is_text(value):
                         raise ApiError(400, "invalid_text", f"{name} is not valid Unicode text", field=name)

@@ -11,6 +11,8 @@ from django.utils import timezone
 class Scope(models.TextChoices):
     FLAGS_READ = "flags:read", "Read flags"
     FLAGS_WRITE = "flags:write", "Change flags"
+    # Unleash's frontend API only (/api/frontend): it ships in a browser, so it grants nothing else.
+    FLAGS_FRONTEND = "flags:frontend", "Evaluate flags for a browser (frontend API)"
     DEPLOY = "deploy", "Run deployments"
     BACKUPS = "backups", "Run and read backups"
     MONITORING_READ = "monitoring:read", "Read health and metrics"
@@ -54,6 +56,8 @@ class Environment(models.Model):
 
 # The environment a flags:read token reads when none is named: the one existing tokens always read.
 DEFAULT_FLAGS_ENVIRONMENT = "production"
+# The scopes whose tokens read one environment's flag states (bound to it).
+FLAG_READING_SCOPES = ("flags:read", "flags:frontend")
 
 
 class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
@@ -82,7 +86,7 @@ class ApiToken(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
-    # Which environment's flag states a flags:read token reads (OFREP answers for it); none for the others.
+    # Which environment's flag states a flags:read or flags:frontend token reads; none for the others.
     environment = models.ForeignKey(
         Environment, null=True, blank=True, on_delete=models.PROTECT, related_name="api_tokens"
     )

@@ -40,6 +40,9 @@ def _configured_secrets() -> tuple[str, ...]:
     dsn = getattr(settings, "SENTRY_DSN", "")
     values.append(urlsplit(dsn).username or "")
     values.append(getattr(settings, "EMAIL_HOST_PASSWORD", "") or "")
+    # The off-site backup bucket's secret, given to the control plane or found by boto3 in the environment.
+    values.append(getattr(settings, "BACKUP_S3_SECRET_ACCESS_KEY", "") or "")
+    values.append(os.environ.get("AWS_SECRET_ACCESS_KEY", ""))
     # The values of the variables pipeline steps may read as ${NAME} (deploy hooks, a product's
     # database URL): the control plane holds them, so its logs and Sentry events must not show them.
     values.extend(os.environ.get(name, "") for name in getattr(settings, "DEPLOY_SECRETS", ()))

@@ -13,7 +13,7 @@ from django.utils import timezone
 from controlplane.audit import Actor, audit_record, snapshot
 from controlplane.errors import InvalidInput
 from controlplane.localcopy import LocalCopy
-from controlplane.models import DEFAULT_FLAGS_ENVIRONMENT, ApiToken, Environment, Scope
+from controlplane.models import DEFAULT_FLAGS_ENVIRONMENT, FLAG_READING_SCOPES, ApiToken, Environment, Scope
 
 logger = logging.getLogger(__name__)
 TOKEN_PREFIX = "cpt_"  # noqa: S105 - a marker that lets redaction spot tokens, not a secret
@@ -55,6 +55,9 @@ def parse_scopes(raw: str | list[str]) -> list[str]:
         raise InvalidTokenRequest(
             "scopes", f"unknown scope {', '.join(unknown)}; known scopes: {', '.join(Scope.values)}"
         )
+    if Scope.FLAGS_FRONTEND in scopes and len(scopes) > 1:
+        # Its token is in every visitor's browser: with another scope beside it, anyone could use that one.
+        raise InvalidTokenRequest("scopes", "a flags:frontend token ships in a browser: give it no other scope")
     return scopes
 
 
@@ -75,10 +78,13 @@ def clean_expires_in_days(days: int | None) -> int | None:
 
 def clean_token_environment(scopes: list[str], environment: Environment | str | None) -> Environment | None:
     """The environment a token with ``scopes`` reads flags in: the one named (production if none) for a
-    flags:read token; none for the others, which read no flag states (naming one is an error)."""
-    if Scope.FLAGS_READ not in scopes:
+    flags:read or flags:frontend token; none for the others, which read no flag states (naming one is an
+    error)."""
+    if not any(scope in scopes for scope in FLAG_READING_SCOPES):
         if environment not in (None, ""):
-            raise InvalidTokenRequest("environment", "only a flags:read token is bound to an environment")
+            raise InvalidTokenRequest(
+                "environment", "only a flags:read or flags:frontend token is bound to an environment"
+            )
         return None
     if isinstance(environment, Environment):
         return environment

@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 import environ
@@ -118,6 +119,11 @@ ALLOWED_HOSTS = _list("ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "loca
 if PRODUCTION and not ALLOWED_HOSTS:
     raise config_error("ALLOWED_HOSTS", "must name the host(s) the control plane is served as in production")
 CSRF_TRUSTED_ORIGINS = _list("CSRF_TRUSTED_ORIGINS", [])
+# The product's web origins whose pages may call the frontend API (/api/frontend) from the browser
+# (CORS); "*" allows any. In development, Next.js' dev server.
+FLAGS_FRONTEND_ORIGINS = _list(
+    "FLAGS_FRONTEND_ORIGINS", [] if PRODUCTION else ["http://localhost:3000", "http://127.0.0.1:3000"]
+)
 
 # HTTPS and browser protections: on by default in production.
 SECURE_SSL_REDIRECT = _bool("SECURE_SSL_REDIRECT", PRODUCTION)
@@ -386,6 +392,32 @@ BACKUP_SCHEDULER_INTERVAL_SECONDS = _int("BACKUP_SCHEDULER_INTERVAL_SECONDS", 30
 PG_BIN_DIR = env.str("PG_BIN_DIR", default="")
 # Parallel jobs of pg_restore and pg_amcheck when verifying (the RTO estimate is measured with them).
 BACKUP_RESTORE_JOBS = _int("BACKUP_RESTORE_JOBS", min(4, os.cpu_count() or 1), minimum=1)
+# Encryption at rest with age: backups are encrypted to these public keys (age1… or ssh-…); the identity (secret
+# key) that decrypts them is read from BACKUP_AGE_IDENTITY_FILE, only to verify or restore.
+BACKUP_AGE_RECIPIENTS = _list("BACKUP_AGE_RECIPIENTS", [])
+for _position, _recipient in enumerate(BACKUP_AGE_RECIPIENTS, start=1):
+    if _recipient.upper().startswith("AGE-SECRET-KEY-") or "PRIVATE KEY" in _recipient:
+        raise config_error("BACKUP_AGE_RECIPIENTS", f"item {_position} is a secret key: give only public keys (age1…)")
+    if not _recipient.startswith(("age1", "ssh-")):
+        raise config_error("BACKUP_AGE_RECIPIENTS", f"item {_position} is not an age public key (age1…) or ssh- key")
+BACKUP_AGE_IDENTITY_FILE = env.str("BACKUP_AGE_IDENTITY_FILE", default="")
+# Off-site copies: an S3-compatible bucket, the storage "offsite" that targets name in their copy_storages.
+BACKUP_S3_BUCKET = env.str("BACKUP_S3_BUCKET", default="")
+BACKUP_S3_PREFIX = env.str("BACKUP_S3_PREFIX", default="backups").strip("/")
+BACKUP_S3_ENDPOINT_URL = env.str("BACKUP_S3_ENDPOINT_URL", default="")  # empty: AWS itself
+if BACKUP_S3_ENDPOINT_URL and _url_parts("BACKUP_S3_ENDPOINT_URL", BACKUP_S3_ENDPOINT_URL).scheme not in {
+    "http",
+    "https",
+}:
+    raise config_error("BACKUP_S3_ENDPOINT_URL", "must start with https:// (or http:// for a local server)")
+BACKUP_S3_REGION = env.str("BACKUP_S3_REGION", default="")
+# Empty: boto3 finds credentials itself (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, an instance role).
+BACKUP_S3_ACCESS_KEY_ID = env.str("BACKUP_S3_ACCESS_KEY_ID", default="")
+BACKUP_S3_SECRET_ACCESS_KEY = env.str("BACKUP_S3_SECRET_ACCESS_KEY", default="")
+# A request to the bucket that gets no answer for this long fails (a hung server); the copy is retried later.
+BACKUP_S3_TIMEOUT_SECONDS = _int("BACKUP_S3_TIMEOUT_SECONDS", 60, minimum=1)
+# Minutes before a failed copy is tried again, doubled after each failure (at most a day).
+BACKUP_COPY_RETRY_MINUTES = _int("BACKUP_COPY_RETRY_MINUTES", 15, minimum=1)
 
 # --- Deployments ---------------------------------------------------------------------------------
 
@@ -532,6 +564,16 @@ DEPLOYMENT_LOG_RETENTION_DAYS = _int("DEPLOYMENT_LOG_RETENTION_DAYS", 180)
 AUDIT_RETENTION_DAYS = _int("AUDIT_RETENTION_DAYS", 0)
 # Scheduled flag changes once applied, skipped or cancelled (pending ones always stay).
 FLAG_SCHEDULE_RETENTION_DAYS = _int("FLAG_SCHEDULE_RETENTION_DAYS", 90)
+# Flag usage reported by the SDKs (hourly counts), and SDK instances not heard from.
+FLAG_USAGE_RETENTION_DAYS = _int("FLAG_USAGE_RETENTION_DAYS", 90)
+SDK_INSTANCE_RETENTION_DAYS = _int("SDK_INSTANCE_RETENTION_DAYS", 30)
+# Seconds between each process's additions of OFREP's evaluation counts to the hourly usage (0: only at exit
+# or when a test calls flags.usage.flush).
+FLAG_USAGE_FLUSH_SECONDS = _int("FLAG_USAGE_FLUSH_SECONDS", 10)
+# A flag is stale (ready to remove from the code) when not evaluated for this many days, or on for everyone
+# in every environment, unchanged, for this many.
+FLAG_STALE_UNUSED_DAYS = _int("FLAG_STALE_UNUSED_DAYS", 30, minimum=1)
+FLAG_STALE_FULLY_ON_DAYS = _int("FLAG_STALE_FULLY_ON_DAYS", 30, minimum=1)
 # Request metrics: a query this slow (ms) counts as slow; each process adds its sums to the shared
 # per-minute rollups this often (seconds; 0: only when asked, as the tests do).
 SLOW_QUERY_MS = _int("SLOW_QUERY_MS", 100, minimum=1)
@@ -570,6 +612,48 @@ STORAGES = {
         "OPTIONS": {"location": str(BACKUP_DIR), "file_permissions_mode": 0o600, "directory_permissions_mode": 0o700},
     },
 }
+
+
+def s3_backup_storage(
+    *, bucket: str, prefix: str, endpoint_url: str, region: str, access_key: str, secret_key: str, timeout: int
+) -> dict[str, Any]:
+    """django-storages' S3 storage for off-site copies of backups (any S3-compatible service)."""
+    from botocore.config import Config
+
+    options: dict[str, Any] = {
+        "bucket_name": bucket,
+        "location": prefix,
+        "file_overwrite": True,  # a copy tried again replaces what a failed attempt may have left
+        "default_acl": None,
+        # Few, bounded retries: a refusing or hung server fails the copy in minutes, and run_due tries it later.
+        "client_config": Config(
+            connect_timeout=min(timeout, 10),
+            read_timeout=timeout,
+            retries={"max_attempts": 2, "mode": "standard"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    }
+    if endpoint_url:
+        options["endpoint_url"] = endpoint_url
+    if region:
+        options["region_name"] = region
+    if access_key:
+        options["access_key"], options["secret_key"] = access_key, secret_key
+    # django-storages' S3Storage, uploading a local file by its path (see backups/offsite.py).
+    return {"BACKEND": "backups.offsite.OffsiteS3Storage", "OPTIONS": options}
+
+
+if BACKUP_S3_BUCKET:
+    STORAGES["offsite"] = s3_backup_storage(
+        bucket=BACKUP_S3_BUCKET,
+        prefix=BACKUP_S3_PREFIX,
+        endpoint_url=BACKUP_S3_ENDPOINT_URL,
+        region=BACKUP_S3_REGION,
+        access_key=BACKUP_S3_ACCESS_KEY_ID,
+        secret_key=BACKUP_S3_SECRET_ACCESS_KEY,
+        timeout=BACKUP_S3_TIMEOUT_SECONDS,
+    )
 
 # --- Logging, errors, e-mail ---------------------------------------------------------------------
 
@@ -662,4 +746,12 @@ EMAIL_USE_TLS = bool(_email.get("EMAIL_USE_TLS"))
 EMAIL_USE_SSL = bool(_email.get("EMAIL_USE_SSL"))
 EMAIL_TIMEOUT = 10
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="controlplane@localhost")
+# The control plane's address as operators reach it; notifications link to it (an alert's recovery plan).
+PUBLIC_URL = env.str("PUBLIC_URL", default="").strip().rstrip("/")
+if PUBLIC_URL:
+    _public = _url_parts("PUBLIC_URL", PUBLIC_URL)
+    if _public.scheme not in ("http", "https") or not _public.hostname:
+        raise config_error("PUBLIC_URL", "must be an http:// or https:// address with a host (https://ops.example.com)")
+    if _public.query or _public.fragment:
+        raise config_error("PUBLIC_URL", "takes no query or fragment (https://ops.example.com)")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL

@@ -33,9 +33,11 @@ STATUSES: dict[str, tuple[str, str]] = {
     "ready": (OK, "✓"),
     "up": (OK, "✓"),  # a job monitor pinged on time
     "applied": (OK, "✓"),  # a scheduled flag change made at its time
+    "verified": (OK, "✓"),  # a backup copy read back with the backup's size and sha256
     # under way
     "queued": (RUNNING, "…"),
     "running": (RUNNING, "↻"),
+    "uploading": (RUNNING, "↑"),  # a backup copy on its way to an off-site storage
     "rolling_back": (RUNNING, "↺"),
     # needs a look
     "warn": (WARN, "!"),
@@ -44,6 +46,7 @@ STATUSES: dict[str, tuple[str, str]] = {
     "rolled_back": (WARN, "↶"),  # the release failed, the previous one runs again: not a success
     "at_risk": (WARN, "!"),
     "late": (WARN, "!"),  # a job monitor past its schedule, within its grace time
+    "inconclusive": (WARN, "?"),  # an analysis measurement with too little traffic to judge
     # broken
     "failed": (BAD, "✕"),
     "fail": (BAD, "✕"),

@@ -8,6 +8,7 @@ from backups import api as backups_api
 from controlplane import api, api_views, openapi, pages
 from deployments import api as deployments_api
 from flags import api as flags_api
+from flags import unleash_api
 from monitoring import api as monitoring_api
 from monitoring import health, ping, prometheus
 
@@ -27,6 +28,13 @@ operations = openapi.operations_api(
 urlpatterns = [
     path("ofrep/v1/evaluate/flags", flags_api.ofrep_evaluate_flags, name="ofrep-evaluate-flags"),
     path("ofrep/v1/evaluate/flags/<str:key>", flags_api.ofrep_evaluate_flag, name="ofrep-evaluate-flag"),
+    # Unleash's client API (its SDKs evaluate locally) and frontend API (browsers), with Unleash's paths.
+    path("api/client/features", unleash_api.client_features, name="unleash-client-features"),
+    path("api/client/register", unleash_api.client_register, name="unleash-client-register"),
+    path("api/client/metrics", unleash_api.client_metrics, name="unleash-client-metrics"),
+    path("api/frontend", unleash_api.frontend, name="unleash-frontend"),
+    path("api/frontend/client/register", unleash_api.frontend_register, name="unleash-frontend-register"),
+    path("api/frontend/client/metrics", unleash_api.frontend_metrics, name="unleash-frontend-metrics"),
     # Job monitors' pings: the product's scheduled jobs report here, each with its secret URL.
     path("ping/<str:key>", ping.ping, name="job-ping"),
     path("ping/<str:key>/<str:action>", ping.ping, name="job-ping-action"),

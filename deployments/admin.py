@@ -17,9 +17,18 @@ from controlplane.audit import Actor
 from controlplane.errors import ControlPlaneError
 from controlplane.forms import as_validation_error, report
 from controlplane.status import StatusPillsAdmin, admin_status
-from deployments.models import Deployment, Environment, LogLine, Pipeline, RecoveryPlan, StepRun
+from deployments.models import (
+    AnalysisMeasurement,
+    Deployment,
+    Environment,
+    LogLine,
+    Pipeline,
+    RecoveryPlan,
+    StepRun,
+)
 from deployments.services import (
     NotCancellable,
+    clean_silence_rules,
     deployment_cancel,
     deployment_request,
     environment_save,
@@ -87,7 +96,16 @@ class PipelineForm(forms.ModelForm):
 
     class Meta:
         model = Pipeline
-        fields = ["name", "description", "steps"]
+        fields = ["name", "description", "steps", "silence_rules"]
+
+    def clean_silence_rules(self) -> Any:
+        names = self.cleaned_data.get("silence_rules")
+        if names is None:
+            return []  # an empty box: nothing silenced
+        try:
+            return clean_silence_rules(names)
+        except ControlPlaneError as exc:
+            raise as_validation_error(exc) from None
 
 
 @admin.register(Pipeline)
@@ -106,6 +124,7 @@ class PipelineAdmin(admin.ModelAdmin):
             name=obj.name,
             steps=form.cleaned_data["steps"],
             description=form.cleaned_data.get("description", ""),
+            silence_rules=form.cleaned_data.get("silence_rules") or [],
             actor=Actor.for_user(request.user),
         )
         obj.pk = saved.pk
@@ -221,6 +240,16 @@ class LogLineAdmin(StatusPillsAdmin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["time", "deployment", admin_status("level"), "step", "message"]
     list_filter = ["level"]
     search_fields = ["message", "step"]
+
+
+@admin.register(AnalysisMeasurement)
+class AnalysisMeasurementAdmin(StatusPillsAdmin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    """What analysis steps measured; written only by the runner."""
+
+    list_display = ["at", "step_run", "label", "value", "threshold", "baseline", "requests", admin_status("verdict")]
+    list_filter = ["verdict"]
+    search_fields = ["label", "detail"]
+    list_select_related = ["step_run"]
 
 
 class RecoveryPlanForm(forms.ModelForm):

@@ -19,11 +19,57 @@ def _demo(action: str) -> list[str]:
 _DEMO_PRODUCT_ENV = {"DEMO_PRODUCT_DIR": "{var_dir}/demo-product"}
 
 
+# The service production's analysis watches (Monitoring > Services; its scrape source or Prometheus).
+PRODUCT_SERVICE = "wingmanmatch-backend"
+# Deploys verify themselves: ten minutes of the backend's figures after the health validation; three
+# breaches in a row (45 s) fail it and the completed steps roll back. A quiet hour with fewer than 100
+# requests in the window cannot be judged: it passes rather than roll back a release nobody could judge
+# (the alert rules keep watching it).
+PRODUCT_ANALYSIS: dict[str, Any] = {
+    "name": "post-deployment analysis",
+    "kind": "analysis",
+    "duration": 600,
+    "interval": 15,
+    "window": 300,
+    "failure_limit": 3,
+    "min_requests": 100,
+    "on_inconclusive": "pass",
+    "conditions": [
+        {"service": PRODUCT_SERVICE, "signal": "error_ratio", "max": 0.01},
+        {"service": PRODUCT_SERVICE, "signal": "p95", "max": 2.0},
+        {"service": PRODUCT_SERVICE, "signal": "up", "min": 0.9},
+    ],
+}
+
+# The demo product's service (deployments.demo_product.SERVICE, not imported: that module reads settings).
+DEMO_SERVICE = "wingmanmatch-demo"
+# About a minute, so that a flaky-* (5 % errors) or slow-* (p95 over 2 s) release of the demo product is
+# caught and rolled back while you watch: two breaches in a row of a 60 s window, measured every 15 s.
+# Until the demo product has served 50 requests in the window (just started) the analysis waits. Up is
+# "most of the window's scrapes answered": a scrape that failed while make run was starting the product
+# must not roll back the first deploy.
+DEMO_ANALYSIS: dict[str, Any] = {
+    "name": "post-deployment analysis",
+    "kind": "analysis",
+    "duration": 60,
+    "interval": 15,
+    "window": 60,
+    "failure_limit": 2,
+    "min_requests": 50,
+    "on_inconclusive": "wait",
+    "conditions": [
+        {"service": DEMO_SERVICE, "signal": "error_ratio", "max": 0.01},
+        {"service": DEMO_SERVICE, "signal": "p95", "max": 2.0},
+        {"service": DEMO_SERVICE, "signal": "up", "min": 0.5},
+    ],
+}
+
 # The original report's seven steps, for WingmanMatch on Render (backend) and Vercel (frontend).
 # Hook URLs are secret settings: list them in DEPLOY_SECRETS and set them in the environment.
 PRODUCT_STEPS: list[dict[str, Any]] = [
     {"name": "pre-deployment health checks", "kind": "health_gate", "interval": 5, "timeout": 60},
-    {"name": "backup", "kind": "backup", "target": "wingmanmatch"},
+    # Verified, so that the migration's backup gate (deployments.backup_gate) finds a restorable backup.
+    {"name": "backup", "kind": "backup", "target": "wingmanmatch", "verify": True},
     {
         "name": "database migration",
         "kind": "migrate",
@@ -72,11 +118,12 @@ PRODUCT_STEPS: list[dict[str, Any]] = [
         "set": {"enhanced_monitoring": {"enabled": True}, "external_alerts": {"enabled": True}},
     },
     {"name": "post-deployment health validation", "kind": "health_gate", "interval": 5, "timeout": 300},
+    PRODUCT_ANALYSIS,
 ]
 
 DEMO_STEPS: list[dict[str, Any]] = [
     {"name": "pre-deployment health checks", "kind": "health_gate", "checks": "ready", "interval": 1, "timeout": 30},
-    {"name": "backup", "kind": "backup", "target": "default"},
+    {"name": "backup", "kind": "backup", "target": "default", "verify": True},
     {
         "name": "database migration",
         "kind": "migrate",
@@ -117,6 +164,7 @@ DEMO_STEPS: list[dict[str, Any]] = [
         "interval": 1,
         "timeout": 30,
     },
+    DEMO_ANALYSIS,
 ]
 
 # What the plans shipped as before they acted on production: bound to demo, running demo commands. The
@@ -226,9 +274,16 @@ def ensure_defaults(*, actor: Actor | None = None) -> None:
     from flags.services import flag_create
 
     actor = actor or Actor.system("defaults")
-    product = Pipeline.objects.filter(name=PRODUCT_PIPELINE).first() or pipeline_save(
-        name=PRODUCT_PIPELINE, steps=PRODUCT_STEPS, description="WingmanMatch: the seven steps", actor=actor
-    )
+    product = Pipeline.objects.filter(name=PRODUCT_PIPELINE).first()
+    if product is None or product.steps in _earlier_forms(PRODUCT_STEPS):
+        # New, or as an earlier release shipped it (before migrations were gated, before deploys verified
+        # themselves): unchanged by an operator, so updated.
+        product = pipeline_save(
+            name=PRODUCT_PIPELINE,
+            steps=PRODUCT_STEPS,
+            description=product.description if product else "WingmanMatch: the seven steps, then an analysis",
+            actor=actor,
+        )
     # Seeded by the ground's migration; made again, as production, on a database emptied of it.
     GroundEnvironment.objects.ensure(PRODUCTION, production=True)
     production = Environment.objects.filter(name=PRODUCTION).first() or environment_save(
@@ -239,9 +294,10 @@ def ensure_defaults(*, actor: Actor | None = None) -> None:
             data={"name": DEMO_FLAG, "description": "Set by the demo pipeline.", "owner": "platform"}, actor=actor
         )
     demo = Pipeline.objects.filter(name=DEMO).first()
-    if demo is None or demo.steps == _without_demo_product_env(DEMO_STEPS):
-        # New, or as an earlier release shipped it (before the demo product read its version): unchanged
-        # by an operator, so it may take the current steps.
+    if demo is None or (demo.steps != DEMO_STEPS and demo.steps in _earlier_forms(DEMO_STEPS)):
+        # New, or as an earlier release shipped it (before the demo product read its version, before its
+        # backup was verified for the backup gate, before the analysis): unchanged by an operator, so it
+        # may take the current steps.
         demo = pipeline_save(
             name=DEMO,
             steps=DEMO_STEPS,
@@ -255,6 +311,30 @@ def ensure_defaults(*, actor: Actor | None = None) -> None:
             failure_type=failure_type,
             defaults={"environment": production, "steps": plan["steps"], "runbook": plan["runbook"]},
         )
+
+
+def _earlier_forms(steps: list[dict[str, Any]]) -> list[Any]:
+    """``steps`` as earlier releases shipped them: without what each later release added (the demo
+    product's environment, the backup gate's verified backup, the analysis), in every combination, so
+    shipped steps an operator never changed are told from theirs."""
+    forms: list[Any] = [steps]
+    for earlier in (_without_analysis, _before_backup_gate, _without_demo_product_env):
+        forms += [earlier(form) for form in forms]
+    return [form for form in forms if form != steps]
+
+
+def _without_analysis(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [step for step in steps if step.get("kind") != "analysis"]
+
+
+def _before_backup_gate(steps: list[Any]) -> list[Any]:
+    """Shipped steps as they were before the backup gate: their backup steps did not verify."""
+    return [
+        {k: v for k, v in step.items() if not (k == "verify" and v is True and step.get("kind") == "backup")}
+        if isinstance(step, dict)
+        else step
+        for step in steps
+    ]
 
 
 def _without_demo_product_env(steps: Any) -> Any:

@@ -19,6 +19,14 @@ class Pipeline(models.Model):
     name = models.SlugField(max_length=100, unique=True)
     description = models.CharField(max_length=500, blank=True)
     steps = models.JSONField(default=list, help_text="A JSON list of steps; see the README for each kind's fields.")
+    # A setting of the whole pipeline, not a step: the steps are a list read by index everywhere (runner,
+    # rollback, pages), so it could live in that JSON only by changing its shape or posing as a step.
+    silence_rules = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Names of alert rules silenced while a deployment of this pipeline runs "
+        '(e.g. ["backend up"]); the silences end when the deployment ends, whatever its outcome.',
+    )
 
     class Meta:
         ordering = ["name"]
@@ -231,3 +239,35 @@ class RecoveryPlan(models.Model):
 
     def __str__(self) -> str:
         return self.failure_type
+
+
+class Verdict(models.TextChoices):
+    PASS = "pass", "pass"
+    FAIL = "fail", "breached"
+    INCONCLUSIVE = "inconclusive", "inconclusive"
+
+
+class AnalysisMeasurement(models.Model):
+    """One measurement of one condition of an ``analysis`` step (``deployments.analysis``): the value, the
+    threshold it was judged against (the baseline's allowance when that is stricter) and the verdict."""
+
+    step_run = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="measurements")
+    condition = models.PositiveIntegerField()  # the condition's place in the step's list
+    label = models.CharField(max_length=200)  # what it measures, in words: "wingmanmatch-demo error_ratio"
+    at = models.DateTimeField(default=timezone.now)
+    value = models.FloatField(null=True, blank=True)  # None: nothing to judge (no traffic, no scrape)
+    threshold = models.FloatField(null=True, blank=True)
+    baseline = models.FloatField(null=True, blank=True)  # the previous release's figure, when compared
+    requests = models.FloatField(null=True, blank=True)  # requests in the window, for traffic signals
+    verdict = models.CharField(max_length=12, choices=Verdict.choices)
+    detail = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [
+            # the deployment page: a step run's measurements, condition by condition, in time order
+            models.Index(fields=["step_run", "condition", "at"], name="measurement_run_condition_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label} {self.value} ({self.verdict})"

@@ -21,6 +21,7 @@ def _step_runs(cutoff: datetime) -> QuerySet:
     return StepRun.objects.filter(started_at__lt=cutoff, deployment__status__in=FINISHED)
 
 
+# An analysis step's measurements (AnalysisMeasurement) go with their step run (on_delete CASCADE).
 RULES = [
     Rule("deployment log lines", "DEPLOYMENT_LOG_RETENTION_DAYS", _deployment_logs),
     Rule("deployment step runs", "DEPLOYMENT_LOG_RETENTION_DAYS", _step_runs),

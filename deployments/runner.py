@@ -23,15 +23,18 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from controlplane.audit import Actor, audit_record
+from deployments import backup_gate, silences
 from deployments.models import (
+    AnalysisMeasurement,
     Deployment,
     DeploymentStatus,
+    Environment,
     LogLevel,
     Phase,
     StepRun,
     StepStatus,
 )
-from deployments.services import log, notify_soon
+from deployments.services import audit_state, log, notify_soon
 from deployments.steps import Context, StepFailed, describe, python, redact, run_step, secret_values
 
 logger = logging.getLogger(__name__)
@@ -66,8 +69,9 @@ def run(deployment_id: int) -> RunOutcome:
     deployment = Deployment.objects.select_related("environment").get(pk=deployment_id)
     with transaction.atomic():
         log(deployment, f"started on {deployment.worker}")
-        audit_record(actor=ACTOR, action="deployment.started", obj=deployment)
+        audit_record(actor=ACTOR, action="deployment.started", obj=deployment, after=audit_state(deployment))
         notify_soon(deployment)
+    silences.hold(deployment)  # the pipeline's alert rules stay quiet until it ends (_finish releases them)
     return _Runner(deployment, claim).forward()
 
 
@@ -80,6 +84,37 @@ def continue_rollback(deployment_id: int, claim: str) -> RunOutcome:
         return RunOutcome.NOT_CLAIMED
     deployment = Deployment.objects.select_related("environment").get(pk=deployment_id)
     return _Runner(deployment, claim).rollback(cancelled=deployment.cancel_requested)
+
+
+def _would(step: dict[str, Any], ctx: Context, secrets: list[str]) -> str:
+    """A step of a dry run in words: what it would do, and what its rollback would."""
+    gate = backup_gate.describe(step)
+    text = f"would {gate + ' ' if gate else ''}{describe(step, ctx)}"
+    if step.get("rollback"):
+        text += f"; on a later failure would {describe(step['rollback'], ctx)}"
+    return redact(text, secrets)
+
+
+def dry_run_lines(steps: list[dict[str, Any]], *, version: str, environment: Environment) -> list[tuple[str, str]]:
+    """(name, what it would do) per step, as a dry run's log says it, without queuing one: the page that
+    runs a recovery plan shows this before it asks for the confirmation."""
+    ctx = Context(
+        variables={
+            "version": version,
+            "environment": environment.name,
+            "deployment": "(new)",
+            "python": python(),
+            "base_dir": str(settings.BASE_DIR),
+            "var_dir": str(settings.VAR_DIR),
+        },
+        output=lambda text: None,
+        started_process=lambda pid: None,
+        cancelled=threading.Event(),
+        environment_health_url=environment.health_url,
+        actor_label="dry run",
+    )
+    secrets = secret_values()
+    return [(str(step.get("name", "?")), _would(step, ctx, secrets)) for step in steps]
 
 
 class _Runner:
@@ -179,10 +214,34 @@ class _Runner:
             environment_health_url=self.deployment.environment.health_url,
             actor_label=f"deployment #{self.deployment.pk}",
             secrets=self.secrets,
+            record=self._record,
+            started_at=self.deployment.started_at,
+        )
+
+    def _record(self, judged: list[Any], at: datetime) -> None:
+        """An analysis round's measurements (``deployments.analysis.Judged``), stored with the running step."""
+        with self._lock:
+            run_id = self._run.pk if self._run is not None else None
+        if run_id is None:
+            return
+        AnalysisMeasurement.objects.bulk_create(
+            AnalysisMeasurement(
+                step_run_id=run_id,
+                condition=item.index,
+                label=item.label[:200],
+                at=at,
+                value=item.value,
+                threshold=item.threshold,
+                baseline=item.baseline,
+                requests=item.requests,
+                verdict=item.verdict,
+                detail=redact(item.detail, self.secrets)[:500],
+            )
+            for item in judged
         )
 
     def _begin(self, index: int, phase: str, step: dict[str, Any]) -> StepRun:
-        run, _ = StepRun.objects.update_or_create(
+        run, created = StepRun.objects.update_or_create(
             deployment=self.deployment,
             phase=phase,
             index=index,
@@ -199,6 +258,8 @@ class _Runner:
                 "error": "",
             },
         )
+        if not created:  # run again (a rollback the reaper resumed): its earlier measurements are not this run's
+            AnalysisMeasurement.objects.filter(step_run=run).delete()
         with self._lock:
             self._run, self._output, self._size, self._dirty, self._truncated = run, [], 0, False, False
         return run
@@ -210,7 +271,10 @@ class _Runner:
         exit_code: int | None = None
         error = ""
         try:
-            exit_code = run_step(step, self._context(cancelled))
+            ctx = self._context(cancelled)
+            if phase == Phase.FORWARD:
+                backup_gate.enforce(step, ctx)  # a refusal fails the step before any of it runs
+            exit_code = run_step(step, ctx)
         except StepFailed as exc:
             exit_code, error = exc.exit_code, redact(str(exc), self.secrets)
         except Exception as exc:  # a bug or a lost database in a step: the step fails, the rollback runs
@@ -258,11 +322,17 @@ class _Runner:
         )
         if not moved:
             return RunOutcome.CLAIM_LOST
-        log(
-            self.deployment,
-            "cancelled: rolling back" if cancelled else "a step failed: rolling back",
-            level=LogLevel.WARNING,
-        )
+        self.deployment.status = DeploymentStatus.ROLLING_BACK
+        with transaction.atomic():
+            log(
+                self.deployment,
+                "cancelled: rolling back" if cancelled else "a step failed: rolling back",
+                level=LogLevel.WARNING,
+            )
+            # The rollback's start is a change of its own: the charts mark it (controlplane.changes).
+            audit_record(
+                actor=ACTOR, action="deployment.rolling_back", obj=self.deployment, after=audit_state(self.deployment)
+            )
         return self.rollback(cancelled=cancelled)
 
     def _failure_text(self, index: int | None) -> str:
@@ -303,11 +373,8 @@ class _Runner:
         ctx = self._context(threading.Event())
         for index, step in enumerate(steps):
             run = self._begin(index, Phase.FORWARD, step)
-            text = f"would {describe(step, ctx)}"
-            if step.get("rollback"):
-                text += f"; on a later failure would {describe(step['rollback'], ctx)}"
             # Redacted as step output is: the description is stored and shown on the page, the API and the log.
-            text = redact(text, self.secrets)
+            text = _would(step, ctx, self.secrets)
             StepRun.objects.filter(pk=run.pk).update(status=StepStatus.SKIPPED, finished_at=timezone.now(), output=text)
             log(self.deployment, text, step=step["name"])
         return self._finish(DeploymentStatus.SUCCEEDED, "")
@@ -328,7 +395,10 @@ class _Runner:
                 if status in (DeploymentStatus.SUCCEEDED, DeploymentStatus.ROLLED_BACK)
                 else LogLevel.ERROR,
             )
-            audit_record(actor=ACTOR, action=f"deployment.{status}", obj=self.deployment)
+            audit_record(
+                actor=ACTOR, action=f"deployment.{status}", obj=self.deployment, after=audit_state(self.deployment)
+            )
             notify_soon(self.deployment)
+        silences.release(self.deployment)  # after commit: alerting ends each silence in a transaction of its own
         close_old_connections()
         return RunOutcome(status)

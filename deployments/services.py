@@ -18,7 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from controlplane.audit import Actor, audit_record, snapshot
-from controlplane.errors import Conflict, InvalidInput, NotFound
+from controlplane.errors import Conflict, ControlPlaneError, InvalidInput, NotFound
 from controlplane.models import Environment as GroundEnvironment
 from controlplane.redaction import redact_text
 from deployments.models import (
@@ -109,13 +109,36 @@ def _save_by_name(model: Any, *, name: str, values: dict[str, Any], actor: Actor
     return row
 
 
-def pipeline_save(*, name: str, steps: Any, description: str = "", actor: Actor) -> Pipeline:
-    """Create or replace a pipeline; the steps are checked against the schema first."""
+def pipeline_save(*, name: str, steps: Any, description: str = "", silence_rules: Any = None, actor: Actor) -> Pipeline:
+    """Create or replace a pipeline; the steps are checked against the schema first, the alert rules it
+    silences while it runs against alerting's rules (``None`` keeps the pipeline's, none for a new one)."""
     try:
         validate_steps(steps)
     except InvalidStep as exc:
         raise InvalidDeployment(exc.field, exc.message) from None
-    return _save_by_name(Pipeline, name=name, values={"steps": steps, "description": description}, actor=actor)
+    values: dict[str, Any] = {"steps": steps, "description": description}
+    if silence_rules is not None:
+        values["silence_rules"] = clean_silence_rules(silence_rules)
+    return _save_by_name(Pipeline, name=name, values=values, actor=actor)
+
+
+def clean_silence_rules(names: Any) -> list[str]:
+    """A pipeline's ``silence_rules``: a list of the names of existing alert rules, each once."""
+    from alerting.selectors import rule_names, unknown_rule_names
+
+    if not isinstance(names, list):
+        raise InvalidDeployment("silence_rules", 'a JSON list of alert rule names, e.g. ["backend up"]')
+    for index, rule in enumerate(names):
+        if not isinstance(rule, str) or not rule.strip():
+            raise InvalidDeployment(f"silence_rules[{index}]", "must be the name of an alert rule")
+        if rule in names[:index]:
+            raise InvalidDeployment(f"silence_rules[{index}]", f"{rule!r} is named twice")
+    unknown = unknown_rule_names(names)
+    if unknown:
+        index = names.index(unknown[0])
+        known = ", ".join(rule_names()) or "none"
+        raise InvalidDeployment(f"silence_rules[{index}]", f"no alert rule named {unknown[0]!r} (rules: {known})")
+    return names
 
 
 def environment_save(*, name: str, pipeline: Pipeline, health_url: str = "", actor: Actor) -> Environment:
@@ -303,6 +326,57 @@ def _why_not(env: Environment) -> str:
     return f" ({latest[0]} ended {latest[1]}, so it never became a release)"
 
 
+def audit_state(deployment: Deployment) -> dict[str, Any]:
+    """What a run's audit events record: enough to say, on a chart, which release went where (and to
+    leave a dry run off it: it changes nothing)."""
+    return {
+        "environment": deployment.environment.name,
+        "version": deployment.version,
+        "type": deployment.type,
+        "recovery_type": deployment.recovery_type,
+        "dry_run": deployment.dry_run,
+        "status": deployment.status,
+    }
+
+
+def recovery_version(plan: RecoveryPlan) -> str:
+    """The release a recovery keeps: the environment's last successful one (a dry run or an earlier
+    recovery is none), else "current"."""
+    last = (
+        Deployment.objects.filter(environment=plan.environment, status=DeploymentStatus.SUCCEEDED, dry_run=False)
+        .exclude(type=DeploymentType.RECOVERY)
+        .order_by("-finished_at")
+        .values_list("version", flat=True)
+        .first()
+    )
+    return last or "current"
+
+
+def recovery_run_for_alert(*, alert_id: int, rule_name: str, recovery_plan: str, recovery_auto: bool) -> None:
+    """``alerting.signals.alert_fired``: a rule with ``auto`` runs its recovery plan, once per firing.
+
+    The alert is claimed first (a conditional UPDATE in alerting), so the plan starts once however often
+    this is told; what came of it (the deployment, or why none) is audited on the alert either way.
+    """
+    from alerting.services import alert_recovery_claim
+
+    if not recovery_plan or not recovery_auto:
+        return
+    alert = alert_recovery_claim(alert_id=alert_id)
+    if alert is None:  # resolved since, or its plan was started already
+        return
+    actor = Actor.system(f"alert rule {rule_name}")
+    outcome: dict[str, Any] = {"plan": recovery_plan}
+    try:
+        deployment = recovery_run(failure_type=recovery_plan, actor=actor)
+    except ControlPlaneError as exc:  # the plan is gone or cannot run, or the environment is busy
+        outcome["error"] = exc.message
+        logger.warning("alert %s: recovery plan %s not started: %s", alert_id, recovery_plan, outcome["error"])
+    else:
+        outcome["deployment"] = deployment.pk
+    audit_record(actor=actor, action="alert.recovery_run", obj=alert, after=outcome)
+
+
 def recovery_run(*, failure_type: str, actor: Actor, dry_run: bool = False) -> Deployment:
     """Run the recovery plan for ``failure_type`` like a deployment (under the environment's lock)."""
     plan = RecoveryPlan.objects.select_related("environment").filter(failure_type=failure_type).first()
@@ -313,16 +387,9 @@ def recovery_run(*, failure_type: str, actor: Actor, dry_run: bool = False) -> D
         validate_steps(plan.steps)
     except InvalidStep as exc:  # the plan's steps are wrong, not the environment's pipeline
         raise InvalidDeployment(f"recovery plan {plan.failure_type}: {exc.field}", exc.message) from None
-    last = (  # the release a recovery keeps: a dry run or an earlier recovery is none
-        Deployment.objects.filter(environment=plan.environment, status=DeploymentStatus.SUCCEEDED, dry_run=False)
-        .exclude(type=DeploymentType.RECOVERY)
-        .order_by("-finished_at")
-        .values_list("version", flat=True)
-        .first()
-    )
     return deployment_request(
         environment=plan.environment.name,
-        version=last or "current",
+        version=recovery_version(plan),
         actor=actor,
         type=DeploymentType.RECOVERY,
         steps=plan.steps,
@@ -387,7 +454,12 @@ def reap(*, now: Any = None) -> dict[str, list[int]]:
                 f"{'rolling back' if deployment.status == DeploymentStatus.RUNNING else 'continuing the rollback'}",
                 level=LogLevel.ERROR,
             )
-            audit_record(actor=Actor.system("deployment reaper"), action="deployment.reaped", obj=deployment)
+            audit_record(
+                actor=Actor.system("deployment reaper"),
+                action="deployment.reaped",
+                obj=deployment,
+                after=audit_state(deployment),
+            )
             transaction.on_commit(functools.partial(continue_rollback.delay, deployment.pk, claim))
         key = "rolled_back" if deployment.status == DeploymentStatus.RUNNING else "continued"
         summary[key].append(deployment.pk)

@@ -5,7 +5,8 @@ optional ``rollback`` (another step, of any kind, run when a later step fails). 
 ``{version}``, ``{environment}``, ``{deployment}``, ``{python}`` (this interpreter), ``{base_dir}`` and
 ``{var_dir}`` (the control plane's data directory);
 ``${NAME}`` takes the value of the environment variable NAME, which must be listed in ``DEPLOY_SECRETS``
-(its value is then redacted from every output and log line).
+(its value is then redacted from every output and log line). The ``analysis`` kind's schema and run
+are ``deployments.analysis``'s.
 """
 
 from __future__ import annotations
@@ -24,14 +25,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 
 from controlplane import outbound
 from controlplane.errors import InvalidInput
+from deployments import analysis
 
-KINDS = ("command", "http", "health_gate", "backup", "migrate", "flags", "wait")
+KINDS = ("command", "http", "health_gate", "backup", "migrate", "flags", "wait", "analysis")
 DEFAULT_TIMEOUT = {
     "command": 600,
     "http": 30,
@@ -40,6 +43,7 @@ DEFAULT_TIMEOUT = {
     "migrate": 900,
     "flags": 30,
     "wait": 3600,
+    "analysis": 0,  # computed from the step's duration: deployments.analysis.default_timeout
 }
 MIGRATE_ARGV = ["alembic", "upgrade", "head"]  # the product's backend (FastAPI, PostgreSQL) migrates with Alembic
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -77,11 +81,14 @@ _FIELDS = {
     "migrate": {"argv", "cwd", "env"},
     "http": {"method", "url", "headers", "body", "expected_status"},
     "health_gate": {"url", "checks", "interval", "expected_status"},
-    "backup": {"target"},
+    "backup": {"target", "verify"},
     "flags": {"set"},
     "wait": {"seconds"},
+    "analysis": analysis.FIELDS,
 }
 _COMMON = {"name", "kind", "timeout", "rollback"}
+# The backup gate's fields (deployments.backup_gate): any step may ask for a restorable backup first.
+_COMMON |= {"requires_verified_backup", "backup_target", "take_backup"}
 # What people write from other tools' pipelines (GitHub Actions, Ansible, docker-compose...), which a
 # spelling match cannot guess ("command" and "argv" share no letters worth a match).
 _FIELD_ALIASES = {
@@ -102,6 +109,7 @@ _KIND_ALIASES = {
     "webhook": "http", "request": "http", "hook": "http",
     "health": "health_gate", "healthcheck": "health_gate", "health_check": "health_gate", "gate": "health_gate",
     "migration": "migrate", "flag": "flags", "sleep": "wait", "pause": "wait", "dump": "backup",
+    "analyse": "analysis", "analyze": "analysis", "canary": "analysis", "verify": "analysis",
 }  # fmt: skip
 
 
@@ -144,8 +152,10 @@ def validate_step(step: Any, where: str, *, nested: bool = False) -> None:
         raise InvalidStep(f"{where}.kind", f"unknown kind {kind!r}; one of {', '.join(KINDS)}{guess}")
     unknown = sorted(set(step) - _COMMON - _FIELDS[kind])
     if unknown:
-        guess = did_you_mean(unknown[0], sorted((_COMMON | _FIELDS[kind]) - step.keys()), _FIELD_ALIASES)
-        raise InvalidStep(f"{where}.{unknown[0]}", f"not a field of a {kind} step{guess}")
+        aliases = analysis.STEP_ALIASES if kind == "analysis" else _FIELD_ALIASES
+        guess = did_you_mean(unknown[0], sorted((_COMMON | _FIELDS[kind]) - step.keys()), aliases)
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise InvalidStep(f"{where}.{unknown[0]}", f"not a field of {article} {kind} step{guess}")
     if "timeout" in step:
         timeout = step["timeout"]
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0 or timeout > 86400:
@@ -155,6 +165,13 @@ def validate_step(step: Any, where: str, *, nested: bool = False) -> None:
             raise InvalidStep(f"{where}.rollback", "a rollback action has no rollback of its own")
         validate_step(step["rollback"], f"{where}.rollback", nested=True)
     _KIND_CHECKS[kind](step, where)
+    _check_backup_gate(step, where, nested=nested)
+
+
+def _check_backup_gate(step: dict[str, Any], where: str, *, nested: bool) -> None:
+    from deployments.backup_gate import check_fields  # it imports this module
+
+    check_fields(step, where, nested=nested)
 
 
 def _strings(value: Any, where: str, *, allow_empty: bool = False) -> None:
@@ -219,6 +236,8 @@ def _check_backup(step: dict[str, Any], where: str) -> None:
     target = step.get("target", "default")
     if not isinstance(target, str) or not target:
         raise InvalidStep(f"{where}.target", "the name of a backup target")
+    if "verify" in step and not isinstance(step["verify"], bool):
+        raise InvalidStep(f"{where}.verify", "true or false: verify the backup once taken")
 
 
 def _check_flags(step: dict[str, Any], where: str) -> None:
@@ -248,6 +267,7 @@ _KIND_CHECKS: dict[str, Callable[[dict[str, Any], str], None]] = {
     "backup": _check_backup,
     "flags": _check_flags,
     "wait": _check_wait,
+    "analysis": analysis.check_step,
 }
 
 
@@ -277,6 +297,9 @@ class Context:
     environment_health_url: str
     actor_label: str
     secrets: list[str] = field(default_factory=list)
+    # An analysis step's measurements, stored with the step run; and when the deployment started (its baseline).
+    record: Callable[[list[Any], datetime], None] = field(default=lambda _judged, _at: None)
+    started_at: datetime | None = None
 
     def expand(self, text: str, *, secrets: bool = True) -> str:
         """The step's ``text`` with its ``{variable}`` and ``${SECRET}`` references replaced, in one pass.
@@ -309,8 +332,9 @@ class Context:
 
 def run_step(step: dict[str, Any], ctx: Context) -> int | None:
     """Run one step to the end. Returns an exit code (commands) or None; raises StepFailed."""
-    timeout = float(step.get("timeout", DEFAULT_TIMEOUT[step["kind"]]))
     kind = step["kind"]
+    default = analysis.default_timeout(step) if kind == "analysis" else DEFAULT_TIMEOUT[kind]
+    timeout = float(step.get("timeout", default))
     if kind in ("command", "migrate"):
         argv = step.get("argv") or MIGRATE_ARGV
         return _run_command(argv, step, ctx, timeout)
@@ -325,6 +349,8 @@ def run_step(step: dict[str, Any], ctx: Context) -> int | None:
     elif kind == "wait":
         ctx.output(f"waiting {step['seconds']} s\n")
         ctx.sleep(float(step["seconds"]))
+    elif kind == "analysis":
+        analysis.run(step, ctx, timeout)
     return None
 
 
@@ -345,9 +371,12 @@ def describe(step: dict[str, Any], ctx: Context) -> str:
         every, most = step.get("interval", 5), step.get("timeout", 300)
         return f"wait until {what} is healthy (every {every} s, at most {most} s)"
     if kind == "backup":
-        return f"back up target {step.get('target', 'default')} and wait for it"
+        verified = " and verify it" if step.get("verify") else ""
+        return f"back up target {step.get('target', 'default')}{verified} and wait for it"
     if kind == "flags":
         return "set flags " + json.dumps(step["set"], sort_keys=True)
+    if kind == "analysis":
+        return analysis.describe(step)
     return f"wait {step['seconds']} s"
 
 
@@ -508,6 +537,10 @@ def _run_backup(step: dict[str, Any], ctx: Context) -> None:
     if backup.status != BackupStatus.SUCCEEDED:
         raise StepFailed(f"backup #{backup.pk} of {name} failed: {backup.error}")
     ctx.output(f"backup #{backup.pk} of {name}: {backup.size_bytes} bytes, sha256 {backup.sha256}\n")
+    if step.get("verify"):
+        from deployments.backup_gate import verify_backup  # it imports this module
+
+        verify_backup(backup, ctx)
 
 
 def _run_flags(step: dict[str, Any], ctx: Context) -> None:

@@ -13,4 +13,5 @@ urlpatterns = [
     path("<int:deployment_id>/cancel", views.cancel, name="cancel"),
     path("environments/<slug:name>/rollback", views.roll_back, name="rollback"),
     path("recovery/<slug:failure_type>", views.run_plan, name="recovery"),
+    path("recovery/<slug:failure_type>/plan", views.plan_page, name="plan"),
 ]

@@ -9,11 +9,14 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from alerting.selectors import alert_get
 from controlplane.access import operator_page
 from controlplane.audit import Actor
 from controlplane.errors import ControlPlaneError
 from controlplane.forms import report
+from deployments.analysis_charts import analysis_charts
 from deployments.models import Deployment, DeploymentStatus, Environment, RecoveryPlan, StepStatus
+from deployments.runner import dry_run_lines
 from deployments.selectors import environments_status
 from deployments.services import (
     DeploymentLocked,
@@ -22,9 +25,11 @@ from deployments.services import (
     deployment_cancel,
     deployment_request,
     recovery_run,
+    recovery_version,
     rollback_to_previous,
     rollback_versions,
 )
+from deployments.steps import InvalidStep, validate_steps
 
 VIEW_PERMISSION = "deployments.view_deployment"
 RUN_PERMISSION = "deployments.add_deployment"
@@ -88,6 +93,7 @@ def _detail_context(request: HttpRequest, deployment: Deployment) -> dict:
         "runs": runs,
         "pending": pending,
         "log": list(deployment.log_lines.order_by("-id")[:200])[::-1],
+        "analyses": analysis_charts(runs, deployment.steps),
         "can_run": request.user.has_perm(RUN_PERMISSION),
     }
 
@@ -159,6 +165,32 @@ def cancel(request: HttpRequest, deployment_id: int) -> HttpResponse:
     else:
         messages.success(request, f"Cancel requested for deployment #{deployment.pk}.")
     return redirect("deployments:detail", deployment_id=deployment.pk)
+
+
+@operator_page(VIEW_PERMISSION)
+def plan_page(request: HttpRequest, failure_type: str) -> HttpResponse:
+    """A recovery plan's page, where an alert's "run <plan>" leads: its runbook and what a dry run would do,
+    step by step, then the button that runs it (a POST with the confirmation, to ``run_plan``)."""
+    plan = get_object_or_404(RecoveryPlan.objects.select_related("environment"), failure_type=failure_type)
+    problem = ""
+    lines: list[tuple[str, str]] = []
+    try:
+        validate_steps(plan.steps)
+    except InvalidStep as exc:
+        problem = f"{exc.field}: {exc.message}"
+    else:
+        lines = dry_run_lines(plan.steps, version=recovery_version(plan), environment=plan.environment)
+    alert = None
+    if request.GET.get("alert", "").isdigit():
+        alert = alert_get(int(request.GET["alert"]))
+    context = {
+        "plan": plan,
+        "dry_run": lines,
+        "problem": problem,
+        "alert": alert,
+        "can_run": request.user.has_perm(RUN_PERMISSION),
+    }
+    return render(request, "deployments/plan.html", context)
 
 
 @operator_page(VIEW_PERMISSION)

@@ -17,6 +17,7 @@ from controlplane.context import token_environment
 from controlplane.errors import InvalidInput
 from controlplane.models import DEFAULT_FLAGS_ENVIRONMENT, Scope
 from controlplane.openapi import Error, token_auth, token_of
+from flags import usage
 from flags.definitions import flags_queryset
 from flags.evaluation import CompiledFlag, TargetingKeyMissing, answer, evaluate, on_for, variant
 from flags.models import Flag
@@ -182,6 +183,15 @@ def _fragment(outcome: tuple[Any, ...], body: Any) -> str:
     return fragment
 
 
+def _counted(flag: CompiledFlag, body: dict[str, Any]) -> tuple[str, bool, str | None] | None:
+    """(flag, on, variant) of an answer for the usage counts; None for an error (nothing evaluated)."""
+    if "errorCode" in body:
+        return None
+    enabled = body["value"] if flag.type == "boolean" else body["metadata"]["enabled"]
+    name = body.get("variant")
+    return flag.name, bool(enabled), None if name in (None, "on", "off") else name
+
+
 def _bulk_body(snap: Snapshot, environment: str, ctx: dict[str, Any], explain: bool) -> str:
     global _fragments_digest
     if _fragments_digest != snap.digest:
@@ -190,13 +200,20 @@ def _bulk_body(snap: Snapshot, environment: str, ctx: dict[str, Any], explain: b
     key = _key_of(ctx)
     lookup = snap.lookup(environment)
     parts = []
+    counts: list[tuple[str, bool, str | None]] = []
     context: Context | None = None
     for flag in snap.flags_in(environment).values():
         if explain:
-            parts.append(json.dumps(_answer(flag, ctx, key, lookup, True), separators=(",", ":")))
+            body = _answer(flag, ctx, key, lookup, True)
+            parts.append(json.dumps(body, separators=(",", ":")))
+            counted = _counted(flag, body)
+            if counted is not None:
+                counts.append(counted)
         elif _today(flag, ctx, key):
             outcome = (flag.name, *_outcome(flag, key))
             parts.append(_fragment(outcome, lambda outcome=outcome: _result_of(*outcome)))
+            if outcome[1] is not None:
+                counts.append((flag.name, outcome[1], None))
         else:
             if context is None:
                 context = Context.of(ctx)
@@ -206,6 +223,8 @@ def _bulk_body(snap: Snapshot, environment: str, ctx: dict[str, Any], explain: b
             else:
                 typed = (environment, flag.name, result.enabled, result.variant_name, result.reason)
                 parts.append(_fragment(typed, lambda flag=flag, result=result: _typed(flag, result)))
+                counts.append((flag.name, result.enabled, result.variant_name))
+    usage.count(environment, counts)
     return '{"flags":[' + ",".join(parts) + "]}"
 
 
@@ -221,6 +240,9 @@ def ofrep_evaluate_flag(request: HttpRequest, key: str) -> HttpResponse:
     if flag is None:
         return _json({"key": key, "errorCode": "FLAG_NOT_FOUND", "errorDetails": f"no flag named {key}"}, 404)
     result = _answer(flag, ctx, _key_of(ctx), snap.lookup(environment), _explaining(request))
+    counted = _counted(flag, result)
+    if counted is not None:
+        usage.count(environment, (counted,))
     return _json(result, 400 if "errorCode" in result else 200)
 
 

@@ -19,8 +19,15 @@ class FlagsConfig(AppConfig):
 
         register_rules(self.label, *RULES)
 
+        from controlplane.changes import register_change_kind
+        from flags.changes import NOT_CHANGES, PREFIX, change_words
+
+        # The charts mark flag changes, and firing alerts list them (controlplane.changes).
+        register_change_kind("flag", prefix=PREFIX, exclude=NOT_CHANGES, describe=change_words)
+
         from waffle.models import Sample, Switch
 
+        from flags import admin_usage  # noqa: F401 - registers the SDK instances' and usage's admin screens
         from flags.models import flush_logged
 
         # waffle's own models clear their cache after commit too (admin saves them); Flag overrides

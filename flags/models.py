@@ -8,6 +8,7 @@ from django.core.validators import MaxValueValidator
 from django.db import models
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils import timezone
 from waffle.managers import FlagManager as WaffleFlagManager
 from waffle.models import AbstractUserFlag
 
@@ -415,3 +416,60 @@ class ScheduledChange(models.Model):
         if self.kind == ScheduledChangeKind.STATE:
             return "replace the state"
         return "on" if self.kind == ScheduledChangeKind.ENABLE else "off"
+
+
+class SdkInstance(models.Model):
+    """An Unleash SDK (a process of the product) that announced itself (``POST /api/client/register``)
+    or sent metrics, in the environment of its token: what it is, and when it was last heard from."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="+")
+    app_name = models.CharField(max_length=200)
+    instance_id = models.CharField(max_length=200)
+    sdk_version = models.CharField(max_length=200, blank=True)
+    strategies = models.JSONField(default=list, blank=True)
+    interval_ms = models.PositiveIntegerField(null=True, blank=True, help_text="How often it sends metrics.")
+    started = models.DateTimeField(null=True, blank=True)
+    first_seen = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-last_seen"]
+        verbose_name = "SDK instance"
+        constraints = [
+            models.UniqueConstraint(fields=["environment", "app_name", "instance_id"], name="sdk_instance_unique"),
+        ]
+        indexes = [
+            # Retention: instances not heard from since the cutoff.
+            models.Index(fields=["last_seen"], name="sdk_instance_last_seen"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.app_name} / {self.instance_id} ({self.environment})"
+
+
+class FlagUsage(models.Model):
+    """Evaluations of one flag in one environment during one hour, as the SDKs counted and reported
+    them (``POST /api/client/metrics``): how often on (yes), off (no), and each variant."""
+
+    flag = models.CharField(max_length=200)
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="+")
+    hour = models.DateTimeField(help_text="The start of the hour (UTC).")
+    yes = models.PositiveBigIntegerField(default=0)
+    no = models.PositiveBigIntegerField(default=0)
+    variants = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-hour", "flag"]
+        verbose_name = "flag usage (hour)"
+        verbose_name_plural = "flag usage (hours)"
+        constraints = [
+            # Also serves "this flag's hours in this environment" (its leading columns).
+            models.UniqueConstraint(fields=["flag", "environment", "hour"], name="flag_usage_unique"),
+        ]
+        indexes = [
+            # Retention: hours before the cutoff.
+            models.Index(fields=["hour"], name="flag_usage_hour"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.flag} in {self.environment} at {self.hour:%Y-%m-%d %H:00}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC
 from typing import Any
 
 from flags.evaluation import TargetingKeyMissing, evaluate
@@ -83,3 +84,90 @@ def segments_compiled() -> Any:
     from flags.models import Segment
 
     return compile_segments(segment_doc(s) for s in Segment.objects.prefetch_related("constraints"))
+
+
+# --- Usage and stale flags --------------------------------------------------------------------------
+
+USAGE_DAYS = 30
+
+
+def usage_of(name: str, *, days: int = USAGE_DAYS, now: Any = None) -> dict[str, Any]:
+    """A flag's evaluations (OFREP's and the SDKs' counts): per day over the last ``days`` days, the total
+    and the largest day (for a chart), and when each environment last evaluated it (hour precision)."""
+    from datetime import timedelta
+
+    from django.db.models import Max
+    from django.utils import timezone
+
+    from flags.models import FlagUsage
+
+    now = now or timezone.now()
+    today = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    first = today - timedelta(days=days - 1)
+    per_day = [0] * days
+    for hour, yes, no in FlagUsage.objects.filter(flag=name, hour__gte=first).values_list("hour", "yes", "no"):
+        index = (hour.astimezone(UTC) - first).days
+        if 0 <= index < days:
+            per_day[index] += yes + no
+    last = {
+        row["environment__name"]: row["last"]
+        for row in FlagUsage.objects.filter(flag=name)
+        .values("environment__name")
+        .annotate(last=Max("hour"))
+        .order_by("environment__name")
+    }
+    return {
+        "days": [(first + timedelta(days=i)).date() for i in range(days)],
+        "per_day": per_day,
+        "total": sum(per_day),
+        "max": max(per_day),
+        "last": last,
+        "last_any": max(last.values()) if last else None,
+    }
+
+
+def stale_flags(*, now: Any = None) -> list[dict[str, Any]]:
+    """Flags ready to remove from the code, oldest reason first: not evaluated (OFREP or an SDK) for
+    ``FLAG_STALE_UNUSED_DAYS``, or on for everyone in every environment, unchanged for
+    ``FLAG_STALE_FULLY_ON_DAYS``. Each with its reason in words and the time it has held since."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.db.models import Max
+    from django.utils import timezone
+
+    from controlplane.models import Environment
+    from flags.definitions import flags_queryset
+    from flags.models import FlagUsage
+
+    now = now or timezone.now()
+    unused_cutoff = now - timedelta(days=settings.FLAG_STALE_UNUSED_DAYS)
+    on_cutoff = now - timedelta(days=settings.FLAG_STALE_FULLY_ON_DAYS)
+    last_used = dict(FlagUsage.objects.values("flag").annotate(last=Max("hour")).values_list("flag", "last"))
+    environments = list(Environment.objects.values_list("name", flat=True))
+    segments = segments_compiled()
+    found = []
+    for flag in flags_queryset():
+        last = last_used.get(flag.name)
+        if (last is None or last < unused_cutoff) and flag.created < unused_cutoff:
+            since = last or flag.created
+            words = f"not evaluated since {since:%Y-%m-%d}" if last else "never evaluated"
+            found.append({"flag": flag, "reason": "unused", "words": words, "since": since})
+            continue
+        states = {state.environment.name: state for state in flag.states.all()}
+        if environments and all(name in states for name in environments):
+            changed = max(state.modified for state in states.values())
+            everyone = all(_on_for_everyone(compiled_of(flag, name, segments)) for name in environments)
+            if everyone and changed < on_cutoff:
+                words = f"on for everyone in every environment since {changed:%Y-%m-%d}"
+                found.append({"flag": flag, "reason": "fully_on", "words": words, "since": changed})
+    return sorted(found, key=lambda item: (item["flag"].owner, item["since"], item["flag"].name))
+
+
+def _on_for_everyone(compiled: Any) -> bool:
+    """On, with one answer for every context (no constraint, no partial rollout, no dependency), and that
+    answer is on."""
+    from flags.targeting import Context, evaluate
+
+    definition = compiled.engine()
+    return bool(definition.enabled and definition.static and evaluate(definition, Context()).enabled)

@@ -20,7 +20,8 @@ against Unleash's client specification (tests/flags/test_unleash_conformance.py)
 - Variants: the matching strategy's variants if it has any (group id and stickiness of that
   strategy), else the flag's. An override (context field in values) wins; otherwise
   murmur3_32 (seed 86028157) of ``"{group id}:{stickiness value}"`` % total weight + 1 walks the
-  cumulative weights. Variant stickiness ``default`` is user id, session id, remote address, random.
+  cumulative weights. Variant stickiness ``default`` is user id, session id, random (as Unleash's
+  engine in the SDKs draws; some older SDKs tried the remote address before random).
 - Constraints: a missing field makes the operator false (``NOT_IN`` true: nothing is not in
   anything), then ``inverted`` negates, as the SDKs do. ``case_insensitive`` applies to the string
   operators, ``REGEX`` and (our addition, SDKs ignore it there) ``IN`` / ``NOT_IN``. ``IN`` values are
@@ -495,6 +496,10 @@ class Constraint:
             compare = _NUM_COMPARE[op]
 
             def num_test(v: str) -> bool:
+                # As the SDKs' engine reads a number: Python's float would also take surrounding spaces,
+                # digit-group underscores and other scripts' digits (" 40", "1_000", "٣"); they are not numbers there.
+                if not v.isascii() or "_" in v or v != v.strip():
+                    return False
                 try:
                     number = float(v)
                 except ValueError:
@@ -970,7 +975,9 @@ def _picker(
                 return overridden[index]
         if not last:
             return results[0]
-        key = ctx.user_id or ctx.session_id or ctx.remote_address if get is None else get(ctx)
+        # Unleash's engine (yggdrasil, in its SDKs) draws by the user id, else the session id, else at
+        # random: the remote address is not a variant's stickiness.
+        key = (ctx.user_id or ctx.session_id) if get is None else get(ctx)
         if not key:
             return by_chance[min(bisect_left(cumulative, _hash(prefix, _random_key(), VARIANT_SEED) % total + 1), last)]
         text = prefix + key
@@ -1204,22 +1211,30 @@ def _fast_path(flag: FlagDefinition) -> Callable[[Context], Result] | None:
 
 def _dependencies_hold(flag: FlagDefinition, ctx: Context, lookup: Lookup) -> str | None:
     """None when every dependency holds, else why not."""
+    return _dependencies_check(flag, ctx, lookup)[0]
+
+
+def _dependencies_check(flag: FlagDefinition, ctx: Context, lookup: Lookup) -> tuple[str | None, bool]:
+    """(None when every dependency holds, else why not; whether a parent's answer was a coin toss, which
+    makes the child's one too)."""
+    chance = False
     for dep in flag.dependencies:
         parent = lookup(dep.feature)
         if parent is None:
-            return f"parent {dep.feature!r} does not exist"
+            return f"parent {dep.feature!r} does not exist", chance
         if parent.dependencies:
-            return f"parent {dep.feature!r} has dependencies of its own (one level only)"
+            return f"parent {dep.feature!r} has dependencies of its own (one level only)", chance
         result = evaluate(parent, ctx)
+        chance = chance or result.by_chance
         if dep.enabled:
             if not result.enabled:
-                return f"parent {dep.feature!r} is off"
+                return f"parent {dep.feature!r} is off", chance
             name = result.variant_name or "disabled"
             if dep.variants and name not in dep.variants:
-                return f"parent {dep.feature!r} has variant {name!r}, not one of {list(dep.variants)}"
+                return f"parent {dep.feature!r} has variant {name!r}, not one of {list(dep.variants)}", chance
         elif result.enabled:
-            return f"parent {dep.feature!r} is on (needed off)"
-    return None
+            return f"parent {dep.feature!r} is on (needed off)", chance
+    return None, chance
 
 
 def evaluate(flag: FlagDefinition, ctx: Context, lookup: Lookup = _no_lookup, *, explain: bool = False) -> Result:
@@ -1233,8 +1248,17 @@ def evaluate(flag: FlagDefinition, ctx: Context, lookup: Lookup = _no_lookup, *,
     # The general path (the fast one, when there is one, answers exactly as this would).
     if not flag.enabled:
         return flag._off
-    if flag.dependencies and _dependencies_hold(flag, ctx, lookup) is not None:
-        return flag._unmet
+    if flag.dependencies:
+        unmet, chance = _dependencies_check(flag, ctx, lookup)
+        result = flag._unmet if unmet is not None else _by_rules(flag, ctx)
+        if chance and not result.by_chance:  # a parent drawn at random decided for the child too
+            result = dataclasses.replace(result, by_chance=True)
+        return result
+    return _by_rules(flag, ctx)
+
+
+def _by_rules(flag: FlagDefinition, ctx: Context) -> Result:
+    """The enabled flag's answer by its strategies and variants (dependencies aside)."""
     checks = flag._checks
     if not checks:
         return flag._result(None, STATIC, None, None) if not flag.variants else _no_strategy_variant(flag, ctx)
@@ -1270,9 +1294,10 @@ def _explained(flag: FlagDefinition, ctx: Context, lookup: Lookup) -> Result:
     """The same answer as ``evaluate`` with the story: each strategy tried, and what decided."""
     if not flag.enabled:
         return dataclasses.replace(flag._off, explanation=Explanation("off: the flag is disabled"))
-    unmet = _dependencies_hold(flag, ctx, lookup) if flag.dependencies else None
+    unmet, chance = _dependencies_check(flag, ctx, lookup) if flag.dependencies else (None, False)
     if unmet is not None:
-        return dataclasses.replace(flag._unmet, explanation=Explanation(f"off: a dependency is not met: {unmet}"))
+        explanation = Explanation(f"off: a dependency is not met: {unmet}")
+        return dataclasses.replace(flag._unmet, explanation=explanation, by_chance=chance)
     result = evaluate(flag, ctx, lookup)
     decided = result.strategy_index if result.enabled else None
     steps: list[str] = []

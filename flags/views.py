@@ -21,7 +21,7 @@ from flags.definitions import flags_queryset
 from flags.evaluation import TargetingKeyMissing, answer, evaluate, on_for, variant
 from flags.models import ScheduledChange, ScheduledChangeKind
 from flags.schedules import ScheduledChangeNotFound, cancel_change, pending_and_recent, schedule_change
-from flags.selectors import compiled_of, flag_history, segments_compiled
+from flags.selectors import compiled_of, flag_history, segments_compiled, stale_flags, usage_of
 from flags.services import (
     MAX_ROLLOUT_PERCENT,
     MAX_TARGETING_KEY,
@@ -139,6 +139,7 @@ def flag_detail(request: HttpRequest, name: str) -> HttpResponse:
         "why_results": why_results,
         "why_error": why_error,
         "can_change": request.user.has_perm(CHANGE_PERMISSION),
+        "usage": usage_chart(usage_of(flag.name)),
         "scheduled": pending_and_recent(flag.pk),
         "schedule_form": ScheduleForm(),
     }
@@ -286,3 +287,57 @@ def flag_schedule_cancel_view(request: HttpRequest, name: str) -> HttpResponse:
     else:
         messages.success(request, f"Cancelled: {change}.")
     return redirect("flags:detail", name=name)
+
+
+# --- Usage, stale flags, SDK instances --------------------------------------------------------------
+
+CHART_WIDTH, CHART_HEIGHT = 300, 60
+
+
+def usage_chart(usage: dict[str, Any]) -> dict[str, Any]:
+    """The usage with its 30 daily bars laid out for an inline SVG (x, y, height, title)."""
+    count = len(usage["per_day"])
+    width = CHART_WIDTH / count
+    top = usage["max"] or 1
+    bars = []
+    for index, (day, value) in enumerate(zip(usage["days"], usage["per_day"], strict=True)):
+        height = round(value / top * (CHART_HEIGHT - 2), 1) if value else 0
+        bars.append(
+            {
+                "x": round(index * width, 1),
+                "y": round(CHART_HEIGHT - height, 1),
+                "width": round(width - 1, 1),
+                "height": height,
+                "title": f"{day:%Y-%m-%d}: {value:,} evaluations",
+            }
+        )
+    return {**usage, "bars": bars, "width": CHART_WIDTH, "height": CHART_HEIGHT}
+
+
+@operator_page(VIEW_PERMISSION)
+def stale_list(request: HttpRequest) -> HttpResponse:
+    """Flags ready to remove from the code, by owner (``?owner=`` shows one owner's)."""
+    owner = request.GET.get("owner", "").strip()
+    stale = stale_flags()
+    owners = sorted({item["flag"].owner for item in stale})
+    if owner:
+        stale = [item for item in stale if item["flag"].owner == owner]
+    from django.conf import settings
+
+    context = {
+        "stale": stale,
+        "owners": owners,
+        "owner": owner,
+        "settings_unused": settings.FLAG_STALE_UNUSED_DAYS,
+        "settings_on": settings.FLAG_STALE_FULLY_ON_DAYS,
+    }
+    return render(request, "flags/stale.html", context)
+
+
+@operator_page(VIEW_PERMISSION)
+def sdk_instances(request: HttpRequest) -> HttpResponse:
+    """The Unleash SDKs that registered or sent metrics, most recently heard from first."""
+    from flags.models import SdkInstance
+
+    instances = SdkInstance.objects.select_related("environment")[:500]
+    return render(request, "flags/sdk_instances.html", {"instances": instances})

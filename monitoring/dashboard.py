@@ -21,6 +21,7 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from alerting.selectors import firing_unacknowledged
+from controlplane.changes import Change, changes_between
 from monitoring import slo_status
 from monitoring.models import BUCKET_FIELDS, HealthMetric, JobMonitor, RequestRollup, Service
 from monitoring.selectors import percentile_from_buckets
@@ -413,6 +414,7 @@ class Chart:
     latency_plot: int = 76  # height of the plot area
     requests_plot: int = 34
     bottom: int = 18  # room for the time labels
+    changes: Sequence[Change] = ()  # deployments, flag changes... (controlplane.changes), oldest first
 
     # --- geometry
 
@@ -585,6 +587,16 @@ class Chart:
             )
         return rows
 
+    @property
+    def shown_changes(self) -> list[Change]:
+        """The changes within the window: its markers, and the text that says the same to a screen reader."""
+        return [change for change in self.changes if self.start <= change.time <= self.end]
+
+    @property
+    def markers(self) -> list[dict[str, Any]]:
+        """A vertical line per change across both plots, with its what, who and when as its ``<title>``."""
+        return [change.marker(self._x(change.time)) for change in self.shown_changes]
+
     # --- words
 
     @property
@@ -612,6 +624,14 @@ class Chart:
         }
 
 
-def chart_list(now: datetime) -> tuple[list[Chart], str]:
+def recent_changes(now: datetime) -> tuple[datetime, list[Change]]:
+    """Since when, and the changes of the longest chart's window (7 days): one query serves every chart
+    on the page (and the alerts that fired within it)."""
+    since = now - WINDOWS["7d"][0]
+    return since, changes_between(since, now + timedelta(seconds=1))
+
+
+def chart_list(now: datetime, changes: Sequence[Change] | None = None) -> tuple[list[Chart], str]:
     data = charts(now)
-    return [Chart(name, data[name], now) for name in ("1h", "24h", "7d")], data["computed_at"]
+    changes = recent_changes(now)[1] if changes is None else changes
+    return [Chart(name, data[name], now, changes=changes) for name in ("1h", "24h", "7d")], data["computed_at"]

@@ -20,11 +20,22 @@ from monitoring.service_signals import (
     WindowCounts,
     service_signal,
     service_signals,
+    signal_from_counts,
+    stored_counts,
     window_counts,
 )
 
 # SLOs: budget left, burn rates and the workbook's alerts (the SLO page, the dashboard, the slo_burn rule).
-from monitoring.slo_status import SloStatus, budget_series, slo_budgets, slo_burn_levels, slo_status, slo_statuses
+from monitoring.slo_status import (
+    SloBurn,
+    SloStatus,
+    budget_series,
+    slo_budgets,
+    slo_burn_levels,
+    slo_status,
+    slo_statuses,
+    slo_window_burn,
+)
 
 
 @dataclass(frozen=True)
@@ -155,6 +166,7 @@ __all__ = [
     "RequestFigures",
     "Signal",
     "SignalValue",
+    "SloBurn",
     "SloStatus",
     "UnknownService",
     "WindowCounts",
@@ -168,9 +180,12 @@ __all__ = [
     "service_names",
     "service_signal",
     "service_signals",
+    "signal_from_counts",
     "slo_budgets",
     "slo_burn_levels",
     "slo_status",
     "slo_statuses",
+    "slo_window_burn",
+    "stored_counts",
     "window_counts",
 ]

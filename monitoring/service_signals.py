@@ -86,6 +86,26 @@ class WindowCounts:
     def up(self) -> float | None:
         return (self.scrapes - self.failed) / self.scrapes if self.scrapes else None
 
+    def since(self, earlier: WindowCounts) -> WindowCounts:
+        """What was stored between an earlier reading of the same rows and this one (``stored_counts``
+        read twice): the rows only grow, so the difference is exactly the rounds recorded in between
+        (clamped at 0 against the rounding of float sums)."""
+        counters = self.counters
+        if counters is not None and earlier.counters is not None:
+            before = earlier.counters
+            buckets = {
+                bound: max(0.0, count - before.buckets.get(bound, 0.0)) for bound, count in counters.buckets.items()
+            }
+            counters = Counters(
+                max(0.0, counters.requests - before.requests), max(0.0, counters.errors - before.errors), buckets
+            )
+        return WindowCounts(
+            counters,
+            max(0, self.scrapes - earlier.scrapes),
+            max(0, self.failed - earlier.failed),
+            max(0.0, self.seconds - earlier.seconds),
+        )
+
 
 def decode_buckets(stored: Mapping[str, float]) -> dict[float, float]:
     return {math.inf if key == "+Inf" else float(key): float(value) for key, value in stored.items()}
@@ -181,6 +201,23 @@ def service_signal(
     service: Service | str, signal: Signal, window: timedelta, now: datetime | None = None
 ) -> SignalValue:
     return service_signals(service, window, now, (signal,))[signal]
+
+
+def stored_counts(service: Service | str, since: datetime) -> WindowCounts | None:
+    """A scrape-sourced service's whole-service counts stored for the minutes from ``since`` on (the current
+    one too, still filling). A reader that keeps two such readings gets an exact window from them
+    (``WindowCounts.since``) rather than whole minutes: the deploy analysis does. None when the service's
+    source is a Prometheus server, which stores nothing to read (``service_signals`` asks it)."""
+    found = _service(service)
+    source = _source(found)
+    if source is not None and source.kind == SourceKind.PROMETHEUS:
+        return None
+    return _sum_rows(ServiceMinute.objects.filter(service=found, route="", minute__gte=since))
+
+
+def signal_from_counts(service: str, signal: Signal, window: timedelta, counts: WindowCounts) -> SignalValue:
+    """A signal from counts read otherwise (``stored_counts`` differences), computed as ``service_signals`` does."""
+    return _from_counts(service, signal, window, counts, "")
 
 
 # --- Many services at once (the dashboard) -------------------------------------------------------------

@@ -18,6 +18,7 @@ from typing import Any, cast
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from controlplane.changes import Change, changes_between
 from monitoring.models import (
     HealthMetric,
     JobMonitor,
@@ -93,6 +94,26 @@ class ServiceRow:
     uptime: Mapping[str, Uptime] = field(default_factory=dict)
     slo: str = "no SLO"
     slo_status: str = ""  # a status pill's value for the budget; "" shows words only
+    changes: Sequence[Change] = ()  # the last hour's (controlplane.changes), oldest first
+
+    @property
+    def markers(self) -> list[dict[str, Any]]:
+        """A line per change of the hour across the sparkline, what, who and when in its ``<title>``."""
+        if not self.points:
+            return []
+        start = self.points[0][0]
+        # The current minute is after the line's last point: a change in it is drawn at the right edge.
+        return [
+            change.marker(min(1.0, (change.time - start) / SPARK) * SPARK_WIDTH, hit=2) for change in self.shown_changes
+        ]
+
+    @property
+    def shown_changes(self) -> list[Change]:
+        """The changes within the sparkline's hour (drawn, and said in text beside it)."""
+        if not self.points:
+            return []
+        start = self.points[0][0]
+        return [c for c in self.changes if c.time >= start]  # the panel's read kept only the last hour's
 
     def _value(self, signal: Signal) -> float | None:
         return self.signals[signal].value
@@ -310,10 +331,12 @@ def read(
     now: datetime | None = None,
     endpoint_uptime: Callable[[Sequence[str], datetime], Mapping[str, Mapping[str, Uptime]]] | None = None,
     budgets: Mapping[str, float | None] | None = None,
+    changes: Sequence[Change] | None = None,
 ) -> ServicesPanel:
     """The panel at ``now``. ``endpoint_uptime(names, now)`` gives the endpoints' uptime per window and
     ``budgets`` each service's smallest SLO budget left (the dashboard keeps both in its cache, which
-    beat refreshes every minute: each reads days of rows); read here when not given."""
+    beat refreshes every minute: each reads days of rows); read here when not given, as are ``changes``
+    (the page reads a week of them once for all its charts)."""
     now = now or timezone.now()
     services = list(Service.objects.filter(enabled=True))
     signals = services_signals(services, CURRENT, now) if services else {}
@@ -325,6 +348,14 @@ def read(
         from monitoring.slo_status import slo_budgets
 
         budgets = slo_budgets(now)
+    hour_changes: Sequence[Change] = ()
+    if services:  # the sparklines' markers: every service shows the same changes (none is per service yet)
+        since = now - SPARK
+        hour_changes = (
+            changes_between(since, now + timedelta(seconds=1))
+            if changes is None
+            else [c for c in changes if since <= c.time <= now]
+        )
     rows = [
         ServiceRow(
             name=service.name,
@@ -334,6 +365,7 @@ def read(
             uptime=uptime.get(service.pk, {}),
             slo=budget_words(budgets[service.name])[0] if service.name in budgets else "no SLO",
             slo_status=budget_words(budgets[service.name])[1] if service.name in budgets else "",
+            changes=hour_changes,
         )
         for service in services
     ]

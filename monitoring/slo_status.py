@@ -391,6 +391,38 @@ def slo_status(service: str, name: str, now: datetime | None = None) -> SloStatu
     return _status(slo, _Reader(now), _ask_prometheus([slo], _all_windows, now).get(slo.pk))
 
 
+@dataclass(frozen=True)
+class SloBurn:
+    """One SLO's burn rate over one window (a deploy analysis' condition): None with ``total`` 0 or None
+    when the window counted nothing to judge; ``error`` says why a Prometheus server could not tell."""
+
+    burn_rate: float | None
+    total: float | None
+    error: str = ""
+
+
+def slo_window_burn(service: str, name: str, window: timedelta, now: datetime | None = None) -> SloBurn | None:
+    """The burn rate of one SLO over the ``window`` ending at ``now`` (read as ``slo_status`` reads its
+    windows); None when the service has no SLO of that name."""
+    now = now or timezone.now()
+    slo = (
+        ServiceLevelObjective.objects.select_related("service")
+        .prefetch_related("service__sources")
+        .filter(service__name=service, name=name)
+        .first()
+    )
+    if slo is None:
+        return None
+    asked = _ask_prometheus([slo], lambda _slo: (window,), now).get(slo.pk)
+    if asked is not None and asked.error:
+        return SloBurn(None, None, asked.error)
+    counters = asked.counters.get(window) if asked is not None else _Reader(now).counters(slo.service, window)
+    counts = slo_counts(slo, counters)
+    if counts is None:
+        return SloBurn(None, None, "" if _source(slo) is not None else NO_SOURCE)
+    return SloBurn(burn_rate(counts, objective_of(slo)), counts.total)
+
+
 def _prometheus_budgets(slos: Sequence[ServiceLevelObjective], now: datetime) -> dict[str, float | None]:
     """The Prometheus SLOs' budgets left (by SLO pk, as text for the cache), asked of their servers."""
     asked = _ask_prometheus(slos, lambda slo: (objective_of(slo).window,), now)

@@ -8,6 +8,7 @@ come from ``monitoring.selectors`` (``slo_statuses``, ``slo_status``, ``budget_s
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from controlplane.access import operator_page
+from controlplane.changes import Change, changes_between
 from monitoring.selectors import SloStatus, budget_series, slo_status, slo_statuses
 from monitoring.slo import WORKBOOK_ALERTS, time_to_exhaustion
 from monitoring.slo_status import WINDOW_WORDS, BudgetPoint
@@ -43,6 +45,12 @@ class BudgetChart:
     top: int = 8
     plot: int = 160
     bottom: int = 20
+    changes: Sequence[Change] = ()  # deployments, flag changes... over the window (controlplane.changes)
+
+    @property
+    def markers(self) -> list[dict[str, Any]]:
+        """A line per change, what, who and when in its ``<title>``: what moved as the budget burned."""
+        return [change.marker(self._x(change.time)) for change in self.changes]
 
     @property
     def height(self) -> int:
@@ -183,7 +191,8 @@ def slo_detail(request: HttpRequest, service: str, name: str) -> HttpResponse:
     status = slo_status(service, name, now)
     if status is None:
         raise Http404("No such SLO.")
-    chart = BudgetChart(budget_series(status, now), now - status.objective.window, now)
+    start = now - status.objective.window
+    chart = BudgetChart(budget_series(status, now), start, now, changes=changes_between(start, now))
     return render(
         request,
         "slo/detail.html",

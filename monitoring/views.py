@@ -21,10 +21,11 @@ from alerting.services import InvalidAlertSetting, alert_acknowledge
 from backups.selectors import all_readiness
 from controlplane.access import operator_page
 from controlplane.audit import Actor
+from controlplane.changes import changes_before
 from controlplane.panels import read_panels
 from flags.selectors import flags_summary
 from monitoring import services_panel
-from monitoring.dashboard import chart_list, endpoint_uptime, health, slo_budgets
+from monitoring.dashboard import chart_list, endpoint_uptime, health, recent_changes, slo_budgets
 from monitoring.models import Heartbeat
 
 REFRESH_SECONDS = 10
@@ -55,8 +56,11 @@ def _score_tone(score: int | None, deductions: list[Any], tiles: list[Any]) -> s
 def _context(request: HttpRequest) -> dict[str, Any]:
     now = timezone.now()
     alerts = open_alerts()
-    charts, computed_at = chart_list(now)
-    product = services_panel.read(now, endpoint_uptime, slo_budgets(now))
+    since, changes = recent_changes(now)  # one query for every chart's markers and the alerts' changes
+    charts, computed_at = chart_list(now, changes)
+    product = services_panel.read(now, endpoint_uptime, slo_budgets(now), changes)
+    fired = {alert.pk: alert.fired_at for alert in alerts if alert.fired_at is not None}
+    before = changes_before(fired, known=changes, known_since=since)
     score, deductions, tiles = health(now, alerts, product.services, product.jobs)
     return {
         "now": now,
@@ -70,6 +74,7 @@ def _context(request: HttpRequest) -> dict[str, Any]:
         "charts": charts,
         "charts_computed_at": computed_at,
         "alerts": alerts,
+        "alert_changes": before,
         "registered_panels": read_panels(now),
         "backups": all_readiness(now=now),
         "flags": flags_summary(),

@@ -5,6 +5,7 @@
         proxy.hang()     # connections are accepted and kept open, but no byte passes either way
         proxy.cut()      # every open connection is closed now; new ones pass as before
         proxy.heal()     # back to passing bytes both ways
+        proxy.cut_after(65536)  # each new connection is cut once that many bytes went upstream (mid-upload)
 
 The machine's shared services are never stopped: only the path through the proxy breaks. The proxy
 listens on a fixed port for its whole life (refuse closes the listening socket and re-opens it on heal),
@@ -26,6 +27,7 @@ class FaultProxy:
     def __init__(self, target_host: str, target_port: int, *, port: int = 0) -> None:
         self.target = (target_host, target_port)
         self.mode = PASS
+        self.upstream_limit: int | None = None  # cut_after: bytes a connection may send upstream
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         self._stopped = threading.Event()
@@ -65,8 +67,15 @@ class FaultProxy:
         for conn in connections:
             _close(conn)
 
+    def cut_after(self, upstream_bytes: int) -> None:
+        """Pass bytes, but close each connection once it sent ``upstream_bytes`` to the server: a network drop
+        in the middle of an upload. ``heal`` lifts it."""
+        with self._lock:
+            self.upstream_limit = upstream_bytes
+
     def heal(self) -> None:
         with self._lock:
+            self.upstream_limit = None
             was_refusing = self.mode == REFUSE
             self.mode = PASS
         if was_refusing:
@@ -126,6 +135,7 @@ class FaultProxy:
         with self._lock:
             self._connections.add(upstream)
         pair = {client: upstream, upstream: client}
+        sent_upstream = 0
         try:
             while not self._stopped.is_set():
                 try:
@@ -143,10 +153,18 @@ class FaultProxy:
                     if not data:
                         done = True
                         break
+                    limit = self.upstream_limit
+                    if sock is client and limit is not None:
+                        if sent_upstream + len(data) > limit:
+                            data = data[: max(limit - sent_upstream, 0)]
+                            done = True  # what fits goes, then the connection is cut
+                        sent_upstream += len(data)
                     try:
                         pair[sock].sendall(data)
                     except OSError:
                         done = True
+                        break
+                    if done:
                         break
                 if done:
                     break

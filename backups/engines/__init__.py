@@ -10,6 +10,7 @@ One module per concern, each importing only the ones below it:
     tools         finding the PostgreSQL client tools and their versions
     processes     a client tool run under a deadline, its stderr drained aside
     files         private directories, partial files, digests, the ``Dump`` record
+    encryption    age (pyrage): recipients and identities read, dumps encrypted and decrypted as streams
     postgresql    pg_dump on an exported snapshot, rows counted in it; scratch databases
     sqlite        SQLite's backup API, row counts and schema digest
     schema        a restored schema compared with the dump's
@@ -23,6 +24,14 @@ The names below are the package's interface for the rest of ``backups``.
 from __future__ import annotations
 
 from backups.engines.dumps import dump, restore
+from backups.engines.encryption import (
+    AgeIdentity,
+    EncryptionError,
+    Recipient,
+    StoredDump,
+    parse_recipients,
+    read_identities,
+)
 from backups.engines.errors import BackupError, CheckFailed, ScratchIsSource, SourceUnreachable, ToolMissing
 from backups.engines.files import CHUNK, Dump, create_private_file, file_digest, partial_dir, private_dir
 from backups.engines.pgbackrest import (
@@ -51,6 +60,12 @@ from backups.engines.tools import pg_tool, tool_version
 from backups.engines.verification import CheckResult, Verifier, VerifyOutcome, scratch_name
 
 __all__ = [
+    "AgeIdentity",
+    "EncryptionError",
+    "Recipient",
+    "StoredDump",
+    "parse_recipients",
+    "read_identities",
     "CHUNK",
     "PG_ENGINES",
     "SQLITE_ENGINE",

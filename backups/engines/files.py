@@ -29,6 +29,10 @@ class Dump:
     engine: str
     tool_versions: dict[str, str]
     manifest: dict[str, Any]
+    # The dump before encryption; equal to size_bytes and sha256 (what is stored) when not encrypted.
+    plaintext_sha256: str = ""
+    plaintext_size: int = 0
+    encrypted: bool = False
 
 
 class HashingWriter:

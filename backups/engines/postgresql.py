@@ -9,13 +9,15 @@ import os
 import re
 import subprocess
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
+from backups.engines.encryption import Recipient, write_stream
 from backups.engines.errors import BackupError, ScratchIsSource, SourceUnreachable, first_line
-from backups.engines.files import CHUNK, Dump, HashingWriter, disk_error
+from backups.engines.files import Dump, disk_error
 from backups.engines.processes import Supervised, tail
 from backups.engines.sources import Database, one_row
 from backups.engines.tools import pg_tool, tool_version
@@ -30,16 +32,17 @@ _CONNECTION_LOST = re.compile(
 )
 
 
-def dump_postgresql(source: Database, path: Path, *, timeout: float) -> Dump:
+def dump_postgresql(source: Database, path: Path, *, timeout: float, recipients: Sequence[Recipient] = ()) -> Dump:
+    """pg_dump's output streamed into ``path``, through the age encryptor when there are ``recipients``."""
     try:
-        return _dump_postgresql_snapshot(source, path, timeout=timeout)
+        return _dump_postgresql_snapshot(source, path, timeout=timeout, recipients=recipients)
     except psycopg.OperationalError as exc:
         # The connection holding the snapshot (and counting rows) died: the source restarted or the
         # network dropped. pg_dump's own failure, when it saw it first, is a BackupError instead.
         raise SourceUnreachable(f"lost the connection to {source.label} during the dump: {first_line(exc)}") from None
 
 
-def _dump_postgresql_snapshot(source: Database, path: Path, *, timeout: float) -> Dump:
+def _dump_postgresql_snapshot(source: Database, path: Path, *, timeout: float, recipients: Sequence[Recipient]) -> Dump:
     pg_dump = pg_tool("pg_dump")
     versions = {"pg_dump": tool_version(pg_dump)}
     with source.connect(autocommit=False) as conn:
@@ -61,16 +64,18 @@ def _dump_postgresql_snapshot(source: Database, path: Path, *, timeout: float) -
             counter.start()
             try:
                 with open(path, "wb") as handle:
-                    writer = HashingWriter(handle)
                     assert process.stdout is not None
-                    while chunk := process.stdout.read(CHUNK):
-                        writer.write(chunk)
+                    digests = write_stream(process.stdout, handle, recipients)
                     handle.flush()
                     os.fsync(handle.fileno())
             except OSError as exc:
                 supervised.kill()
                 _stop_counting(conn, counter)
                 raise disk_error(exc, "local file") from None
+            except BackupError:  # the encryptor failed (or the disk under it): pg_dump is stopped
+                supervised.kill()
+                _stop_counting(conn, counter)
+                raise
             returncode = supervised.wait()
             if returncode != 0:  # failed or stopped at the timeout: counts waiting on a lock would never end
                 _stop_counting(conn, counter)
@@ -85,7 +90,17 @@ def _dump_postgresql_snapshot(source: Database, path: Path, *, timeout: float) -
         if supervised.error is not None:
             raise BackupError(f"counting rows failed: {supervised.error}")
         conn.rollback()
-    return Dump(path, writer.size, writer.digest.hexdigest(), "postgresql", versions, {"tables": counts})
+    return Dump(
+        path,
+        digests.stored_size,
+        digests.stored_sha256,
+        "postgresql",
+        versions,
+        {"tables": counts},
+        plaintext_sha256=digests.plaintext_sha256,
+        plaintext_size=digests.plaintext_size,
+        encrypted=bool(recipients),
+    )
 
 
 def _stop_counting(conn: psycopg.Connection, counter: threading.Thread) -> None:

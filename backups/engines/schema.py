@@ -9,6 +9,7 @@ import re
 import sqlite3
 from pathlib import Path
 
+from backups.engines.encryption import StoredDump
 from backups.engines.processes import run_tool
 from backups.engines.sources import Database
 from backups.engines.sqlite import sqlite_schema_digest
@@ -34,9 +35,15 @@ def _without_casts(line: str) -> str:
     return re.sub(r"[()\s]", "", _CAST.sub("", line))
 
 
-def pg_schema(local: Path, scratch: Database, *, timeout: float) -> tuple[str, str]:
+def pg_schema(dump: StoredDump | Path, scratch: Database, *, timeout: float) -> tuple[str, str]:
+    if isinstance(dump, Path):
+        dump = StoredDump(dump)
     flags = ["--schema-only", "--no-owner", "--no-privileges"]
-    from_dump = run_tool([pg_tool("pg_restore"), *flags, "--file=-", str(local)], env=scratch.pg_env(), timeout=timeout)
+    # An encrypted dump is decrypted again as a stream into pg_restore's standard input.
+    source, feed = ([], dump.feed) if dump.encrypted else ([str(dump.path)], None)
+    from_dump = run_tool(
+        [pg_tool("pg_restore"), *flags, "--file=-", *source], env=scratch.pg_env(), timeout=timeout, feed=feed
+    )
     restored = run_tool([pg_tool("pg_dump"), *flags, *scratch.pg_args()], env=scratch.pg_env(), timeout=timeout)
     return compare_schema_text(from_dump, restored, "the dump's")
 

@@ -7,19 +7,19 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import psycopg
 from django.conf import settings
 
+from backups.engines.encryption import AgeIdentity, StoredDump
 from backups.engines.errors import BackupError, CheckFailed, ScratchIsSource, ToolMissing, first_line
-from backups.engines.files import CHUNK, create_private_file, file_digest, partial_dir
+from backups.engines.files import create_private_file, file_digest, partial_dir
 from backups.engines.postgresql import create_database, drop_database, pg_row_counts, pg_tables
 from backups.engines.processes import run_tool
 from backups.engines.schema import pg_schema, sqlite_schema
@@ -86,13 +86,28 @@ class Verifier:
         self.on_scratch = on_scratch
         self.outcome = VerifyOutcome()
 
-    def run(self, local: Path, *, expected_sha256: str, expected_size: int) -> VerifyOutcome:
+    def run(
+        self,
+        local: Path,
+        *,
+        expected_sha256: str,
+        expected_size: int,
+        identities: Sequence[AgeIdentity] | None = None,
+        plaintext_sha256: str = "",
+        plaintext_size: int | None = None,
+    ) -> VerifyOutcome:
+        """Check the stored file's checksum, restore it into a scratch database and check that.
+
+        An encrypted dump (``identities`` given) is decrypted as a stream straight into the restore, its
+        plaintext hashed on the way and checked against ``plaintext_sha256`` (the "plaintext" check).
+        """
+        dump = StoredDump(local, identities, plaintext_sha256, plaintext_size)
         try:
             self._check("checksum", lambda: _checksum(local, expected_sha256, expected_size))
             if self.engine == "postgresql":
-                self._verify_postgresql(local)
+                self._verify_postgresql(dump)
             else:
-                self._verify_sqlite(local)
+                self._verify_sqlite(dump)
         except CheckFailed:
             pass  # recorded in self.outcome
         return self.outcome
@@ -144,7 +159,7 @@ class Verifier:
                 f"nor the control plane's own database: {exc}"
             ) from None
 
-    def _verify_postgresql(self, local: Path) -> None:
+    def _verify_postgresql(self, dump: StoredDump) -> None:
         server, scratch = self._scratch_database()
         # The scratch does not exist yet: its identity is the server it will be created on plus its name.
         self._refuse_protected(lambda: identity_on_server(server, scratch.name))
@@ -153,29 +168,45 @@ class Verifier:
         try:
             start = time.perf_counter()
 
+            plaintext: list[tuple[str, int]] = []
+
             def restore() -> str:
                 nonlocal created
                 create_database(server, scratch.name)
                 created = True
+
+                def decrypted(stdin: IO[bytes]) -> None:
+                    plaintext.append(dump.feed(stdin))
+
+                if dump.encrypted:
+                    # Decrypted into pg_restore's standard input: no plaintext file, and so one job (a
+                    # parallel restore needs a file it can seek in).
+                    source: list[str] = []
+                    feed: Callable[[IO[bytes]], object] | None = decrypted
+                else:
+                    # A custom-format file restores in parallel.
+                    source, feed = [f"--jobs={settings.BACKUP_RESTORE_JOBS}", str(dump.path)], None
                 run_tool(
                     [
                         pg_tool("pg_restore"),
                         "--no-owner",
                         "--no-privileges",
                         "--exit-on-error",
-                        f"--jobs={settings.BACKUP_RESTORE_JOBS}",  # a custom-format file restores in parallel
                         *scratch.pg_args(),
-                        str(local),
+                        *source,
                     ],
                     env=scratch.pg_env(),
                     timeout=self.timeout,
+                    feed=feed,
                 )
                 self.outcome.restore_ms = _ms(start)
                 return f"restored into {scratch.name} in {self.outcome.restore_ms} ms"
 
             self._check("restore", restore)
+            if dump.encrypted:
+                self._check("plaintext", lambda: dump.check(plaintext[0]))
             self._check("row_counts", lambda: self._pg_rows(scratch))
-            self._check("schema", lambda: pg_schema(local, scratch, timeout=self.timeout))
+            self._check("schema", lambda: pg_schema(dump, scratch, timeout=self.timeout))
             self._check("integrity", lambda: _pg_amcheck(scratch, timeout=self.timeout))
         finally:
             self.outcome.scratch_dropped = True
@@ -195,7 +226,7 @@ class Verifier:
 
     # SQLite --------------------------------------------------------------------------------------
 
-    def _verify_sqlite(self, local: Path) -> None:
+    def _verify_sqlite(self, dump: StoredDump) -> None:
         scratch = partial_dir() / f"{scratch_name(self.label)}.sqlite3"
         if os.path.realpath(scratch) == os.path.realpath(self.source.name):
             raise ScratchIsSource(f"refusing to verify: the scratch database would be the source ({self.source.label})")
@@ -212,10 +243,13 @@ class Verifier:
         try:
             start = time.perf_counter()
 
+            plaintext: list[tuple[str, int]] = []
+
             def restore() -> str:
                 try:
-                    with open(local, "rb") as src, open(scratch, "r+b") as dst:
-                        shutil.copyfileobj(src, dst, CHUNK)
+                    # An encrypted dump is decrypted straight into the scratch file, the restore itself.
+                    with open(scratch, "r+b") as dst:
+                        plaintext.append(dump.feed(dst))
                     conn = sqlite3.connect(scratch)
                     conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
                     conn.close()
@@ -225,6 +259,8 @@ class Verifier:
                 return f"restored into {scratch.name} in {self.outcome.restore_ms} ms"
 
             self._check("restore", restore)
+            if dump.encrypted:
+                self._check("plaintext", lambda: dump.check(plaintext[0]))
             conn = sqlite3.connect(scratch)
             try:
                 self._check(

@@ -34,7 +34,7 @@ def firing_delivery(ch, django_capture_on_commit_callbacks) -> Delivery:
         HealthMetric.objects.create(component="postgres", measurement="connection", status="fail")
     with django_capture_on_commit_callbacks(execute=False) as queued:
         alert_rules_evaluate()
-    assert len(queued) == 1  # one send, queued for after commit
+    assert len(queued) == 2  # one send and the alert_fired signal (alerting.signals), both for after commit
     return Delivery.objects.get()
 
 

@@ -57,7 +57,14 @@ def test_run_due_queues_due_backups_and_unverified_ones_then_the_worker_runs_the
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         summary = run_due()
 
-    assert summary == {"reaped": 0, "backups": [due.name], "verifications": [fresh.pk], "pruned": 0, "resent": []}
+    assert summary == {
+        "reaped": 0,
+        "backups": [due.name],
+        "verifications": [fresh.pk],
+        "pruned": 0,
+        "resent": [],
+        "copies": [],
+    }
     assert len(callbacks) == 2 and not Backup.objects.filter(target=due).exists()  # queued, not yet run
     for callback in callbacks:  # the commit: the tasks go to the (eager) worker
         callback()

@@ -22,7 +22,10 @@ from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, R
 from backups.models import BackupTarget
 from backups.services import backup_create, backup_verify, target_create
 from controlplane.audit import Actor
+from controlplane.models import Environment as ControlEnvironment
+from deployments.models import RecoveryPlan
 from deployments.services import deployment_request, environment_save, pipeline_save
+from flags.models import Flag, FlagUsage, SdkInstance
 from flags.services import flag_create
 from tests.backups.conftest import make_sqlite, point_backups_at
 from tests.browser.test_dashboard import ARTIFACTS
@@ -39,8 +42,11 @@ PAGES = {
     "dashboard": ("/", "Dashboard"),
     "flags": ("/flags/", "Flags"),
     "flag": ("/flags/new_checkout/", "new_checkout"),
+    "stale-flags": ("/flags/usage/stale/", "Stale flags"),
+    "sdk-instances": ("/flags/usage/sdks/", "SDK instances"),
     "deployments": ("/deployments/", "Deployments"),
     "deployment": ("/deployments/{deployment}/", "Deployment #{deployment}: web v2"),
+    "recovery-plan": ("/deployments/recovery/{plan}/plan", "Run recovery plan {plan} on web?"),
     "backups": ("/backups/", "Backups"),
     "backup-target": ("/backups/{target}/", "Backups: {target}"),
     "backup-target-pitr": ("/backups/{pitr_target}/", "Backups: {pitr_target}"),
@@ -109,13 +115,36 @@ def site(operator, settings, tmp_path, monkeypatch) -> dict[str, object]:
 
     flag_create(data={"name": "new_checkout", "enabled": True, "rollout_percent": 25, "owner": "growth"}, actor=SYSTEM)
     flag_create(data={"name": "dark_mode", "enabled": False, "rollout_percent": 100}, actor=SYSTEM)
+    # Usage on the flag's page, a stale flag (made 40 days ago, never evaluated) and an SDK that registered.
+    production = ControlEnvironment.objects.ensure("production")
+    hour = timezone.now().replace(minute=0, second=0, microsecond=0)
+    FlagUsage.objects.create(flag="new_checkout", environment=production, hour=hour, yes=40, no=120)
+    Flag.objects.filter(name="dark_mode").update(created=timezone.now() - 40 * DAY)
+    SdkInstance.objects.create(
+        environment=production,
+        app_name="wingmanmatch-backend-with-a-long-name",
+        instance_id="wingmanmatch-backend-7d9f8c6b5-x2k4q",
+        sdk_version="unleash-python-sdk:6.9.1",
+    )
 
+    from alerting.models import AlertRule
+
+    AlertRule.objects.create(name="web down", kind="check_status", threshold=3, component="web")
+    verify = {
+        "name": "verify",
+        "kind": "analysis",
+        "duration": 1,
+        "interval": 0.5,
+        "conditions": [{"alerts": ["web down"]}],
+    }
     steps = [
         echo("migrate", "migrated to {version}", rollback=echo("undo migrate", "migrated back")),
+        verify,  # its charts are on the deployment's page
         cmd("restart", "import sys\nprint('restarting', sys.argv[1])\nsys.exit(sys.argv[1] == 'v2')"),
     ]
     pipeline = pipeline_save(name="web-pipeline", steps=steps, actor=SYSTEM)
-    environment_save(name="web", pipeline=pipeline, actor=SYSTEM)
+    web = environment_save(name="web", pipeline=pipeline, actor=SYSTEM)
+    RecoveryPlan.objects.create(failure_type="restart_web", environment=web, steps=steps[1:], runbook="Restart web.")
     before = celery_app.conf.task_always_eager
     celery_app.conf.task_always_eager = True  # each deployment runs when its request commits
     try:
@@ -153,7 +182,13 @@ def site(operator, settings, tmp_path, monkeypatch) -> dict[str, object]:
     make_slo(service, name="fast", kind="latency", target_percent=99, threshold_ms=500, window_days=7)
     now = timezone.now().replace(second=0, microsecond=0)
     Traffic().add(now - 7 * DAY, now - HOUR, errors=0.0002).add(now - HOUR, now, errors=0.02).save(service, now + HOUR)
-    return {"deployment": deployment.pk, "target": target.name, "service": service.name, "pitr_target": pitr.name}
+    return {
+        "deployment": deployment.pk,
+        "target": target.name,
+        "service": service.name,
+        "plan": "restart_web",
+        "pitr_target": pitr.name,
+    }
 
 
 @pytest.fixture

@@ -21,13 +21,14 @@ def one_of_each(db):
     from waffle.models import Sample, Switch
 
     from alerting.models import Alert, AlertRule, AlertState, Delivery, NotificationChannel, Silence
-    from backups.models import Backup, BackupStatus, BackupTarget
+    from backups.models import Backup, BackupCopy, BackupStatus, BackupTarget, CopyStatus
     from controlplane.audit import Actor
     from controlplane.models import ApiToken
+    from controlplane.models import Environment as ControlEnvironment
     from controlplane.services import api_token_create
-    from deployments.models import LogLine, RecoveryPlan
+    from deployments.models import AnalysisMeasurement, LogLine, RecoveryPlan, StepRun
     from deployments.services import deployment_request, environment_save, pipeline_save
-    from flags.models import Segment
+    from flags.models import FlagUsage, SdkInstance, Segment
     from flags.schedules import schedule_change
     from flags.services import flag_create
     from monitoring.models import HealthMetric, JobMonitor, MonitoredEndpoint, Service, ServiceLevelObjective
@@ -44,6 +45,9 @@ def one_of_each(db):
     token, _ = api_token_create(name="ci", scopes=["flags:read"], expires_in_days=None, actor=actor)
     flag = flag_create(data={"name": "chat", "enabled": False, "rollout_percent": 0}, actor=actor)
     Segment.objects.create(name="premium")
+    production = ControlEnvironment.objects.ensure("production")
+    SdkInstance.objects.create(environment=production, app_name="backend", instance_id="pod-1")
+    FlagUsage.objects.create(flag="chat", environment=production, hour=now.replace(minute=0, second=0, microsecond=0))
     schedule_change(name="chat", environment=None, at=now + timedelta(hours=1), kind="enable", actor=actor)
     channel = NotificationChannel.objects.create(name="ops", kind="webhook", url="http://127.0.0.1:9/hook")
     rule = AlertRule.objects.create(name="db failing", kind="check_status", threshold=3, component="database")
@@ -56,10 +60,15 @@ def one_of_each(db):
     slo = ServiceLevelObjective.objects.create(service=Service.objects.create(name="backend"), name="availability")
     target, _ = BackupTarget.objects.get_or_create(name="default", defaults={"url_env": ""})
     backup = Backup.objects.create(target=target, engine="sqlite", status=BackupStatus.SUCCEEDED, finished_at=now)
+    BackupCopy.objects.create(backup=backup, storage="offsite", status=CopyStatus.FAILED, error="refused")
     pipeline = pipeline_save(name="test-pipeline", steps=[echo("one", "step one")], actor=actor)
     environment = environment_save(name="test", pipeline=pipeline, health_url="", actor=actor)
     deployment = deployment_request(environment="test", version="v1", actor=actor)
     LogLine.objects.create(deployment=deployment, message="started")
+    analysed = StepRun.objects.create(deployment=deployment, index=0, name="verify", kind="analysis", status="running")
+    AnalysisMeasurement.objects.create(
+        step_run=analysed, condition=0, label="backend error_ratio", value=0.002, threshold=0.01, verdict="pass"
+    )
     plan = RecoveryPlan.objects.create(failure_type="database", environment=environment, steps=[echo("fix", "fixed")])
     return SimpleNamespace(
         token=ApiToken.objects.get(pk=token.pk),

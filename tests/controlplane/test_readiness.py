@@ -12,8 +12,19 @@ from tests.conftest import manage, service_url, subprocess_env
 GOOD_KEY = "k3J9!xQ2@vL7#pR4$wT8%zY1^bN6&mC5*hG0(dF3)sA9_eU2+iO7-yK4"
 
 
+def age_keys(tmp_path) -> dict[str, str]:
+    """BACKUP_AGE_RECIPIENTS and BACKUP_AGE_IDENTITY_FILE of a new age key pair (identity in ``tmp_path``)."""
+    from pyrage import x25519
+
+    identity = x25519.Identity.generate()
+    path = tmp_path / "age-identity.txt"
+    path.write_text(f"# test key\n{identity}\n")
+    return {"BACKUP_AGE_RECIPIENTS": str(identity.to_public()), "BACKUP_AGE_IDENTITY_FILE": str(path)}
+
+
 def production_env(tmp_path, **overrides):
     env = {
+        **age_keys(tmp_path),
         "CONTROLPLANE_VAR_DIR": str(tmp_path),
         "DJANGO_ENV": "production",
         "SECRET_KEY": GOOD_KEY,
@@ -117,3 +128,33 @@ def test_production_on_real_servers_passes(tmp_path):
     assert result.returncode == 0, result.stdout
     assert run("preflight", env=env).returncode == 0
     assert run("check", "--deploy", "--fail-level", "ERROR", env=env).returncode == 0
+
+
+def _backup_encryption(env) -> dict:
+    result = run("readiness", "--json", env=env)
+    return next(item for item in json.loads(result.stdout)["items"] if item["name"] == "backup_encryption")
+
+
+def test_production_warns_when_backups_are_not_encrypted(tmp_path):
+    item = _backup_encryption(production_env(tmp_path, BACKUP_AGE_RECIPIENTS=None, BACKUP_AGE_IDENTITY_FILE=None))
+    assert item["status"] == "warn"
+    assert "not encrypted" in item["message"] and "BACKUP_AGE_RECIPIENTS" in item["hint"]
+
+
+def test_an_identity_that_decrypts_none_of_the_recipients_fails(tmp_path):
+    (tmp_path / "other").mkdir()
+    other = age_keys(tmp_path / "other")
+    env = production_env(tmp_path, BACKUP_AGE_IDENTITY_FILE=other["BACKUP_AGE_IDENTITY_FILE"])
+    item = _backup_encryption(env)
+    assert item["status"] == "fail" and "matches" in item["message"]
+    assert "AGE-SECRET-KEY" not in json.dumps(item)
+
+
+def test_a_secret_key_given_as_recipient_stops_the_start_without_repeating_it(tmp_path):
+    from pyrage import x25519
+
+    secret = str(x25519.Identity.generate())
+    result = run("readiness", "--json", env=production_env(tmp_path, BACKUP_AGE_RECIPIENTS=secret))
+    assert result.returncode != 0
+    assert "BACKUP_AGE_RECIPIENTS: item 1 is a secret key" in result.stderr
+    assert secret not in result.stdout + result.stderr

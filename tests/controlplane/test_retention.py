@@ -10,9 +10,11 @@ from django.utils import timezone
 from alerting.models import Alert, AlertRule, AlertState, Delivery, DeliveryStatus, NotificationChannel
 from controlplane.audit import Actor, audit_record
 from controlplane.models import AuditEvent
+from controlplane.models import Environment as ControlEnvironment
 from controlplane.retention import prune, rules
 from controlplane.tasks import prune_old_rows
 from deployments.models import Deployment, Environment, LogLine, Pipeline, StepRun
+from flags.models import FlagUsage, SdkInstance
 from monitoring.models import HealthMetric, RequestRollup, Service, ServiceHour, ServiceMinute, SignalSample
 
 pytestmark = pytest.mark.django_db
@@ -59,6 +61,13 @@ def test_old_rows_go_in_batches_new_ones_and_unfinished_ones_stay(settings):
         [ServiceHour(service=service, hour=now - timedelta(days=401)), ServiceHour(service=service, hour=recent)]
     )
     SignalSample.objects.create(service=service, at=old, signal="up", value=1)
+    production = ControlEnvironment.objects.ensure("production")
+    FlagUsage.objects.bulk_create(
+        [FlagUsage(flag=f"f{i}", environment=production, hour=old) for i in range(5)]
+        + [FlagUsage(flag="f0", environment=production, hour=recent)]
+    )
+    SdkInstance.objects.create(environment=production, app_name="a", instance_id="gone", last_seen=old)
+    SdkInstance.objects.create(environment=production, app_name="a", instance_id="here", last_seen=recent)
 
     deleted = prune(now=now, batch=4)
     assert deleted == {
@@ -73,7 +82,11 @@ def test_old_rows_go_in_batches_new_ones_and_unfinished_ones_stay(settings):
         "service hours": 1,
         "signal samples": 1,
         "finished scheduled flag changes": 0,
+        "flag usage hours": 5,
+        "silent SDK instances": 1,
     }
+    assert FlagUsage.objects.get().hour == recent
+    assert list(SdkInstance.objects.values_list("instance_id", flat=True)) == ["here"]
     assert ServiceMinute.objects.count() == 1 and ServiceHour.objects.count() == 1
     assert HealthMetric.objects.count() == 1 and RequestRollup.objects.count() == 1
     assert list(Alert.objects.values_list("dedup_key", flat=True)) == ["b"]
@@ -114,5 +127,7 @@ def test_each_app_registers_the_tables_it_owns_and_nothing_else():
         "service hours": "monitoring",
         "signal samples": "monitoring",
         "finished scheduled flag changes": "flags",
+        "flag usage hours": "flags",
+        "silent SDK instances": "flags",
     }
     assert all(registered_by == owner for registered_by, owner in owners.values()), owners

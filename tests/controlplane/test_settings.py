@@ -50,6 +50,8 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], variable: st
             {"DATABASE_POOL_SIZE": "4", "DATABASE_CONN_MAX_AGE": "60", "DATABASE_URL": "postgres://u@h/db"},
             "DATABASE_CONN_MAX_AGE",
         ),
+        ({"PUBLIC_URL": "ops.example.com"}, "PUBLIC_URL"),  # no scheme: links would be relative
+        ({"PUBLIC_URL": "https://ops.example.com/?next=/"}, "PUBLIC_URL"),
     ],
 )
 def test_bad_value_stops_with_one_line_naming_the_variable(env, variable):

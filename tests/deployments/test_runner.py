@@ -242,6 +242,7 @@ def test_every_stage_is_audited(environment):
     assert actions(failed) == [
         ("deployment.deploy", "tests"),
         ("deployment.started", "deployment runner"),
+        ("deployment.rolling_back", "deployment runner"),
         ("deployment.rolled_back", "deployment runner"),
     ]
     assert [a for a, _ in actions(succeeded)] == ["deployment.deploy", "deployment.started", "deployment.succeeded"]

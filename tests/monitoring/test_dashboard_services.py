@@ -344,7 +344,7 @@ def test_the_panel_reads_in_a_fixed_number_of_queries(django_assert_max_num_quer
     now = timezone.now()
     product(20, now)
     # services; the signals' sources and minutes; uptime's minutes and hours; the sources' kinds and the
-    # sparklines' minutes; jobs; endpoints
-    with django_assert_max_num_queries(9):
+    # sparklines' minutes; the hour's changes for their markers; jobs; endpoints
+    with django_assert_max_num_queries(10):
         panel = read(now, lambda names, at: {}, {})
     assert len(panel.services) == 20 and len(panel.endpoints) == 1

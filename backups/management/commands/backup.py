@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from backups.models import BackupStatus, BackupTarget
+from backups.copies import copies_upload
+from backups.models import BackupStatus, BackupTarget, CopyStatus
 from backups.services import AlreadyRunning, backup_create
 from controlplane.audit import Actor
 
@@ -40,7 +41,16 @@ class Command(BaseCommand):
                 self.stdout.write(
                     f"{target.name}: backup #{backup.pk} {backup.file} {backup.size_bytes} bytes "
                     f"sha256 {backup.sha256} in {backup.duration_ms} ms"
+                    + (" (encrypted with age)" if backup.encrypted else "")
                 )
+                for copy in copies_upload(backup=backup, actor=Actor.system("manage.py backup")):
+                    if copy.status == CopyStatus.VERIFIED:
+                        self.stdout.write(
+                            f"{target.name}: copied to {copy.storage}, read back {copy.size_bytes} bytes, same sha256"
+                        )
+                    else:  # the backup stands; the copy is tried again by the schedule
+                        failed.append(f"{target.name} (copy to {copy.storage})")
+                        self.stderr.write(f"{target.name}: copy to {copy.storage} failed: {copy.error}")
             else:
                 failed.append(target.name)
                 self.stderr.write(f"{target.name}: backup #{backup.pk} failed: {backup.error}")

@@ -19,6 +19,12 @@ class Command(BaseCommand):
         which = parser.add_mutually_exclusive_group(required=True)
         which.add_argument("backup_id", nargs="?", type=int, help="The backup's id (see the Backups page).")
         which.add_argument("--latest", metavar="TARGET", help="Verify the newest finished backup of TARGET.")
+        parser.add_argument(
+            "--from-storage",
+            metavar="STORAGE",
+            default="",
+            help="Restore the backup's copy in STORAGE (e.g. offsite: the disaster case) instead of the local one.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["latest"]:
@@ -34,7 +40,9 @@ class Command(BaseCommand):
             if backup is None:
                 raise CommandError(f"no backup #{options['backup_id']}")
         try:
-            verification = backup_verify(backup=backup, actor=Actor.system("manage.py verify_backup"))
+            verification = backup_verify(
+                backup=backup, actor=Actor.system("manage.py verify_backup"), storage=options["from_storage"]
+            )
         except (AlreadyRunning, BackupError) as exc:
             raise CommandError(str(exc)) from None
         for check in verification.checks:
@@ -44,6 +52,8 @@ class Command(BaseCommand):
                 f"backup #{backup.pk} failed verification at {verification.failed_check}: {verification.error}"
             )
         self.stdout.write(
-            f"backup #{backup.pk} of {backup.target.name} verified: restore {verification.restore_ms} ms, "
+            f"backup #{backup.pk} of {backup.target.name} verified"
+            + (f" from its copy in {verification.storage}" if verification.storage else "")
+            + f": restore {verification.restore_ms} ms, "
             f"total {verification.duration_ms} ms; scratch database dropped"
         )

@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("backups", "0004_heartbeat"),
+        ("backups", "0006_offsite_copies"),
     ]
 
     operations = [

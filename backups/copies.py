@@ -1,0 +1,260 @@
+"""Services of backup copies: each backup's file in each storage its target names (the local one, off-site ones).
+
+Kept apart from ``services`` because a copy has a life of its own: uploaded by a worker after the backup,
+read back, retried on failure, pruned per storage. Every write to ``BackupCopy`` is here, and audited.
+
+An upload counts only when the object, read back from the storage, has the backup's size and sha256 (the
+stored file's: the ciphertext of an encrypted backup, so no key is needed). A failed attempt deletes what
+it may have left under the name and is tried again later, after a delay that doubles with each failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import logging
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import storages
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from backups import engines
+from backups.models import LOCAL_STORAGE, Backup, BackupCopy, BackupStatus, CopyStatus
+from controlplane.audit import Actor, audit_record, snapshot
+from controlplane.redaction import redact_text
+
+logger = logging.getLogger(__name__)
+# After this many failed attempts a copy is left failed: the operator sees it, and a new backup gets new copies.
+MAX_ATTEMPTS = 10
+COPY_FIELDS = ["storage", "name", "status", "size_bytes", "sha256", "attempts", "error"]
+
+
+class CopyFailed(engines.BackupError):
+    """An upload that did not end with a verified copy; the message is safe to show and store."""
+
+
+def copies_create(*, backup: Backup) -> list[BackupCopy]:
+    """The copy rows of a backup that just succeeded, in the caller's transaction: the local file is one
+    (verified: its checksum was computed as it was written and synced), each off-site storage a pending one.
+    None for a pgBackRest set: it has no file here, its copies are pgBackRest's own repositories."""
+    if backup.engine == "pgbackrest":
+        return []
+    now = timezone.now()
+    rows = [
+        BackupCopy(
+            backup=backup,
+            storage=LOCAL_STORAGE,
+            name=backup.file,
+            status=CopyStatus.VERIFIED,
+            size_bytes=backup.size_bytes,
+            sha256=backup.sha256,
+            verified_at=now,
+        )
+    ]
+    rows += [
+        BackupCopy(backup=backup, storage=name, status=CopyStatus.PENDING, next_attempt_at=now)
+        for name in backup.target.copy_storages
+    ]
+    return BackupCopy.objects.bulk_create(rows)
+
+
+def copies_upload(*, backup: Backup, actor: Actor) -> list[BackupCopy]:
+    """Upload every copy of ``backup`` that waits for one now (pending, or failed and due again)."""
+    due = BackupCopy.objects.filter(backup=backup).filter(_waiting(timezone.now())).order_by("storage")
+    return [copy_upload(copy=copy, actor=actor) for copy in due]
+
+
+def _waiting(now: datetime) -> Q:
+    return Q(status__in=[CopyStatus.PENDING, CopyStatus.FAILED], attempts__lt=MAX_ATTEMPTS) & (
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    )
+
+
+def copies_due(*, now: datetime | None = None) -> list[int]:
+    """Ids of the copies waiting for an upload whose time has come (run_due sends them to the worker)."""
+    now = now or timezone.now()
+    waiting = BackupCopy.objects.filter(_waiting(now), backup__status=BackupStatus.SUCCEEDED)
+    return list(waiting.values_list("pk", flat=True))
+
+
+def copy_upload(*, copy: BackupCopy, actor: Actor) -> BackupCopy:
+    """Upload ``copy``'s backup file to its storage and read it back; verified only if size and sha256 match.
+
+    Claimed with a conditional UPDATE (one upload of a copy at a time); a copy another worker holds, or
+    one already verified, is returned as it is.
+    """
+    now = timezone.now()
+    claimed = (
+        BackupCopy.objects.filter(pk=copy.pk)
+        .filter(Q(status__in=[CopyStatus.PENDING, CopyStatus.FAILED]))
+        .update(status=CopyStatus.UPLOADING, attempts=F("attempts") + 1, started_at=now, error="")
+    )
+    copy.refresh_from_db()
+    if not claimed:
+        return copy
+    backup = copy.backup
+    start = time.perf_counter()
+    try:
+        name, size, digest = _upload_and_read_back(backup, copy.storage)
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded on the copy and tried again later
+        if not isinstance(exc, engines.BackupError):
+            logger.warning("copy %s of backup %s to %s failed", copy.pk, backup.pk, copy.storage, exc_info=True)
+        return _copy_failed(copy, _reason(exc, copy.storage), actor, ms=_ms(start))
+    with transaction.atomic():
+        copy.status = CopyStatus.VERIFIED
+        copy.name, copy.size_bytes, copy.sha256 = name, size, digest
+        copy.verified_at = timezone.now()
+        copy.duration_ms = _ms(start)
+        copy.next_attempt_at = None
+        copy.error = ""
+        copy.save()
+        audit_record(actor=actor, action="backup.copy", obj=backup, after=snapshot(copy, fields=COPY_FIELDS))
+    logger.info("backup %s copied to %s: %s bytes in %s ms, read back", backup.pk, copy.storage, size, copy.duration_ms)
+    return copy
+
+
+def _ms(start: float) -> int:
+    return int((time.perf_counter() - start) * 1000)
+
+
+def _upload_and_read_back(backup: Backup, storage_name: str) -> tuple[str, int, str]:
+    from backups.services import local_copy
+
+    if storage_name not in settings.STORAGES:
+        raise CopyFailed(f"no storage named {storage_name!r} is configured (STORAGES)")
+    store = storages[storage_name]
+    name = backup.file
+    with local_copy(backup) as local:
+        with contextlib.suppress(Exception):
+            if store.exists(name):  # left by an attempt that failed after writing: ours to replace
+                store.delete(name)
+        try:
+            with open(local, "rb") as handle:
+                stored = store.save(name, LocalFile(handle, local))
+            size, digest = _read_back(store, stored)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                store.delete(name)  # never a half copy under the name (best effort: the server may be gone)
+            raise
+    if (size, digest) != (backup.size_bytes, backup.sha256):
+        with contextlib.suppress(Exception):
+            store.delete(stored)
+        raise CopyFailed(
+            f"read back {size} bytes, sha256 {digest[:16]}… from {storage_name}; the backup is "
+            f"{backup.size_bytes} bytes, sha256 {backup.sha256[:16]}…: the copy was deleted"
+        )
+    return stored, size, digest
+
+
+class LocalFile(File):
+    """A finished local file: a storage that can take it by its path does (``backups.offsite``). Not
+    ``temporary_file_path``: FileSystemStorage would move such a file away instead of copying it."""
+
+    def __init__(self, handle: Any, path: Path) -> None:
+        super().__init__(handle, name=path.name)
+        self.local_path = str(path)
+
+
+def _read_back(store: Any, name: str) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with store.open(name, "rb") as handle:
+        while chunk := handle.read(engines.CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _reason(exc: BaseException, storage_name: str) -> str:
+    """One line for the copy's error: the storage named, the cause in the client's words, no secrets."""
+    if isinstance(exc, engines.BackupError):
+        return redact_text(str(exc))
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return redact_text(f"uploading to {storage_name} failed: {type(exc).__name__}: {text}"[:1000])
+
+
+def _copy_failed(copy: BackupCopy, message: str, actor: Actor, *, ms: int | None = None) -> BackupCopy:
+    logger.error("copy of backup %s to %s failed: %s", copy.backup_id, copy.storage, message)
+    delay = timedelta(minutes=settings.BACKUP_COPY_RETRY_MINUTES) * (2 ** max(copy.attempts - 1, 0))
+    with transaction.atomic():
+        copy.status = CopyStatus.FAILED
+        copy.error = message[:5000]
+        copy.duration_ms = ms
+        copy.next_attempt_at = timezone.now() + min(delay, timedelta(days=1))
+        copy.save()
+        audit_record(
+            actor=actor, action="backup.copy_failed", obj=copy.backup, after=snapshot(copy, fields=COPY_FIELDS)
+        )
+    return copy
+
+
+def reap_uploads(*, now: datetime) -> int:
+    """Fail the uploads whose worker is gone (``BackupCopy.lost_worker``): they are tried again later."""
+    reaped = 0
+    for copy in BackupCopy.objects.filter(status=CopyStatus.UPLOADING):
+        reason = copy.lost_worker(now=now)
+        if reason and BackupCopy.objects.filter(pk=copy.pk, status=CopyStatus.UPLOADING).update(
+            status=CopyStatus.FAILED
+        ):
+            copy.refresh_from_db()
+            _copy_failed(copy, reason, Actor.system("backups"))
+            reaped += 1
+    return reaped
+
+
+# --- Retention, per storage ----------------------------------------------------------------------
+
+
+def prune_copies(*, backups: list[Backup], actor: Actor) -> int:
+    """Delete the copies of ``backups`` (outside their target's retention) storage by storage, except in each
+    storage the newest verified copy of the target, whatever its age; a backup left with no copy goes too.
+
+    Returns how many backups went. A copy under way is left for a later round.
+    """
+    if not backups:
+        return 0
+    target = backups[0].target
+    kept: set[int] = set()
+    for storage_name in BackupCopy.objects.filter(backup__target=target).values_list("storage", flat=True).distinct():
+        newest = (
+            BackupCopy.objects.filter(backup__target=target, storage=storage_name, status=CopyStatus.VERIFIED)
+            .order_by("-backup__started_at", "-backup_id")
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if newest is not None:
+            kept.add(newest)
+    gone = 0
+    for backup in backups:
+        copies = list(backup.copies.all())
+        doomed = [c for c in copies if c.pk not in kept and c.status != CopyStatus.UPLOADING]
+        with transaction.atomic(durable=True):  # files go after commit
+            for copy in doomed:
+                audit_record(
+                    actor=actor, action="backup.copy_prune", obj=backup, before=snapshot(copy, fields=COPY_FIELDS)
+                )
+                copy.delete()
+                if copy.name:
+                    transaction.on_commit(functools.partial(_delete_object, copy.storage, copy.name))
+            if len(doomed) == len(copies):
+                from backups.services import _backup_state
+
+                audit_record(actor=actor, action="backup.prune", obj=backup, before=_backup_state(backup))
+                backup.delete()
+                gone += 1
+    return gone
+
+
+def _delete_object(storage_name: str, name: str) -> None:
+    try:
+        storages[storage_name].delete(name)
+    except Exception as exc:  # noqa: BLE001 - an object left behind is logged; the row is gone either way
+        logger.error("could not delete backup copy %s from %s: %s", name, storage_name, redact_text(str(exc)))
