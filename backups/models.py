@@ -130,7 +130,6 @@ class BackupTarget(models.Model):
         return reverse("backups:target", args=[self.name])
 
     def clean(self) -> None:
-        self._clean_copy_storages()
         if self.kind == TargetKind.PGBACKREST:
             if not self.pgbackrest_stanza:
                 raise ValidationError({"pgbackrest_stanza": "a pgBackRest target needs its stanza"})
@@ -146,6 +145,7 @@ class BackupTarget(models.Model):
                         "configure a further repository in its pgBackRest config instead"
                     }
                 )
+        self._clean_copy_storages()
         if self.retention_days and self.recovery_window_days and self.retention_days < self.recovery_window_days:
             raise ValidationError(
                 {

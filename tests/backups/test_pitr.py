@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from django.urls import reverse
 from django.utils import timezone
+from pyrage import x25519
 
 from backups import engines
 from backups.engines import pgbackrest
@@ -141,8 +142,18 @@ def test_a_time_is_picked_on_the_earliest_unverified_day_inside_the_window():
         ({"pg_port": 70000}, "pg_port", "less than or equal to 65535"),
         ({"os_user": "Post Gres"}, "os_user", "user name"),
         ({"kind": "barman"}, "kind", "not a valid choice"),
+        ({"copy_storages": ["offsite"]}, "copy_storages", "has no dump to copy"),
     ],
-    ids=["no-stanza", "bad-stanza", "no-url-variable", "relative-config", "bad-port", "bad-user", "bad-kind"],
+    ids=[
+        "no-stanza",
+        "bad-stanza",
+        "no-url-variable",
+        "relative-config",
+        "bad-port",
+        "bad-user",
+        "bad-kind",
+        "off-site-copies",
+    ],
 )
 def test_bad_target_settings_are_refused_naming_the_field(data, field, message):
     values = {"name": "pitr-bad", "url_env": "SHOP_URL", "kind": "pgbackrest", "pgbackrest_stanza": "shop", **data}
@@ -244,10 +255,15 @@ def _is_check(pid: int) -> bool:
 # --- end to end: backup, info, point-in-time verification -----------------------------------------
 
 
-def test_backups_window_and_a_point_in_time_verification_end_to_end(cluster, pitr_target, operator_client, api_client):
+def test_backups_window_and_a_point_in_time_verification_end_to_end(
+    cluster, pitr_target, operator_client, api_client, settings
+):
+    # Dumps would be encrypted with age; a pgBackRest set is not a dump: neither encrypted nor copied.
+    settings.BACKUP_AGE_RECIPIENTS = [str(x25519.Identity.generate().to_public())]
     full = backup_create(target=pitr_target, actor=SYSTEM)
     assert full.status == BackupStatus.SUCCEEDED, full.error
     assert full.engine == "pgbackrest" and full.manifest["type"] == "full" and full.file == ""
+    assert not full.encrypted and not full.copies.exists()
     with psycopg.connect(cluster.url(), autocommit=True) as conn:
         conn.execute("INSERT INTO orders (placed_at) SELECT clock_timestamp() FROM generate_series(1, 50)")
     diff = backup_create(target=pitr_target, actor=SYSTEM)
@@ -278,12 +294,15 @@ def test_backups_window_and_a_point_in_time_verification_end_to_end(cluster, pit
     assert "newest WAL" in page and "recoverable" in page
     detail = operator_client.get(reverse("backups:target", args=[pitr_target.name])).content.decode()
     assert f"pgBackRest stanza {cluster.stanza}" in detail and diff.manifest["label"] in detail
+    assert "pgBackRest repository" in detail and "(age)" not in detail
     api = api_client("backups")
     body = api.get("/api/deployment/backup/status").json()
     row = next(t for t in body["targets"] if t["target"] == pitr_target.name)
     assert row["pointInTime"]["windowStart"] and row["pointInTime"]["rpoSeconds"] is not None
     assert row["latestVerification"]["targetTime"] == verification.target_time.isoformat()
     assert row["latestBackup"]["pgbackrest"]["label"] == diff.manifest["label"]
+    assert row["storages"] == [] and row["latestBackup"]["copies"] == [] and not row["latestBackup"]["encrypted"]
+    assert row["latestVerification"]["storage"] is None
     body = api.get("/api/deployment/backup/recovery-readiness").json()
     row = next(t for t in body["targets"] if t["target"] == pitr_target.name)
     assert row["ready"] and row["windowComplete"] and row["pointInTime"]["windowEnd"]
