@@ -294,7 +294,7 @@ def test_backups_window_and_a_point_in_time_verification_end_to_end(
     assert "newest WAL" in page and "recoverable" in page
     detail = operator_client.get(reverse("backups:target", args=[pitr_target.name])).content.decode()
     assert f"pgBackRest stanza {cluster.stanza}" in detail and diff.manifest["label"] in detail
-    assert "pgBackRest repository" in detail and "(age)" not in detail
+    assert "the set lives in the stanza's pgBackRest repository" in detail and "(age)" not in detail
     api = api_client("backups")
     body = api.get("/api/deployment/backup/status").json()
     row = next(t for t in body["targets"] if t["target"] == pitr_target.name)

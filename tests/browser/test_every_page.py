@@ -177,6 +177,27 @@ def site(operator, settings, tmp_path, monkeypatch) -> dict[str, object]:
     BackupTarget.objects.filter(pk=pitr.pk).update(
         pitr_window_start=timezone.now() - 3 * DAY, pitr_window_end=timezone.now() - timedelta(seconds=40)
     )
+    # A set of it as pgbackrest backup records one, with a passed point-in-time verification: its row has no
+    # file, no copies and no storage (the set lives in pgBackRest's repository), which the page must carry.
+    label = "20261202-101500F"
+    pitr_set = pitr.backups.create(
+        engine="pgbackrest",
+        status="succeeded",
+        finished_at=timezone.now(),
+        duration_ms=8200,
+        size_bytes=24_000_000,
+        manifest={"label": label, "type": "full"},
+        verification="passed",
+    )
+    pitr_set.verifications.create(
+        status="passed",
+        finished_at=timezone.now(),
+        duration_ms=31000,
+        restore_ms=12000,
+        target_time=timezone.now() - DAY,
+        checks=[{"name": "restore", "status": "pass", "detail": "", "ms": 12000}],
+        scratch_dropped=True,
+    )
     service = make_service()  # an availability and a latency SLO, with a week of traffic and a burn now
     make_slo(service, name="availability")
     make_slo(service, name="fast", kind="latency", target_percent=99, threshold_ms=500, window_days=7)
