@@ -18,6 +18,10 @@ class Scope(models.TextChoices):
     MONITORING_READ = "monitoring:read", "Read health and metrics"
 
 
+# The scopes a server-side token may combine: all but the browser's, which stands alone.
+SERVER_SCOPES = tuple(scope for scope in Scope.values if scope != Scope.FLAGS_FRONTEND)
+
+
 class EnvironmentQuerySet(models.QuerySet["Environment"]):
     def ensure(self, name: str, **defaults: Any) -> Environment:
         """The environment ``name``, made at the end of the list (with ``defaults``) if missing: an app

@@ -100,7 +100,7 @@ def test_a_flags_read_token_reads_production_unless_told_otherwise():
     assert unknown.value.field == "environment" and "no environment named 'moon'" in unknown.value.message
     with pytest.raises(InvalidTokenRequest) as unbound:
         api_token_create(name="x", scopes="deploy", environment="staging", actor=SYSTEM)
-    assert unbound.value.message == "only a flags:read token is bound to an environment"
+    assert unbound.value.message == "only a flags:read or flags:frontend token is bound to an environment"
 
 
 def test_the_command_takes_an_environment():
@@ -125,7 +125,7 @@ def test_the_token_admin_binds_a_flags_read_token(operator_client):
     refused = operator_client.post(
         "/admin/controlplane/apitoken/add/", {"name": "ci", "scopes": ["deploy"], "environment": "staging"}
     )
-    assert "only a flags:read token is bound to an environment" in refused.content.decode()
+    assert "only a flags:read or flags:frontend token is bound to an environment" in refused.content.decode()
     assert not ApiToken.objects.filter(name="ci").exists()
 
 

@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from controlplane.audit import Actor
-from controlplane.models import Scope
+from controlplane.models import SERVER_SCOPES
 from deployments.defaults import ensure_defaults
 from deployments.models import Deployment
 from flags.models import Flag
@@ -71,7 +71,7 @@ def wsgi_app():
 
 @pytest.fixture
 def every_scope(make_token) -> dict[str, str]:
-    return {"Authorization": f"Bearer {make_token(*Scope.values)}"}
+    return {"Authorization": f"Bearer {make_token(*SERVER_SCOPES)}"}
 
 
 def test_every_operation_answers_as_the_document_says(wsgi_app, every_scope):
@@ -146,7 +146,7 @@ def test_the_docs_page_refuses_a_logged_in_user_who_is_not_staff(client, outside
 def test_refused_bodies_keep_the_api_error_shape(api_client):
     ensure_defaults()
     flag_create(data={"name": "chat", "enabled": True}, actor=Actor.system("tests"))
-    api = api_client(*Scope.values)
+    api = api_client(*SERVER_SCOPES)
 
     def post(url: str, body: str):
         response = api.post(url, body, content_type="application/json")
