@@ -25,7 +25,7 @@ from controlplane.status import StatusPillsAdmin, admin_status
 
 @admin.register(BackupTarget)
 class BackupTargetAdmin(admin.ModelAdmin):
-    list_display = ["name", "source_label", "interval_hours", "rpo_hours", "recovery_window_days", "enabled"]
+    list_display = ["name", "kind", "source_label", "interval_hours", "rpo_hours", "recovery_window_days", "enabled"]
     list_filter = ["enabled"]
     fields = list(TARGET_FIELDS)
     actions = ["back_up_now", "verify_latest_now"]

@@ -48,7 +48,10 @@ class CopyFailed(engines.BackupError):
 
 def copies_create(*, backup: Backup) -> list[BackupCopy]:
     """The copy rows of a backup that just succeeded, in the caller's transaction: the local file is one
-    (verified: its checksum was computed as it was written and synced), each off-site storage a pending one."""
+    (verified: its checksum was computed as it was written and synced), each off-site storage a pending one.
+    None for a pgBackRest set: it has no file here, its copies are pgBackRest's own repositories."""
+    if backup.engine == "pgbackrest":
+        return []
     now = timezone.now()
     rows = [
         BackupCopy(

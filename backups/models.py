@@ -16,6 +16,14 @@ from django.utils import timezone
 LOCAL_STORAGE = "backups"
 NOT_BACKUP_STORAGES = {LOCAL_STORAGE, "default", "staticfiles"}
 ENV_NAME = RegexValidator(r"^[A-Z][A-Z0-9_]{0,99}$", "an environment variable name: A-Z, 0-9 and _")
+STANZA = RegexValidator(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", "a pgBackRest stanza name: letters, digits, _ . -")
+ABSOLUTE_PATH = RegexValidator(r"^/", "an absolute path")
+OS_USER = RegexValidator(r"^[a-z_][a-z0-9_-]{0,31}$", "a user name of this machine")
+
+
+class TargetKind(models.TextChoices):
+    DUMP = "dump", "dump (pg_dump or SQLite)"
+    PGBACKREST = "pgbackrest", "pgBackRest (point-in-time recovery)"
 
 
 class BackupTarget(models.Model):
@@ -68,6 +76,46 @@ class BackupTarget(models.Model):
         "the local backups storage always holds one.",
     )
     created_at = models.DateTimeField(default=timezone.now)
+    # A pgBackRest target: a PostgreSQL cluster whose WAL pgBackRest archives. The URL variable names a
+    # database of that cluster (for the commit a verification needs and the schema it compares).
+    kind = models.CharField(max_length=12, choices=TargetKind.choices, default=TargetKind.DUMP)
+    pgbackrest_stanza = models.CharField("stanza", max_length=64, blank=True, validators=[STANZA])
+    pgbackrest_config = models.CharField(
+        "pgBackRest config",
+        max_length=300,
+        blank=True,
+        validators=[ABSOLUTE_PATH],
+        help_text="The pgbackrest.conf with the repository settings; empty for pgBackRest's default.",
+    )
+    pgbackrest_repo_path = models.CharField(
+        "repository path", max_length=300, blank=True, validators=[ABSOLUTE_PATH], help_text="--repo1-path, if set."
+    )
+    pg_data_dir = models.CharField(
+        "data directory", max_length=300, blank=True, validators=[ABSOLUTE_PATH], help_text="--pg1-path, if set."
+    )
+    pg_port = models.PositiveIntegerField(
+        "port", null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(65535)]
+    )
+    pg_socket_dir = models.CharField(
+        "socket directory", max_length=300, blank=True, validators=[ABSOLUTE_PATH], help_text="--pg1-socket-path."
+    )
+    os_user = models.CharField(
+        "OS user",
+        max_length=32,
+        blank=True,
+        validators=[OS_USER],
+        help_text="The cluster's OS user: pgBackRest and the scratch server run as it (the worker as root).",
+    )
+    full_every_days = models.PositiveIntegerField(
+        default=7,
+        validators=[MinValueValidator(1), MaxValueValidator(60)],
+        help_text="A full backup when the latest full one is this many days old; differential otherwise.",
+    )
+    # What pgbackrest info last said: the recoverable window (oldest backup's end to newest archived WAL).
+    pitr_window_start = models.DateTimeField(null=True, blank=True)
+    pitr_window_end = models.DateTimeField(null=True, blank=True)
+    pitr_checked_at = models.DateTimeField(null=True, blank=True)
+    pitr_error = models.TextField(blank=True)
     # An operator's "back up now" whose task the broker did not take: run_due sends it again.
     dispatch_error = models.TextField(blank=True)
     dispatch_requested_by = models.CharField(max_length=150, blank=True)
@@ -82,6 +130,21 @@ class BackupTarget(models.Model):
         return reverse("backups:target", args=[self.name])
 
     def clean(self) -> None:
+        if self.kind == TargetKind.PGBACKREST:
+            if not self.pgbackrest_stanza:
+                raise ValidationError({"pgbackrest_stanza": "a pgBackRest target needs its stanza"})
+            if not self.url_env:
+                raise ValidationError(
+                    {"url_env": "a pgBackRest target needs the URL variable of a database of its cluster"}
+                )
+            if self.copy_storages:
+                # No dump file to copy: pgBackRest's own repositories (repo2 and on, in its config) hold copies.
+                raise ValidationError(
+                    {
+                        "copy_storages": "a pgBackRest target has no dump to copy: "
+                        "configure a further repository in its pgBackRest config instead"
+                    }
+                )
         self._clean_copy_storages()
         if self.retention_days and self.recovery_window_days and self.retention_days < self.recovery_window_days:
             raise ValidationError(
@@ -93,11 +156,26 @@ class BackupTarget(models.Model):
 
     @property
     def source_label(self) -> str:
+        if self.is_pitr:
+            return f"pgBackRest stanza {self.pgbackrest_stanza} (${self.url_env})"
         return f"${self.url_env}" if self.url_env else "the control plane's own database"
 
     @property
+    def is_pitr(self) -> bool:
+        return self.kind == TargetKind.PGBACKREST
+
+    def rpo_seconds(self, *, now: datetime | None = None) -> float | None:
+        """The real recovery point of a pgBackRest target: the age of its newest archived WAL."""
+        if self.pitr_window_end is None:
+            return None
+        return ((now or timezone.now()) - self.pitr_window_end).total_seconds()
+
+    @property
     def storages(self) -> list[str]:
-        """Where each backup of this target is kept: the local backups storage, then the off-site ones."""
+        """Where each backup of this target is kept: the local backups storage, then the off-site ones.
+        Empty for a pgBackRest target: its backups live in its pgBackRest repository, not in any storage."""
+        if self.is_pitr:
+            return []
         return [LOCAL_STORAGE, *self.copy_storages]
 
     def _clean_copy_storages(self) -> None:
@@ -208,6 +286,8 @@ class Verification(models.Model):
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     restore_ms = models.PositiveIntegerField(null=True, blank=True)  # the RTO estimate
     scratch = models.CharField(max_length=300, blank=True)  # the scratch database's name (never a URL)
+    # A point-in-time verification: the time it recovered to (pgBackRest targets).
+    target_time = models.DateTimeField(null=True, blank=True)
     scratch_dropped = models.BooleanField(default=False)
     checks = models.JSONField(default=list, blank=True)  # [{"name", "status", "detail", "ms"}]
     failed_check = models.CharField(max_length=50, blank=True)

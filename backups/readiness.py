@@ -23,6 +23,11 @@ def backup_targets() -> Item:
     for readiness in targets:
         target = readiness.target
         try:
+            if target.is_pitr:
+                from backups.pitr import repository
+
+                repository(target).validate()
+                engines.pgbackrest_binary()
             source = target_source(target)
             if source.engine == "postgresql":
                 engines.pg_tool("pg_dump")

@@ -9,6 +9,7 @@ from typing import Any
 from django.utils import timezone
 
 from backups.models import (
+    LOCAL_STORAGE,
     Backup,
     BackupCopy,
     BackupStatus,
@@ -33,6 +34,13 @@ class Readiness:
     window_days: int
     missing_days: list[date] = field(default_factory=list)
     last_failure: str = ""
+    # pgBackRest targets: the recoverable window as pgbackrest info last read it, and the real RPO
+    # (the age of the newest archived WAL); ``age_hours`` is that age for them.
+    pitr: bool = False
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    rpo_seconds: float | None = None
+    pitr_error: str = ""
 
     @property
     def window_complete(self) -> bool:
@@ -66,9 +74,19 @@ class Readiness:
     @property
     def problems(self) -> list[str]:
         problems = []
+        if self.pitr and self.pitr_error:
+            problems.append(f"pgBackRest {self.pitr_error.splitlines()[0]}")
+        wal_late = self.rpo_seconds is None or self.rpo_seconds > self.target.rpo_hours * 3600
+        if self.pitr and wal_late:
+            age = (
+                "no archived WAL"
+                if self.rpo_seconds is None
+                else f"newest archived WAL is {self.rpo_seconds:.0f} s old"
+            )
+            problems.append(f"{age} (RPO {self.target.rpo_hours} h)")
         if self.latest_verified is None:
-            problems.append("no verified backup")
-        elif not self.rpo_met:
+            problems.append("no verified backup" if not self.pitr else "no verified point-in-time restore")
+        elif not self.rpo_met and not self.pitr:
             problems.append(f"latest verified backup is {self.age_hours:.1f} h old (RPO {self.target.rpo_hours} h)")
         if self.missing_days:
             days = ", ".join(day.isoformat() for day in self.missing_days[:7])
@@ -101,11 +119,23 @@ class Readiness:
             "windowComplete": self.window_complete,
             "missingDays": [day.isoformat() for day in self.missing_days],
             "problems": self.problems,
+            **({"pointInTime": self.point_in_time()} if self.pitr else {}),
+        }
+
+    def point_in_time(self) -> dict[str, Any]:
+        return {
+            "windowStart": self.window_start.isoformat() if self.window_start else None,
+            "windowEnd": self.window_end.isoformat() if self.window_end else None,
+            "rpoSeconds": None if self.rpo_seconds is None else round(self.rpo_seconds, 1),
+            "checkedAt": self.target.pitr_checked_at.isoformat() if self.target.pitr_checked_at else None,
+            "error": self.pitr_error or None,
         }
 
 
 def readiness(target: BackupTarget, *, now: datetime | None = None) -> Readiness:
     now = now or timezone.now()
+    if target.is_pitr:
+        return pitr_readiness(target, now=now)
     window_start = (now - timedelta(days=target.recovery_window_days - 1)).date()
     verified = list(
         target.backups.verified()
@@ -134,6 +164,49 @@ def readiness(target: BackupTarget, *, now: datetime | None = None) -> Readiness
     )
     return Readiness(
         target, latest, age, rpo_met, restore_ms, target.recovery_window_days, missing, last_failure(target)
+    )
+
+
+def pitr_readiness(target: BackupTarget, *, now: datetime) -> Readiness:
+    """A pgBackRest target: its recovery point is the newest archived WAL, and a day of the window counts
+    as verified when a point-in-time restore to a time on that day passed."""
+    window_start = (now - timedelta(days=target.recovery_window_days - 1)).date()
+    passed = Verification.objects.filter(
+        backup__target=target, status=VerificationResult.PASSED, target_time__isnull=False
+    )
+    days_covered = {
+        when.date()
+        for when in passed.filter(target_time__date__gte=window_start).values_list("target_time", flat=True)
+        if when is not None
+    }
+    latest = target.backups.verified().order_by("-started_at", "-id").first()
+    rpo_seconds = target.rpo_seconds(now=now)
+    # Met when the archive is recent enough and a point-in-time restore has been proven at all.
+    rpo_met = rpo_seconds is not None and rpo_seconds <= target.rpo_hours * 3600 and latest is not None
+    first_pending = latest is None and target.created_at > now - timedelta(hours=target.rpo_hours)
+    missing = []
+    for offset in range(target.recovery_window_days):
+        day = window_start + timedelta(days=offset)
+        if day in days_covered or day < target.created_at.date():
+            continue
+        if day == now.date() and (rpo_met or first_pending):
+            continue
+        missing.append(day)
+    restore_ms = passed.order_by("-finished_at").values_list("restore_ms", flat=True).first()
+    return Readiness(
+        target,
+        latest,
+        None if rpo_seconds is None else rpo_seconds / 3600,
+        rpo_met,
+        restore_ms,
+        target.recovery_window_days,
+        missing,
+        last_failure(target),
+        pitr=True,
+        window_start=target.pitr_window_start,
+        window_end=target.pitr_window_end,
+        rpo_seconds=rpo_seconds,
+        pitr_error=target.pitr_error,
     )
 
 
@@ -195,7 +268,12 @@ def status(*, now: datetime | None = None) -> list[dict[str, Any]]:
     rows = []
     for target in BackupTarget.objects.all():
         latest = target.backups.order_by("-started_at", "-id").first()
-        verification = Verification.objects.filter(backup__target=target).order_by("-started_at", "-id").first()
+        verification = (
+            Verification.objects.filter(backup__target=target)
+            .select_related("backup")
+            .order_by("-started_at", "-id")
+            .first()
+        )
         rows.append(
             {
                 "target": target.name,
@@ -210,6 +288,9 @@ def status(*, now: datetime | None = None) -> list[dict[str, Any]]:
                 "nextBackupDue": next_due(target, latest).isoformat() if target.enabled else None,
             }
         )
+        if target.is_pitr:
+            rows[-1]["kind"] = target.kind
+            rows[-1]["pointInTime"] = pitr_readiness(target, now=now).point_in_time()
     return rows
 
 
@@ -243,6 +324,7 @@ def backup_dict(backup: Backup) -> dict[str, Any]:
         "rows": sum(backup.manifest.get("tables", {}).values()),
         "verification": backup.verification or None,
         "error": backup.error or None,
+        **({"pgbackrest": backup.manifest} if backup.engine == "pgbackrest" else {}),
         "copies": [copy_dict(copy) for copy in backup.copies.all()],
     }
 
@@ -272,7 +354,9 @@ def verification_dict(verification: Verification) -> dict[str, Any]:
         "error": verification.error or None,
         "checks": verification.checks,
         "scratchDropped": verification.scratch_dropped,
-        "storage": verification.storage or "backups",
+        **({"targetTime": verification.target_time.isoformat()} if verification.target_time else {}),
+        # Where the restored copy was read: a pgBackRest target's verification reads its repository instead.
+        "storage": None if verification.backup.engine == "pgbackrest" else verification.storage or LOCAL_STORAGE,
     }
 
 

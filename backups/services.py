@@ -53,6 +53,16 @@ TARGET_FIELDS = (
     "recovery_window_days",
     "enabled",
     "copy_storages",
+    # pgBackRest targets (kind "pgbackrest"): point-in-time recovery of a cluster whose WAL it archives
+    "kind",
+    "pgbackrest_stanza",
+    "pgbackrest_config",
+    "pgbackrest_repo_path",
+    "pg_data_dir",
+    "pg_port",
+    "pg_socket_dir",
+    "os_user",
+    "full_every_days",
 )
 
 
@@ -101,6 +111,8 @@ def target_update(*, target: BackupTarget, changes: dict[str, Any], actor: Actor
     with transaction.atomic():
         target = BackupTarget.objects.select_for_update().get(pk=target.pk)
         before = snapshot(target)
+        if "kind" in changes and changes["kind"] != target.kind and target.backups.exists():
+            raise InvalidBackupTarget("kind", f"{target.name} has backups of its kind: add a new target instead")
         for name, value in changes.items():
             setattr(target, name, value)
         _validate_target(target)
@@ -167,7 +179,12 @@ def backup_run(*, backup: Backup, actor: Actor) -> Backup:
     """
     progress = Progress(f"backup #{backup.pk} of {backup.target.name}", expected_ms=_previous_ms(backup))
     with _heartbeat(Backup, backup.pk, BackupStatus.RUNNING, progress):
-        outcome = _dump_and_store(backup, progress)
+        if backup.target.is_pitr:
+            from backups import pitr
+
+            outcome = pitr.take_backup(backup)
+        else:
+            outcome = _dump_and_store(backup, progress)
     if isinstance(outcome, str):
         return _backup_failed(backup, outcome, actor)
     name, result = outcome
@@ -487,6 +504,8 @@ def verification_run(*, verification: Verification, actor: Actor) -> Verificatio
 
 def _verify(verification: Verification, progress: Progress | None = None) -> engines.VerifyOutcome:
     backup = verification.backup
+    if backup.target.is_pitr:
+        return _verify_pitr(verification)
     try:
         source = target_source(backup.target)
         scratch_server = (
@@ -530,6 +549,31 @@ def _verify(verification: Verification, progress: Progress | None = None) -> eng
             checks=[engines.CheckResult("setup", "fail", f"unexpected error: {type(exc).__name__}: {exc}", 0)]
         )
     return outcome
+
+
+def _verify_pitr(verification: Verification) -> engines.VerifyOutcome:
+    """A pgBackRest target's verification: a point-in-time restore (``backups.pitr.verify``)."""
+    from backups import pitr
+
+    def record(**values: Any) -> None:
+        _on_live_connection(
+            lambda: Verification.objects.filter(pk=verification.pk).update(**values),
+            what=f"the scratch of verification {verification.pk}",
+        )
+
+    try:
+        return pitr.verify(
+            verification,
+            record_scratch=lambda path: record(scratch=path),
+            record_time=lambda when: record(target_time=when),
+        )
+    except engines.BackupError as exc:
+        return engines.VerifyOutcome(checks=[engines.CheckResult("setup", "fail", str(exc), 0)])
+    except Exception as exc:  # never leave a verification running
+        logger.exception("verification %s failed unexpectedly", verification.pk)
+        return engines.VerifyOutcome(
+            checks=[engines.CheckResult("setup", "fail", f"unexpected error: {type(exc).__name__}: {exc}", 0)]
+        )
 
 
 def decryption_identities(backup: Backup) -> list[engines.AgeIdentity] | None:
@@ -596,7 +640,7 @@ def _verification_finished(verification: Verification, outcome: engines.VerifyOu
     def finished() -> Verification:
         now = timezone.now()
         with transaction.atomic():
-            verification.refresh_from_db(fields=["scratch"])
+            verification.refresh_from_db(fields=["scratch", "target_time"])
             verification.status = VerificationResult.FAILED if failed else VerificationResult.PASSED
             verification.finished_at = now
             verification.duration_ms = int((now - verification.started_at).total_seconds() * 1000)
@@ -679,6 +723,8 @@ def _drop_scratch(verification: Verification) -> bool:
     if not verification.scratch:
         return True
     try:
+        if verification.backup.engine == "pgbackrest":
+            return engines.remove_scratch(verification.scratch)
         if verification.backup.engine == "postgresql":
             server = (
                 engines.from_url(settings.BACKUP_SCRATCH_DATABASE_URL, variable="BACKUP_SCRATCH_DATABASE_URL")
@@ -757,6 +803,11 @@ def backup_restore(*, backup: Backup, into_url: str, overwrite_source: bool, act
     """
     if backup.status != BackupStatus.SUCCEEDED:
         raise engines.BackupError(f"backup #{backup.pk} is {backup.status}: nothing to restore")
+    if backup.engine == "pgbackrest":
+        raise engines.BackupError(
+            f"backup #{backup.pk} is a pgBackRest set: restore the cluster with pgbackrest restore "
+            "(--type=time for a point in time), which replaces a data directory, not a database"
+        )
     into = engines.from_url(into_url, variable="--into")
     if into.engine != backup.engine:
         raise engines.BackupError(f"a {backup.engine} backup cannot be restored into {into.label}")

@@ -157,9 +157,14 @@ def run_due() -> dict[str, Any]:
         if not running and next_due(target, latest) <= now:
             queue_backup(target.pk, requested_by="schedule", scheduled=True)
             summary["backups"].append(target.name)
+        if target.is_pitr:  # the window and the real RPO, as pgBackRest sees them now
+            from backups import pitr
+
+            pitr.refresh(target)
         newest = Backup.objects.succeeded().filter(target=target).order_by("-started_at").first()
         recently = Verification.objects.filter(backup__target=target, started_at__gte=now - VERIFY_EVERY).exists()
-        if verify and newest is not None and not newest.verification and not recently:
+        # A pgBackRest target is verified daily whatever its backups: each run restores to another time.
+        if verify and newest is not None and (not newest.verification or target.is_pitr) and not recently:
             queue_verification(newest.pk, requested_by="schedule")
             summary["verifications"].append(newest.pk)
         summary["pruned"] += backups_prune(target=target, actor=Actor.system("backups retention"), now=now)

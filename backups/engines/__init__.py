@@ -16,6 +16,7 @@ One module per concern, each importing only the ones below it:
     schema        a restored schema compared with the dump's
     verification  the ``Verifier``: restore into a scratch, then the checks
     dumps         ``dump`` and ``restore``, the entry points for either engine
+    pgbackrest    pgBackRest's backups, its recoverable window, and point-in-time verification
 
 The names below are the package's interface for the rest of ``backups``.
 """
@@ -33,6 +34,14 @@ from backups.engines.encryption import (
 )
 from backups.engines.errors import BackupError, CheckFailed, ScratchIsSource, SourceUnreachable, ToolMissing
 from backups.engines.files import CHUNK, Dump, create_private_file, file_digest, partial_dir, private_dir
+from backups.engines.pgbackrest import (
+    PitrVerifier,
+    Repository,
+    StanzaInfo,
+    Window,
+    pgbackrest_binary,
+    remove_scratch,
+)
 from backups.engines.postgresql import create_database, drop_database, pg_row_counts, pg_tables
 from backups.engines.processes import run_tool
 from backups.engines.sources import (
@@ -66,11 +75,15 @@ __all__ = [
     "Database",
     "Dump",
     "Identity",
+    "PitrVerifier",
+    "Repository",
     "ScratchIsSource",
     "SourceUnreachable",
+    "StanzaInfo",
     "ToolMissing",
     "Verifier",
     "VerifyOutcome",
+    "Window",
     "create_database",
     "create_private_file",
     "drop_database",
@@ -85,7 +98,9 @@ __all__ = [
     "pg_row_counts",
     "pg_tables",
     "pg_tool",
+    "pgbackrest_binary",
     "private_dir",
+    "remove_scratch",
     "restore",
     "run_tool",
     "scratch_name",

@@ -45,21 +45,26 @@ def pg_schema(dump: StoredDump | Path, scratch: Database, *, timeout: float) -> 
         [pg_tool("pg_restore"), *flags, "--file=-", *source], env=scratch.pg_env(), timeout=timeout, feed=feed
     )
     restored = run_tool([pg_tool("pg_dump"), *flags, *scratch.pg_args()], env=scratch.pg_env(), timeout=timeout)
-    expected, actual = _schema_lines(from_dump), _schema_lines(restored)
+    return compare_schema_text(from_dump, restored, "the dump's")
+
+
+def compare_schema_text(expected_text: str, restored_text: str, whose: str) -> tuple[str, str]:
+    """Two ``pg_dump --schema-only`` texts compared; ``whose`` names the expected one in the verdict."""
+    expected, actual = _schema_lines(expected_text), _schema_lines(restored_text)
     statements = sum(1 for line in expected if line.startswith(("CREATE ", "ALTER ")))
     if expected == actual:
-        return "pass", f"schema identical to the dump's ({statements} statements)"
+        return "pass", f"schema identical to {whose} ({statements} statements)"
     # PostgreSQL prints some expressions differently once restored (``x IN ('a', 'b')`` on a varchar
     # column moves its casts): the same definition, up to casts and parentheses, is the same schema.
     if [_without_casts(line) for line in expected] == [_without_casts(line) for line in actual]:
         reprinted = sum(1 for old, new in zip(expected, actual, strict=True) if old != new)
-        return "pass", f"schema as in the dump ({statements} statements, {reprinted} printed with other casts)"
+        return "pass", f"schema as in {whose} ({statements} statements, {reprinted} printed with other casts)"
     diff = [
         line
-        for line in difflib.unified_diff(expected, actual, "dump", "restored", n=0, lineterm="")
+        for line in difflib.unified_diff(expected, actual, "expected", "restored", n=0, lineterm="")
         if line[:1] in "+-" and not line.startswith(("+++", "---"))
     ]
-    return "fail", "schema differs from the dump's: " + " | ".join(diff[:6])
+    return "fail", f"schema differs from {whose}: " + " | ".join(diff[:6])
 
 
 def sqlite_schema(conn: sqlite3.Connection, expected: str) -> tuple[str, str]:

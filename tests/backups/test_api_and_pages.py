@@ -141,6 +141,8 @@ def test_admin_target_edits_go_through_the_service(operator_client, default_targ
         "rpo_hours": 26,
         "recovery_window_days": 7,
         "enabled": "on",
+        "kind": "dump",
+        "full_every_days": 7,
     }
     refused = operator_client.post(url, data)
     assert refused.status_code == 200 and "fewer than the 7-day recovery window" in refused.content.decode()

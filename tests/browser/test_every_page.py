@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import pytest
@@ -18,6 +19,7 @@ from django.test import Client
 from django.utils import timezone
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Request, Response, expect
 
+from backups.models import BackupTarget
 from backups.services import backup_create, backup_verify, target_create
 from controlplane.audit import Actor
 from controlplane.models import Environment as ControlEnvironment
@@ -47,6 +49,7 @@ PAGES = {
     "recovery-plan": ("/deployments/recovery/{plan}/plan", "Run recovery plan {plan} on web?"),
     "backups": ("/backups/", "Backups"),
     "backup-target": ("/backups/{target}/", "Backups: {target}"),
+    "backup-target-pitr": ("/backups/{pitr_target}/", "Backups: {pitr_target}"),
     "slos": ("/slo/", "SLOs"),
     "slo": ("/slo/{service}/availability/", "SLO {service} / availability"),
     "login": ("/accounts/login/", "Log in"),
@@ -176,12 +179,53 @@ def site(operator, settings, tmp_path, monkeypatch) -> dict[str, object]:
     progress = {"phase": "restore", "done": None, "total": None, "unit": "", "percent": None, "elapsedMs": 4200,
                 "leftMs": 9000}  # fmt: skip
     Drill.objects.create(plan="orders_data_loss", target=target, backup=backup, progress=progress)
+    # A pgBackRest target with the window pgbackrest info would have given: both backups pages show it.
+    monkeypatch.setenv("BROWSER_SWEEP_PITR_URL", "postgres://postgres@127.0.0.1:5432/shop")
+    pitr = target_create(
+        data={
+            "name": "shop-pitr",
+            "url_env": "BROWSER_SWEEP_PITR_URL",
+            "kind": "pgbackrest",
+            "pgbackrest_stanza": "shop",
+        },
+        actor=SYSTEM,
+    )
+    BackupTarget.objects.filter(pk=pitr.pk).update(
+        pitr_window_start=timezone.now() - 3 * DAY, pitr_window_end=timezone.now() - timedelta(seconds=40)
+    )
+    # A set of it as pgbackrest backup records one, with a passed point-in-time verification: its row has no
+    # file, no copies and no storage (the set lives in pgBackRest's repository), which the page must carry.
+    label = "20261202-101500F"
+    pitr_set = pitr.backups.create(
+        engine="pgbackrest",
+        status="succeeded",
+        finished_at=timezone.now(),
+        duration_ms=8200,
+        size_bytes=24_000_000,
+        manifest={"label": label, "type": "full"},
+        verification="passed",
+    )
+    pitr_set.verifications.create(
+        status="passed",
+        finished_at=timezone.now(),
+        duration_ms=31000,
+        restore_ms=12000,
+        target_time=timezone.now() - DAY,
+        checks=[{"name": "restore", "status": "pass", "detail": "", "ms": 12000}],
+        scratch_dropped=True,
+    )
     service = make_service()  # an availability and a latency SLO, with a week of traffic and a burn now
     make_slo(service, name="availability")
     make_slo(service, name="fast", kind="latency", target_percent=99, threshold_ms=500, window_days=7)
     now = timezone.now().replace(second=0, microsecond=0)
     Traffic().add(now - 7 * DAY, now - HOUR, errors=0.0002).add(now - HOUR, now, errors=0.02).save(service, now + HOUR)
-    return {"deployment": deployment.pk, "target": target.name, "service": service.name, "plan": "restart_web"}
+    return {
+        "deployment": deployment.pk,
+        "target": target.name,
+        "service": service.name,
+        "plan": "restart_web",
+        "pitr_target": pitr.name,
+    }
 
 
 @pytest.fixture
