@@ -123,6 +123,7 @@ class _Runner:
         self.claim = claim
         self.cancelled = threading.Event()  # an operator cancelled: stop the forward steps
         self.lost = threading.Event()  # our claim is gone: stop everything
+        self.never_started: set[int] = set()  # forward steps the backup gate refused
         self.secrets = secret_values()
         self.variables = {
             "version": deployment.version,
@@ -303,7 +304,11 @@ class _Runner:
             ctx = self._context(cancelled)
             ctx.step_started_at = run.started_at
             if phase == Phase.FORWARD:
-                backup_gate.enforce(step, ctx)  # a refusal fails the step before any of it runs
+                try:
+                    backup_gate.enforce(step, ctx)  # a refusal fails the step before any of it runs
+                except StepFailed:
+                    self.never_started.add(index)  # so its own rollback has nothing to undo
+                    raise
             exit_code = run_step(step, ctx)
         except StepFailed as exc:
             exit_code, error = exc.exit_code, redact(str(exc), self.secrets)
@@ -377,7 +382,11 @@ class _Runner:
             run.index for run in self.deployment.step_runs.filter(phase=Phase.ROLLBACK, status=StepStatus.SUCCEEDED)
         }
         order = sorted(forward, reverse=True)  # the failed (last) step first, then back to the first one
-        actions = [i for i in order if self.deployment.steps[i].get("rollback") is not None]
+        # A step the backup gate refused never ran: its own rollback (undoing a migration that was not
+        # made) must not run either.
+        actions = [
+            i for i in order if self.deployment.steps[i].get("rollback") is not None and i not in self.never_started
+        ]
         heartbeat = self._start_heartbeat()
         ok = True
         never_cancelled = threading.Event()  # a cancel stops the deployment, never its rollback

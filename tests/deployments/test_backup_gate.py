@@ -300,3 +300,19 @@ def test_the_shipped_pipelines_verify_their_backup_and_earlier_ones_are_brought_
     Pipeline.objects.filter(name=DEMO).update(steps=changed)
     ensure_defaults()
     assert Pipeline.objects.get(name=DEMO).steps == changed
+
+
+def test_a_refused_migration_does_not_run_its_own_rollback_but_earlier_steps_roll_back(environment, target, tmp_path):
+    verified_backup(target, hours_ago=30)  # stale: refused
+    undone, earlier = tmp_path / "downgraded", tmp_path / "earlier-undone"
+    downgrade = {"name": "downgrade", "kind": "command", "argv": ["{python}", "-c", f"open({str(undone)!r}, 'w')"]}
+    first = {**echo("before", "first"), "rollback": {"name": "undo", "kind": "command",
+             "argv": ["{python}", "-c", f"open({str(earlier)!r}, 'w')"]}}  # fmt: skip
+    deployment = deploy_with(
+        environment, [first, migration(tmp_path / "migrated", backup_target=target.name, rollback=downgrade)]
+    )
+
+    assert deployment.status == DeploymentStatus.ROLLED_BACK
+    assert step_run(deployment, "migrate").error.startswith("backup gate:")
+    assert not undone.exists()  # the migration never ran: nothing of it to undo
+    assert earlier.exists()  # the steps that did run are rolled back as for any failure
