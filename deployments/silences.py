@@ -32,8 +32,11 @@ def owner(deployment: Deployment) -> str:
 
 def rule_names(deployment: Deployment) -> list[str]:
     """The rules this deployment silences: its pipeline's, for a real deploy or rollback (a recovery plan
-    runs its own steps, not the pipeline; a dry run changes nothing that could alert)."""
-    if deployment.dry_run or deployment.type == DeploymentType.RECOVERY:
+    runs its own steps, not the pipeline, and so does a guarded rollout; a dry run changes nothing that
+    could alert)."""
+    if deployment.dry_run or deployment.type in (DeploymentType.RECOVERY, DeploymentType.GUARDED):
+        # A guarded rollout is watched by its guards; silencing the pipeline's rules for its hours of
+        # holds would hide the very alerts it may cause.
         return []
     return list(deployment.environment.pipeline.silence_rules or [])
 

@@ -19,7 +19,16 @@ from alerting.models import Alert, AlertState, Delivery, DeliveryStatus, Silence
 from alerting.services import alert_rules_evaluate, channel_create, rule_create, rule_delete
 from controlplane.audit import Actor
 from controlplane.models import AuditEvent
-from deployments.models import Deployment, DeploymentStatus, LogLine, Pipeline, RecoveryPlan, StepRun, StepStatus
+from deployments.models import (
+    Deployment,
+    DeploymentStatus,
+    DeploymentType,
+    LogLine,
+    Pipeline,
+    RecoveryPlan,
+    StepRun,
+    StepStatus,
+)
 from deployments.runner import run
 from deployments.services import (
     InvalidDeployment,
@@ -29,6 +38,7 @@ from deployments.services import (
     reap,
     recovery_run,
 )
+from deployments.silences import rule_names as silenced_rules
 from monitoring.models import HealthMetric
 from tests.deployments.conftest import cmd, echo, wait_for
 
@@ -223,6 +233,10 @@ def test_a_dry_run_and_a_recovery_plan_silence_nothing(silencing, environment):
     recovery = recovery_run(failure_type="app", actor=SYSTEM)
     assert run(recovery.pk) == DeploymentStatus.SUCCEEDED
     assert not Silence.objects.exists()
+    # A guarded flag rollout is watched by its own guards: it silences nothing either, a deploy does.
+    env.refresh_from_db()
+    assert silenced_rules(Deployment(environment=env, type=DeploymentType.GUARDED, flag="chat")) == []
+    assert silenced_rules(Deployment(environment=env, type=DeploymentType.DEPLOY)) == [UPTIME]
 
 
 def test_a_rule_deleted_after_the_pipeline_was_saved_is_skipped_and_said_so(silencing, rules):
