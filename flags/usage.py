@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -35,6 +35,10 @@ from flags.models import FlagUsage, SdkInstance
 
 logger = logging.getLogger(__name__)
 MAX_NAME = 200
+# The metrics paths take a token that ships in browsers (flags:frontend): what one posts is bounded, so
+# nobody can write rows in the future (beyond retention) or grow a row's variants without end.
+MAX_BUCKET_AGE = timedelta(days=1)
+MAX_VARIANTS = 50
 MAX_COUNT = 2**53  # what a JavaScript SDK can count exactly
 
 
@@ -117,6 +121,8 @@ def parse_metrics(data: Mapping[str, Any]) -> tuple[str, str, datetime, dict[str
         raise UsageError("bucket", "bucket must be an object with start, stop and toggles")
     start = _when(bucket.get("start"), "bucket.start")
     _when(bucket.get("stop"), "bucket.stop")
+    now = timezone.now()
+    start = min(max(start, now - MAX_BUCKET_AGE), now)  # a skewed or forged clock counts as now (or a day ago)
     toggles = bucket.get("toggles")
     if not isinstance(toggles, dict):
         raise UsageError("bucket.toggles", "bucket.toggles must be an object of flag names")
@@ -128,6 +134,10 @@ def parse_metrics(data: Mapping[str, Any]) -> tuple[str, str, datetime, dict[str
         variants = raw.get("variants") or {}
         if not isinstance(variants, dict):
             raise UsageError(f"{where}.variants", f"{where}.variants must be an object of counts")
+        if len(variants) > MAX_VARIANTS or any(len(str(k)) > MAX_NAME for k in variants):
+            raise UsageError(
+                f"{where}.variants", f"{where}.variants: at most {MAX_VARIANTS} names of {MAX_NAME} characters"
+            )
         counts[name] = Counts(
             yes=_count(raw.get("yes", 0), f"{where}.yes"),
             no=_count(raw.get("no", 0), f"{where}.no"),

@@ -4,6 +4,7 @@ rows by a flush (the flush thread's job; tests call it), together with what the 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -76,3 +77,24 @@ def test_counts_go_to_the_tokens_environment_and_add_to_the_sdks(flags, client, 
     assert response.status_code == 202
     row = FlagUsage.objects.get()
     assert row.yes + row.no == 13
+
+
+def test_what_a_metrics_body_may_write_is_bounded(flags, client, make_token):
+    """The metrics paths also take the browser's token: a bucket dated in the future counts as now, one
+    from long ago as a day ago, and a toggle with too many variant names is refused, nothing stored."""
+    token = make_token("flags:read")
+    future = (timezone.now() + timedelta(days=400)).isoformat()
+
+    def post(start, variants):
+        body = {"appName": "web", "bucket": {"start": start, "stop": start,
+                "toggles": {"half": {"yes": 1, "no": 0, "variants": variants}}}}  # fmt: skip
+        return client.post("/api/client/metrics", data=json.dumps(body), content_type="application/json",
+                           HTTP_AUTHORIZATION=token)  # fmt: skip
+
+    assert post(future, {}).status_code == 202
+    assert FlagUsage.objects.get().hour <= timezone.now()
+    assert post("2001-01-01T00:00:00Z", {}).status_code == 202
+    assert min(FlagUsage.objects.values_list("hour", flat=True)) >= timezone.now() - timedelta(days=1, hours=1)
+    refused = post(future, {f"v{i}": 1 for i in range(usage.MAX_VARIANTS + 1)})
+    assert refused.status_code == 400 and "at most 50 names" in refused.content.decode()
+    assert sum(FlagUsage.objects.values_list("yes", flat=True)) == 2
