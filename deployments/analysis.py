@@ -73,7 +73,14 @@ LOWER_IS_WORSE = ("up", "request_rate")
 RATIOS = ("error_ratio", "up")
 UNITS = {"error_ratio": "", "up": "", "request_rate": " req/s", "p50": " s", "p95": " s", "p99": " s"}
 ON_INCONCLUSIVE = ("fail", "pass", "wait")
-FIELDS = {"duration", "interval", "window", "failure_limit", "min_requests", "on_inconclusive", "conditions"}
+FIELDS = {
+    "duration", "interval", "window", "failure_limit", "min_requests", "on_inconclusive", "conditions",
+    "unmonitored",
+}  # fmt: skip
+# ``unmonitored``: what the step does when none of the services it names is monitored here. "fail" (the
+# default: a renamed service must not pass a release unwatched) or "skip" (say so and pass: the demo
+# pipeline on a machine where the demo product does not run).
+UNMONITORED = ("fail", "skip")
 CONDITION_FIELDS = {"name", "service", "signal", "slo", "alerts", "max", "min", "baseline", "window"}
 DEFAULTS: dict[str, Any] = {
     "interval": 15,
@@ -136,6 +143,8 @@ def check_step(step: dict[str, Any], where: str) -> None:
         raise _invalid(f"{where}.min_requests", "requests a window needs to be judged: a whole number from 0")
     if step.get("on_inconclusive", "wait") not in ON_INCONCLUSIVE:
         raise _invalid(f"{where}.on_inconclusive", f"one of {', '.join(ON_INCONCLUSIVE)}")
+    if step.get("unmonitored", "fail") not in UNMONITORED:
+        raise _invalid(f"{where}.unmonitored", f"one of {', '.join(UNMONITORED)}")
     conditions = step.get("conditions")
     if not isinstance(conditions, list) or not conditions:
         raise _invalid(
@@ -498,6 +507,13 @@ def run(step: dict[str, Any], ctx: Context, timeout: float) -> None:
     conditions: list[dict[str, Any]] = step["conditions"]
     interval, duration = float(settings["interval"]), float(settings["duration"])
     policy, limit = settings["on_inconclusive"], int(settings["failure_limit"])
+    if step.get("unmonitored") == "skip":
+        from monitoring.selectors import service_names
+
+        named = sorted({c["service"] for c in conditions if "service" in c})
+        if named and not set(named) & set(service_names()):
+            ctx.output(f"not analysed: no service named {', '.join(named)} is monitored here (unmonitored: skip)\n")
+            return
     _check_references(conditions)
     services = sorted({c["service"] for c in conditions if "service" in c})
     baselines: dict[int, float | None] = {}

@@ -57,6 +57,8 @@ DEMO_ANALYSIS: dict[str, Any] = {
     "failure_limit": 2,
     "min_requests": 50,
     "on_inconclusive": "wait",
+    # A production install's demo environment (ensure_demo_environment, no demo product): nothing to watch.
+    "unmonitored": "skip",
     "conditions": [
         {"service": DEMO_SERVICE, "signal": "error_ratio", "max": 0.01},
         {"service": DEMO_SERVICE, "signal": "p95", "max": 2.0},

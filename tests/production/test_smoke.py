@@ -26,6 +26,7 @@ from urllib.parse import urlencode
 
 import psycopg
 import pytest
+from pyrage import x25519
 
 from tests.conftest import BASE_DIR
 from tests.httpsink import HttpSink
@@ -79,6 +80,12 @@ class Machine:
         self.database = f"cp_smoke_{secrets.token_hex(4)}"
         self.queue = f"smoke-{secrets.token_hex(4)}"
         self.venv_bin = Path(sys.executable).parent
+        # The backups' age key, made as the guide says (age-keygen on a safe machine): the public key
+        # in the environment, the identity in a file only the service reads.
+        identity = x25519.Identity.generate()
+        identity_file = self.etc / "backup-identity.txt"
+        identity_file.write_text(str(identity) + "\n")
+        identity_file.chmod(0o600)
         values = {
             "SECRET_KEY": secrets.token_urlsafe(64),
             "ALLOWED_HOSTS": f"{HOST},127.0.0.1",
@@ -94,6 +101,8 @@ class Machine:
             "EMAIL_URL": "smtp://127.0.0.1:2525",
             "CONTROLPLANE_ADMIN_PASSWORD": PASSWORD,
             "SLACK_WEBHOOK_URL": f"http://127.0.0.1:{sink.port}/slack",
+            "BACKUP_AGE_RECIPIENTS": str(identity.to_public()),
+            "BACKUP_AGE_IDENTITY_FILE": str(identity_file),
         }
         lines = []
         for line in (BASE_DIR / ".env.production.example").read_text().splitlines():
