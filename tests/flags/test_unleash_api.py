@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 
 from controlplane.audit import Actor
 from controlplane.errors import InvalidInput
@@ -181,7 +183,11 @@ REGISTER = {
 }
 
 
-def _metrics(toggles: dict[str, Any], start: str = "2026-12-01T10:15:00Z") -> dict[str, Any]:
+# Two hours ago, a quarter past: within what a metrics body may date (flags.usage.MAX_BUCKET_AGE).
+RECENT = (timezone.now() - timedelta(hours=2)).replace(minute=15, second=0, microsecond=0)
+
+
+def _metrics(toggles: dict[str, Any], start: str = RECENT.isoformat()) -> dict[str, Any]:
     return {"appName": "backend", "instanceId": "pod-1", "bucket": {"start": start, "stop": start, "toggles": toggles}}
 
 
@@ -202,7 +208,7 @@ def test_metrics_add_up_per_flag_and_hour(flags, make_token, client):
     _post(client, "/api/client/metrics", token, _metrics({"beta": {"yes": 2, "no": 0, "variants": {"a": 1}}}))
     row = FlagUsage.objects.get()  # the unknown flag made no row
     assert (row.flag, row.yes, row.no, row.variants) == ("beta", 5, 1, {"disabled": 4, "a": 1})
-    assert row.hour.isoformat() == "2026-12-01T10:00:00+00:00"
+    assert row.hour == RECENT.replace(minute=0)
     assert SdkInstance.objects.get().last_seen is not None
 
 
