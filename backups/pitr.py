@@ -109,7 +109,8 @@ def verify(
     verification: Verification, *, record_scratch: Callable[[str], None], record_time: Callable[[datetime], None]
 ) -> engines.VerifyOutcome:
     """Restore the target's stanza to a random time inside its window, on the earliest day of the recovery
-    window not yet verified, into a scratch cluster; check it; remove it.
+    window not yet verified, into a scratch cluster; check it; stop it. Its directory is left for the
+    caller to remove after recording the verdict (``services.verification_run``), or for the janitor.
 
     A commit is written on the source and archived while pgBackRest copies the files: the time is chosen
     before it, so recovery always finds a commit after the time it stops at.
@@ -140,6 +141,7 @@ def verify(
         on_scratch=record_scratch,
         backup_label=used.label if used else "",
         alongside=lambda: pgbackrest.archive_now(repo, source, timeout=INFO_TIMEOUT_SECONDS),
+        leave_directory=True,  # services removes it once the verdict is recorded
     )
     return verifier.run()
 

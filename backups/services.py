@@ -499,7 +499,16 @@ def verification_run(*, verification: Verification, actor: Actor) -> Verificatio
     progress = Progress(label, expected_ms=previous)
     with _heartbeat(Verification, verification.pk, VerificationResult.RUNNING, progress):
         outcome = _verify(verification, progress)
-    return _verification_finished(verification, outcome, actor)
+    verification = _verification_finished(verification, outcome, actor)
+    if verification.backup.engine == "pgbackrest" and not verification.scratch_dropped and _drop_scratch(verification):
+        # A point-in-time scratch directory is removed once the verdict is known (pitr.verify leaves it);
+        # if this process dies first, the janitor (reap_stale) removes it.
+        _on_live_connection(
+            lambda: Verification.objects.filter(pk=verification.pk).update(scratch_dropped=True),
+            what=f"the scratch of verification {verification.pk}",
+        )
+        verification.scratch_dropped = True
+    return verification
 
 
 def _verify(verification: Verification, progress: Progress | None = None) -> engines.VerifyOutcome:

@@ -11,8 +11,8 @@ pgbench database (``--scale``, default 10: about 160 MiB) and a full pgBackRest 
 
 2. Point-in-time verification: what backups.pitr.verify runs (the window read, then ``PitrVerifier``: a
    commit written and archived beside the restore, restore --type=time to a time inside the window into a
-   scratch directory, start on a free port, wait for promotion, recovered-to-time, row, schema and amcheck
-   checks, stop and remove)
+   scratch directory, start on a free port, wait for promotion, recovered-to-time, then the row, schema and
+   amcheck checks together, and the server stopped; its directory is removed after the verdict, uncounted)
    against the peer: a bare ``pgbackrest restore --type=time --target=<same time> --target-action=promote``
    plus ``pg_ctl start -w`` and waiting for promotion (its stop and removal are not counted). Rounds
    alternate peer and ours, each after a sync (``--rounds``, default 5 each); medians are compared. Goal: ratio <= 1.3.
@@ -170,6 +170,7 @@ def measure_verification(cluster, rounds: int) -> bool:  # type: ignore[no-untyp
     when = pgbackrest.pick_time(window.start, min(window.end, floor - timedelta(seconds=1)))
     print(f"2. restore target {when:%H:%M:%S} UTC inside {window.start:%H:%M:%S} .. {window.end:%H:%M:%S}")
     peer_times, our_times, failed = [], [], False
+    scratches: list[str] = []
     for _ in range(rounds):
         settle()
         peer_times.append(peer_restore(cluster, when))
@@ -182,8 +183,11 @@ def measure_verification(cluster, rounds: int) -> bool:  # type: ignore[no-untyp
             target_time=when,
             timeout=600,
             alongside=lambda: pgbackrest.archive_now(repo, source, timeout=120),
+            on_scratch=scratches.append,
+            leave_directory=True,  # as backups.pitr.verify: removed after the verdict is recorded
         ).run()
         our_times.append(time.perf_counter() - started)
+        engines.remove_scratch(scratches[-1])  # not counted, as the peer's removal is not
         if outcome.failed:
             print(f"   verification FAILED at {outcome.failed.name}: {outcome.failed.detail}")
             failed = True

@@ -373,6 +373,9 @@ class PitrVerifier:
     # target time recovery must find archived (pgbackrest check waits for the archiver) -- in parallel,
     # its wait costs nothing while pgBackRest copies the files.
     alongside: Callable[[], object] | None = None
+    # True: ``run`` stops the scratch server but leaves its directory to the caller, who removes it
+    # (``remove_scratch``) once the verdict is recorded; the operator does not wait for the deletion.
+    leave_directory: bool = False
     outcome: VerifyOutcome = field(default_factory=VerifyOutcome)
     recovered_to: datetime | None = None
     backup_label: str = ""
@@ -390,8 +393,9 @@ class PitrVerifier:
                 os.chown(scratch, account.pw_uid, account.pw_gid)
             db = self._restored(scratch)
             self._check("recovered_to_time", lambda: self._recovered(scratch, db))
-            self._check("row_counts", lambda: _count_rows(db))
-            self._check("schema", lambda: self._schema(db))
+            # Two reads of the restored server, each on its own connection or tool, run together; the
+            # integrity check comes after the schema is read: it may create the amcheck extension.
+            self._checks_together(("row_counts", lambda: _count_rows(db)), ("schema", lambda: self._schema(db)))
             self._check("integrity", lambda: pg_amcheck_check(db, timeout=self.timeout))
         except CheckFailed:
             pass
@@ -401,7 +405,12 @@ class PitrVerifier:
             for beside in (self._beside, self._source_schema):
                 with contextlib.suppress(BackupError):
                     beside.join()
-            self.outcome.scratch_dropped = scratch is None or remove_scratch(str(scratch))
+            if scratch is None:
+                self.outcome.scratch_dropped = True
+            elif self.leave_directory:
+                stop_scratch(str(scratch))
+            else:
+                self.outcome.scratch_dropped = remove_scratch(str(scratch))
         return self.outcome
 
     def _check(self, name: str, fn: Callable[[], str | tuple[str, str]]) -> None:
@@ -415,6 +424,22 @@ class PitrVerifier:
         self.outcome.checks.append(CheckResult(name, status, detail, _ms(start)))
         if status == "fail":
             raise CheckFailed(name, detail)
+
+    def _checks_together(self, *checks: tuple[str, Callable[[], str | tuple[str, str]]]) -> None:
+        """Run ``checks`` at once; their results are kept in the order given, the first failure raised."""
+        runs = [(name, time.perf_counter(), _Beside(fn)) for name, fn in checks]
+        failed: CheckFailed | None = None
+        for name, start, run in runs:
+            try:
+                result = run.join()
+            except BackupError as exc:
+                result = ("fail", str(exc))
+            status, detail = result if isinstance(result, tuple) else ("pass", result)
+            self.outcome.checks.append(CheckResult(name, status, detail, _ms(start)))
+            if status == "fail" and failed is None:
+                failed = CheckFailed(name, detail)
+        if failed is not None:
+            raise failed
 
     def _restored(self, scratch: Path) -> Database:
         data = scratch / "data"
@@ -609,8 +634,19 @@ def _running(pid: int) -> bool:
 def remove_scratch(path: str) -> bool:
     """Stop the scratch server of ``path`` (if running) and remove the directory. Only ever a scratch."""
     scratch = Path(path)
+    stop_scratch(path)
+    shutil.rmtree(scratch, ignore_errors=True)
+    if scratch.exists():
+        logger.error("could not remove the scratch directory %s", scratch)
+        return False
+    return True
+
+
+def stop_scratch(path: str) -> None:
+    """Stop the scratch server of ``path`` if one runs (immediate shutdown). Only ever a scratch."""
+    scratch = Path(path)
     if not scratch.name.startswith(SCRATCH_PREFIX):
-        raise BackupError(f"refusing to remove {path}: not a point-in-time scratch directory")
+        raise BackupError(f"refusing to touch {path}: not a point-in-time scratch directory")
     pid_file = scratch / "data" / "postmaster.pid"
     with contextlib.suppress(OSError, ValueError, IndexError):
         pid = int(pid_file.read_text().splitlines()[0])
@@ -621,8 +657,3 @@ def remove_scratch(path: str) -> bool:
                 time.sleep(0.02)
             if _running(pid):
                 os.kill(pid, signal.SIGKILL)
-    shutil.rmtree(scratch, ignore_errors=True)
-    if scratch.exists():
-        logger.error("could not remove the scratch directory %s", scratch)
-        return False
-    return True

@@ -308,6 +308,45 @@ def test_backups_window_and_a_point_in_time_verification_end_to_end(
     assert row["ready"] and row["windowComplete"] and row["pointInTime"]["windowEnd"]
 
 
+def test_a_schema_changed_after_the_target_time_fails_its_check_and_the_other_checks_still_report(cluster):
+    """The row and schema checks run together: one failing does not hide the other, and the integrity
+    check (which may create the amcheck extension) does not show in the schema read before it. The
+    verifier asked to leave its directory stops the scratch server and leaves the removal to its caller."""
+    repo = repository(cluster)
+    if not pgbackrest.info(repo, timeout=60).backups:
+        pgbackrest.backup(repo, kind="full", timeout=300)
+    name = f"drift_{secrets.token_hex(3)}"
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    with psycopg.connect(cluster.url(name), autocommit=True) as conn:
+        conn.execute("CREATE TABLE before_the_target (id int); INSERT INTO before_the_target VALUES (1)")
+    time.sleep(1.2)
+    when = datetime.now(UTC).replace(microsecond=0)
+    time.sleep(1.2)
+    with psycopg.connect(cluster.url(name), autocommit=True) as conn:
+        conn.execute("CREATE TABLE after_the_target (id int)")
+    drifted = engines.from_url(cluster.url(name), variable="TEST")
+    scratches: list[str] = []
+    outcome = engines.PitrVerifier(
+        repo=repo,
+        source=drifted,
+        target_time=when,
+        timeout=120,
+        on_scratch=scratches.append,
+        alongside=lambda: pgbackrest.archive_now(repo, drifted, timeout=60),
+        leave_directory=True,
+    ).run()
+    by_name = {check.name: check for check in outcome.checks}
+    assert list(by_name) == ["restore", "recovered_to_time", "row_counts", "schema"], outcome.checks
+    assert outcome.failed is not None and outcome.failed.name == "schema"
+    assert "after_the_target" in by_name["schema"].detail and "amcheck" not in by_name["schema"].detail
+    assert by_name["row_counts"].status == "pass" and "1 tables read, 1 rows" in by_name["row_counts"].detail
+    # Stopped, not removed: the caller removes it once the verdict is recorded.
+    assert not outcome.scratch_dropped and Path(scratches[0]).is_dir()
+    assert scratch_postmasters(scratches[0]) == []
+    assert engines.remove_scratch(scratches[0]) is True and not Path(scratches[0]).exists()
+
+
 def test_readiness_counts_a_day_only_when_a_restore_to_a_time_on_it_passed(pitr_target):
     now = timezone.now()
     BackupTarget.objects.filter(pk=pitr_target.pk).update(
