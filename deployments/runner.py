@@ -123,7 +123,6 @@ class _Runner:
         self.claim = claim
         self.cancelled = threading.Event()  # an operator cancelled: stop the forward steps
         self.lost = threading.Event()  # our claim is gone: stop everything
-        self.never_started: set[int] = set()  # forward steps the backup gate refused
         self.secrets = secret_values()
         self.variables = {
             "version": deployment.version,
@@ -286,6 +285,7 @@ class _Runner:
                 "output": "",
                 "output_truncated": False,
                 "error": "",
+                "not_started": False,
             },
         )
         if not created:  # run again (a rollback the reaper resumed): its earlier measurements are not this run's
@@ -307,7 +307,9 @@ class _Runner:
                 try:
                     backup_gate.enforce(step, ctx)  # a refusal fails the step before any of it runs
                 except StepFailed:
-                    self.never_started.add(index)  # so its own rollback has nothing to undo
+                    # Stored at once: whoever rolls back (this runner, or the reaper's after it dies) skips
+                    # its own rollback, which would undo what never ran.
+                    StepRun.objects.filter(pk=run.pk).update(not_started=True)
                     raise
             exit_code = run_step(step, ctx)
         except StepFailed as exc:
@@ -378,15 +380,14 @@ class _Runner:
     def rollback(self, *, cancelled: bool) -> RunOutcome:
         """Run the rollback actions: the failed step's own first, then the completed steps' in reverse."""
         forward = {run.index: run for run in self.deployment.step_runs.filter(phase=Phase.FORWARD)}
+        never_started = {index for index, run in forward.items() if run.not_started}
         done = {
             run.index for run in self.deployment.step_runs.filter(phase=Phase.ROLLBACK, status=StepStatus.SUCCEEDED)
         }
         order = sorted(forward, reverse=True)  # the failed (last) step first, then back to the first one
         # A step the backup gate refused never ran: its own rollback (undoing a migration that was not
-        # made) must not run either.
-        actions = [
-            i for i in order if self.deployment.steps[i].get("rollback") is not None and i not in self.never_started
-        ]
+        # made) must not run either, whoever rolls back (``StepRun.not_started``).
+        actions = [i for i in order if self.deployment.steps[i].get("rollback") is not None and i not in never_started]
         heartbeat = self._start_heartbeat()
         ok = True
         never_cancelled = threading.Event()  # a cancel stops the deployment, never its rollback
