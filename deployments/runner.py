@@ -8,6 +8,7 @@ to is a ``RunOutcome``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets as random_tokens
@@ -35,7 +36,16 @@ from deployments.models import (
     StepStatus,
 )
 from deployments.services import audit_state, log, notify_soon
-from deployments.steps import Context, StepFailed, describe, python, redact, run_step, secret_values
+from deployments.steps import (
+    Context,
+    StepFailed,
+    current_states,
+    describe,
+    python,
+    redact,
+    run_step,
+    secret_values,
+)
 
 logger = logging.getLogger(__name__)
 ACTOR = Actor.system("deployment runner")
@@ -311,6 +321,8 @@ class _Runner:
                     # its own rollback, which would undo what never ran.
                     StepRun.objects.filter(pk=run.pk).update(not_started=True)
                     raise
+            if phase == Phase.FORWARD and step.get("capture"):
+                self._capture(index, step)
             exit_code = run_step(step, ctx)
         except StepFailed as exc:
             exit_code, error = exc.exit_code, redact(str(exc), self.secrets)
@@ -329,6 +341,19 @@ class _Runner:
         else:
             log(self.deployment, f"succeeded in {took} ms", step=label)
         return not error
+
+    def _capture(self, index: int, step: dict[str, Any]) -> None:
+        """Record, on the row and before the step changes anything, the flags' states as they are now as its
+        rollback's ``states``: a breach, an abort or the reaper (which reads the row) then restores what this
+        step replaced, not what the flags were when the deployment was requested."""
+        states = current_states(step, self.deployment.environment.name)
+        steps = [dict(s) for s in self.deployment.steps]
+        steps[index] = {**step, "rollback": {**step["rollback"], "states": states}}
+        if not Deployment.objects.filter(pk=self.deployment.pk, claim=self.claim).update(steps=steps):
+            raise StepFailed("the deployment was taken over: its flags are left as they are")
+        self.deployment.steps = steps
+        for name, state in states.items():
+            self._append(f"flag {name}: state to restore on a rollback {json.dumps(state, sort_keys=True)}\n")
 
     # --- phases --------------------------------------------------------------------------------
 
