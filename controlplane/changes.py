@@ -6,7 +6,8 @@ guarded rollout its steps. The ground reads them without importing any app, so m
 alerting's alerts ask ``changes_between`` and learn of a new kind the day its app registers it.
 
 Each read is one query on the audit table, served by its index on ``time`` (a window of an hour or a few
-days of events, filtered by action there).
+days of events, filtered by action there); ``changes_before`` adds one for each alert whose hour the first
+query's limit cut short.
 """
 
 from __future__ import annotations
@@ -134,10 +135,13 @@ def changes_before(
     known: Sequence[Change] | None = None,
     known_since: datetime | None = None,
 ) -> dict[K, list[Change]]:
-    """For each key (an alert), the changes of the ``span`` before its moment (when it fired).
+    """For each key (an alert), the changes of the ``span`` before its moment (when it fired): the newest
+    ``MAX_CHANGES`` of its own window, whatever the other alerts' windows hold.
 
     ``known`` are changes a page read already from ``known_since`` on (``changes_between``'s answer):
-    moments they cover are answered from them; the others with one query.
+    moments they cover are answered from them; the others with one query over all their windows, and
+    a query of its own for an alert whose window that query's limit cut short (a flood of changes
+    between alerts that fired far apart).
     """
     found: dict[K, list[Change]] = {}
     rest: dict[K, datetime] = {}
@@ -149,7 +153,11 @@ def changes_before(
     if rest:
         earliest, latest = min(rest.values()), max(rest.values())
         every = changes_between(earliest - span, latest + timedelta(microseconds=1))
-        found.update({key: [c for c in every if moment - span <= c.time <= moment] for key, moment in rest.items()})
+        for key, moment in rest.items():
+            if not _covers(every, earliest - span, moment - span):
+                found[key] = changes_between(moment - span, moment + timedelta(microseconds=1))
+                continue
+            found[key] = [c for c in every if moment - span <= c.time <= moment][-MAX_CHANGES:]
     return found
 
 

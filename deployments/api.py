@@ -16,7 +16,15 @@ from controlplane.audit import Actor
 from controlplane.models import Scope
 from controlplane.openapi import Error, token_auth, token_of
 from controlplane.readiness import overall, readiness_items
-from deployments.models import Deployment
+from deployments.guarded import (
+    DEFAULT_PERCENTS,
+    guarded_rollout_abort,
+    guarded_rollout_pause,
+    guarded_rollout_resume,
+    guarded_rollout_skip,
+    guarded_rollout_start,
+)
+from deployments.models import Deployment, Environment
 from deployments.selectors import deployment_detail, deployment_summary, environments_status
 from deployments.services import (
     deployment_cancel,
@@ -27,6 +35,7 @@ from deployments.services import (
 )
 
 DEPLOY_FIELDS = ("environment", "version", "type")
+GUARDED_FIELDS = ("flag", "environment", "percents", "hold", "confirm")
 TYPE_RULE = "deploy or rollback (recovery plans: /api/deployment/recovery/rollback/{type})"
 
 router = Router(tags=["deployments"], auth=token_auth(Scope.DEPLOY))
@@ -75,6 +84,35 @@ class DeployIn(BaseModel):
         return value
 
 
+class GuardedIn(BaseModel):
+    """A guarded rollout of ``flag`` in ``environment``; ``percents`` and ``hold`` default to the plan's
+    (1, 5, 25, 50, 100 %; ten minutes a step in a production environment, ten seconds elsewhere). In a
+    production environment ``confirm`` must be true, as the pages ask for a confirmation."""
+
+    model_config = ConfigDict(extra="allow")
+
+    flag: str = Field(..., description="The flag's name.", examples=["checkout_v2"])
+    environment: str = Field(..., description="The environment's name.", examples=["production"])
+    percents: list[int] | None = Field(
+        None, description="Rising rollout percentages, 1 to 100 (at most 20).", examples=[[1, 5, 25, 50, 100]]
+    )
+    hold: float | None = Field(None, description="Seconds held at each step while the guards are measured.")
+    confirm: bool = Field(False, description="Required true in a production environment.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(GUARDED_FIELDS))
+            if unknown:
+                raise PydanticCustomError(
+                    "unknown_field",
+                    "unknown field; fields: {fields}",
+                    {"field": unknown[0], "fields": ", ".join(GUARDED_FIELDS)},
+                )
+        return data
+
+
 class Locked(Error):
     """409 ``locked``: the environment's active deployment, which holds the lock."""
 
@@ -107,6 +145,20 @@ class Accepted(DeploymentOut):
     detail: str | None = None
 
 
+class GuardedOut(DeploymentOut):
+    """A guarded rollout: its flag and whether an operator paused it."""
+
+    flag: str
+    paused: bool
+
+
+class GuardedAccepted(GuardedOut):
+    """202: queued, holding the flag's lock in the environment (``dispatched`` as for a deployment)."""
+
+    dispatched: bool
+    detail: str | None = None
+
+
 class DeploymentDetail(DeploymentOut):
     steps: list[dict[str, Any]]
     plannedSteps: list[str | None]
@@ -122,10 +174,10 @@ class StatusOut(Schema):
 # --- Operations ------------------------------------------------------------------------------------
 
 
-def _accepted(deployment: Deployment) -> JsonResponse:
+def _accepted(deployment: Deployment, **extra: Any) -> JsonResponse:
     """202 either way: the deployment is saved, holds the lock and will run. ``dispatched`` is false
     when the broker could not take its task now; ``detail`` says what happens then."""
-    body = deployment_summary(deployment)
+    body = {**deployment_summary(deployment), **extra}
     body["dispatched"] = not deployment.dispatch_pending
     if deployment.dispatch_pending:
         body["detail"] = f"accepted, but not sent to a worker yet ({deployment.dispatch_error}): {pending_detail()}"
@@ -210,3 +262,85 @@ def recovery_rollback(
         failure_type=failure_type, actor=Actor.for_token(token_of(request)), dry_run=dry_run in ("true", "1")
     )
     return _accepted(deployment)
+
+
+# --- Guarded rollouts (deployments.guarded) ---------------------------------------------------------
+
+GUARDED_ACTIONS = {
+    "pause": guarded_rollout_pause,
+    "resume": guarded_rollout_resume,
+    "skip": guarded_rollout_skip,
+    "abort": guarded_rollout_abort,
+}
+
+
+def _guarded(deployment: Deployment) -> dict[str, Any]:
+    return {"flag": deployment.flag, "paused": deployment.paused}
+
+
+def _flag_changer(request: HttpRequest) -> Actor:
+    """A guarded rollout moves a flag: the token needs ``flags:write`` besides ``deploy`` (the pages ask an
+    operator for both permissions)."""
+    token = token_of(request)
+    if not token.has_scope(Scope.FLAGS_WRITE):
+        raise ApiError(403, "forbidden", f"the token lacks the scope {Scope.FLAGS_WRITE}", scope=Scope.FLAGS_WRITE)
+    return Actor.for_token(token)
+
+
+def _confirmation(environment: Environment, confirm: bool, what: str) -> None:
+    """In a production environment nothing changes without ``confirm``, as the pages ask first."""
+    if environment.environment.production and not confirm:
+        raise ApiError(
+            422,
+            "confirmation_required",
+            f"{environment.name} is a production environment: send confirm true to {what}",
+            field="confirm",
+        )
+
+
+@router.post(
+    "/guarded-rollouts",
+    url_name="api-guarded-rollouts",
+    response={202: GuardedAccepted, 409: Locked, 413: Error, 422: Error, **_AUTH_ERRORS},
+)
+def guarded_start(request: HttpRequest, payload: GuardedIn) -> JsonResponse:
+    """Start a guarded rollout: ``{"flag": "checkout_v2", "environment": "production", "percents": [1, 10, 100],
+    "hold": 300, "confirm": true}``. The token needs ``deploy`` and ``flags:write``. 422 names the field at
+    fault (no such flag or environment, a bad plan, no monitored service to guard with, a production
+    environment without ``confirm``); 409 ``locked`` when a rollout of the flag runs there already."""
+    actor = _flag_changer(request)
+    target = Environment.objects.select_related("environment").filter(name=payload.environment).first()
+    if target is not None:
+        steps = ", ".join(str(p) for p in payload.percents or DEFAULT_PERCENTS)
+        _confirmation(target, payload.confirm, f"start the rollout of {payload.flag} (through {steps} %)")
+    plan = {key: value for key, value in (("percents", payload.percents), ("hold", payload.hold)) if value is not None}
+    deployment = guarded_rollout_start(flag=payload.flag, environment=payload.environment, plan=plan, actor=actor)
+    return _accepted(deployment, **_guarded(deployment))
+
+
+@router.post(
+    "/guarded-rollouts/{int:deployment_id}/{action}",
+    url_name="api-guarded-rollout-action",
+    response={200: GuardedOut, 404: Error, 409: Error, 422: Error, **_AUTH_ERRORS},
+)
+def guarded_action(
+    request: HttpRequest,
+    deployment_id: int,
+    action: Literal["pause", "resume", "skip", "abort"] = Path(
+        ..., description="pause (holds stop ending), resume, skip (the current hold ends now), abort (restore)."
+    ),
+    confirm: str = Query("false", description="true or false (1 or 0); true is required in a production environment."),
+) -> JsonResponse:
+    """Pause, resume, skip ahead in, or abort an active guarded rollout. 409 when it has finished (or is
+    paused already, or not paused); 422 when it is not a guarded rollout, or in production without
+    ``?confirm=true``."""
+    actor = _flag_changer(request)
+    found = get_object_or_404(Deployment.objects.select_related("environment__environment"), pk=deployment_id)
+    confirm = confirm.lower()
+    if confirm not in ("true", "false", "1", "0"):
+        raise ApiError(422, "invalid", "true or false", field="confirm")
+    if found.flag:
+        _confirmation(found.environment, confirm in ("true", "1"), f"{action} guarded rollout #{found.pk}")
+    updated = GUARDED_ACTIONS[action](deployment=found, actor=actor)
+    updated.refresh_from_db()
+    return JsonResponse({**deployment_summary(updated), **_guarded(updated)})

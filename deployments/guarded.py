@@ -5,8 +5,10 @@ A plan is a deployment (type ``guarded``, ``Deployment.flag`` set) whose steps a
 (``failure_limit`` 1: a single breach fails it). The first ``flags`` step's rollback restores the flag's
 whole state in that environment as it was before the plan (a state document, ``flags.definitions``), so
 a breach, an abort (a cancel) or a lost worker all put the flag back through the runner's ordinary
-rollback. It runs on the same runner, reaper and claim as any deployment; its lock is the flag's in the
-environment (a database constraint), so it neither takes nor waits for the environment's deploy lock.
+rollback. That state is the one the first step replaced (it is ``capture``d when the step runs and stored
+on the row), not the one at the request: a hand change made while the plan waited for a worker stays.
+It runs on the same runner, reaper and claim as any deployment; its lock is the flag's in the environment
+(a database constraint), so it neither takes nor waits for the environment's deploy lock.
 
 The guards default to every monitored service's error ratio under 1 % and p95 under 2 s; when the flag's
 ``owner`` names monitored services (comma-separated), to those services only.
@@ -156,7 +158,8 @@ def default_guards(owner: str) -> list[dict[str, Any]]:
 
 def build_steps(flag: str, before: dict[str, Any], plan: Plan, guards: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """For each percentage, a flags step raising the rollout and an analysis step holding there; the first
-    flags step's rollback restores ``before`` (the flag's whole state) when anything fails or is aborted."""
+    flags step's rollback restores the flag's whole state when anything fails or is aborted: ``before`` (its
+    state at the request) until that step runs and captures the state it replaces."""
     steps: list[dict[str, Any]] = []
     for percent in plan.percents:
         raise_step: dict[str, Any] = {
@@ -165,6 +168,7 @@ def build_steps(flag: str, before: dict[str, Any], plan: Plan, guards: list[dict
             "set": {flag: {"enabled": True, "rollout_percent": percent}},
         }
         if not steps:
+            raise_step["capture"] = True
             raise_step["rollback"] = {"name": "restore the flag", "kind": "flags", "states": {flag: before}}
         steps.append(raise_step)
         steps.append(

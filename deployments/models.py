@@ -207,6 +207,9 @@ class StepRun(models.Model):
     output = models.TextField(blank=True)  # the tail, at most DEPLOY_STEP_OUTPUT_LIMIT bytes
     output_truncated = models.BooleanField(default=False)
     error = models.TextField(blank=True)
+    # The backup gate refused the step before any of it ran: it failed, yet its own rollback has nothing to
+    # undo. Stored, not kept in the runner's memory, so that the reaper's rollback skips it too.
+    not_started = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["started_at", "id"]

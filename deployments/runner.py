@@ -8,6 +8,7 @@ to is a ``RunOutcome``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets as random_tokens
@@ -35,7 +36,16 @@ from deployments.models import (
     StepStatus,
 )
 from deployments.services import audit_state, log, notify_soon
-from deployments.steps import Context, StepFailed, describe, python, redact, run_step, secret_values
+from deployments.steps import (
+    Context,
+    StepFailed,
+    current_states,
+    describe,
+    python,
+    redact,
+    run_step,
+    secret_values,
+)
 
 logger = logging.getLogger(__name__)
 ACTOR = Actor.system("deployment runner")
@@ -123,7 +133,6 @@ class _Runner:
         self.claim = claim
         self.cancelled = threading.Event()  # an operator cancelled: stop the forward steps
         self.lost = threading.Event()  # our claim is gone: stop everything
-        self.never_started: set[int] = set()  # forward steps the backup gate refused
         self.secrets = secret_values()
         self.variables = {
             "version": deployment.version,
@@ -286,6 +295,7 @@ class _Runner:
                 "output": "",
                 "output_truncated": False,
                 "error": "",
+                "not_started": False,
             },
         )
         if not created:  # run again (a rollback the reaper resumed): its earlier measurements are not this run's
@@ -307,8 +317,12 @@ class _Runner:
                 try:
                     backup_gate.enforce(step, ctx)  # a refusal fails the step before any of it runs
                 except StepFailed:
-                    self.never_started.add(index)  # so its own rollback has nothing to undo
+                    # Stored at once: whoever rolls back (this runner, or the reaper's after it dies) skips
+                    # its own rollback, which would undo what never ran.
+                    StepRun.objects.filter(pk=run.pk).update(not_started=True)
                     raise
+            if phase == Phase.FORWARD and step.get("capture"):
+                self._capture(index, step)
             exit_code = run_step(step, ctx)
         except StepFailed as exc:
             exit_code, error = exc.exit_code, redact(str(exc), self.secrets)
@@ -327,6 +341,19 @@ class _Runner:
         else:
             log(self.deployment, f"succeeded in {took} ms", step=label)
         return not error
+
+    def _capture(self, index: int, step: dict[str, Any]) -> None:
+        """Record, on the row and before the step changes anything, the flags' states as they are now as its
+        rollback's ``states``: a breach, an abort or the reaper (which reads the row) then restores what this
+        step replaced, not what the flags were when the deployment was requested."""
+        states = current_states(step, self.deployment.environment.name)
+        steps = [dict(s) for s in self.deployment.steps]
+        steps[index] = {**step, "rollback": {**step["rollback"], "states": states}}
+        if not Deployment.objects.filter(pk=self.deployment.pk, claim=self.claim).update(steps=steps):
+            raise StepFailed("the deployment was taken over: its flags are left as they are")
+        self.deployment.steps = steps
+        for name, state in states.items():
+            self._append(f"flag {name}: state to restore on a rollback {json.dumps(state, sort_keys=True)}\n")
 
     # --- phases --------------------------------------------------------------------------------
 
@@ -378,15 +405,14 @@ class _Runner:
     def rollback(self, *, cancelled: bool) -> RunOutcome:
         """Run the rollback actions: the failed step's own first, then the completed steps' in reverse."""
         forward = {run.index: run for run in self.deployment.step_runs.filter(phase=Phase.FORWARD)}
+        never_started = {index for index, run in forward.items() if run.not_started}
         done = {
             run.index for run in self.deployment.step_runs.filter(phase=Phase.ROLLBACK, status=StepStatus.SUCCEEDED)
         }
         order = sorted(forward, reverse=True)  # the failed (last) step first, then back to the first one
         # A step the backup gate refused never ran: its own rollback (undoing a migration that was not
-        # made) must not run either.
-        actions = [
-            i for i in order if self.deployment.steps[i].get("rollback") is not None and i not in self.never_started
-        ]
+        # made) must not run either, whoever rolls back (``StepRun.not_started``).
+        actions = [i for i in order if self.deployment.steps[i].get("rollback") is not None and i not in never_started]
         heartbeat = self._start_heartbeat()
         ok = True
         never_cancelled = threading.Event()  # a cancel stops the deployment, never its rollback

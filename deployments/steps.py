@@ -82,7 +82,7 @@ _FIELDS = {
     "http": {"method", "url", "headers", "body", "expected_status"},
     "health_gate": {"url", "checks", "interval", "expected_status"},
     "backup": {"target", "verify"},
-    "flags": {"set", "states"},
+    "flags": {"set", "states", "capture"},
     "wait": {"seconds"},
     "analysis": analysis.FIELDS,
 }
@@ -246,6 +246,12 @@ def _check_flags(step: dict[str, Any], where: str) -> None:
     from flags.definitions import DocumentError, clean_state
     from flags.services import InvalidFlagDefinition, clean_fields
 
+    if "capture" in step:
+        rollback = step.get("rollback")
+        if step["capture"] is not True or "set" not in step:
+            raise InvalidStep(f"{where}.capture", "true, on a flags step with set (or left out)")
+        if not isinstance(rollback, dict) or rollback.get("kind") != "flags" or "states" not in rollback:
+            raise InvalidStep(f"{where}.capture", "needs a flags rollback with states: the states it records")
     if "states" in step:
         if "set" in step:
             raise InvalidStep(f"{where}.states", "a flags step takes set or states, not both")
@@ -600,6 +606,19 @@ def _run_flags(step: dict[str, Any], ctx: Context) -> None:
             ctx.output(f"flag {name} in {environment}: {json.dumps(changes, sort_keys=True)}\n")
     except (FlagNotFound, InvalidFlagDefinition, EnvironmentNotFound) as exc:
         raise StepFailed(str(exc)) from None
+
+
+def current_states(step: dict[str, Any], environment: str) -> dict[str, Any]:
+    """The whole state now (a state document) of each flag ``step`` sets in ``environment``: what a flags
+    step marked ``capture`` records as its rollback's ``states`` just before it changes them."""
+    from flags.definitions import state_doc
+    from flags.models import FlagState
+
+    states: dict[str, Any] = {}
+    for name in step.get("set", {}):
+        state = FlagState.objects.filter(flag__name=name, environment__name=environment).first()
+        states[name] = state_doc(state) if state is not None else {"enabled": False, "strategies": [], "variants": []}
+    return states
 
 
 def python() -> str:

@@ -107,3 +107,39 @@ def test_the_changes_before_alerts_come_from_what_the_page_read_when_it_covers_t
     with django_assert_num_queries(1):
         old = changes_before({3: now - timedelta(days=8)}, known=known, known_since=since)
     assert old == {3: []}
+
+
+def test_each_alert_gets_its_own_hour_however_many_changes_lie_between_alerts_far_apart(django_assert_num_queries):
+    now = timezone.now()
+    old, new = now - timedelta(days=3), now - timedelta(minutes=5)
+    for minutes in (40, 20):
+        record("flag.toggle", 3 * 24 * 60 + minutes, before={"enabled": False}, after={"enabled": True})
+        record("flag.toggle", 5 + minutes, before={"enabled": True}, after={"enabled": False})
+    # Between the two alerts' hours, more changes than one read keeps: the old alert's must not be crowded out.
+    AuditEvent.objects.bulk_create(
+        AuditEvent(
+            time=now - timedelta(days=2, minutes=i), actor_type="system", actor_label="bob", action="flag.toggle",
+            object_label="search", before={"enabled": False}, after={"enabled": True},
+        )
+        for i in range(changes.MAX_CHANGES + 50)
+    )  # fmt: skip
+    with django_assert_num_queries(2):  # one over both hours, one more for the hour it cut short
+        found = changes_before({"old": old, "new": new})
+    assert [c.what for c in found["old"]] == ["flag checkout in production: turned on"] * 2
+    assert [c.what for c in found["new"]] == ["flag checkout in production: turned off"] * 2
+    with django_assert_num_queries(1):  # no flood between them: one query answers both
+        assert [len(v) for v in changes_before({"a": new, "b": new - timedelta(minutes=30)}).values()] == [2, 1]
+
+
+def test_an_alert_lists_the_newest_of_its_own_hour_up_to_the_limit():
+    now = timezone.now()
+    AuditEvent.objects.bulk_create(
+        AuditEvent(
+            time=now - timedelta(minutes=50, seconds=i), actor_type="system", actor_label="bob",
+            action="flag.toggle", object_label="search", before={"enabled": False}, after={"enabled": True},
+        )
+        for i in range(changes.MAX_CHANGES + 10)
+    )  # fmt: skip
+    found = changes_before({"a": now, "b": now - timedelta(hours=2)})
+    assert len(found["a"]) == changes.MAX_CHANGES and found["b"] == []
+    assert found["a"][-1].time == now - timedelta(minutes=50)  # the newest kept, oldest first

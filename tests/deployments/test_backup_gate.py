@@ -316,3 +316,57 @@ def test_a_refused_migration_does_not_run_its_own_rollback_but_earlier_steps_rol
     assert step_run(deployment, "migrate").error.startswith("backup gate:")
     assert not undone.exists()  # the migration never ran: nothing of it to undo
     assert earlier.exists()  # the steps that did run are rolled back as for any failure
+
+
+@pytest.fixture
+def eager_tasks():
+    """The reaper's continue_rollback runs at once, in the test, as a worker would run it."""
+    from controlplane.celery import app
+
+    before = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = before
+
+
+def test_the_reaper_does_not_run_the_own_rollback_of_a_migration_the_gate_refused(
+    environment, target, tmp_path, request
+):
+    """The worker dies rolling back after the gate refused a migration; the reaper's rollback (a runner
+    of its own, in a new task) still knows the migration never started."""
+    import threading
+    import time
+
+    from deployments.services import reap
+
+    verified_backup(target, hours_ago=30)  # stale: refused
+    undone, waiting, earlier = tmp_path / "downgraded", tmp_path / "undo-waiting", tmp_path / "earlier-undone"
+    downgrade = {"name": "downgrade", "kind": "command", "argv": ["{python}", "-c", f"open({str(undone)!r}, 'w')"]}
+    # The first run of the earlier step's undo hangs (its worker dies there); the reaper's run completes it.
+    undo_code = (
+        "import os, time\n"
+        f"if os.path.exists({str(waiting)!r}): open({str(earlier)!r}, 'w')\n"
+        f"else: open({str(waiting)!r}, 'w').close(); time.sleep(120)"
+    )
+    first = {**echo("before", "first"), "rollback": {"name": "undo", "kind": "command",
+             "argv": ["{python}", "-c", undo_code]}}  # fmt: skip
+    environment([first, migration(tmp_path / "migrated", backup_target=target.name, rollback=downgrade)])
+    deployment = deployment_request(environment="test", version="v1", actor=SYSTEM)
+    lost_worker = threading.Thread(target=run, args=(deployment.pk,), daemon=True)
+    lost_worker.start()
+    deadline = timezone.now() + timedelta(seconds=30)
+    while not (waiting.exists() and StepRun.objects.filter(deployment=deployment, name="undo").exclude(pid=None)):
+        assert timezone.now() < deadline, "the rollback never reached the earlier step's undo"
+        time.sleep(0.05)
+    assert step_run(deployment, "migrate").not_started
+
+    request.getfixturevalue("eager_tasks")
+    # As if the worker stopped heartbeating an hour ago: the reaper takes over and rolls back again.
+    assert reap(now=timezone.now() + timedelta(hours=1))["continued"] == [deployment.pk]
+    lost_worker.join(30)
+
+    deployment.refresh_from_db()
+    assert deployment.status == DeploymentStatus.ROLLED_BACK
+    assert earlier.exists()  # the reaper's rollback undid the step that ran
+    assert not undone.exists()  # and not the migration that never started
+    assert not StepRun.objects.filter(deployment=deployment, phase=Phase.ROLLBACK, name="downgrade").exists()

@@ -442,3 +442,23 @@ def test_the_reaper_restores_the_flag_of_a_plan_whose_worker_was_lost(test_env, 
     deployment.refresh_from_db()
     assert deployment.status == DeploymentStatus.ROLLED_BACK
     assert state_now() == before
+
+
+def test_abort_restores_the_state_the_first_step_replaced_not_the_one_at_the_request(test_env, quiet_service):
+    deployment = start(percents=[10, 100], hold=60, interval=0.2)
+    at_request = state_now()
+    # Changed by hand while the plan waits for a worker: this is what the plan replaces, so what it restores.
+    by_hand = {"enabled": True, "rollout_percent": 5, "targeting_keys": ["carol"]}
+    flag_state_set(name=FLAG, environment="test", state=by_hand, actor=SYSTEM)
+    changed = state_now()
+    assert changed != at_request
+    thread = in_thread(deployment)
+    until(lambda: running_step(deployment) == "hold at 10 percent")
+    assert state_now() != changed
+    guarded_rollout_abort(deployment=deployment, actor=SYSTEM)
+    thread.join(30)
+    deployment.refresh_from_db()
+    assert deployment.status == DeploymentStatus.CANCELLED
+    assert state_now() == changed
+    restore = StepRun.objects.get(deployment=deployment, phase=Phase.ROLLBACK, name="restore the flag")
+    assert restore.status == "succeeded"

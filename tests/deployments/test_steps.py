@@ -64,6 +64,16 @@ def command(name="step", argv=("/bin/true",), **extra):
             "unknown field",
         ),
         ([{"name": "f", "kind": "flags", "set": {}}], "steps[0].set", "required"),
+        (
+            [{"name": "f", "kind": "flags", "set": {"new_checkout": {"enabled": True}}, "capture": True}],
+            "steps[0].capture",
+            "needs a flags rollback with states",
+        ),
+        (
+            [{"name": "f", "kind": "flags", "set": {"new_checkout": {"enabled": True}}, "capture": "yes"}],
+            "steps[0].capture",
+            "true, on a flags step with set",
+        ),
         ([{"name": "h", "kind": "http", "url": "ftp://example.test/"}], "steps[0].url", "http:// or https://"),
         ([{"name": "h", "kind": "http", "url": "http://x.test", "argv": ["x"]}], "steps[0].argv", "not a field"),
         ([{"name": "h", "kind": "http", "url": "http://x.test", "method": "TRACE"}], "steps[0].method", "one of"),

@@ -69,6 +69,19 @@ def test_production_asks_first_and_the_confirmation_sets_the_posted_state(operat
     assert not _enabled("chat", "production")
 
 
+def test_both_production_confirmations_share_the_admin_header(operator_client, chat):
+    toggle = operator_client.post(f"/admin/flags/flag/{chat.pk}/toggle/", {"set": "production:0"})
+    action = operator_client.post("/admin/flags/flag/", {"action": "disable", "_selected_action": [chat.pk]})
+    for response, title in ((toggle, "Turn off chat in production?"), (action, "Turn off in production?")):
+        assert response.status_code == 200
+        assert "admin/confirm_base.html" in [t.name for t in response.templates]
+        html = response.content.decode()
+        assert '<div class="breadcrumbs">' in html and "model-flag" in html
+        assert '&rsaquo; <a href="/admin/flags/flag/">Flags</a>' in html and f"&rsaquo; {title}" in html
+        assert "Back, change nothing" in html
+    assert not AuditEvent.objects.filter(action__startswith="flag.").exclude(action="flag.create").exists()
+
+
 @pytest.mark.parametrize("posted", [{"set": "nowhere:1"}, {"set": "staging:maybe"}, {}], ids=["env", "state", "none"])
 def test_a_bad_toggle_changes_nothing(operator_client, chat, posted):
     response = operator_client.post(f"/admin/flags/flag/{chat.pk}/toggle/", posted, follow=True)

@@ -62,6 +62,7 @@ def test_first_scrape_describes_every_family_before_any_flush(reader, monkeypatc
         "controlplane_alerts",
         "controlplane_deployments",
         "controlplane_deployment_active",
+        "controlplane_guarded_rollouts_active",
     ):
         assert families[name].type == "gauge" and families[name].documentation, name
         assert f"# HELP {name} " in text and f"# TYPE {name} gauge" in text
@@ -152,6 +153,28 @@ def test_each_app_state_as_gauges(reader):
     assert 85 <= values(families["controlplane_heartbeat_age_seconds"])[("gauge-beat",)] < 200
     jobs = values(families["controlplane_job_monitor_state"])  # monitor, state
     assert jobs[("gauge-nightly", "down")] == 1 and jobs[("gauge-nightly", "up")] == 0
+
+
+def test_an_active_guarded_rollout_is_counted_as_one_not_as_a_deployment_under_way(reader):
+    pipeline = Pipeline.objects.create(name="gauge-p", steps=[])
+    flagged = Environment.objects.create(name="gauge-flagged", pipeline=pipeline)
+    both = Environment.objects.create(name="gauge-both", pipeline=pipeline)
+    guarded = {"type": "guarded", "version": "flag-x", "requested_by": "t"}
+    Deployment.objects.create(environment=flagged, status="running", flag="checkout", **guarded)
+    Deployment.objects.create(environment=flagged, status="queued", flag="search", **guarded)
+    Deployment.objects.create(environment=flagged, status="rolled_back", flag="chat", **guarded)
+    Deployment.objects.create(environment=both, status="running", flag="checkout", **guarded)
+    Deployment.objects.create(environment=both, version="v2", status="rolling_back", requested_by="t")
+
+    families = scrape(reader)
+
+    active = values(families["controlplane_deployment_active"])
+    assert active[("gauge-flagged",)] == 0  # two plans under way, but no deployment
+    assert active[("gauge-both",)] == 1
+    rollouts = values(families["controlplane_guarded_rollouts_active"])
+    assert rollouts[("gauge-flagged",)] == 2 and rollouts[("gauge-both",)] == 1
+    deployments = values(families["controlplane_deployments"])  # all time: plans are in the counts
+    assert deployments[("gauge-flagged", "running")] == 1 and deployments[("gauge-flagged", "rolled_back")] == 1
 
 
 def test_reads_do_not_grow_with_the_rows(django_assert_max_num_queries):
