@@ -9,7 +9,8 @@ databases are never touched.
 The plans are deployments', which backups may not import: they are read through ``controlplane.drills``
 (deployments registers them), and a drill names its plan by failure type. Every write here is audited; a
 failed drill is recorded, then ``backups.signals.backup_failed`` is sent after commit (sender: ``Drill``),
-which alerting connects, as for a failed backup.
+which alerting connects, as for a failed backup; its "restore drill failed" rule reads the drill's failure
+(``backups.selectors.drill_failures``, ``drill_failure``).
 """
 
 from __future__ import annotations

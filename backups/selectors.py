@@ -227,11 +227,9 @@ def last_failure(target: BackupTarget) -> str:
 
 
 def failures_by_target() -> dict[str, str]:
-    """Per enabled target (by name): ``last_failure``, "" while its latest word is good (alerting's rule); and
-    per drilled plan (``drill:<plan>``) its latest drill's failure (``drill_failures``)."""
-    failures = {target.name: last_failure(target) for target in BackupTarget.objects.filter(enabled=True)}
-    failures.update(drill_failures())  # a failed restore drill alerts by the same rule, as drill:<plan>
-    return failures
+    """Per enabled target (by name): ``last_failure``, "" while its latest word is good (alerting's
+    "backup or verification failed" rule; a failed drill has its own, through ``drill_failures``)."""
+    return {target.name: last_failure(target) for target in BackupTarget.objects.filter(enabled=True)}
 
 
 def all_readiness(*, now: datetime | None = None) -> list[Readiness]:
@@ -477,22 +475,43 @@ def drills_readiness(*, now: datetime | None = None) -> list[DrillReadiness]:
     return [drill_readiness(plan, now=now) for plan in drill_plans() if plan.drilled]
 
 
+def _latest_finished_drill(plan: str) -> Drill | None:
+    return Drill.objects.filter(plan=plan).exclude(status=DrillStatus.RUNNING).order_by("-started_at", "-id").first()
+
+
 def drill_failures() -> dict[str, str]:
-    """Per plan drilled or drilled before (as ``drill:<plan>``): why its latest finished drill failed, or ""
-    while it passed or the plan is no longer drilled. Alerting's "backup or verification failed" rule reads
-    these with the targets'."""
+    """Per plan drilled or drilled before (by name): why its latest finished drill failed, or "" while it
+    passed or the plan is no longer drilled. Alerting's "restore drill failed" rule reads these."""
     drilled = {plan.name for plan in drill_plans() if plan.drilled}
     failures = {}
     for name in sorted(drilled | set(Drill.objects.values_list("plan", flat=True).distinct())):
         if name not in drilled:  # no longer drilled (or gone): an alert it raised resolves
-            failures[f"drill:{name}"] = ""
+            failures[name] = ""
             continue
-        finished = Drill.objects.filter(plan=name).exclude(status=DrillStatus.RUNNING).order_by("-started_at").first()
+        finished = _latest_finished_drill(name)
         failed = finished is not None and finished.status == DrillStatus.FAILED
-        failures[f"drill:{name}"] = (
-            f"drill #{finished.pk} of {name} failed: {finished.error}" if finished and failed else ""
-        )
+        failures[name] = f"drill #{finished.pk} of {name} failed: {finished.error}" if finished and failed else ""
     return failures
+
+
+def drill_failure(plan: str) -> dict[str, Any] | None:
+    """The latest finished drill of ``plan`` when it failed, in words for a notification: which check
+    failed and why, and which backup it restored (None: it had none to restore). None while it passed."""
+    finished = _latest_finished_drill(plan)
+    if finished is None or finished.status != DrillStatus.FAILED:
+        return None
+    check, _, detail = finished.error.partition(": ")
+    backup = finished.backup
+    return {
+        "plan": plan,
+        "drill": finished.pk,
+        "target": finished.target.name,
+        "check": check,
+        "error": detail,
+        "backup": backup.pk if backup else None,
+        "backup_taken_at": backup.started_at.isoformat() if backup else None,
+        "finished_at": finished.finished_at.isoformat() if finished.finished_at else None,
+    }
 
 
 def drill_dict(drill: Drill) -> dict[str, Any]:

@@ -95,7 +95,7 @@ def test_a_drill_restores_the_latest_verified_backup_into_a_scratch_runs_the_smo
     assert source_state(pg_source) == before
     assert not callbacks, "a passed drill alerts nobody"
     assert AuditEvent.objects.filter(action="backup.drill", object_id=str(drill.pk)).exists()
-    assert drill_failures()[f"drill:{plan.failure_type}"] == ""
+    assert drill_failures()[plan.failure_type] == ""
 
 
 @pytest.mark.service("postgres")
@@ -123,13 +123,13 @@ def test_a_smoke_query_that_returns_no_row_fails_the_drill_and_readiness_and_ale
     assert "returned no row" in drill.error
     assert drill.scratch_dropped and not list(sqlite_source.path.parent.glob("verify_*"))
     assert AuditEvent.objects.filter(action="backup.drill_failed", object_id=str(drill.pk)).exists()
-    assert drill_failures()[f"drill:{plan.failure_type}"].startswith(f"drill #{drill.pk} of {plan.failure_type}")
+    assert drill_failures()[plan.failure_type].startswith(f"drill #{drill.pk} of {plan.failure_type}")
     item = restore_drills()
     assert item.status == FAIL and plan.failure_type in item.message and "returned no row" in item.message
     # The plan no longer drilled: what it raised resolves.
     plan.drill_target = None
     plan.save()
-    assert drill_failures()[f"drill:{plan.failure_type}"] == ""
+    assert drill_failures()[plan.failure_type] == ""
 
 
 def test_a_plan_whose_target_has_no_verified_backup_fails_its_drill_saying_so(sqlite_source):
