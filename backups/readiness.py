@@ -66,7 +66,9 @@ def restore_drills() -> Item:
     if overdue:
         return Item("restore_drills", WARN, "; ".join(overdue)[:300], "drill the plan from the Backups page")
     rtos = ", ".join(
-        f"{p.plan.name} {p.last_passed.rto_ms / 1000:.1f} s" for p in plans if p.last_passed and p.last_passed.rto_ms
+        f"{p.plan.name} {p.last_passed.rto_ms / 1000:.1f} s"
+        for p in plans
+        if p.last_passed and p.last_passed.rto_ms is not None
     )
     return Item("restore_drills", PASS, f"{len(plans)} plan(s) drilled within their schedule (RTO achieved: {rtos})")
 
