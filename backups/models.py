@@ -392,6 +392,8 @@ class BackupCopy(models.Model):
     verified_at = models.DateTimeField(null=True, blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)  # a failed or unsent copy is tried again then
     error = models.TextField(blank=True)
+    # How far an upload is (backups.progress), as Backup.progress: written by the upload's progress thread.
+    progress = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["backup", "storage"]

@@ -14,6 +14,7 @@ from backups.models import (
     BackupCopy,
     BackupStatus,
     BackupTarget,
+    CopyStatus,
     Drill,
     DrillStatus,
     Verification,
@@ -535,7 +536,7 @@ def drill_dict(drill: Drill) -> dict[str, Any]:
 
 @dataclass
 class Running:
-    """A backup, verification or drill that is running, with its last written progress."""
+    """A backup, upload, verification or drill that is running, with its last written progress."""
 
     kind: str
     label: str
@@ -559,6 +560,13 @@ def running_work() -> list[Running]:
         Running("verification", f"verification of backup #{v.backup_id} ({v.backup.target.name})", v.started_at,
                 v.progress)
         for v in Verification.objects.filter(status=VerificationResult.RUNNING).select_related("backup__target")
+    ]  # fmt: skip
+    work += [
+        Running("upload", f"copy of backup #{c.backup_id} ({c.backup.target.name}) to {c.storage}", c.started_at,
+                c.progress)
+        for c in BackupCopy.objects.filter(status=CopyStatus.UPLOADING, started_at__isnull=False)
+        .select_related("backup__target")
+        if c.started_at is not None
     ]  # fmt: skip
     work += [
         Running("drill", f"drill #{d.pk} of {d.plan}", d.started_at, d.progress)

@@ -301,7 +301,12 @@ def _on_live_connection(write: Callable[[], T], *, what: str) -> T:
 
 @contextlib.contextmanager
 def _heartbeat(
-    model: type[Backup] | type[Verification] | type[Drill], pk: int, running: str, progress: Progress | None = None
+    model: type[Backup] | type[Verification] | type[Drill] | type[BackupCopy],
+    pk: int,
+    running: str,
+    progress: Progress | None = None,
+    *,
+    stamp: bool = True,
 ) -> Iterator[None]:
     """While the body runs, a thread stamps the row's ``heartbeat_at`` every BACKUP_HEARTBEAT_SECONDS, on a
     connection of its own: a row whose stamp stops has lost its worker (see ``Backup.lost_worker``).
@@ -309,7 +314,8 @@ def _heartbeat(
     With ``progress``, the same thread also writes its snapshot into the row's ``progress``, at most every
     BACKUP_PROGRESS_SECONDS and only when it moved (one UPDATE with the stamp, never one per chunk), and
     shows it to this process's watchers (a command's progress line); the body reports into it through
-    ``backups.progress.report``.
+    ``backups.progress.report``. Without ``stamp`` (an upload: a copy is judged by its start, not a
+    heartbeat) only the progress is written.
 
     Not inside a caller's transaction: the claimed row is not committed, so no other process sees it
     (nor reaps it), and a second connection would wait on this transaction's lock. Watchers are still told.
@@ -330,9 +336,9 @@ def _heartbeat(
                 if not outside:
                     continue
                 moved = progress is not None and version != written_version
-                if not moved and time.monotonic() - beaten < beat_every:
+                if not moved and (not stamp or time.monotonic() - beaten < beat_every):
                     continue
-                values: dict[str, Any] = {"heartbeat_at": timezone.now()}
+                values: dict[str, Any] = {"heartbeat_at": timezone.now()} if stamp else {}
                 if progress is not None:
                     values["progress"] = snapshot
                 try:
