@@ -29,11 +29,11 @@ from backups.models import Drill, DrillStatus
 from backups.progress import Progress
 from backups.services import (
     AlreadyRunning,
+    _dump_verifier,
+    _dump_verifier_run,
     _heartbeat,
     _on_live_connection,
-    control_plane_database,
     decryption_identities,
-    local_copy,
     target_source,
 )
 from controlplane.audit import Actor, audit_record, snapshot
@@ -154,42 +154,17 @@ def _rehearse(drill: Drill, progress: Progress) -> tuple[engines.VerifyOutcome, 
     Drill.objects.filter(pk=drill.pk).update(backup=backup)
     start = time.perf_counter()
     try:
-        scratch_server = (
-            engines.from_url(settings.BACKUP_SCRATCH_DATABASE_URL, variable="BACKUP_SCRATCH_DATABASE_URL")
-            if settings.BACKUP_SCRATCH_DATABASE_URL and backup.engine == "postgresql"
-            else None
-        )
-
-        def on_scratch(name: str) -> None:
-            _on_live_connection(
-                lambda: Drill.objects.filter(pk=drill.pk).update(scratch=name),
-                what=f"the scratch database of drill {drill.pk}",
-            )
-
-        verifier = engines.Verifier(
-            engine=backup.engine,
-            source=target_source(target),
-            scratch_server=scratch_server,
-            manifest=backup.manifest,
+        verifier = _dump_verifier(
+            backup,
             label=f"drill_{drill.plan}",
-            timeout=settings.BACKUP_TIMEOUT_SECONDS,
-            on_scratch=on_scratch,
-            control_plane=control_plane_database(),
-            smoke_queries=[str(query) for query in drill.smoke_queries],
+            record_scratch=lambda name: Drill.objects.filter(pk=drill.pk).update(scratch=name),
             progress=progress,
+            smoke_queries=[str(query) for query in drill.smoke_queries],
         )
         identities = decryption_identities(backup)  # an encrypted backup: a missing key fails before the fetch
         # The clock runs from here: fetching the backup is part of a real recovery too.
         start = time.perf_counter()
-        with local_copy(backup) as local:
-            outcome = verifier.run(
-                local,
-                expected_sha256=backup.sha256,
-                expected_size=backup.size_bytes or 0,
-                identities=identities,
-                plaintext_sha256=backup.plaintext_sha256,
-                plaintext_size=backup.plaintext_size_bytes,
-            )
+        outcome = _dump_verifier_run(verifier, backup, identities=identities)
     except engines.BackupError as exc:
         outcome = engines.VerifyOutcome(checks=[engines.CheckResult("setup", "fail", str(exc), 0)])
     except Exception as exc:  # never leave a drill running

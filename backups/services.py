@@ -9,7 +9,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -513,40 +513,14 @@ def _verify(verification: Verification, progress: Progress | None = None) -> eng
     if backup.target.is_pitr:
         return _verify_pitr(verification)
     try:
-        source = target_source(backup.target)
-        scratch_server = (
-            engines.from_url(settings.BACKUP_SCRATCH_DATABASE_URL, variable="BACKUP_SCRATCH_DATABASE_URL")
-            if settings.BACKUP_SCRATCH_DATABASE_URL and backup.engine == "postgresql"
-            else None
-        )
-
-        def on_scratch(name: str) -> None:
-            _on_live_connection(
-                lambda: Verification.objects.filter(pk=verification.pk).update(scratch=name),
-                what=f"the scratch database of verification {verification.pk}",
-            )
-
-        verifier = engines.Verifier(
-            engine=backup.engine,
-            source=source,
-            scratch_server=scratch_server,
-            manifest=backup.manifest,
+        verifier = _dump_verifier(
+            backup,
             label=f"{backup.target.name}_{backup.pk}",
-            timeout=settings.BACKUP_TIMEOUT_SECONDS,
-            on_scratch=on_scratch,
-            control_plane=control_plane_database(),
+            record_scratch=lambda name: Verification.objects.filter(pk=verification.pk).update(scratch=name),
             progress=progress,
         )
         identities = decryption_identities(backup)  # before the download: a missing key fails at once
-        with local_copy(backup, storage=verification.storage) as local:
-            outcome = verifier.run(
-                local,
-                expected_sha256=backup.sha256,
-                expected_size=backup.size_bytes or 0,
-                identities=identities,
-                plaintext_sha256=backup.plaintext_sha256,
-                plaintext_size=backup.plaintext_size_bytes,
-            )
+        outcome = _dump_verifier_run(verifier, backup, identities=identities, storage=verification.storage)
     except engines.BackupError as exc:
         outcome = engines.VerifyOutcome(checks=[engines.CheckResult("setup", "fail", str(exc), 0)])
     except Exception as exc:  # never leave a verification running
@@ -555,6 +529,57 @@ def _verify(verification: Verification, progress: Progress | None = None) -> eng
             checks=[engines.CheckResult("setup", "fail", f"unexpected error: {type(exc).__name__}: {exc}", 0)]
         )
     return outcome
+
+
+def _dump_verifier(
+    backup: Backup,
+    *,
+    label: str,
+    record_scratch: Callable[[str], object],
+    progress: Progress | None,
+    smoke_queries: Sequence[str] | None = None,
+) -> engines.Verifier:
+    """The ``engines.Verifier`` of a dump ``backup`` (a verification's, a drill's): its scratch on
+    BACKUP_SCRATCH_DATABASE_URL for a PostgreSQL dump when set, else on the source's server, with the
+    verifier's guards (never the source, never the control plane's database). ``record_scratch`` stores the
+    scratch's name before the scratch is made (on a live connection), so a janitor can always drop it."""
+    scratch_server = (
+        engines.from_url(settings.BACKUP_SCRATCH_DATABASE_URL, variable="BACKUP_SCRATCH_DATABASE_URL")
+        if settings.BACKUP_SCRATCH_DATABASE_URL and backup.engine == "postgresql"
+        else None
+    )
+
+    def on_scratch(name: str) -> None:
+        _on_live_connection(lambda: record_scratch(name), what=f"the scratch database {name} ({label})")
+
+    return engines.Verifier(
+        engine=backup.engine,
+        source=target_source(backup.target),
+        scratch_server=scratch_server,
+        manifest=backup.manifest,
+        label=label,
+        timeout=settings.BACKUP_TIMEOUT_SECONDS,
+        on_scratch=on_scratch,
+        control_plane=control_plane_database(),
+        smoke_queries=smoke_queries,
+        progress=progress,
+    )
+
+
+def _dump_verifier_run(
+    verifier: engines.Verifier, backup: Backup, *, identities: list[engines.AgeIdentity] | None, storage: str = ""
+) -> engines.VerifyOutcome:
+    """Fetch ``backup``'s file (from ``storage``, the local one by default) and run ``verifier`` on it
+    against what the backup recorded: stored size and sha256, and the plaintext's of an encrypted one."""
+    with local_copy(backup, storage=storage) as local:
+        return verifier.run(
+            local,
+            expected_sha256=backup.sha256,
+            expected_size=backup.size_bytes or 0,
+            identities=identities,
+            plaintext_sha256=backup.plaintext_sha256,
+            plaintext_size=backup.plaintext_size_bytes,
+        )
 
 
 def _verify_pitr(verification: Verification) -> engines.VerifyOutcome:
