@@ -147,6 +147,10 @@ def drill_run(*, drill: Drill, actor: Actor) -> Drill:
 def _rehearse(drill: Drill, progress: Progress) -> tuple[engines.VerifyOutcome, int | None, int | None]:
     """The outcome, the backup restored and the RTO achieved (ms, when the scratch answered every query)."""
     target = drill.target
+    refusal = target.why_not_drillable()  # refused when the plan is saved; the target may have changed since
+    if refusal:
+        fail = engines.CheckResult("setup", "fail", f"target {refusal} as the plan's drill target", 0)
+        return engines.VerifyOutcome(checks=[fail], scratch_dropped=True), None, None
     backup = target.backups.verified().order_by("-started_at", "-id").first()
     if backup is None:
         fail = engines.CheckResult("setup", "fail", f"target {target.name} has no verified backup to restore", 0)
