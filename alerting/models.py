@@ -138,6 +138,7 @@ class RuleKind(models.TextChoices):
     ERROR_RATE = "error_rate", "request error rate (%)"
     BACKUP_AGE_HOURS = "backup_age_hours", "latest verified backup age (hours)"
     BACKUP_FAILED = "backup_failed", "latest backup or verification of a target failed"
+    DRILL_FAILED = "drill_failed", "latest restore drill of a recovery plan failed"
     JOB_DOWN = "job_down", "a job monitor is down (its ping is overdue or its job failed)"
     SERVICE_P95 = "service_p95", "service p95 latency (s)"
     SERVICE_ERROR_RATIO = "service_error_ratio", "service error ratio (%)"
@@ -157,6 +158,7 @@ UNITS: dict[str, str] = {
     RuleKind.ERROR_RATE: "%",
     RuleKind.BACKUP_AGE_HOURS: "h",
     RuleKind.BACKUP_FAILED: "targets failing",
+    RuleKind.DRILL_FAILED: "plans failing",
     RuleKind.JOB_DOWN: "monitors down",
     RuleKind.SERVICE_P95: "s",
     RuleKind.SERVICE_ERROR_RATIO: "%",
@@ -180,7 +182,8 @@ class AlertRule(models.Model):
     ``threshold`` means, per kind: check_status - how many of the latest stored results of the check
     must all be ``fail`` (a whole number); check_latency_ms and p95_latency_ms - milliseconds;
     error_rate - percent of requests answered 5xx; backup_age_hours - hours; backup_failed - 0 (one alert
-    per target whose latest backup or verification failed); job_down - 0 (one alert per job monitor that is
+    per target whose latest backup or verification failed); drill_failed - 0 (one alert per drilled recovery
+    plan whose latest restore drill failed); job_down - 0 (one alert per job monitor that is
     down: its ping is overdue past the grace time, or its job reported a failure); service_p95 - seconds,
     service_error_ratio - percent of the service's requests that failed, service_up - a share of successful
     scrapes from 0 to below 1, held when up is at or below it (all three over ``window_minutes`` of the
@@ -309,6 +312,8 @@ class AlertRule(models.Model):
             return f"error rate over {self.threshold:g} % for {self.window_minutes} min"
         if self.kind == RuleKind.BACKUP_FAILED:
             return "the latest backup or verification of a target failed"
+        if self.kind == RuleKind.DRILL_FAILED:
+            return "the latest restore drill of a recovery plan failed"
         if self.kind == RuleKind.JOB_DOWN:
             return "a job monitor is down (its ping is overdue or its job failed)"
         if self.kind == RuleKind.SERVICE_P95:

@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import send_mail
 
-from alerting.models import Alert, ChannelKind, NotificationChannel
+from alerting.models import Alert, ChannelKind, NotificationChannel, RuleKind
 from controlplane import outbound
 from controlplane.changes import BEFORE_ALERT, changes_between
 from controlplane.redaction import redact_text
@@ -62,6 +62,8 @@ def alert_payload(alert: Alert, event: str) -> dict[str, Any]:
             # A link a chat message can follow once the control plane's address is known (PUBLIC_URL).
             url = f"{settings.PUBLIC_URL}{alert.recovery_url}" if alert.recovery_url else ""
             extra["recovery_plan"] = {"name": rule.recovery_plan, "auto": rule.recovery_auto, "url": url}
+    if rule.kind == RuleKind.DRILL_FAILED and alert.measurement:
+        extra.update(_drill_words(alert.measurement, event))
     return {
         "event": event,
         "alert": rule.name,
@@ -85,6 +87,43 @@ def alert_payload(alert: Alert, event: str) -> dict[str, Any]:
         "dedup_key": alert.dedup_key,
         "alert_id": alert.pk,
         **extra,
+    }
+
+
+# A notification's line about a drill's error; the whole error is in its details.
+MESSAGE_ERROR_CHARS = 300
+
+
+def _drill_words(plan: str, event: str) -> dict[str, Any]:
+    """A restore drill's alert in its own words (``message``, ``details``): the plan whose drill failed,
+    the check that failed and the backup it restored."""
+    from backups.selectors import drill_failure
+
+    if event == "resolved":
+        return {"message": f"The restore drill of recovery plan {plan} no longer fails."}
+    failure = drill_failure(plan) if event == "firing" else None
+    if failure is None:
+        return {}
+    error = failure["error"]
+    if len(error) > MESSAGE_ERROR_CHARS:
+        error = error[: MESSAGE_ERROR_CHARS - 3] + "..."
+    if failure["backup"] is not None:
+        restored = f"backup #{failure['backup']} of {failure['target']}, taken {failure['backup_taken_at']}"
+        backup_words = f"It restored {restored}."
+    else:
+        restored = f"none (target {failure['target']} had no verified backup)"
+        backup_words = f"It had no verified backup of {failure['target']} to restore."
+    return {
+        "message": (
+            f"The restore drill of recovery plan {plan} failed at its {failure['check']} check: {error} {backup_words}"
+        ),
+        "details": {
+            "plan": plan,
+            "drill": f"#{failure['drill']}",
+            "failed_check": failure["check"],
+            "error": failure["error"],
+            "backup_restored": restored,
+        },
     }
 
 
@@ -135,6 +174,8 @@ def summary_line(payload: dict[str, Any]) -> str:
 
 def text_body(payload: dict[str, Any]) -> str:
     lines = [summary_line(payload), ""]
+    if payload.get("message"):
+        lines += [str(payload["message"]), ""]
     for key, value in (payload.get("details") or {}).items():
         if value not in (None, ""):
             lines.append(f"{key.replace('_', ' ')}: {value}")

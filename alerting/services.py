@@ -502,12 +502,23 @@ def backup_age_hours(now: datetime) -> float | None:
 
 
 def _backup_failures(rule: AlertRule) -> dict[Target, float | None]:
-    """One target per enabled backup target: 1 while its latest backup or verification failed."""
+    """One target per enabled backup target: 1 while its latest backup or verification failed. An alert
+    open for anything else (a target disabled or gone, a drill from before drills had their rule) reads 0."""
     from backups.selectors import failures_by_target
 
+    failed = {name: 1.0 if failure else 0.0 for name, failure in failures_by_target().items()}
+    for name in rule.alerts.open().values_list("measurement", flat=True):
+        failed.setdefault(name, 0.0)
+    return {Target(f"rule:{rule.pk}:backups:{name}", "backups", name): value for name, value in failed.items()}
+
+
+def _drill_failures(rule: AlertRule) -> dict[Target, float | None]:
+    """One target per recovery plan drilled (or drilled before): 1 while its latest restore drill failed."""
+    from backups.selectors import drill_failures
+
     return {
-        Target(f"rule:{rule.pk}:backups:{name}", "backups", name): 1.0 if failure else 0.0
-        for name, failure in failures_by_target().items()
+        Target(f"rule:{rule.pk}:drills:{plan}", "drills", plan): 1.0 if failure else 0.0
+        for plan, failure in drill_failures().items()
     }
 
 
@@ -564,6 +575,8 @@ def _observe(rule: AlertRule, now: datetime) -> dict[Target, float | None]:
         return {Target(f"rule:{rule.pk}"): backup_age_hours(now)}
     if rule.kind == RuleKind.BACKUP_FAILED:
         return _backup_failures(rule)
+    if rule.kind == RuleKind.DRILL_FAILED:
+        return _drill_failures(rule)
     if rule.kind == RuleKind.JOB_DOWN:
         return _jobs_down(rule)
     if rule.kind == RuleKind.SLO_BURN:

@@ -96,7 +96,7 @@ class BackupCopyAdmin(StatusPillsAdmin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_select_related = ["backup__target"]
     readonly_fields = [
         "backup", "storage", "name", "status", "size_bytes", "sha256", "attempts", "started_at", "duration_ms",
-        "verified_at", "next_attempt_at", "error",
+        "verified_at", "next_attempt_at", "error", "progress",
     ]  # fmt: skip
 
 

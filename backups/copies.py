@@ -15,7 +15,6 @@ import functools
 import hashlib
 import io
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -107,8 +106,9 @@ def copy_upload(*, copy: BackupCopy, actor: Actor) -> BackupCopy:
         return copy
     backup = copy.backup
     start = time.perf_counter()
+    progress = Progress(f"copy of backup #{backup.pk} to {copy.storage}", expected_ms=_previous_duration(copy))
     try:
-        with _watched(Progress(f"copy of backup #{backup.pk} to {copy.storage}")) as progress:
+        with _watched(copy, progress):
             name, size, digest = _upload_and_read_back(backup, copy.storage, progress)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded on the copy and tried again later
         if not isinstance(exc, engines.BackupError):
@@ -121,6 +121,7 @@ def copy_upload(*, copy: BackupCopy, actor: Actor) -> BackupCopy:
         copy.duration_ms = _ms(start)
         copy.next_attempt_at = None
         copy.error = ""
+        copy.progress = {}
         copy.save()
         audit_record(actor=actor, action="backup.copy", obj=backup, after=snapshot(copy, fields=COPY_FIELDS))
     logger.info("backup %s copied to %s: %s bytes in %s ms, read back", backup.pk, copy.storage, size, copy.duration_ms)
@@ -131,25 +132,32 @@ def _ms(start: float) -> int:
     return int((time.perf_counter() - start) * 1000)
 
 
+def _previous_duration(copy: BackupCopy) -> int | None:
+    """What the previous verified copy of the same target to the same storage took (ms): the upload's estimate."""
+    return (
+        BackupCopy.objects.filter(
+            backup__target_id=copy.backup.target_id, storage=copy.storage, status=CopyStatus.VERIFIED
+        )
+        .exclude(pk=copy.pk)
+        .exclude(duration_ms__isnull=True)
+        .order_by("-verified_at", "-id")
+        .values_list("duration_ms", flat=True)
+        .first()
+    )
+
+
 @contextlib.contextmanager
-def _watched(progress: Progress) -> Iterator[Progress]:
-    """An upload's progress, current for the code inside (``backups.progress.report``) and told to this process's
-    watchers (a command's progress line) every BACKUP_PROGRESS_SECONDS and once at the end. A copy has no
-    heartbeat of its own (its worker is judged by its start, ``BackupCopy.lost_worker``): nothing is written."""
-    stop = threading.Event()
+def _watched(copy: BackupCopy, progress: Progress) -> Iterator[None]:
+    """An upload's progress, current for the code inside (``backups.progress.report``), written into the
+    copy's row by the heartbeat's thread (``services._heartbeat``, without a stamp: a copy's worker is judged
+    by its start, ``BackupCopy.lost_worker``) and told to this process's watchers (a command's progress line)
+    every BACKUP_PROGRESS_SECONDS, and to the watchers once more at the end."""
+    from backups.services import _heartbeat
 
-    def tell() -> None:
-        while not stop.wait(float(settings.BACKUP_PROGRESS_SECONDS)):
-            progress_module.tell_watchers(progress, progress.snapshot())
-
-    ticker = threading.Thread(target=tell, name="copy-progress", daemon=True)
-    ticker.start()
     try:
-        with progress_module.running(progress):
-            yield progress
+        with _heartbeat(BackupCopy, copy.pk, CopyStatus.UPLOADING, progress, stamp=False):
+            yield
     finally:
-        stop.set()
-        ticker.join()
         progress_module.tell_watchers(progress, progress.snapshot())
 
 
@@ -239,6 +247,7 @@ def _copy_failed(copy: BackupCopy, message: str, actor: Actor, *, ms: int | None
     with transaction.atomic():
         copy.status = CopyStatus.FAILED
         copy.error = message[:5000]
+        copy.progress = {}
         copy.duration_ms = ms
         copy.next_attempt_at = timezone.now() + min(delay, timedelta(days=1))
         copy.save()

@@ -9,7 +9,8 @@ databases are never touched.
 The plans are deployments', which backups may not import: they are read through ``controlplane.drills``
 (deployments registers them), and a drill names its plan by failure type. Every write here is audited; a
 failed drill is recorded, then ``backups.signals.backup_failed`` is sent after commit (sender: ``Drill``),
-which alerting connects, as for a failed backup.
+which alerting connects, as for a failed backup; its "restore drill failed" rule reads the drill's failure
+(``backups.selectors.drill_failures``, ``drill_failure``).
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ from backups.models import Drill, DrillStatus
 from backups.progress import Progress
 from backups.services import (
     AlreadyRunning,
+    _dump_verifier,
+    _dump_verifier_run,
     _heartbeat,
     _on_live_connection,
-    control_plane_database,
     decryption_identities,
-    local_copy,
     target_source,
 )
 from controlplane.audit import Actor, audit_record, snapshot
@@ -146,6 +147,10 @@ def drill_run(*, drill: Drill, actor: Actor) -> Drill:
 def _rehearse(drill: Drill, progress: Progress) -> tuple[engines.VerifyOutcome, int | None, int | None]:
     """The outcome, the backup restored and the RTO achieved (ms, when the scratch answered every query)."""
     target = drill.target
+    refusal = target.why_not_drillable()  # refused when the plan is saved; the target may have changed since
+    if refusal:
+        fail = engines.CheckResult("setup", "fail", f"target {refusal} as the plan's drill target", 0)
+        return engines.VerifyOutcome(checks=[fail], scratch_dropped=True), None, None
     backup = target.backups.verified().order_by("-started_at", "-id").first()
     if backup is None:
         fail = engines.CheckResult("setup", "fail", f"target {target.name} has no verified backup to restore", 0)
@@ -153,42 +158,17 @@ def _rehearse(drill: Drill, progress: Progress) -> tuple[engines.VerifyOutcome, 
     Drill.objects.filter(pk=drill.pk).update(backup=backup)
     start = time.perf_counter()
     try:
-        scratch_server = (
-            engines.from_url(settings.BACKUP_SCRATCH_DATABASE_URL, variable="BACKUP_SCRATCH_DATABASE_URL")
-            if settings.BACKUP_SCRATCH_DATABASE_URL and backup.engine == "postgresql"
-            else None
-        )
-
-        def on_scratch(name: str) -> None:
-            _on_live_connection(
-                lambda: Drill.objects.filter(pk=drill.pk).update(scratch=name),
-                what=f"the scratch database of drill {drill.pk}",
-            )
-
-        verifier = engines.Verifier(
-            engine=backup.engine,
-            source=target_source(target),
-            scratch_server=scratch_server,
-            manifest=backup.manifest,
+        verifier = _dump_verifier(
+            backup,
             label=f"drill_{drill.plan}",
-            timeout=settings.BACKUP_TIMEOUT_SECONDS,
-            on_scratch=on_scratch,
-            control_plane=control_plane_database(),
-            smoke_queries=[str(query) for query in drill.smoke_queries],
+            record_scratch=lambda name: Drill.objects.filter(pk=drill.pk).update(scratch=name),
             progress=progress,
+            smoke_queries=[str(query) for query in drill.smoke_queries],
         )
         identities = decryption_identities(backup)  # an encrypted backup: a missing key fails before the fetch
         # The clock runs from here: fetching the backup is part of a real recovery too.
         start = time.perf_counter()
-        with local_copy(backup) as local:
-            outcome = verifier.run(
-                local,
-                expected_sha256=backup.sha256,
-                expected_size=backup.size_bytes or 0,
-                identities=identities,
-                plaintext_sha256=backup.plaintext_sha256,
-                plaintext_size=backup.plaintext_size_bytes,
-            )
+        outcome = _dump_verifier_run(verifier, backup, identities=identities)
     except engines.BackupError as exc:
         outcome = engines.VerifyOutcome(checks=[engines.CheckResult("setup", "fail", str(exc), 0)])
     except Exception as exc:  # never leave a drill running

@@ -164,6 +164,17 @@ class BackupTarget(models.Model):
     def is_pitr(self) -> bool:
         return self.kind == TargetKind.PGBACKREST
 
+    def why_not_drillable(self) -> str:
+        """Why a recovery plan's restore drill cannot restore this target, or "". A drill restores a dump
+        through the verification's Verifier; a pgBackRest target has no dump to restore."""
+        if self.is_pitr:
+            return (
+                f"{self.name} is a pgBackRest target: a restore drill restores a dump target's backup (a "
+                "pgBackRest target's point-in-time restores are proven by its own verifications); "
+                "choose a dump target"
+            )
+        return ""
+
     def rpo_seconds(self, *, now: datetime | None = None) -> float | None:
         """The real recovery point of a pgBackRest target: the age of its newest archived WAL."""
         if self.pitr_window_end is None:
@@ -392,6 +403,8 @@ class BackupCopy(models.Model):
     verified_at = models.DateTimeField(null=True, blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)  # a failed or unsent copy is tried again then
     error = models.TextField(blank=True)
+    # How far an upload is (backups.progress), as Backup.progress: written by the upload's progress thread.
+    progress = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["backup", "storage"]

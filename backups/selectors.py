@@ -14,6 +14,7 @@ from backups.models import (
     BackupCopy,
     BackupStatus,
     BackupTarget,
+    CopyStatus,
     Drill,
     DrillStatus,
     Verification,
@@ -227,11 +228,9 @@ def last_failure(target: BackupTarget) -> str:
 
 
 def failures_by_target() -> dict[str, str]:
-    """Per enabled target (by name): ``last_failure``, "" while its latest word is good (alerting's rule); and
-    per drilled plan (``drill:<plan>``) its latest drill's failure (``drill_failures``)."""
-    failures = {target.name: last_failure(target) for target in BackupTarget.objects.filter(enabled=True)}
-    failures.update(drill_failures())  # a failed restore drill alerts by the same rule, as drill:<plan>
-    return failures
+    """Per enabled target (by name): ``last_failure``, "" while its latest word is good (alerting's
+    "backup or verification failed" rule; a failed drill has its own, through ``drill_failures``)."""
+    return {target.name: last_failure(target) for target in BackupTarget.objects.filter(enabled=True)}
 
 
 def all_readiness(*, now: datetime | None = None) -> list[Readiness]:
@@ -477,22 +476,43 @@ def drills_readiness(*, now: datetime | None = None) -> list[DrillReadiness]:
     return [drill_readiness(plan, now=now) for plan in drill_plans() if plan.drilled]
 
 
+def _latest_finished_drill(plan: str) -> Drill | None:
+    return Drill.objects.filter(plan=plan).exclude(status=DrillStatus.RUNNING).order_by("-started_at", "-id").first()
+
+
 def drill_failures() -> dict[str, str]:
-    """Per plan drilled or drilled before (as ``drill:<plan>``): why its latest finished drill failed, or ""
-    while it passed or the plan is no longer drilled. Alerting's "backup or verification failed" rule reads
-    these with the targets'."""
+    """Per plan drilled or drilled before (by name): why its latest finished drill failed, or "" while it
+    passed or the plan is no longer drilled. Alerting's "restore drill failed" rule reads these."""
     drilled = {plan.name for plan in drill_plans() if plan.drilled}
     failures = {}
     for name in sorted(drilled | set(Drill.objects.values_list("plan", flat=True).distinct())):
         if name not in drilled:  # no longer drilled (or gone): an alert it raised resolves
-            failures[f"drill:{name}"] = ""
+            failures[name] = ""
             continue
-        finished = Drill.objects.filter(plan=name).exclude(status=DrillStatus.RUNNING).order_by("-started_at").first()
+        finished = _latest_finished_drill(name)
         failed = finished is not None and finished.status == DrillStatus.FAILED
-        failures[f"drill:{name}"] = (
-            f"drill #{finished.pk} of {name} failed: {finished.error}" if finished and failed else ""
-        )
+        failures[name] = f"drill #{finished.pk} of {name} failed: {finished.error}" if finished and failed else ""
     return failures
+
+
+def drill_failure(plan: str) -> dict[str, Any] | None:
+    """The latest finished drill of ``plan`` when it failed, in words for a notification: which check
+    failed and why, and which backup it restored (None: it had none to restore). None while it passed."""
+    finished = _latest_finished_drill(plan)
+    if finished is None or finished.status != DrillStatus.FAILED:
+        return None
+    check, _, detail = finished.error.partition(": ")
+    backup = finished.backup
+    return {
+        "plan": plan,
+        "drill": finished.pk,
+        "target": finished.target.name,
+        "check": check,
+        "error": detail,
+        "backup": backup.pk if backup else None,
+        "backup_taken_at": backup.started_at.isoformat() if backup else None,
+        "finished_at": finished.finished_at.isoformat() if finished.finished_at else None,
+    }
 
 
 def drill_dict(drill: Drill) -> dict[str, Any]:
@@ -516,7 +536,7 @@ def drill_dict(drill: Drill) -> dict[str, Any]:
 
 @dataclass
 class Running:
-    """A backup, verification or drill that is running, with its last written progress."""
+    """A backup, upload, verification or drill that is running, with its last written progress."""
 
     kind: str
     label: str
@@ -540,6 +560,13 @@ def running_work() -> list[Running]:
         Running("verification", f"verification of backup #{v.backup_id} ({v.backup.target.name})", v.started_at,
                 v.progress)
         for v in Verification.objects.filter(status=VerificationResult.RUNNING).select_related("backup__target")
+    ]  # fmt: skip
+    work += [
+        Running("upload", f"copy of backup #{c.backup_id} ({c.backup.target.name}) to {c.storage}", c.started_at,
+                c.progress)
+        for c in BackupCopy.objects.filter(status=CopyStatus.UPLOADING, started_at__isnull=False)
+        .select_related("backup__target")
+        if c.started_at is not None
     ]  # fmt: skip
     work += [
         Running("drill", f"drill #{d.pk} of {d.plan}", d.started_at, d.progress)

@@ -9,7 +9,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -301,7 +301,12 @@ def _on_live_connection(write: Callable[[], T], *, what: str) -> T:
 
 @contextlib.contextmanager
 def _heartbeat(
-    model: type[Backup] | type[Verification] | type[Drill], pk: int, running: str, progress: Progress | None = None
+    model: type[Backup] | type[Verification] | type[Drill] | type[BackupCopy],
+    pk: int,
+    running: str,
+    progress: Progress | None = None,
+    *,
+    stamp: bool = True,
 ) -> Iterator[None]:
     """While the body runs, a thread stamps the row's ``heartbeat_at`` every BACKUP_HEARTBEAT_SECONDS, on a
     connection of its own: a row whose stamp stops has lost its worker (see ``Backup.lost_worker``).
@@ -309,7 +314,8 @@ def _heartbeat(
     With ``progress``, the same thread also writes its snapshot into the row's ``progress``, at most every
     BACKUP_PROGRESS_SECONDS and only when it moved (one UPDATE with the stamp, never one per chunk), and
     shows it to this process's watchers (a command's progress line); the body reports into it through
-    ``backups.progress.report``.
+    ``backups.progress.report``. Without ``stamp`` (an upload: a copy is judged by its start, not a
+    heartbeat) only the progress is written.
 
     Not inside a caller's transaction: the claimed row is not committed, so no other process sees it
     (nor reaps it), and a second connection would wait on this transaction's lock. Watchers are still told.
@@ -330,9 +336,9 @@ def _heartbeat(
                 if not outside:
                     continue
                 moved = progress is not None and version != written_version
-                if not moved and time.monotonic() - beaten < beat_every:
+                if not moved and (not stamp or time.monotonic() - beaten < beat_every):
                     continue
-                values: dict[str, Any] = {"heartbeat_at": timezone.now()}
+                values: dict[str, Any] = {"heartbeat_at": timezone.now()} if stamp else {}
                 if progress is not None:
                     values["progress"] = snapshot
                 try:
@@ -516,40 +522,14 @@ def _verify(verification: Verification, progress: Progress | None = None) -> eng
     if backup.target.is_pitr:
         return _verify_pitr(verification)
     try:
-        source = target_source(backup.target)
-        scratch_server = (
-            engines.from_url(settings.BACKUP_SCRATCH_DATABASE_URL, variable="BACKUP_SCRATCH_DATABASE_URL")
-            if settings.BACKUP_SCRATCH_DATABASE_URL and backup.engine == "postgresql"
-            else None
-        )
-
-        def on_scratch(name: str) -> None:
-            _on_live_connection(
-                lambda: Verification.objects.filter(pk=verification.pk).update(scratch=name),
-                what=f"the scratch database of verification {verification.pk}",
-            )
-
-        verifier = engines.Verifier(
-            engine=backup.engine,
-            source=source,
-            scratch_server=scratch_server,
-            manifest=backup.manifest,
+        verifier = _dump_verifier(
+            backup,
             label=f"{backup.target.name}_{backup.pk}",
-            timeout=settings.BACKUP_TIMEOUT_SECONDS,
-            on_scratch=on_scratch,
-            control_plane=control_plane_database(),
+            record_scratch=lambda name: Verification.objects.filter(pk=verification.pk).update(scratch=name),
             progress=progress,
         )
         identities = decryption_identities(backup)  # before the download: a missing key fails at once
-        with local_copy(backup, storage=verification.storage) as local:
-            outcome = verifier.run(
-                local,
-                expected_sha256=backup.sha256,
-                expected_size=backup.size_bytes or 0,
-                identities=identities,
-                plaintext_sha256=backup.plaintext_sha256,
-                plaintext_size=backup.plaintext_size_bytes,
-            )
+        outcome = _dump_verifier_run(verifier, backup, identities=identities, storage=verification.storage)
     except engines.BackupError as exc:
         outcome = engines.VerifyOutcome(checks=[engines.CheckResult("setup", "fail", str(exc), 0)])
     except Exception as exc:  # never leave a verification running
@@ -558,6 +538,57 @@ def _verify(verification: Verification, progress: Progress | None = None) -> eng
             checks=[engines.CheckResult("setup", "fail", f"unexpected error: {type(exc).__name__}: {exc}", 0)]
         )
     return outcome
+
+
+def _dump_verifier(
+    backup: Backup,
+    *,
+    label: str,
+    record_scratch: Callable[[str], object],
+    progress: Progress | None,
+    smoke_queries: Sequence[str] | None = None,
+) -> engines.Verifier:
+    """The ``engines.Verifier`` of a dump ``backup`` (a verification's, a drill's): its scratch on
+    BACKUP_SCRATCH_DATABASE_URL for a PostgreSQL dump when set, else on the source's server, with the
+    verifier's guards (never the source, never the control plane's database). ``record_scratch`` stores the
+    scratch's name before the scratch is made (on a live connection), so a janitor can always drop it."""
+    scratch_server = (
+        engines.from_url(settings.BACKUP_SCRATCH_DATABASE_URL, variable="BACKUP_SCRATCH_DATABASE_URL")
+        if settings.BACKUP_SCRATCH_DATABASE_URL and backup.engine == "postgresql"
+        else None
+    )
+
+    def on_scratch(name: str) -> None:
+        _on_live_connection(lambda: record_scratch(name), what=f"the scratch database {name} ({label})")
+
+    return engines.Verifier(
+        engine=backup.engine,
+        source=target_source(backup.target),
+        scratch_server=scratch_server,
+        manifest=backup.manifest,
+        label=label,
+        timeout=settings.BACKUP_TIMEOUT_SECONDS,
+        on_scratch=on_scratch,
+        control_plane=control_plane_database(),
+        smoke_queries=smoke_queries,
+        progress=progress,
+    )
+
+
+def _dump_verifier_run(
+    verifier: engines.Verifier, backup: Backup, *, identities: list[engines.AgeIdentity] | None, storage: str = ""
+) -> engines.VerifyOutcome:
+    """Fetch ``backup``'s file (from ``storage``, the local one by default) and run ``verifier`` on it
+    against what the backup recorded: stored size and sha256, and the plaintext's of an encrypted one."""
+    with local_copy(backup, storage=storage) as local:
+        return verifier.run(
+            local,
+            expected_sha256=backup.sha256,
+            expected_size=backup.size_bytes or 0,
+            identities=identities,
+            plaintext_sha256=backup.plaintext_sha256,
+            plaintext_size=backup.plaintext_size_bytes,
+        )
 
 
 def _verify_pitr(verification: Verification) -> engines.VerifyOutcome:

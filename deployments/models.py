@@ -291,9 +291,15 @@ class RecoveryPlan(models.Model):
         return self.failure_type
 
     def clean(self) -> None:
+        errors = {}
         problem = smoke_queries_problem(self.smoke_queries)
         if problem:
-            raise ValidationError({"smoke_queries": problem})
+            errors["smoke_queries"] = problem
+        refusal = self.drill_target.why_not_drillable() if self.drill_target is not None else ""
+        if refusal:
+            errors["drill_target"] = f"{refusal}, or none"
+        if errors:
+            raise ValidationError(errors)
 
 
 MAX_SMOKE_QUERIES = 20

@@ -6,6 +6,7 @@
         proxy.cut()      # every open connection is closed now; new ones pass as before
         proxy.heal()     # back to passing bytes both ways
         proxy.cut_after(65536)  # each new connection is cut once that many bytes went upstream (mid-upload)
+        proxy.hold_after(65536)  # each new connection stops passing bytes once that many went upstream, until heal
 
 The machine's shared services are never stopped: only the path through the proxy breaks. The proxy
 listens on a fixed port for its whole life (refuse closes the listening socket and re-opens it on heal),
@@ -28,6 +29,7 @@ class FaultProxy:
         self.target = (target_host, target_port)
         self.mode = PASS
         self.upstream_limit: int | None = None  # cut_after: bytes a connection may send upstream
+        self.upstream_hold: int | None = None  # hold_after: bytes a connection sends upstream before it stalls
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         self._stopped = threading.Event()
@@ -73,9 +75,16 @@ class FaultProxy:
         with self._lock:
             self.upstream_limit = upstream_bytes
 
+    def hold_after(self, upstream_bytes: int) -> None:
+        """Pass bytes, but stop passing any (either way) on each connection once it sent ``upstream_bytes`` to
+        the server, keeping it open: an upload stalled in its middle. ``heal`` lets the rest through."""
+        with self._lock:
+            self.upstream_hold = upstream_bytes
+
     def heal(self) -> None:
         with self._lock:
             self.upstream_limit = None
+            self.upstream_hold = None
             was_refusing = self.mode == REFUSE
             self.mode = PASS
         if was_refusing:
@@ -104,6 +113,9 @@ class FaultProxy:
                 time.sleep(0.1)
         else:
             listener.bind(("127.0.0.1", self.port))
+        # Small receive buffers (the accepted connections inherit them): a held connection stalls its
+        # sender after little more than the bytes it let through.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         listener.listen(128)
         listener.settimeout(0.2)
         self.port = listener.getsockname()[1]
@@ -144,6 +156,10 @@ class FaultProxy:
                     break  # a socket was closed by cut()
                 if self.mode == HANG:
                     continue  # stop passing bytes on open connections too
+                hold = self.upstream_hold
+                if hold is not None and sent_upstream >= hold:
+                    time.sleep(0.05)  # stalled: nothing read, so the sender's buffers fill and it blocks
+                    continue
                 done = False
                 for sock in readable:
                     try:
@@ -158,6 +174,7 @@ class FaultProxy:
                         if sent_upstream + len(data) > limit:
                             data = data[: max(limit - sent_upstream, 0)]
                             done = True  # what fits goes, then the connection is cut
+                    if sock is client:
                         sent_upstream += len(data)
                     try:
                         pair[sock].sendall(data)

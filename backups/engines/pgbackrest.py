@@ -20,6 +20,7 @@ import os
 import pwd
 import random
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -386,8 +387,11 @@ class PitrVerifier:
         # The source's schema is read while pgBackRest restores: it does not depend on the restore.
         self._source_schema = _Beside(lambda: _dump_schema(self.source, timeout=self.timeout))
         try:
-            scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=self.scratch_parent or None))
-            self.on_scratch(str(scratch))
+            # Named and recorded before it is made: a death in between leaves a name the janitor can remove.
+            path = Path(self.scratch_parent or tempfile.gettempdir()) / f"{SCRATCH_PREFIX}{secrets.token_hex(8)}"
+            self.on_scratch(str(path))
+            path.mkdir(mode=0o700)  # never one that exists: it would not be ours to remove
+            scratch = path
             if self.repo.os_user and os.geteuid() == 0:
                 account = pwd.getpwnam(self.repo.os_user)
                 os.chown(scratch, account.pw_uid, account.pw_gid)

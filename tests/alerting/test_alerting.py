@@ -95,6 +95,7 @@ def test_the_default_rules_ship_with_the_migrations():
     assert rules[CHECK_RULE].component == "*" and rules[CHECK_RULE].threshold == 3
     assert rules["latest verified backup older than 26 hours"].threshold == 26
     assert rules["backup or verification failed"].kind == "backup_failed"
+    assert rules["restore drill failed"].kind == "drill_failed"
 
 
 def test_a_check_failing_three_times_running_fires_then_resolves_on_a_pass(
@@ -311,7 +312,7 @@ def test_p95_and_error_rate_rules_fire_on_the_request_rollups(alerts_on, slack, 
 def test_no_request_data_and_a_new_backup_target_fire_nothing(alerts_on, evaluate):
     # The target "default" was made with the database: younger than 26 h, and nothing of it failed.
     summary = evaluate()
-    assert summary.rules == 9 and summary.errors == []  # the shipped rules: job-down and the two SLO burn ones too
+    assert summary.rules == 10 and summary.errors == []  # the shipped rules: job-down, restore drill, two SLO burns too
     assert not Alert.objects.exists()
 
 
@@ -415,7 +416,7 @@ def test_the_tasks_are_registered_under_their_names_and_the_names_they_had_in_mo
     assert deliver_notification.name == "alerting.deliver_notification"
     app.loader.import_default_modules()  # what a worker does at start: autodiscovery of the apps' tasks
     for name in ("alerting.evaluate_alert_rules", "monitoring.evaluate_alert_rules"):
-        assert app.tasks[name]()["rules"] == 9
+        assert app.tasks[name]()["rules"] == 10
     queued_before = app.tasks["monitoring.deliver_notification"]
     assert (queued_before.max_retries, queued_before.soft_time_limit) == (deliver_notification.max_retries, 60)
 

@@ -1,5 +1,6 @@
-"""A failed restore drill alerts, as a failed backup does: backups sends backup_failed, alerting evaluates
-its "backup or verification failed" rule, which sees the drill as drill:<plan>, and tells the channel."""
+"""A failed restore drill alerts in its own words: backups sends backup_failed, alerting evaluates its
+"restore drill failed" rule, which sees the drill as drills:<plan>, and tells the channel which check of
+which plan's drill failed and the backup it restored. The backup rule stays quiet."""
 
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ def slack(http_sink):
     channel = channel_create(
         data={"name": "ops-slack", "kind": "slack", "url": f"http://127.0.0.1:{http_sink.port}/hook"}, actor=SYSTEM
     )
-    rule_update(rule=AlertRule.objects.get(name="backup or verification failed"), changes={"channels": [channel]},
-                actor=SYSTEM)  # fmt: skip
+    for name in ("restore drill failed", "backup or verification failed"):
+        rule_update(rule=AlertRule.objects.get(name=name), changes={"channels": [channel]}, actor=SYSTEM)
     return channel
 
 
@@ -76,11 +77,19 @@ def test_a_failing_smoke_query_fails_the_drill_and_the_channel_hears_of_it(
         drill = drill_create(plan_name=plan.failure_type, actor=SYSTEM)
 
     assert drill.status == DrillStatus.FAILED and "returned no row" in drill.error
-    alert = Alert.objects.get(rule__name="backup or verification failed")
-    assert (alert.state, alert.component, alert.measurement) == (AlertState.FIRING, "backups", "drill:crm_failure")
+    alert = Alert.objects.get(rule__name="restore drill failed")
+    assert (alert.state, alert.component, alert.measurement) == (AlertState.FIRING, "drills", "crm_failure")
+    assert not Alert.objects.filter(rule__name="backup or verification failed").exists()
     [request] = http_sink.requests
     text = json.loads(request.body)["text"]
-    assert text.startswith("[FIRING critical] backup or verification failed backups:drill:crm_failure")
+    assert text.startswith("[FIRING critical] restore drill failed drills:crm_failure")
+    backup = crm.backups.verified().get()
+    assert (
+        "The restore drill of recovery plan crm_failure failed at its smoke_1 check: " in text
+        and "returned no row" in text
+        and f"It restored backup #{backup.pk} of crm, taken {backup.started_at.isoformat()}." in text
+    ), text
+    assert f"drill: #{drill.pk}" in text and "failed check: smoke_1" in text
 
     # The query fixed, the next drill passes and the alert resolves.
     plan.smoke_queries = ["SELECT email FROM leads"]
@@ -93,4 +102,54 @@ def test_a_failing_smoke_query_fails_the_drill_and_the_channel_hears_of_it(
         alert_rules_evaluate()
     alert.refresh_from_db()
     assert alert.state == AlertState.RESOLVED
-    assert json.loads(http_sink.requests[-1].body)["text"].startswith("[RESOLVED critical]")
+    resolved = json.loads(http_sink.requests[-1].body)["text"]
+    assert resolved.startswith("[RESOLVED critical] restore drill failed drills:crm_failure")
+    assert "The restore drill of recovery plan crm_failure no longer fails." in resolved
+
+
+def test_a_drill_with_no_backup_to_restore_says_so(
+    alerts_on, slack, crm, http_sink, django_capture_on_commit_callbacks
+):
+    crm.backups.all().delete()
+    plan = plan_for(crm, ["SELECT email FROM leads"])
+
+    with django_capture_on_commit_callbacks(execute=True):
+        drill_create(plan_name=plan.failure_type, actor=SYSTEM)
+
+    [request] = http_sink.requests
+    text = json.loads(request.body)["text"]
+    assert "failed at its setup check: target crm has no verified backup to restore" in text
+    assert "It had no verified backup of crm to restore." in text
+
+
+def test_the_migration_gives_the_drill_rule_the_backup_rules_channels():
+    from importlib import import_module
+
+    from django.apps import apps
+
+    migration = import_module("alerting.migrations.0009_drill_failed_rule")
+    channel = channel_create(data={"name": "ops-hook", "kind": "webhook", "url": "http://127.0.0.1:9/x"}, actor=SYSTEM)
+    AlertRule.objects.get(name="backup or verification failed").channels.set([channel])
+    AlertRule.objects.filter(name="restore drill failed").delete()
+
+    migration.add_drill_rule(apps, None)
+
+    rule = AlertRule.objects.get(name="restore drill failed")
+    assert (rule.kind, rule.severity, rule.enabled) == ("drill_failed", "critical", True)
+    assert list(rule.channels.all()) == [channel]
+
+
+def test_an_alert_the_backup_rule_opened_for_a_drill_resolves(alerts_on, crm):
+    """Opened before drills had their own rule: nothing reports drill:<plan> to the backup rule now."""
+    from alerting.services import alert_rules_evaluate
+
+    rule = AlertRule.objects.get(name="backup or verification failed")
+    old = Alert.objects.create(
+        rule=rule, dedup_key=f"rule:{rule.pk}:backups:drill:crm_failure", component="backups",
+        measurement="drill:crm_failure", state=AlertState.FIRING, last_value=1.0,
+    )  # fmt: skip
+
+    alert_rules_evaluate()
+
+    old.refresh_from_db()
+    assert old.state == AlertState.RESOLVED

@@ -372,3 +372,65 @@ def test_an_upload_to_s3_reports_the_bytes_boto3_sent(sqlite_source, bucket, set
     uploads = [s["done"] for s in heard if s["phase"] == "upload offsite"]
     assert uploads == sorted(uploads) and all(0 <= done <= backup.size_bytes for done in uploads)
     assert heard[-1]["phase"] == "read back from offsite" and heard[-1]["done"] == backup.size_bytes
+
+
+@pytest.mark.django_db(transaction=True)  # the upload's thread writes the row on a connection of its own
+def test_an_upload_under_way_keeps_its_progress_on_the_copys_row_and_the_page_shows_it(
+    sqlite_source, bucket, s3_server, settings, operator_client
+):
+    import os
+    import sqlite3
+    import threading
+
+    from django.db import connection
+    from django.urls import reverse
+
+    settings.BACKUP_PROGRESS_SECONDS = 0.05
+    target = _offsite(sqlite_source.target)
+    [previous] = copies_upload(backup=backup_create(target=target, actor=SYSTEM), actor=SYSTEM)
+    assert previous.status == CopyStatus.VERIFIED, previous.error
+    # The previous copy of this target to this storage took ten hours, says its row: the estimate's source.
+    BackupCopy.objects.filter(pk=previous.pk).update(duration_ms=36_000_000)
+    with sqlite3.connect(sqlite_source.path) as conn:  # incompressible: the upload is as large as this
+        conn.execute("CREATE TABLE blobs (data BLOB)")
+        conn.executemany("INSERT INTO blobs VALUES (?)", [(os.urandom(1 << 20),) for _ in range(24)])
+    backup = backup_create(target=target, actor=SYSTEM)
+    assert backup.size_bytes > 24 << 20
+    copy = backup.copies.get(storage="offsite")
+
+    with FaultProxy("127.0.0.1", int(s3_server.rsplit(":", 1)[1])) as proxy:
+        point_offsite_at(settings, f"http://{proxy.address}", bucket)
+        proxy.hold_after(256 * 1024)  # the upload stalls in its middle until healed
+        outcome: list[BackupCopy] = []
+
+        def upload() -> None:
+            try:
+                outcome.extend(copies_upload(backup=backup, actor=SYSTEM))
+            finally:
+                connection.close()
+
+        worker = threading.Thread(target=upload)
+        worker.start()
+        try:
+            deadline = time.monotonic() + 60
+            row = BackupCopy.objects.get(pk=copy.pk)
+            while not (row.progress.get("phase") == "upload offsite" and row.progress.get("done")):
+                assert worker.is_alive() and time.monotonic() < deadline, f"no upload progress on the row: {row}"
+                time.sleep(0.02)
+                row = BackupCopy.objects.get(pk=copy.pk)
+            page = operator_client.get(reverse("backups:live")).content.decode()
+        finally:
+            proxy.heal()
+            worker.join(timeout=120)
+
+    assert row.status == CopyStatus.UPLOADING
+    stored = row.progress
+    assert (stored["unit"], stored["total"]) == ("bytes", backup.size_bytes)
+    assert 0 < stored["done"] < backup.size_bytes
+    # Time left: the previous copy's ten hours less the time spent so far.
+    assert stored["leftMs"] == 36_000_000 - stored["elapsedMs"]
+    assert f"copy of backup #{backup.pk} ({target.name}) to offsite" in page
+    assert "upload offsite" in page and "about 9 h" in page
+    [done] = outcome
+    assert done.status == CopyStatus.VERIFIED, done.error
+    assert BackupCopy.objects.get(pk=copy.pk).progress == {}  # a finished upload keeps no progress

@@ -210,6 +210,49 @@ def test_a_restore_that_fails_leaves_no_scratch_directory_and_no_server(cluster)
     assert scratch_postmasters(scratches[0]) == []
 
 
+def test_the_scratch_is_named_and_recorded_before_it_is_made_and_made_private(cluster, tmp_path):
+    """A worker dying between recording the scratch and making it leaves a name the janitor can remove, never
+    a directory no one knows of: the name is recorded first, then the directory is made (0o700)."""
+    import os
+    import stat
+
+    repo = repository(cluster)
+    if not pgbackrest.info(repo, timeout=60).backups:
+        pgbackrest.backup(repo, kind="full", timeout=300)
+    recorded: list[tuple[str, bool]] = []
+    modes: list[int] = []
+
+    def alongside() -> None:  # runs beside the restore and is joined before the scratch is removed
+        deadline = time.monotonic() + 60
+        while not (recorded and os.path.isdir(recorded[0][0])) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        modes.append(stat.S_IMODE(os.stat(recorded[0][0]).st_mode))
+
+    outcome = engines.PitrVerifier(
+        repo=repo, source=source(cluster), target_time=datetime(2000, 1, 1, tzinfo=UTC), timeout=120,
+        scratch_parent=str(tmp_path), on_scratch=lambda path: recorded.append((path, Path(path).exists())),
+        alongside=alongside,
+    ).run()  # fmt: skip
+
+    [(path, existed)] = recorded
+    assert not existed, "the scratch was made before it was recorded"
+    assert Path(path).parent == tmp_path and Path(path).name.startswith(pgbackrest.SCRATCH_PREFIX)
+    assert modes == [0o700]
+    assert outcome.failed is not None and outcome.failed.name == "restore" and outcome.scratch_dropped
+    assert list(tmp_path.iterdir()) == []
+
+    # The record fails (the control plane's database gone): nothing is made, so nothing is left.
+    def cannot_record(path: str) -> None:
+        raise engines.BackupError("could not record the scratch")
+
+    outcome = engines.PitrVerifier(
+        repo=repo, source=source(cluster), target_time=datetime(2000, 1, 1, tzinfo=UTC), timeout=120,
+        scratch_parent=str(tmp_path), on_scratch=cannot_record,
+    ).run()  # fmt: skip
+    assert outcome.failed is not None and outcome.failed.name == "setup" and outcome.scratch_dropped
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_scratch_server_left_running_is_stopped_and_removed(cluster, tmp_path):
     """What a worker killed mid-verification leaves (a started scratch): the janitor stops it and removes it."""
     scratch = Path(tempfile.mkdtemp(prefix="verify_pitr_"))
