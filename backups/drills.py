@@ -20,7 +20,6 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -34,7 +33,7 @@ from backups.services import (
     _heartbeat,
     _on_live_connection,
     decryption_identities,
-    target_source,
+    drop_dump_scratch,
 )
 from controlplane.audit import Actor, audit_record, snapshot
 from controlplane.drills import DrillPlan, drill_plan
@@ -256,21 +255,9 @@ def _drop_scratch(drill: Drill) -> bool:
     drill.refresh_from_db(fields=["scratch", "backup"])
     if not drill.scratch:
         return True
-    try:
-        if not drill.scratch.endswith(".sqlite3"):  # a SQLite scratch is a file in the partial folder
-            server = (
-                engines.from_url(settings.BACKUP_SCRATCH_DATABASE_URL, variable="BACKUP_SCRATCH_DATABASE_URL")
-                if settings.BACKUP_SCRATCH_DATABASE_URL
-                else target_source(drill.target).with_name("postgres")
-            )
-            engines.drop_database(server, drill.scratch)
-        else:
-            for suffix in ("", "-journal", "-wal", "-shm"):
-                (engines.partial_dir() / f"{drill.scratch}{suffix}").unlink(missing_ok=True)
-    except engines.BackupError as exc:
-        logger.error("could not drop scratch database %s of drill %s: %s", drill.scratch, drill.pk, exc)
-        return False
-    return True
+    # A SQLite scratch is a file in the partial folder, named so.
+    sqlite = drill.scratch.endswith(".sqlite3")
+    return drop_dump_scratch(drill.target, drill.scratch, sqlite=sqlite, what=f"of drill {drill.pk}")
 
 
 # --- Requests from operators ---------------------------------------------------------------------

@@ -762,21 +762,37 @@ def _reap_verification(verification: Verification, *, now: datetime) -> bool:
 def _drop_scratch(verification: Verification) -> bool:
     if not verification.scratch:
         return True
-    try:
-        if verification.backup.engine == "pgbackrest":
+    if verification.backup.engine == "pgbackrest":
+        try:
             return engines.remove_scratch(verification.scratch)
-        if verification.backup.engine == "postgresql":
+        except engines.BackupError as exc:
+            logger.error("could not remove scratch directory %s: %s", verification.scratch, exc)
+            return False
+    return drop_dump_scratch(
+        verification.backup.target,
+        verification.scratch,
+        sqlite=verification.backup.engine != "postgresql",
+        what=f"of verification {verification.pk}",
+    )
+
+
+def drop_dump_scratch(target: BackupTarget, name: str, *, sqlite: bool, what: str) -> bool:
+    """Drop the scratch database ``name`` a dump's restore (a verification's or a drill's) made: on
+    BACKUP_SCRATCH_DATABASE_URL, else the target's server; a SQLite scratch is files in the partial folder.
+    False (logged) when it could not be dropped: the janitor tries again."""
+    try:
+        if not sqlite:
             server = (
                 engines.from_url(settings.BACKUP_SCRATCH_DATABASE_URL, variable="BACKUP_SCRATCH_DATABASE_URL")
                 if settings.BACKUP_SCRATCH_DATABASE_URL
-                else target_source(verification.backup.target).with_name("postgres")
+                else target_source(target).with_name("postgres")
             )
-            engines.drop_database(server, verification.scratch)
+            engines.drop_database(server, name)
         else:
             for suffix in ("", "-journal", "-wal", "-shm"):
-                Path(engines.partial_dir(), verification.scratch + suffix).unlink(missing_ok=True)
+                Path(engines.partial_dir(), name + suffix).unlink(missing_ok=True)
     except engines.BackupError as exc:
-        logger.error("could not drop scratch database %s: %s", verification.scratch, exc)
+        logger.error("could not drop scratch database %s %s: %s", name, what, exc)
         return False
     return True
 

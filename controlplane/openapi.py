@@ -27,6 +27,7 @@ from ninja import NinjaAPI, Router, Schema
 from ninja.errors import HttpError, ValidationError
 from ninja.parser import Parser
 from ninja.security import APIKeyHeader, HttpBearer
+from pydantic_core import PydanticCustomError
 
 from controlplane.api import ApiError, error_for, is_text, json_body
 from controlplane.api import authenticate as check_token
@@ -253,3 +254,14 @@ def docs_view(api: NinjaAPI) -> Callable[..., HttpResponse]:
         )
 
     return docs
+
+
+def refuse_unknown_fields(data: Any, fields: Iterable[str], message: str = "unknown field; fields: {fields}") -> Any:
+    """The body of a ``model_validator(mode="before")``: a body naming a field not in ``fields`` is refused,
+    naming the first such field (a typo is an error, never ignored)."""
+    if isinstance(data, dict):
+        known = list(fields)
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise PydanticCustomError("unknown_field", message, {"field": unknown[0], "fields": ", ".join(known)})
+    return data

@@ -14,7 +14,7 @@ from pydantic_core import PydanticCustomError
 from controlplane.api import ApiError
 from controlplane.audit import Actor
 from controlplane.models import Scope
-from controlplane.openapi import Error, token_auth, token_of
+from controlplane.openapi import Error, refuse_unknown_fields, token_auth, token_of
 from controlplane.readiness import overall, readiness_items
 from deployments.guarded import (
     DEFAULT_PERCENTS,
@@ -60,15 +60,7 @@ class DeployIn(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _known_fields(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(DEPLOY_FIELDS))
-            if unknown:
-                raise PydanticCustomError(
-                    "unknown_field",
-                    "unknown field; fields: {fields}",
-                    {"field": unknown[0], "fields": ", ".join(DEPLOY_FIELDS)},
-                )
-        return data
+        return refuse_unknown_fields(data, DEPLOY_FIELDS)
 
     @field_validator("environment", "version", mode="before")
     @classmethod
@@ -102,15 +94,7 @@ class GuardedIn(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _known_fields(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(GUARDED_FIELDS))
-            if unknown:
-                raise PydanticCustomError(
-                    "unknown_field",
-                    "unknown field; fields: {fields}",
-                    {"field": unknown[0], "fields": ", ".join(GUARDED_FIELDS)},
-                )
-        return data
+        return refuse_unknown_fields(data, GUARDED_FIELDS)
 
 
 class Locked(Error):

@@ -9,14 +9,13 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Field, Router, Schema
 from pydantic import BaseModel, ConfigDict, model_validator
-from pydantic_core import PydanticCustomError
 
 from controlplane.api import ApiError, InvalidJson, InvalidText, api_view, load_json
 from controlplane.audit import Actor
 from controlplane.context import token_environment
 from controlplane.errors import InvalidInput
 from controlplane.models import DEFAULT_FLAGS_ENVIRONMENT, Scope
-from controlplane.openapi import Error, token_auth, token_of
+from controlplane.openapi import Error, refuse_unknown_fields, token_auth, token_of
 from flags import usage
 from flags.definitions import flags_queryset
 from flags.evaluation import CompiledFlag, TargetingKeyMissing, answer, evaluate, on_for, variant
@@ -325,15 +324,7 @@ class ToggleIn(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _known_fields(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(TOGGLE_FIELDS))
-            if unknown:
-                raise PydanticCustomError(
-                    "unknown_field",
-                    "unknown field; known fields: {fields}",
-                    {"field": unknown[0], "fields": ", ".join(TOGGLE_FIELDS)},
-                )
-        return data
+        return refuse_unknown_fields(data, TOGGLE_FIELDS, "unknown field; known fields: {fields}")
 
 
 class UserValue(Schema):
