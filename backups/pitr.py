@@ -1,6 +1,7 @@
-"""The writes of pgBackRest targets: a backup through pgBackRest, the recoverable window read back, and a
-point-in-time verification. ``services`` calls these for targets of kind ``pgbackrest``; they record
-through its helpers (the same rows, audit events and after-commit alerts as a dump's).
+"""The writes of pgBackRest targets: a backup through pgBackRest, the recoverable window read back, a
+point-in-time verification and a restore drill's restore. ``services`` (``drills`` for a drill) calls these
+for targets of kind ``pgbackrest``; they record through its helpers (the same rows, audit events and
+after-commit alerts as a dump's).
 
 Kept apart from ``services`` so that a change to the dump path cannot touch this one, and the other way.
 """
@@ -8,7 +9,7 @@ Kept apart from ``services`` so that a change to the dump path cannot touch this
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -142,6 +143,33 @@ def verify(
         backup_label=used.label if used else "",
         alongside=lambda: pgbackrest.archive_now(repo, source, timeout=INFO_TIMEOUT_SECONDS),
         leave_directory=True,  # services removes it once the verdict is recorded
+    )
+    return verifier.run()
+
+
+def drill(
+    backup: Backup,
+    *,
+    smoke_queries: Sequence[str],
+    record_scratch: Callable[[str], None],
+    progress: engines.Reporter | None = None,
+) -> engines.VerifyOutcome:
+    """A restore drill of a pgBackRest target: ``backup``'s set restored, with all the archived WAL after
+    it (the latest recoverable point), into a scratch data directory served on a free port; the plan's
+    ``smoke_queries`` run there read-only; the server stopped and the directory removed. Only the scratch
+    is touched: not the source (nothing is read from it, no commit is written), not the repository (the
+    scratch archives nothing). ``outcome.ready_at`` is when the last smoke query answered.
+    """
+    target = backup.target
+    verifier = engines.PitrVerifier(
+        repo=repository(target),
+        source=_source(target),
+        target_time=None,
+        timeout=settings.BACKUP_TIMEOUT_SECONDS,
+        on_scratch=record_scratch,
+        backup_label=str(backup.manifest.get("label") or ""),
+        smoke_queries=list(smoke_queries),
+        progress=progress or engines.Silent(),
     )
     return verifier.run()
 

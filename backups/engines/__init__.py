@@ -57,7 +57,7 @@ from backups.engines.sources import (
 )
 from backups.engines.sqlite import sqlite_row_counts, sqlite_schema_digest
 from backups.engines.tools import pg_tool, tool_version
-from backups.engines.verification import CheckResult, Verifier, VerifyOutcome, scratch_name
+from backups.engines.verification import CheckResult, Reporter, Silent, Verifier, VerifyOutcome, scratch_name
 
 __all__ = [
     "AgeIdentity",
@@ -76,8 +76,10 @@ __all__ = [
     "Dump",
     "Identity",
     "PitrVerifier",
+    "Reporter",
     "Repository",
     "ScratchIsSource",
+    "Silent",
     "SourceUnreachable",
     "StanzaInfo",
     "ToolMissing",

@@ -4,7 +4,9 @@ The control plane drives the ``pgbackrest`` command (Debian's package): ``backup
 ``info --output=json`` for the backups and the archived WAL range, ``repo-ls`` for the time of the newest
 archived WAL segment (the real recovery point), ``check`` to have the latest commit archived, and
 ``restore --type=time`` into a scratch data directory that a private ``postgres`` serves on a free port
-while the checks run. The scratch (directory and server) always goes away, also on failure or timeout.
+while the checks run (a restore drill: ``restore --type=default`` of one set, to the end of the archived
+WAL, then the plan's smoke queries). The scratch (directory and server) always goes away, also on failure
+or timeout.
 
 pgBackRest and the scratch server run as the cluster's OS user (``os_user``) when the worker runs as
 root: PostgreSQL refuses to run as root, and the repository belongs to that user.
@@ -42,7 +44,14 @@ from backups.engines.processes import Supervised, tail
 from backups.engines.schema import compare_schema_text
 from backups.engines.sources import Database, one_row
 from backups.engines.tools import pg_tool
-from backups.engines.verification import CheckResult, VerifyOutcome, pg_amcheck_check
+from backups.engines.verification import (
+    CheckResult,
+    Reporter,
+    Silent,
+    VerifyOutcome,
+    pg_amcheck_check,
+    pg_smoke,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -362,11 +371,17 @@ class PitrVerifier:
 
     ``on_scratch(path)`` is called before the directory is made, so that a janitor can remove what a
     process that died half-way left (``remove_scratch``).
+
+    A restore drill passes ``target_time=None`` and ``smoke_queries``: the set ``backup_label`` (pgBackRest's
+    latest when "") is restored to the end of the archived WAL (``--type=default``: recovery replays all
+    there is, then promotes), and instead of the verification's checks each smoke query runs read-only on
+    the source's database in the scratch and must return a row (none: every table is read);
+    ``outcome.ready_at`` marks when the last one answered. The source itself is never read then.
     """
 
     repo: Repository
-    source: Database
-    target_time: datetime
+    source: Database  # a drill uses only its database name and user, for the restored copy
+    target_time: datetime | None  # None: to the end of the archived WAL (a drill)
     timeout: float
     scratch_parent: str = ""
     on_scratch: Callable[[str], None] = lambda path: None
@@ -377,15 +392,19 @@ class PitrVerifier:
     # True: ``run`` stops the scratch server but leaves its directory to the caller, who removes it
     # (``remove_scratch``) once the verdict is recorded; the operator does not wait for the deletion.
     leave_directory: bool = False
+    smoke_queries: Sequence[str] | None = None  # a drill's (see above); None: a point-in-time verification
+    progress: Reporter = field(default_factory=Silent)
     outcome: VerifyOutcome = field(default_factory=VerifyOutcome)
     recovered_to: datetime | None = None
     backup_label: str = ""
 
     def run(self) -> VerifyOutcome:
         scratch: Path | None = None
+        drill = self.smoke_queries is not None
         self._beside = _Beside(self.alongside)
-        # The source's schema is read while pgBackRest restores: it does not depend on the restore.
-        self._source_schema = _Beside(lambda: _dump_schema(self.source, timeout=self.timeout))
+        # The source's schema is read while pgBackRest restores: it does not depend on the restore. A drill
+        # compares nothing with the source and never touches it.
+        self._source_schema = _Beside(None if drill else lambda: _dump_schema(self.source, timeout=self.timeout))
         try:
             # Named and recorded before it is made: a death in between leaves a name the janitor can remove.
             path = Path(self.scratch_parent or tempfile.gettempdir()) / f"{SCRATCH_PREFIX}{secrets.token_hex(8)}"
@@ -395,7 +414,11 @@ class PitrVerifier:
             if self.repo.os_user and os.geteuid() == 0:
                 account = pwd.getpwnam(self.repo.os_user)
                 os.chown(scratch, account.pw_uid, account.pw_gid)
+            self.progress.report(phase="restore")
             db = self._restored(scratch)
+            if drill:
+                self._smoke(db)
+                return self.outcome
             self._check("recovered_to_time", lambda: self._recovered(scratch, db))
             # Two reads of the restored server, each on its own connection or tool, run together; the
             # integrity check comes after the schema is read: it may create the amcheck extension.
@@ -449,16 +472,19 @@ class PitrVerifier:
         data = scratch / "data"
         port = free_port()
         db = Database("postgresql", self.source.name, str(scratch), port, self.source.user or self.repo.os_user)
-        target = self.target_time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S+00")
+        if self.target_time is None:  # a drill: the set, then all the archived WAL; promoted at its end
+            target = "the end of the archived WAL"
+            recovery = ["--type=default", *([f"--set={self.backup_label}"] if self.backup_label else [])]
+        else:
+            target = self.target_time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S+00")
+            recovery = ["--type=time", f"--target={target}", "--target-action=promote"]
 
         def restore() -> str:
             start = time.perf_counter()
             self.repo.run(
                 self.repo.args(
                     f"--pg1-path={data}",
-                    "--type=time",
-                    f"--target={target}",
-                    "--target-action=promote",
+                    *recovery,
                     "--archive-mode=off",  # the scratch never pushes WAL into the repository
                     f"--tablespace-map-all={scratch / 'tablespaces'}",  # never into the source's tablespaces
                     "restore",
@@ -470,10 +496,24 @@ class PitrVerifier:
             _wait_promoted(db, deadline=time.monotonic() + self.timeout)
             self.outcome.restore_ms = _ms(start)
             origin = self.backup_label or "the repository"
-            return f"restored to {target} from {origin}, started on port {port}, in {self.outcome.restore_ms} ms"
+            reached = _last_replayed(db) if self.target_time is None else ""
+            return (
+                f"restored to {target} from {origin}{reached}, started on port {port}, in {self.outcome.restore_ms} ms"
+            )
 
         self._check("restore", restore)
         return db
+
+    def _smoke(self, db: Database) -> None:
+        """A drill's proof of a working database, as the dump Verifier's: each smoke query answers read-only
+        (with none, every table is read to its end); ``ready_at`` marks when the last one did."""
+        queries = list(self.smoke_queries or [])
+        if not queries:
+            self._check("row_counts", lambda: _count_rows(db))
+        for number, query in enumerate(queries, start=1):
+            self._check(f"smoke_{number}", lambda query=query: pg_smoke(db, query, timeout=self.timeout))  # type: ignore[misc]
+            self.progress.report(phase="smoke queries", done=number, total=len(queries), unit="queries")
+        self.outcome.ready_at = time.perf_counter()
 
     def _start(self, scratch: Path, data: Path, port: int) -> str:
         # A data directory of a Debian cluster keeps its configuration in /etc: the scratch gets its own.
@@ -513,6 +553,9 @@ class PitrVerifier:
         return "started"
 
     def _recovered(self, scratch: Path, db: Database) -> tuple[str, str]:
+        target_time = self.target_time
+        if target_time is None:
+            return "skip", "restored to the end of the archived WAL: no target time to stop at"
         log = _read(scratch / "postgres.log")
         stops = _STOPPED.findall(log)
         with db.connect(autocommit=True) as conn:
@@ -520,19 +563,19 @@ class PitrVerifier:
         if not stops:
             return (
                 "fail",
-                f"the server did not stop recovery at {self.target_time:%Y-%m-%d %H:%M:%S} UTC: {tail(log, 3)}",
+                f"the server did not stop recovery at {target_time:%Y-%m-%d %H:%M:%S} UTC: {tail(log, 3)}",
             )
         how, when = stops[-1]
         stopped_at = _pg_time(when)
-        if replayed is not None and replayed > self.target_time:
+        if replayed is not None and replayed > target_time:
             return "fail", f"a transaction committed at {replayed} was replayed, after the target time"
-        if (how == "before" and stopped_at <= self.target_time) or (how == "after" and stopped_at > self.target_time):
+        if (how == "before" and stopped_at <= target_time) or (how == "after" and stopped_at > target_time):
             return "fail", f"recovery stopped {how} a commit at {when}, not at the target time"
-        self.recovered_to = self.target_time
+        self.recovered_to = target_time
         last = f"; the last replayed commit was at {replayed:%Y-%m-%d %H:%M:%S.%f} UTC" if replayed else ""
         return (
             "pass",
-            f"recovered to {self.target_time:%Y-%m-%d %H:%M:%S} UTC: stopped {how} the commit at {when}{last}",
+            f"recovered to {target_time:%Y-%m-%d %H:%M:%S} UTC: stopped {how} the commit at {when}{last}",
         )
 
     def _schema(self, db: Database) -> tuple[str, str]:
@@ -614,6 +657,16 @@ def _wait_promoted(db: Database, *, deadline: float) -> None:
         if time.monotonic() > deadline:
             raise BackupError("the restored server did not finish recovery in time")
         time.sleep(0.05)
+
+
+def _last_replayed(db: Database) -> str:
+    """When the last commit recovery replayed was made: how recent the drill's restored data is."""
+    try:
+        with db.connect(autocommit=True) as conn:
+            replayed = one_row(conn.execute("SELECT pg_last_xact_replay_timestamp()"))[0]
+    except (psycopg.Error, BackupError):
+        return ""  # only a detail: the smoke queries say whether the server works
+    return f" (the last replayed commit made at {replayed.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC)" if replayed else ""
 
 
 def _count_rows(db: Database) -> tuple[str, str]:

@@ -67,7 +67,9 @@ class Reporter(Protocol):
     ) -> None: ...
 
 
-class _Silent:
+class Silent:
+    """A ``Reporter`` that tells no one."""
+
     def report(
         self, *, phase: str | None = None, done: int | None = None, total: int | None = None, unit: str | None = None
     ) -> None:
@@ -101,7 +103,7 @@ class Verifier:
         progress: Reporter | None = None,
     ) -> None:
         self.smoke_queries = None if smoke_queries is None else list(smoke_queries)
-        self.progress: Reporter = progress or _Silent()
+        self.progress: Reporter = progress or Silent()
         self.engine = engine
         self.source = source
         self.control_plane = control_plane
@@ -447,6 +449,10 @@ def _pg_smoke(scratch: Database, query: str, *, timeout: float) -> str:
             with contextlib.suppress(psycopg.Error):
                 conn.execute("ROLLBACK")
     return _smoke_answer(query, row)
+
+
+# The same smoke query on a database restored some other way (a pgBackRest drill's scratch server).
+pg_smoke = _pg_smoke
 
 
 def _sqlite_smoke(scratch: Path, query: str, *, timeout: float) -> str:
