@@ -6,6 +6,12 @@ plane's database), runs the plan's smoke queries there read-only (each must retu
 time to that working database (the RTO achieved) and drops the scratch. The plan's environment, steps and
 databases are never touched.
 
+A pgBackRest target's drill (``pitr.drill``) restores its newest set, with all the WAL archived after it
+(the latest recoverable point), into a scratch data directory served on a free port (the point-in-time
+verification's ``engines.PitrVerifier``), runs the smoke queries there and removes the directory. Its
+backup is the target's latest succeeded one, verified or not: a set's point-in-time verifications prove
+restores to earlier times, and the drill restoring it is itself the proof that it restores.
+
 The plans are deployments', which backups may not import: they are read through ``controlplane.drills``
 (deployments registers them), and a drill names its plan by failure type. Every write here is audited; a
 failed drill is recorded, then ``backups.signals.backup_failed`` is sent after commit (sender: ``Drill``),
@@ -146,10 +152,8 @@ def drill_run(*, drill: Drill, actor: Actor) -> Drill:
 def _rehearse(drill: Drill, progress: Progress) -> tuple[engines.VerifyOutcome, int | None, int | None]:
     """The outcome, the backup restored and the RTO achieved (ms, when the scratch answered every query)."""
     target = drill.target
-    refusal = target.why_not_drillable()  # refused when the plan is saved; the target may have changed since
-    if refusal:
-        fail = engines.CheckResult("setup", "fail", f"target {refusal} as the plan's drill target", 0)
-        return engines.VerifyOutcome(checks=[fail], scratch_dropped=True), None, None
+    if target.is_pitr:
+        return _rehearse_pitr(drill, progress)
     backup = target.backups.verified().order_by("-started_at", "-id").first()
     if backup is None:
         fail = engines.CheckResult("setup", "fail", f"target {target.name} has no verified backup to restore", 0)
@@ -168,17 +172,56 @@ def _rehearse(drill: Drill, progress: Progress) -> tuple[engines.VerifyOutcome, 
         # The clock runs from here: fetching the backup is part of a real recovery too.
         start = time.perf_counter()
         outcome = _dump_verifier_run(verifier, backup, identities=identities)
-    except engines.BackupError as exc:
-        outcome = engines.VerifyOutcome(checks=[engines.CheckResult("setup", "fail", str(exc), 0)])
     except Exception as exc:  # never leave a drill running
-        logger.exception("drill %s failed unexpectedly", drill.pk)
-        outcome = engines.VerifyOutcome(
-            checks=[engines.CheckResult("setup", "fail", f"unexpected error: {type(exc).__name__}: {exc}", 0)]
+        outcome = _setup_failed(drill, exc)
+    return outcome, backup.pk, _rto_ms(outcome, start)
+
+
+def _rehearse_pitr(drill: Drill, progress: Progress) -> tuple[engines.VerifyOutcome, int | None, int | None]:
+    """As ``_rehearse``, for a pgBackRest target: its latest succeeded set (see the module's docstring)
+    restored to the end of the archived WAL. The clock runs from the start of the restore."""
+    from backups import pitr
+
+    target = drill.target
+    backup = target.backups.succeeded().order_by("-started_at", "-id").first()
+    if backup is None:
+        fail = engines.CheckResult("setup", "fail", f"target {target.name} has no pgBackRest backup to restore", 0)
+        return engines.VerifyOutcome(checks=[fail], scratch_dropped=True), None, None
+    Drill.objects.filter(pk=drill.pk).update(backup=backup)
+
+    def record_scratch(path: str) -> None:
+        _on_live_connection(
+            lambda: Drill.objects.filter(pk=drill.pk).update(scratch=path), what=f"the scratch of drill {drill.pk}"
         )
-    rto_ms = None
+
+    start = time.perf_counter()
+    try:
+        outcome = pitr.drill(
+            backup,
+            smoke_queries=[str(query) for query in drill.smoke_queries],
+            record_scratch=record_scratch,
+            progress=progress,
+        )
+    except Exception as exc:  # never leave a drill running
+        outcome = _setup_failed(drill, exc)
+    return outcome, backup.pk, _rto_ms(outcome, start)
+
+
+def _setup_failed(drill: Drill, exc: Exception) -> engines.VerifyOutcome:
+    """A drill that could not run: its setup check fails with the error (an unexpected one logged)."""
+    if isinstance(exc, engines.BackupError):
+        detail = str(exc)
+    else:
+        logger.exception("drill %s failed unexpectedly", drill.pk)
+        detail = f"unexpected error: {type(exc).__name__}: {exc}"
+    return engines.VerifyOutcome(checks=[engines.CheckResult("setup", "fail", detail, 0)])
+
+
+def _rto_ms(outcome: engines.VerifyOutcome, start: float) -> int | None:
+    """The RTO achieved: from ``start`` to the last smoke query answered; None unless the drill passed."""
     if outcome.failed is None and outcome.ready_at is not None:
-        rto_ms = int((outcome.ready_at - start) * 1000)
-    return outcome, backup.pk, rto_ms
+        return int((outcome.ready_at - start) * 1000)
+    return None
 
 
 def _state(drill: Drill) -> dict[str, Any]:
@@ -255,6 +298,12 @@ def _drop_scratch(drill: Drill) -> bool:
     drill.refresh_from_db(fields=["scratch", "backup"])
     if not drill.scratch:
         return True
+    if drill.target.is_pitr:  # a data directory (its server stopped first); a target keeps its kind once backed up
+        try:
+            return engines.remove_scratch(drill.scratch)
+        except engines.BackupError as exc:
+            logger.error("could not remove the scratch directory %s of drill %s: %s", drill.scratch, drill.pk, exc)
+            return False
     # A SQLite scratch is a file in the partial folder, named so.
     sqlite = drill.scratch.endswith(".sqlite3")
     return drop_dump_scratch(drill.target, drill.scratch, sqlite=sqlite, what=f"of drill {drill.pk}")

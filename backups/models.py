@@ -164,17 +164,6 @@ class BackupTarget(models.Model):
     def is_pitr(self) -> bool:
         return self.kind == TargetKind.PGBACKREST
 
-    def why_not_drillable(self) -> str:
-        """Why a recovery plan's restore drill cannot restore this target, or "". A drill restores a dump
-        through the verification's Verifier; a pgBackRest target has no dump to restore."""
-        if self.is_pitr:
-            return (
-                f"{self.name} is a pgBackRest target: a restore drill restores a dump target's backup (a "
-                "pgBackRest target's point-in-time restores are proven by its own verifications); "
-                "choose a dump target"
-            )
-        return ""
-
     def rpo_seconds(self, *, now: datetime | None = None) -> float | None:
         """The real recovery point of a pgBackRest target: the age of its newest archived WAL."""
         if self.pitr_window_end is None:
@@ -333,7 +322,9 @@ class DrillStatus(models.TextChoices):
 
 class Drill(models.Model):
     """One restore drill of a recovery plan: its target's latest verified backup restored into a scratch
-    database, the plan's smoke queries run there read-only, the time to that working database measured.
+    database (a pgBackRest target's latest set, to the end of its archived WAL, into a scratch data
+    directory: ``scratch`` is then that directory's path), the plan's smoke queries run there read-only,
+    the time to that working database measured.
 
     The plan belongs to ``deployments``, which backups may not import: a drill names it by its failure
     type (``plan``) and keeps what it was drilled with (target, schedule, queries), read through
@@ -347,8 +338,9 @@ class Drill(models.Model):
     started_at = models.DateTimeField(default=timezone.now)
     heartbeat_at = models.DateTimeField(null=True, blank=True)  # as Backup.heartbeat_at
     finished_at = models.DateTimeField(null=True, blank=True)
-    # The RTO achieved: from the start of the restore (the backup file fetched and checked included) to
-    # the last smoke query answering on the scratch database.
+    # The RTO achieved: from the start of the restore (the backup file fetched and checked included; for a
+    # pgBackRest target, from pgbackrest restore to the server promoted) to the last smoke query answering
+    # on the scratch database.
     rto_ms = models.PositiveIntegerField("RTO achieved (ms)", null=True, blank=True)
     interval_hours = models.PositiveIntegerField(default=0)  # the plan's schedule when drilled
     smoke_queries = models.JSONField(default=list, blank=True)

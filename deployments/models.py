@@ -255,7 +255,8 @@ class RecoveryPlan(models.Model):
 
     A plan that names a ``drill_target`` is drilled on its schedule (``backups`` runs the drills, reading
     the plan through ``controlplane.drills``): the target's latest verified backup is restored into a
-    scratch database, the smoke queries must each return a row there, and the time to that working
+    scratch database (a pgBackRest target's newest set, to the end of its archived WAL, into a scratch
+    data directory), the smoke queries must each return a row there, and the time to that working
     database is the RTO the plan achieves. Drills never touch the plan's environment.
     """
 
@@ -291,15 +292,9 @@ class RecoveryPlan(models.Model):
         return self.failure_type
 
     def clean(self) -> None:
-        errors = {}
         problem = smoke_queries_problem(self.smoke_queries)
         if problem:
-            errors["smoke_queries"] = problem
-        refusal = self.drill_target.why_not_drillable() if self.drill_target is not None else ""
-        if refusal:
-            errors["drill_target"] = f"{refusal}, or none"
-        if errors:
-            raise ValidationError(errors)
+            raise ValidationError({"smoke_queries": problem})
 
 
 MAX_SMOKE_QUERIES = 20

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 import stat
 from datetime import timedelta
@@ -160,73 +159,6 @@ def test_a_plan_with_bad_smoke_queries_is_refused_and_not_saved(sqlite_source, q
         plan.full_clean()
     assert problem in str(refused.value.message_dict["smoke_queries"])
     assert RecoveryPlan.objects.get(failure_type="bad_plan").smoke_queries == []
-
-
-def _becomes_pgbackrest(target):
-    from backups.models import BackupTarget
-
-    BackupTarget.objects.filter(pk=target.pk).update(kind="pgbackrest", pgbackrest_stanza="main")
-    target.refresh_from_db()
-    return target
-
-
-@pytest.fixture
-def pitr_target(sqlite_source):
-    from backups.services import target_create
-
-    data = {"name": f"{sqlite_source.target.name}-pitr", "url_env": sqlite_source.env}
-    return _becomes_pgbackrest(target_create(data=data, actor=SYSTEM))
-
-
-def test_a_plan_whose_drill_target_is_a_pgbackrest_target_is_refused_and_not_changed(sqlite_source, pitr_target):
-    from django.core.exceptions import ValidationError
-
-    from deployments.models import RecoveryPlan
-
-    dump_target = sqlite_source.target
-    plan = make_plan(dump_target, name="pitr_plan")
-    plan.drill_target = pitr_target
-    with pytest.raises(ValidationError) as refused:
-        plan.full_clean()
-    [message] = refused.value.message_dict["drill_target"]
-    assert message.startswith(f"{pitr_target.name} is a pgBackRest target: a restore drill restores a dump target")
-    assert RecoveryPlan.objects.get(failure_type="pitr_plan").drill_target_id == dump_target.pk
-
-
-def test_the_admin_refuses_a_pgbackrest_drill_target_with_the_message(sqlite_source, pitr_target, admin_client):
-    from controlplane.models import AuditEvent
-    from deployments.models import RecoveryPlan
-
-    plan = make_plan(sqlite_source.target, name="admin_plan")
-    form = {
-        "failure_type": plan.failure_type,
-        "environment": plan.environment_id,
-        "steps": json.dumps(plan.steps),
-        "runbook": "",
-        "drill_target": pitr_target.pk,
-        "drill_interval_hours": 168,
-        "smoke_queries": "[]",
-    }
-
-    response = admin_client.post(f"/admin/deployments/recoveryplan/{plan.pk}/change/", form)
-
-    assert response.status_code == 200  # the form again, with the error
-    assert "is a pgBackRest target: a restore drill restores a dump target" in response.content.decode()
-    assert RecoveryPlan.objects.get(pk=plan.pk).drill_target_id == sqlite_source.target.pk
-    assert not AuditEvent.objects.filter(action="recoveryplan.change").exists()
-
-
-def test_a_drill_of_a_target_that_became_pgbackrest_fails_saying_so(sqlite_source):
-    verified_backup(sqlite_source.target)
-    plan = make_plan(sqlite_source.target, smoke_queries=["SELECT 1"])
-    _becomes_pgbackrest(sqlite_source.target)  # after the plan was saved: its check never saw it
-
-    drill = drill_create(plan_name=plan.failure_type, actor=SYSTEM)
-
-    assert drill.status == DrillStatus.FAILED and drill.backup is None and drill.scratch == ""
-    assert drill.error.startswith(f"setup: target {sqlite_source.target.name} is a pgBackRest target")
-    assert "choose a dump target as the plan's drill target" in drill.error
-    assert [check["name"] for check in drill.checks] == ["setup"]
 
 
 # --- The schedule, on a controlled clock ---------------------------------------------------------

@@ -390,6 +390,86 @@ def test_a_schema_changed_after_the_target_time_fails_its_check_and_the_other_ch
     assert engines.remove_scratch(scratches[0]) is True and not Path(scratches[0]).exists()
 
 
+# --- restore drills of a pgBackRest target ----------------------------------------------------------
+
+
+def test_a_plan_drilled_on_a_pgbackrest_target_restores_its_newest_set_to_the_end_of_the_wal_in_a_scratch(
+    cluster, pitr_target
+):
+    """The drill restores the latest set plus all the WAL archived after it, runs the smoke query on that
+    scratch (rows committed after the set are there), measures the RTO and removes the scratch; a smoke
+    query that fails (here: one that writes) fails the drill at that check, and the scratch still goes."""
+    from backups.drills import drill_create
+    from backups.models import DrillStatus
+    from tests.backups.test_drills import make_plan
+
+    repo = repository(cluster)
+    if not pgbackrest.info(repo, timeout=60).backups:
+        pgbackrest.backup(repo, kind="full", timeout=300)
+    newest = pgbackrest.info(repo, timeout=60).backups[-1]
+    backup = pitr_target.backups.create(
+        engine="pgbackrest", status=BackupStatus.SUCCEEDED, manifest={"label": newest.label, "type": newest.type}
+    )
+    pitr_target.backups.create(engine="pgbackrest", status=BackupStatus.FAILED, error="x")  # never restored
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:  # after the set: only in the archived WAL
+        conn.execute("INSERT INTO orders (placed_at) SELECT clock_timestamp() FROM generate_series(1, 7)")
+        [(orders,)] = conn.execute("SELECT count(*) FROM orders").fetchall()
+    pgbackrest.archive_now(repo, source(cluster), timeout=60)
+    plan = make_plan(pitr_target, smoke_queries=["SELECT count(*) FROM orders"])
+
+    drill = drill_create(plan_name=plan.failure_type, actor=SYSTEM)
+
+    assert drill.status == DrillStatus.PASSED, drill.error
+    assert drill.backup_id == backup.pk
+    assert [check["name"] for check in drill.checks] == ["restore", "smoke_1"]
+    restore, smoke = drill.checks
+    assert restore["detail"].startswith(f"restored to the end of the archived WAL from {newest.label}")
+    assert smoke["detail"].startswith(f"answered ({orders},)")
+    assert drill.rto_ms is not None and drill.rto_ms >= restore["ms"]
+    assert Path(drill.scratch).name.startswith(pgbackrest.SCRATCH_PREFIX) and drill.scratch_dropped
+    assert not Path(drill.scratch).exists() and scratch_postmasters(drill.scratch) == []
+
+    plan.smoke_queries = ["DELETE FROM orders RETURNING id"]
+    plan.save()
+    failed = drill_create(plan_name=plan.failure_type, actor=SYSTEM)
+
+    assert failed.status == DrillStatus.FAILED and failed.rto_ms is None
+    assert failed.error.startswith("smoke_1: ") and "read-only transaction" in failed.error
+    assert failed.scratch != drill.scratch and failed.scratch_dropped
+    assert not Path(failed.scratch).exists() and scratch_postmasters(failed.scratch) == []
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM orders").fetchall() == [(orders,)]
+
+
+def test_a_drill_of_a_pgbackrest_target_without_a_backup_fails_at_setup(pitr_target):
+    from backups.drills import drill_create
+    from tests.backups.test_drills import make_plan
+
+    pitr_target.backups.create(engine="pgbackrest", status=BackupStatus.FAILED, error="x")
+    plan = make_plan(pitr_target, smoke_queries=["SELECT 1"])
+    drill = drill_create(plan_name=plan.failure_type, actor=SYSTEM)
+    assert drill.status == "failed" and drill.backup is None and drill.scratch == ""
+    assert drill.error == f"setup: target {pitr_target.name} has no pgBackRest backup to restore"
+
+
+def test_the_janitor_removes_the_scratch_directory_a_finished_pgbackrest_drill_left(pitr_target, tmp_path):
+    from backups.drills import reap_stale_drills
+    from backups.models import Drill, DrillStatus
+
+    left = tmp_path / f"{pgbackrest.SCRATCH_PREFIX}{secrets.token_hex(8)}"
+    (left / "data").mkdir(parents=True)
+    (left / "data" / "PG_VERSION").write_text("16\n")
+    drill = Drill.objects.create(
+        plan="pitr_plan", target=pitr_target, status=DrillStatus.FAILED, finished_at=timezone.now(), scratch=str(left)
+    )
+
+    reap_stale_drills()
+
+    assert not left.exists()
+    drill.refresh_from_db()
+    assert drill.scratch_dropped
+
+
 def test_readiness_counts_a_day_only_when_a_restore_to_a_time_on_it_passed(pitr_target):
     now = timezone.now()
     BackupTarget.objects.filter(pk=pitr_target.pk).update(
