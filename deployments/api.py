@@ -310,14 +310,20 @@ def guarded_start(request: HttpRequest, payload: GuardedIn) -> JsonResponse:
 def guarded_action(
     request: HttpRequest,
     deployment_id: int,
-    action: Literal["pause", "resume", "skip", "abort"] = Path(
-        ..., description="pause (holds stop ending), resume, skip (the current hold ends now), abort (restore)."
+    # Text, not an enumeration: an action that does not exist is a page that does not (404), before the
+    # deployment is looked up or the body read, as for any other unknown address.
+    action: str = Path(
+        ...,
+        description="pause (holds stop ending), resume, skip (the current hold ends now) or abort (restore); "
+        "any other: 404.",
     ),
     confirm: str = Query("false", description="true or false (1 or 0); true is required in a production environment."),
 ) -> JsonResponse:
     """Pause, resume, skip ahead in, or abort an active guarded rollout. 409 when it has finished (or is
     paused already, or not paused); 422 when it is not a guarded rollout, or in production without
     ``?confirm=true``."""
+    if action not in GUARDED_ACTIONS:
+        raise ApiError(404, "not_found", f"no such action {action!r}: {', '.join(GUARDED_ACTIONS)}")
     actor = _flag_changer(request)
     found = get_object_or_404(Deployment.objects.select_related("environment__environment"), pk=deployment_id)
     confirm = confirm.lower()

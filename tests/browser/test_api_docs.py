@@ -23,5 +23,5 @@ def test_the_docs_page_draws_the_operations(live_server, page: Page, operator):
     page.get_by_role("button", name="Log in").click()
     expect(page.locator('.opblock-summary-path[data-path="/api/deployment/deploy"]')).to_be_visible()
     expect(page.locator('.opblock-summary-path[data-path="/api/deployment/services/{name}"]')).to_be_visible()
-    expect(page.locator(".opblock")).to_have_count(16)
+    expect(page.locator(".opblock")).to_have_count(18)
     assert problems == [] and elsewhere == []
