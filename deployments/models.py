@@ -270,7 +270,8 @@ class RecoveryPlan(models.Model):
         null=True,
         blank=True,
         related_name="+",
-        help_text="Restore drills restore this target's latest verified backup into a scratch database; "
+        help_text="Restore drills restore this target's latest verified backup into a scratch database (a "
+        "pgBackRest target: its newest set, to the end of the archived WAL, into a scratch data directory); "
         "empty: the plan is not drilled.",
     )
     drill_interval_hours = models.PositiveIntegerField(
