@@ -424,6 +424,12 @@ BACKUP_S3_ACCESS_KEY_ID = env.str("BACKUP_S3_ACCESS_KEY_ID", default="")
 BACKUP_S3_SECRET_ACCESS_KEY = env.str("BACKUP_S3_SECRET_ACCESS_KEY", default="")
 # A request to the bucket that gets no answer for this long fails (a hung server); the copy is retried later.
 BACKUP_S3_TIMEOUT_SECONDS = _int("BACKUP_S3_TIMEOUT_SECONDS", 60, minimum=1)
+# Checksums boto3 sends with each upload: when_supported (boto3's default: a CRC per part, which the bucket
+# checks) or when_required (only where an operation demands one), for an S3-compatible service that refuses
+# the newer checksum headers. Either way a copy counts only once read back with the backup's sha256.
+BACKUP_S3_CHECKSUMS = env.str("BACKUP_S3_CHECKSUMS", default="when_supported")
+if BACKUP_S3_CHECKSUMS not in {"when_supported", "when_required"}:
+    raise config_error("BACKUP_S3_CHECKSUMS", "when_supported or when_required")
 # Minutes before a failed copy is tried again, doubled after each failure (at most a day).
 BACKUP_COPY_RETRY_MINUTES = _int("BACKUP_COPY_RETRY_MINUTES", 15, minimum=1)
 
@@ -631,7 +637,15 @@ STORAGES = {
 
 
 def s3_backup_storage(
-    *, bucket: str, prefix: str, endpoint_url: str, region: str, access_key: str, secret_key: str, timeout: int
+    *,
+    bucket: str,
+    prefix: str,
+    endpoint_url: str,
+    region: str,
+    access_key: str,
+    secret_key: str,
+    timeout: int,
+    checksums: str = "when_supported",
 ) -> dict[str, Any]:
     """django-storages' S3 storage for off-site copies of backups (any S3-compatible service)."""
     from botocore.config import Config
@@ -646,8 +660,8 @@ def s3_backup_storage(
             connect_timeout=min(timeout, 10),
             read_timeout=timeout,
             retries={"max_attempts": 2, "mode": "standard"},
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
+            request_checksum_calculation=checksums,
+            response_checksum_validation=checksums,
         ),
     }
     if endpoint_url:
@@ -669,6 +683,7 @@ if BACKUP_S3_BUCKET:
         access_key=BACKUP_S3_ACCESS_KEY_ID,
         secret_key=BACKUP_S3_SECRET_ACCESS_KEY,
         timeout=BACKUP_S3_TIMEOUT_SECONDS,
+        checksums=BACKUP_S3_CHECKSUMS,
     )
 
 # --- Logging, errors, e-mail ---------------------------------------------------------------------

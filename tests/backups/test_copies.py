@@ -78,7 +78,9 @@ def bucket(s3_server, settings):
     return name
 
 
-def point_offsite_at(settings, endpoint: str, bucket: str, *, timeout: int = 60) -> None:
+def point_offsite_at(
+    settings, endpoint: str, bucket: str, *, timeout: int = 60, checksums: str = "when_supported"
+) -> None:
     storage = s3_backup_storage(
         bucket=bucket,
         prefix="cp-backups",
@@ -87,6 +89,7 @@ def point_offsite_at(settings, endpoint: str, bucket: str, *, timeout: int = 60)
         access_key="testing",
         secret_key="testing",
         timeout=timeout,
+        checksums=checksums,
     )
     settings.STORAGES = {**settings.STORAGES, "offsite": storage}
 
@@ -205,6 +208,22 @@ def test_a_fault_of_the_s3_server_fails_the_copy_leaves_no_half_copy_and_it_is_r
 
     assert copy.status == CopyStatus.VERIFIED and copy.attempts == 2 and copy.error == ""
     assert _objects(s3_server, bucket) == [f"cp-backups/{backup.file}"]
+
+
+@pytest.mark.parametrize("checksums", ["when_supported", "when_required"])
+def test_either_checksum_setting_makes_a_copy_that_reads_back_whole(
+    sqlite_source, bucket, s3_server, settings, checksums
+):
+    """BACKUP_S3_CHECKSUMS: boto3's per-part CRC (the default) or only the checksums an operation demands
+    (for a service refusing the newer headers); the copy counts by its read-back either way."""
+    assert settings.STORAGES["offsite"]["OPTIONS"]["client_config"].request_checksum_calculation == "when_supported"
+    point_offsite_at(settings, s3_server, bucket, checksums=checksums)
+    backup = backup_create(target=_offsite(sqlite_source.target), actor=SYSTEM)
+
+    [copy] = copies_upload(backup=backup, actor=SYSTEM)
+
+    assert copy.status == CopyStatus.VERIFIED, copy.error
+    assert hashlib.sha256(_object(s3_server, bucket, backup.file)).hexdigest() == backup.sha256
 
 
 def test_a_copy_that_reads_back_different_is_failed_and_deleted(sqlite_source, bucket, s3_server):

@@ -160,3 +160,9 @@ def test_a_secret_key_given_as_recipient_stops_the_start_without_repeating_it(tm
     assert result.returncode != 0
     assert "BACKUP_AGE_RECIPIENTS: item 1 is a secret key" in result.stderr
     assert secret not in result.stdout + result.stderr
+
+
+def test_an_unknown_upload_checksum_setting_stops_the_start_naming_it(tmp_path):
+    result = run("readiness", "--json", env=production_env(tmp_path, BACKUP_S3_CHECKSUMS="sometimes"))
+    assert result.returncode != 0
+    assert "BACKUP_S3_CHECKSUMS: when_supported or when_required" in result.stderr
