@@ -8,7 +8,7 @@ from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from ninja import Router, Schema
 
-from backups.selectors import all_readiness, drills_readiness, status
+from backups.selectors import all_readiness, drills_readiness, running_work, status
 from controlplane.models import Scope
 from controlplane.openapi import Error, token_auth
 from flags.selectors import BACKUP_VERIFICATION, is_on
@@ -24,6 +24,7 @@ class BackupStatus(Schema):
     failing: list[str]
     verificationScheduled: bool
     targets: list[dict[str, Any]]
+    running: list[dict[str, Any]]
 
 
 class RecoveryReadiness(Schema):
@@ -35,7 +36,8 @@ class RecoveryReadiness(Schema):
 
 @router.get("/backup/status", url_name="api-backup-status", response={200: BackupStatus, **_ERRORS})
 def backup_status(request: HttpRequest) -> JsonResponse:
-    """Per target: schedule, retention, the latest backup and the latest verification with its checks."""
+    """Per target: schedule, retention, the latest backup and the latest verification with its checks; and
+    the backups, uploads, verifications and drills under way, each with its last written progress."""
     now = timezone.now()
     targets = status(now=now)
     failing = [t["target"] for t in targets if t["latestBackup"] and t["latestBackup"]["status"] == "failed"]
@@ -51,6 +53,7 @@ def backup_status(request: HttpRequest) -> JsonResponse:
             "failing": failing,
             "verificationScheduled": is_on(BACKUP_VERIFICATION, default=True),
             "targets": targets,
+            "running": [work.as_dict() for work in running_work()],
         }
     )
 

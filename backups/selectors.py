@@ -549,6 +549,16 @@ class Running:
 
         return describe(self.progress)
 
+    def as_dict(self) -> dict[str, Any]:
+        """The status API's form: the progress as last written, and in words."""
+        return {
+            "kind": self.kind,
+            "label": self.label,
+            "startedAt": self.started_at.isoformat(),
+            "progress": self.progress or None,
+            "line": self.line,
+        }
+
 
 def running_work() -> list[Running]:
     """Everything under way, oldest first: the Backups page's live part."""

@@ -395,7 +395,7 @@ def test_an_upload_to_s3_reports_the_bytes_boto3_sent(sqlite_source, bucket, set
 
 @pytest.mark.django_db(transaction=True)  # the upload's thread writes the row on a connection of its own
 def test_an_upload_under_way_keeps_its_progress_on_the_copys_row_and_the_page_shows_it(
-    sqlite_source, bucket, s3_server, settings, operator_client
+    sqlite_source, bucket, s3_server, settings, operator_client, api_client
 ):
     import os
     import sqlite3
@@ -416,6 +416,7 @@ def test_an_upload_under_way_keeps_its_progress_on_the_copys_row_and_the_page_sh
     backup = backup_create(target=target, actor=SYSTEM)
     assert backup.size_bytes > 24 << 20
     copy = backup.copies.get(storage="offsite")
+    api = api_client("backups")  # the same client, also signed in: the page and the status API
 
     with FaultProxy("127.0.0.1", int(s3_server.rsplit(":", 1)[1])) as proxy:
         point_offsite_at(settings, f"http://{proxy.address}", bucket)
@@ -438,6 +439,7 @@ def test_an_upload_under_way_keeps_its_progress_on_the_copys_row_and_the_page_sh
                 time.sleep(0.02)
                 row = BackupCopy.objects.get(pk=copy.pk)
             page = operator_client.get(reverse("backups:live")).content.decode()
+            status = api.get("/api/deployment/backup/status").json()
         finally:
             proxy.heal()
             worker.join(timeout=120)
@@ -450,6 +452,12 @@ def test_an_upload_under_way_keeps_its_progress_on_the_copys_row_and_the_page_sh
     assert stored["leftMs"] == 36_000_000 - stored["elapsedMs"]
     assert f"copy of backup #{backup.pk} ({target.name}) to offsite" in page
     assert "upload offsite" in page and "about 9 h" in page
+    # The status API lists the same run, with the progress it read from the row and the same words.
+    [running] = [r for r in status["running"] if r["kind"] == "upload"]
+    assert running["label"] == f"copy of backup #{backup.pk} ({target.name}) to offsite"
+    assert running["progress"]["unit"] == "bytes" and running["progress"]["total"] == backup.size_bytes
+    assert 0 < running["progress"]["done"] < backup.size_bytes
+    assert running["line"].startswith("upload offsite ") and "about 9 h" in running["line"]
     [done] = outcome
     assert done.status == CopyStatus.VERIFIED, done.error
     assert BackupCopy.objects.get(pk=copy.pk).progress == {}  # a finished upload keeps no progress
