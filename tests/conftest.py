@@ -222,6 +222,17 @@ def api_client(client, make_token):
 
 
 @pytest.fixture
+def eager_tasks():
+    """Queued tasks run at once, in the test, as a worker would run them (retries included)."""
+    from controlplane.celery import app as celery_app
+
+    before = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = before
+
+
+@pytest.fixture
 def http_sink():
     """A local HTTP server standing in for Sentry, Slack or a webhook."""
     from tests.httpsink import HttpSink

@@ -44,17 +44,6 @@ def _default_alert_rules(request):
 
 
 @pytest.fixture
-def eager_tasks():
-    """Queued deliveries run at once, in the test (as a worker would run them, retries included)."""
-    from controlplane.celery import app as celery_app
-
-    before = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = before
-
-
-@pytest.fixture
 def alerts_on(db, django_capture_on_commit_callbacks):
     """The external_alerts flag on, as the shipped flags have it."""
     from controlplane.audit import Actor

@@ -272,17 +272,3 @@ def source(request):
             pytest.skip(problem)
         return request.getfixturevalue("pg_source")
     return request.getfixturevalue("sqlite_source")
-
-
-# --- Tasks ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def eager_tasks():
-    """Queued tasks run at once, in the test, as a worker would run them."""
-    from controlplane.celery import app as celery_app
-
-    before = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = before

@@ -21,16 +21,6 @@ def default_target():
     return target
 
 
-@pytest.fixture
-def eager(settings):
-    from controlplane.celery import app
-
-    before = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = before
-
-
 def test_the_backup_api_needs_the_backups_scope(api_client, default_target):
     for name in ("api-backup-status", "api-backup-readiness"):
         url = reverse(name)
@@ -92,7 +82,7 @@ def test_pages_need_a_login_and_show_each_backup(viewer_client, default_target):
 
 
 def test_an_operator_backs_up_and_verifies_from_the_page(
-    operator_client, default_target, eager, django_capture_on_commit_callbacks
+    operator_client, default_target, eager_tasks, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
         response = operator_client.post(reverse("backups:backup-now", args=["default"]))
@@ -110,7 +100,9 @@ def test_an_operator_backs_up_and_verifies_from_the_page(
     assert 'restore <span class="pill tone-ok" data-status="pass">' in page  # each check's status as a pill
 
 
-def test_admin_actions_queue_audited_runs(operator_client, default_target, eager, django_capture_on_commit_callbacks):
+def test_admin_actions_queue_audited_runs(
+    operator_client, default_target, eager_tasks, django_capture_on_commit_callbacks
+):
     url = reverse("admin:backups_backuptarget_changelist")
     with django_capture_on_commit_callbacks(execute=True):
         operator_client.post(url, {"action": "back_up_now", "_selected_action": [default_target.pk]})

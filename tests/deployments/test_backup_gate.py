@@ -318,17 +318,6 @@ def test_a_refused_migration_does_not_run_its_own_rollback_but_earlier_steps_rol
     assert earlier.exists()  # the steps that did run are rolled back as for any failure
 
 
-@pytest.fixture
-def eager_tasks():
-    """The reaper's continue_rollback runs at once, in the test, as a worker would run it."""
-    from controlplane.celery import app
-
-    before = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = before
-
-
 def test_the_reaper_does_not_run_the_own_rollback_of_a_migration_the_gate_refused(
     environment, target, tmp_path, request
 ):

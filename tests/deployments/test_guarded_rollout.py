@@ -167,16 +167,6 @@ def test_a_breached_guard_restores_the_flag_exactly_alerts_and_is_audited(test_e
 
 
 @pytest.fixture
-def eager_tasks():
-    from controlplane.celery import app
-
-    before = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = before
-
-
-@pytest.fixture
 def quiet_service(db):
     """A monitored service with no traffic: its guards are inconclusive, which a plan passes by default."""
     return Service.objects.create(name=SERVICE)

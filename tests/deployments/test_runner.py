@@ -135,17 +135,6 @@ def test_a_second_run_of_the_same_deployment_does_nothing(environment):
     assert [r.output for r in runs(deployment)] == ["once\n"]
 
 
-@pytest.fixture
-def eager_tasks():
-    """Queued deliveries run at once, in the test, as a worker would run them."""
-    from controlplane.celery import app
-
-    before = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = before
-
-
 def test_the_alert_channels_hear_that_a_deployment_started_and_rolled_back(environment, http_sink, request):
     from alerting.models import Delivery
     from alerting.services import channel_create
