@@ -360,9 +360,16 @@ def celery_worker_process(tmp_path):
         return queue, log
 
     yield start
+    # A worker idle on RabbitMQ notices SIGTERM only when its event loop next wakes (kombu's hub polls for
+    # up to 10 s with no timer due): the test is over, so after a short grace it is killed.
     for worker in workers:
         worker.terminate()
-        worker.wait(timeout=30)
+    for worker in workers:
+        try:
+            worker.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(timeout=30)
 
 
 @pytest.fixture
