@@ -308,10 +308,13 @@ def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
     }
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _fresh_test_var_dir() -> None:
-    """Start each session with an empty broker queue (no stale message reaches a test worker) and
-    no Prometheus files of an earlier session."""
+def pytest_configure(config: pytest.Config) -> None:
+    """Start each session with an empty broker queue (no stale message reaches a test worker) and no
+    Prometheus files of an earlier session: once, before any test, in the process that starts xdist's
+    workers (not in each worker, where the two removals raced: one found a folder the other had just
+    removed, and every test of that worker failed at its setup)."""
+    if hasattr(config, "workerinput"):
+        return
     for folder in (Path(settings.VAR_DIR) / "broker" / "queue", Path(settings.PROMETHEUS_MULTIPROC_DIR)):
         if folder.is_dir():
             shutil.rmtree(folder)
