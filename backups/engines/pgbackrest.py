@@ -30,7 +30,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -420,10 +420,15 @@ class PitrVerifier:
                 self._smoke(db)
                 return self.outcome
             self._check("recovered_to_time", lambda: self._recovered(scratch, db))
-            # Two reads of the restored server, each on its own connection or tool, run together; the
-            # integrity check comes after the schema is read: it may create the amcheck extension.
-            self._checks_together(("row_counts", lambda: _count_rows(db)), ("schema", lambda: self._schema(db)))
-            self._check("integrity", lambda: pg_amcheck_check(db, timeout=self.timeout))
+            # The three reads of the restored server run together, each on its own connection or tool.
+            # pg_amcheck may create the amcheck extension; the schema is dumped from a snapshot taken
+            # before it starts, so that it never sees an extension the check made itself.
+            with _snapshot(db) as snapshot:
+                self._checks_together(
+                    ("row_counts", lambda: _count_rows(db)),
+                    ("schema", lambda: self._schema(db, snapshot)),
+                    ("integrity", lambda: pg_amcheck_check(db, timeout=self.timeout)),
+                )
         except CheckFailed:
             pass
         except BackupError as exc:
@@ -578,15 +583,29 @@ class PitrVerifier:
             f"recovered to {target_time:%Y-%m-%d %H:%M:%S} UTC: stopped {how} the commit at {when}{last}",
         )
 
-    def _schema(self, db: Database) -> tuple[str, str]:
-        restored = _dump_schema(db, timeout=self.timeout)
+    def _schema(self, db: Database, snapshot: str) -> tuple[str, str]:
+        restored = _dump_schema(db, timeout=self.timeout, snapshot=snapshot)
         current = self._source_schema.join()
         # The source's schema today: a migration after the target time shows here as a difference.
         return compare_schema_text(current, restored, "the source's")
 
 
-def _dump_schema(db: Database, *, timeout: float) -> str:
-    flags = ["--schema-only", "--no-owner", "--no-privileges"]
+@contextlib.contextmanager
+def _snapshot(db: Database) -> Iterator[str]:
+    """The name of a snapshot of ``db`` as it is now, valid while the block runs (its transaction is held
+    open on a connection of its own; ``pg_dump --snapshot`` reads the database as of then)."""
+    try:
+        with db.connect(autocommit=False) as conn:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            name = str(one_row(conn.execute("SELECT pg_export_snapshot()"))[0])
+            yield name
+            conn.rollback()
+    except psycopg.Error as exc:
+        raise BackupError(f"cannot take a snapshot of the restored database: {first_line(exc)}") from None
+
+
+def _dump_schema(db: Database, *, timeout: float, snapshot: str = "") -> str:
+    flags = ["--schema-only", "--no-owner", "--no-privileges", *([f"--snapshot={snapshot}"] if snapshot else [])]
     return run_as([pg_tool("pg_dump"), *flags, *db.pg_args()], user="", timeout=timeout, env=db.pg_env())
 
 

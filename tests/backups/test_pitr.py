@@ -352,9 +352,10 @@ def test_backups_window_and_a_point_in_time_verification_end_to_end(
 
 
 def test_a_schema_changed_after_the_target_time_fails_its_check_and_the_other_checks_still_report(cluster):
-    """The row and schema checks run together: one failing does not hide the other, and the integrity
-    check (which may create the amcheck extension) does not show in the schema read before it. The
-    verifier asked to leave its directory stops the scratch server and leaves the removal to its caller."""
+    """The row, schema and integrity checks run together: one failing does not hide the others, and the
+    amcheck extension the integrity check may create does not show in the schema (dumped from a snapshot
+    taken before). The verifier asked to leave its directory stops the scratch server and leaves the
+    removal to its caller."""
     repo = repository(cluster)
     if not pgbackrest.info(repo, timeout=60).backups:
         pgbackrest.backup(repo, kind="full", timeout=300)
@@ -380,9 +381,10 @@ def test_a_schema_changed_after_the_target_time_fails_its_check_and_the_other_ch
         leave_directory=True,
     ).run()
     by_name = {check.name: check for check in outcome.checks}
-    assert list(by_name) == ["restore", "recovered_to_time", "row_counts", "schema"], outcome.checks
+    assert list(by_name) == ["restore", "recovered_to_time", "row_counts", "schema", "integrity"], outcome.checks
     assert outcome.failed is not None and outcome.failed.name == "schema"
     assert "after_the_target" in by_name["schema"].detail and "amcheck" not in by_name["schema"].detail
+    assert by_name["integrity"].status == "pass", by_name["integrity"]
     assert by_name["row_counts"].status == "pass" and "1 tables read, 1 rows" in by_name["row_counts"].detail
     # Stopped, not removed: the caller removes it once the verdict is recorded.
     assert not outcome.scratch_dropped and Path(scratches[0]).is_dir()
@@ -529,3 +531,21 @@ def test_a_repository_pgbackrest_cannot_read_is_kept_as_the_targets_error(cluste
     target.refresh_from_db()
     assert "stanza gone" in target.pitr_error and target.pitr_window_end is None
     assert any(problem == "pgBackRest stanza gone: missing stanza path" for problem in readiness(target).problems)
+
+
+def test_the_restored_schema_is_read_as_of_the_snapshot_taken_before_the_checks_start(cluster):
+    """What a check creates once the snapshot is taken (pg_amcheck's extension) is not in the schema read;
+    read without the snapshot, it is: the verification compares the restored schema, not its own traces."""
+    name = f"snap_{secrets.token_hex(3)}"
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    db = engines.from_url(cluster.url(name), variable="TEST")
+    with pgbackrest._snapshot(db) as snapshot, psycopg.connect(cluster.url(name), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION amcheck; CREATE TABLE made_during_the_checks (id int)")
+        as_of_snapshot = pgbackrest._dump_schema(db, timeout=60, snapshot=snapshot)
+        now = pgbackrest._dump_schema(db, timeout=60)
+    assert "amcheck" not in as_of_snapshot and "made_during_the_checks" not in as_of_snapshot
+    assert "CREATE EXTENSION IF NOT EXISTS amcheck" in now and "made_during_the_checks" in now
+    with pytest.raises(engines.BackupError, match="cannot connect"):
+        with pgbackrest._snapshot(engines.from_url(cluster.url(f"{name}_missing"), variable="TEST")):
+            pass
