@@ -145,13 +145,18 @@ def _looks_within(seconds: float) -> int:
     return looks
 
 
+# The copies each gunicorn worker keeps of what it reads from the cache: the tokens' and the flags'.
+COPIES_PER_WORKER = 2
+
+
 @pytest.mark.service("redis")
 def test_a_hanging_redis_slows_neither_ofrep_nor_the_liveness_probe(gunicorn_server, flags, make_token):
     token = make_token("flags:read")
     redis_url = urlsplit(service_url("redis"))
+    workers = 2
     with FaultProxy(redis_url.hostname, redis_url.port or 6379) as redis:
         base = gunicorn_server(
-            workers=2,
+            workers=workers,
             REDIS_URL=through(service_url("redis"), redis),
             CACHE_KEY_PREFIX=f"test-hang-{uuid.uuid4().hex[:8]}",
         )
@@ -187,7 +192,7 @@ def test_a_hanging_redis_slows_neither_ofrep_nor_the_liveness_probe(gunicorn_ser
     # or queues behind one on its sync worker (the other client's call). How many looks fit depends on how
     # long the run took (a loaded machine stretches it), so the bound is counted from the run's own time.
     slow = sorted(round(duration, 2) for duration, _, _ in answers if duration >= settings.REDIS_SOCKET_TIMEOUT)
-    looks = 2 * 2 * _looks_within(total)  # workers x copies x each copy's looks
+    looks = workers * COPIES_PER_WORKER * _looks_within(total)
     assert len(slow) <= min(2 * looks, len(answers) // 2), (looks, slow)
     assert all(duration < 4 * settings.REDIS_SOCKET_TIMEOUT + 0.5 for duration in slow), slow
     assert total < 10, total
