@@ -39,7 +39,7 @@ from typing import Any
 import psycopg
 
 from backups.engines.errors import BackupError, CheckFailed, ToolMissing, first_line
-from backups.engines.postgresql import pg_row_counts, pg_tables
+from backups.engines.postgresql import export_snapshot, pg_row_counts, pg_tables
 from backups.engines.processes import Supervised, tail
 from backups.engines.schema import compare_schema_text
 from backups.engines.sources import Database, one_row
@@ -592,16 +592,17 @@ class PitrVerifier:
 
 @contextlib.contextmanager
 def _snapshot(db: Database) -> Iterator[str]:
-    """The name of a snapshot of ``db`` as it is now, valid while the block runs (its transaction is held
-    open on a connection of its own; ``pg_dump --snapshot`` reads the database as of then)."""
+    """The name of a snapshot of ``db`` as it is now, valid while the block runs: its transaction is held
+    open on a connection of its own, closed (the transaction discarded) when the block ends."""
+    conn = db.connect(autocommit=False)
     try:
-        with db.connect(autocommit=False) as conn:
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            name = str(one_row(conn.execute("SELECT pg_export_snapshot()"))[0])
-            yield name
-            conn.rollback()
-    except psycopg.Error as exc:
-        raise BackupError(f"cannot take a snapshot of the restored database: {first_line(exc)}") from None
+        try:
+            name = export_snapshot(conn)
+        except psycopg.Error as exc:
+            raise BackupError(f"cannot take a snapshot of the restored database: {first_line(exc)}") from None
+        yield name
+    finally:
+        conn.close()
 
 
 def _dump_schema(db: Database, *, timeout: float, snapshot: str = "") -> str:

@@ -52,14 +52,21 @@ def dump_postgresql(
         raise SourceUnreachable(f"lost the connection to {source.label} during the dump: {first_line(exc)}") from None
 
 
+def export_snapshot(conn: psycopg.Connection) -> str:
+    """Open a read-only repeatable-read transaction on ``conn`` (not in autocommit) and export its
+    snapshot: ``pg_dump --snapshot=<name>`` then reads the database as it was, for as long as that
+    transaction stays open."""
+    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    return str(one_row(conn.execute("SELECT pg_export_snapshot()"))[0])
+
+
 def _dump_postgresql_snapshot(
     source: Database, path: Path, *, timeout: float, recipients: Sequence[Recipient], on_bytes: OnBytes | None
 ) -> Dump:
     pg_dump = pg_tool("pg_dump")
     versions = {"pg_dump": tool_version(pg_dump)}
     with source.connect(autocommit=False) as conn:
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        snapshot = one_row(conn.execute("SELECT pg_export_snapshot()"))[0]
+        snapshot = export_snapshot(conn)
         versions["server"] = one_row(conn.execute("SHOW server_version"))[0].split(" ")[0]
         tables = pg_tables(conn)
         # pg_dump reads the same snapshot while this transaction counts rows in it, side by side.
